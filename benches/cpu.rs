@@ -1,0 +1,140 @@
+//! CPU benchmark for the default model on the demo database: load time, prefill and decode
+//! speed, and question→rows latency (p50/p90). Run with `scripts/bench-cpu`.
+//!
+//! Environment: `BENCH_MODEL` (name or path, default qwen2.5-coder-0.5b), `BENCH_FORMATS=1`
+//! to also time the other weight representations on a 128-token prompt.
+
+use std::time::Instant;
+
+use sqlora::cancel::Cancel;
+use sqlora::cli::ModelOpts;
+use sqlora::llm::{Engine, LoadOptions, WeightFormat, WeightPlan};
+use sqlora::pipeline::Pipeline;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn main() -> anyhow::Result<()> {
+    let opts = ModelOpts {
+        model: std::env::var("BENCH_MODEL").ok(),
+        offline: false,
+    };
+    let path = sqlora::model_path(&opts)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "sqlora CPU benchmark — model {} — {threads} CPU threads",
+        path.display()
+    );
+
+    let t = Instant::now();
+    let engine = Engine::load(&path, &LoadOptions::default())?;
+    println!(
+        "load (prefill f32 + decode Q8_0 weights): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir()?;
+    let db_path = sqlora::db::demo::ensure(dir.path())?;
+    let db = sqlora::db::open(&db_path.to_string_lossy())?;
+    let mut p = Pipeline::new(db, Some(engine))?;
+
+    // Prefill: the demo schema prompt, from an empty cache.
+    let prompt = sqlora::llm::prompt::build_prompt(
+        p.engine().unwrap().template(),
+        "How many customers are there?",
+        p.context(),
+        p.dialect(),
+        &[],
+    );
+    let ids = p.engine().unwrap().tokenizer().encode(&prompt.text())?;
+    let e = p.engine().unwrap();
+    e.prefill_only(&ids[..16])?; // warm-up
+    let t = Instant::now();
+    e.prefill_only(&ids)?;
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "prefill: {} tokens in {:.2} s = {:.0} tok/s",
+        ids.len(),
+        s,
+        ids.len() as f64 / s
+    );
+
+    let n = 64;
+    let s = e.decode_n(&ids[..32], n)?;
+    println!(
+        "decode: {n} tokens in {:.2} s = {:.1} tok/s",
+        s,
+        n as f64 / s
+    );
+
+    if std::env::var("BENCH_FORMATS").is_ok_and(|v| v == "1") {
+        use WeightFormat::*;
+        for fmt in [Native, Q8_0, F32] {
+            let plan = WeightPlan {
+                prefill: fmt,
+                decode: fmt,
+                wide_rows: 1,
+            };
+            let t = Instant::now();
+            let e = Engine::load(
+                &path,
+                &LoadOptions {
+                    plan,
+                    ..LoadOptions::default()
+                },
+            )?;
+            let load = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            e.prefill_only(&ids[..128])?;
+            let pre = 128.0 / t.elapsed().as_secs_f64();
+            let dec = 32.0 / e.decode_n(&ids[..16], 32)?;
+            println!(
+                "  all {fmt:?}: load {load:.1} s, prefill {pre:.0} tok/s, decode {dec:.1} tok/s"
+            );
+        }
+    }
+
+    // Question → rows, with the schema prefix cached as in the shell.
+    let cancel = Cancel::new();
+    let t = Instant::now();
+    let cached = p.warm_up(&cancel)?;
+    println!(
+        "schema prefix: {cached} tokens cached in {:.2} s (once per session)",
+        t.elapsed().as_secs_f64()
+    );
+    let questions: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("../tests/data/demo_questions.json"))?;
+    let mut lat = Vec::new();
+    let (mut toks, mut dsecs) = (0usize, 0f64);
+    for q in &questions {
+        let question = q["question"].as_str().unwrap_or_default();
+        let t = Instant::now();
+        let r = p.ask(question, &cancel);
+        let s = t.elapsed().as_secs_f64();
+        lat.push(s);
+        match r {
+            Ok(a) => {
+                toks += a.generation.new_tokens;
+                dsecs += a.generation.decode_secs;
+                println!("  {:5.2} s  {:3} rows  {question}", s, a.outcome.rows.len());
+            }
+            Err(e) => println!(
+                "  {:5.2} s  error    {question}: {}",
+                s,
+                e.to_string().lines().next().unwrap_or("")
+            ),
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "question→rows over {} questions: p50 {:.2} s, p90 {:.2} s, max {:.2} s; answer decode {:.1} tok/s",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
+        lat[lat.len() - 1],
+        toks as f64 / dsecs.max(1e-9)
+    );
+    Ok(())
+}

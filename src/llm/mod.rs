@@ -1,0 +1,317 @@
+//! The language model: GGUF loading, the tokenizer built from GGUF metadata, the one model
+//! forward, greedy generation with a cached prompt prefix, and the prompt builder.
+//!
+//! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
+
+pub mod model;
+pub mod prompt;
+pub mod registry;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+
+use crate::cancel::Cancel;
+pub use model::{Arch, KvCache, Model, ModelConfig, WeightFormat, WeightPlan};
+pub use prompt::{ChatTemplate, Prompt};
+pub use tokenizer::TextTokenizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not a usable GGUF model: {0}")]
+    Corrupt(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("generation failed: {0}")]
+    Generation(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("model fetch failed: {0}")]
+    Fetch(String),
+}
+
+impl From<candle_core::Error> for LlmError {
+    fn from(e: candle_core::Error) -> Self {
+        LlmError::Generation(e.to_string())
+    }
+}
+
+/// Options for loading a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub plan: WeightPlan,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            plan: WeightPlan::cpu_default(),
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// Options for one generation.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub max_new_tokens: usize,
+    /// Generation stops once the text produced so far ends a fenced code block.
+    pub stop_at_fence_close: bool,
+}
+
+impl Default for GenOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 320,
+            stop_at_fence_close: true,
+        }
+    }
+}
+
+/// What one generation produced and what it cost.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub text: String,
+    /// Prompt tokens run through the model for this call (the cached prefix excluded).
+    pub prefill_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+    pub new_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+/// Identity of the loaded model file, for display and (later) logging.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub name: String,
+    pub arch: Arch,
+    pub file_size: u64,
+    pub load_secs: f64,
+}
+
+struct PrefixState {
+    text: String,
+    ids: Vec<u32>,
+    cache: KvCache,
+}
+
+/// A loaded model with its tokenizer, ready to answer prompts.
+pub struct Engine {
+    model: Model,
+    tokenizer: TextTokenizer,
+    template: ChatTemplate,
+    info: ModelInfo,
+    prefix: Option<PrefixState>,
+}
+
+impl Engine {
+    /// Loads a GGUF file: metadata, tokenizer and weights in the representation `opts.plan` asks.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, LlmError> {
+        let start = Instant::now();
+        let io = |source| LlmError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file_size = file.metadata().map_err(io)?.len();
+        let mut reader = std::io::BufReader::new(&mut file);
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| LlmError::Corrupt(format!("{}: {e}", path.display())))?;
+        let tokenizer = TextTokenizer::from_gguf(&content)?;
+        let template = ChatTemplate::from_gguf(&content);
+        let model = Model::from_gguf(&content, &mut reader, &opts.plan, &opts.device)?;
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            name: model.config.name.clone(),
+            arch: model.config.arch,
+            file_size,
+            load_secs: start.elapsed().as_secs_f64(),
+        };
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            info,
+            prefix: None,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    pub fn template(&self) -> ChatTemplate {
+        self.template
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Forgets the cached prompt prefix (e.g. after the schema changed).
+    pub fn clear_prefix_cache(&mut self) {
+        self.prefix = None;
+    }
+
+    /// Runs the prompt's stable prefix through the model now, so that the next question only
+    /// prefills its own tokens. Returns the number of prefix tokens.
+    pub fn warm_prefix(&mut self, prefix: &str, cancel: &Cancel) -> Result<usize, LlmError> {
+        self.prefix_cache(prefix, cancel).map(|(ids, _)| ids.len())
+    }
+
+    fn prefix_cache(
+        &mut self,
+        prefix: &str,
+        cancel: &Cancel,
+    ) -> Result<(Vec<u32>, KvCache), LlmError> {
+        if let Some(p) = &self.prefix {
+            if p.text == prefix {
+                return Ok((p.ids.clone(), p.cache.clone()));
+            }
+        }
+        let ids = self.tokenizer.encode(prefix)?;
+        let mut cache = KvCache::default();
+        // Chunked so that Ctrl-C is honoured during a long schema prefill.
+        for chunk in ids.chunks(256) {
+            if cancel.is_set() {
+                return Err(LlmError::Cancelled);
+            }
+            self.model.forward(chunk, &mut cache)?;
+        }
+        self.prefix = Some(PrefixState {
+            text: prefix.to_string(),
+            ids: ids.clone(),
+            cache: cache.clone(),
+        });
+        Ok((ids, cache))
+    }
+
+    /// Greedy generation for `prompt`, reusing the KV state of its prefix when it was seen before.
+    pub fn generate(
+        &mut self,
+        prompt: &Prompt,
+        opts: &GenOptions,
+        cancel: &Cancel,
+    ) -> Result<Generation, LlmError> {
+        let t0 = Instant::now();
+        let had_prefix = self
+            .prefix
+            .as_ref()
+            .is_some_and(|p| p.text == prompt.prefix);
+        let (prefix_ids, mut cache) = self.prefix_cache(&prompt.prefix, cancel)?;
+        let suffix_ids = self.tokenizer.encode(&prompt.suffix)?;
+        let mut prefill_tokens = suffix_ids.len();
+        if !had_prefix {
+            prefill_tokens += prefix_ids.len();
+        }
+        let cached_tokens = if had_prefix { prefix_ids.len() } else { 0 };
+        let mut logits = self.model.forward(&suffix_ids, &mut cache)?;
+        let prefill_secs = t0.elapsed().as_secs_f64();
+
+        let t1 = Instant::now();
+        let budget = opts
+            .max_new_tokens
+            .min(self.model.max_positions().saturating_sub(cache.len()));
+        let mut out: Vec<u32> = Vec::new();
+        for _ in 0..budget {
+            if cancel.is_set() {
+                return Err(LlmError::Cancelled);
+            }
+            let next = argmax(&logits)?;
+            if self.tokenizer.is_stop(next) {
+                break;
+            }
+            out.push(next);
+            if opts.stop_at_fence_close && out.len() % 4 == 0 {
+                let text = self.tokenizer.decode(&out)?;
+                if closes_fence(&text) {
+                    break;
+                }
+            }
+            logits = self.model.forward(&[next], &mut cache)?;
+        }
+        let text = self.tokenizer.decode(&out)?;
+        Ok(Generation {
+            text,
+            prefill_tokens,
+            cached_tokens,
+            new_tokens: out.len(),
+            prefill_secs,
+            decode_secs: t1.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs `tokens` through the model from an empty cache (benchmarks use this).
+    pub fn prefill_only(&self, tokens: &[u32]) -> Result<(), LlmError> {
+        let mut cache = KvCache::default();
+        self.model.forward(tokens, &mut cache).map(|_| ())
+    }
+
+    /// Generates exactly `n` tokens after `tokens` and ignores stop tokens (benchmarks).
+    pub fn decode_n(&self, tokens: &[u32], n: usize) -> Result<f64, LlmError> {
+        let mut cache = KvCache::default();
+        let mut logits = self.model.forward(tokens, &mut cache)?;
+        let t = Instant::now();
+        for _ in 0..n {
+            let next = argmax(&logits)?;
+            logits = self.model.forward(&[next], &mut cache)?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    }
+}
+
+/// True once `text` holds an opening ``` fence and a closing one after it.
+fn closes_fence(text: &str) -> bool {
+    match text.find("```") {
+        Some(open) => text[open + 3..].contains("```"),
+        None => false,
+    }
+}
+
+fn argmax(logits: &Tensor) -> Result<u32, LlmError> {
+    let v: Vec<f32> = logits.to_vec1()?;
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &x) in v.iter().enumerate() {
+        if x > best_v {
+            best_v = x;
+            best = i;
+        }
+    }
+    if !best_v.is_finite() {
+        return Err(LlmError::Generation(
+            "model produced non-finite logits".into(),
+        ));
+    }
+    Ok(best as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fence_close_needs_open_and_close() {
+        assert!(!closes_fence("SELECT 1"));
+        assert!(!closes_fence("```sql\nSELECT 1"));
+        assert!(closes_fence("```sql\nSELECT 1\n```"));
+        assert!(closes_fence("Here:\n```sql\nSELECT 1;\n``` and more"));
+    }
+}

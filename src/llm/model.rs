@@ -1,0 +1,496 @@
+//! One transformer forward for the GGUF architectures sqlora runs (`qwen2`, `llama`).
+//!
+//! Owns the weights, the rotary tables and the KV cache layout. Each projection is a
+//! [`Projection`] that holds the representation that is fastest for each phase (dense f32 for
+//! prefill, Q8_0 for single-token decode on CPU); the GGUF on disk stays 4-bit. Never tokenizes,
+//! never prints.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use super::LlmError;
+
+/// Which GGUF architecture the file holds; they differ in biases and RoPE layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Qwen2,
+    Llama,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Qwen2 => "qwen2",
+            Arch::Llama => "llama",
+        }
+    }
+}
+
+/// Hyper-parameters read from GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub name: String,
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f32,
+    pub context_len: usize,
+}
+
+impl ModelConfig {
+    pub fn from_gguf(ct: &gguf_file::Content) -> Result<Self, LlmError> {
+        let arch_name = meta_str(ct, "general.architecture")?;
+        let arch = match arch_name.as_str() {
+            "qwen2" => Arch::Qwen2,
+            "llama" => Arch::Llama,
+            other => {
+                return Err(LlmError::Unsupported(format!(
+                    "GGUF architecture `{other}` (sqlora runs qwen2 and llama)"
+                )))
+            }
+        };
+        let p = arch.name();
+        let get = |k: &str| meta_u32(ct, &format!("{p}.{k}"));
+        let hidden = get("embedding_length")? as usize;
+        let n_head = get("attention.head_count")? as usize;
+        let n_kv_head = get("attention.head_count_kv").unwrap_or(n_head as u32) as usize;
+        if n_head == 0 || hidden % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(LlmError::Corrupt(format!(
+                "inconsistent head counts: hidden {hidden}, heads {n_head}, kv heads {n_kv_head}"
+            )));
+        }
+        let vocab_size = match ct.metadata.get("tokenizer.ggml.tokens") {
+            Some(v) => v.to_vec().map(|v| v.len()).unwrap_or(0),
+            None => 0,
+        };
+        let rms_eps = ct
+            .metadata
+            .get(&format!("{p}.attention.layer_norm_rms_epsilon"))
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(1e-6) as f64;
+        let rope_theta = ct
+            .metadata
+            .get(&format!("{p}.rope.freq_base"))
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(10_000.0);
+        Ok(Self {
+            arch,
+            name: meta_str(ct, "general.name").unwrap_or_else(|_| arch_name.clone()),
+            vocab_size,
+            hidden,
+            n_layer: get("block_count")? as usize,
+            n_head,
+            n_kv_head,
+            head_dim: hidden / n_head,
+            rms_eps,
+            rope_theta,
+            context_len: get("context_length").unwrap_or(4096) as usize,
+        })
+    }
+}
+
+pub(crate) fn meta_u32(ct: &gguf_file::Content, key: &str) -> Result<u32, LlmError> {
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| LlmError::Corrupt(format!("missing metadata `{key}`")))?
+        .to_u32()
+        .map_err(|e| LlmError::Corrupt(format!("metadata `{key}`: {e}")))
+}
+
+pub(crate) fn meta_str(ct: &gguf_file::Content, key: &str) -> Result<String, LlmError> {
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| LlmError::Corrupt(format!("missing metadata `{key}`")))?
+        .to_string()
+        .map(|s| s.to_string())
+        .map_err(|e| LlmError::Corrupt(format!("metadata `{key}`: {e}")))
+}
+
+/// How a projection's weight is held in memory for one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// The GGUF's own quantization (Q4_K, Q5_0, ...), run by candle's quantized kernels.
+    Native,
+    /// Re-quantized to Q8_0: the fastest single-row kernel on CPU.
+    Q8_0,
+    /// Dequantized to f32: the fastest many-row (prefill) path on CPU.
+    F32,
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "native" | "gguf" => Ok(Self::Native),
+            "q8_0" | "q8" => Ok(Self::Q8_0),
+            "f32" => Ok(Self::F32),
+            _ => Err(format!("unknown weight format `{s}` (native, q8_0, f32)")),
+        }
+    }
+}
+
+/// The representation chosen per phase. Calls with at least `wide_rows` rows (prefill) use
+/// `prefill`; fewer rows (decode) use `decode`.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightPlan {
+    pub prefill: WeightFormat,
+    pub decode: WeightFormat,
+    pub wide_rows: usize,
+}
+
+impl WeightPlan {
+    /// Measured on 2 CPU cores (see `scripts/bench-cpu`): f32 prefills ~15x faster than
+    /// Q4_K, and Q8_0 decodes ~3x faster than Q4_K and ~2.5x faster than f32.
+    pub fn cpu_default() -> Self {
+        Self {
+            prefill: WeightFormat::F32,
+            decode: WeightFormat::Q8_0,
+            wide_rows: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Form {
+    Quant(Arc<QMatMul>),
+    Dense(Tensor),
+}
+
+impl Form {
+    fn build(q: &Arc<QTensor>, fmt: WeightFormat, device: &Device) -> candle_core::Result<Self> {
+        let native_dense = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        Ok(match fmt {
+            WeightFormat::F32 => Form::Dense(q.dequantize(device)?),
+            _ if native_dense => Form::Dense(q.dequantize(device)?),
+            WeightFormat::Native => Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?)),
+            WeightFormat::Q8_0 => {
+                let cols = q.shape().dims().last().copied().unwrap_or(0);
+                if q.dtype() == GgmlDType::Q8_0 || cols % GgmlDType::Q8_0.block_size() != 0 {
+                    Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?))
+                } else {
+                    let dense = q.dequantize(device)?;
+                    let q8 = QTensor::quantize(&dense, GgmlDType::Q8_0)?;
+                    Form::Quant(Arc::new(QMatMul::from_qtensor(q8)?))
+                }
+            }
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Form::Quant(m) => m.forward(x),
+            Form::Dense(w) => {
+                let dims = x.dims().to_vec();
+                let k = dims[dims.len() - 1];
+                let rows: usize = dims[..dims.len() - 1].iter().product();
+                let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+                let mut out = dims;
+                let last = out.len() - 1;
+                out[last] = w.dim(0)?;
+                y.reshape(out)
+            }
+        }
+    }
+}
+
+/// A linear layer `y = x·Wᵀ (+ b)` that carries one weight representation per phase.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    wide: Form,
+    narrow: Form,
+    wide_rows: usize,
+    bias: Option<Tensor>,
+}
+
+impl Projection {
+    fn new(
+        q: QTensor,
+        bias: Option<Tensor>,
+        plan: &WeightPlan,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let q = Arc::new(q);
+        let wide = Form::build(&q, plan.prefill, device)?;
+        let narrow = if plan.decode == plan.prefill {
+            wide.clone()
+        } else {
+            Form::build(&q, plan.decode, device)?
+        };
+        Ok(Self {
+            wide,
+            narrow,
+            wide_rows: plan.wide_rows,
+            bias,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let rows = x.elem_count() / x.dim(D::Minus1)?;
+        let form = if rows >= self.wide_rows {
+            &self.wide
+        } else {
+            &self.narrow
+        };
+        let y = form.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: Tensor,
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
+    ffn_norm: Tensor,
+    gate: Projection,
+    up: Projection,
+    down: Projection,
+}
+
+/// Per-layer keys and values of the tokens seen so far. Cloning is cheap (tensors are shared),
+/// which is how a cached prompt prefix is reused across questions.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A loaded model: weights in the chosen representation, ready for [`Model::forward`].
+#[derive(Debug)]
+pub struct Model {
+    pub config: ModelConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Projection,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+impl Model {
+    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        plan: &WeightPlan,
+        device: &Device,
+    ) -> Result<Self, LlmError> {
+        let config = ModelConfig::from_gguf(ct)?;
+        let mut tensor = |name: &str| -> Result<QTensor, LlmError> {
+            ct.tensor(reader, name, device)
+                .map_err(|e| LlmError::Corrupt(format!("tensor `{name}`: {e}")))
+        };
+        let embed_q = tensor("token_embd.weight")?;
+        let embed = embed_q.dequantize(device)?;
+        let (vocab, hidden) = embed.dims2()?;
+        if hidden != config.hidden {
+            return Err(LlmError::Corrupt(format!(
+                "token_embd is {vocab}x{hidden}, metadata says hidden size {}",
+                config.hidden
+            )));
+        }
+        let mut config = config;
+        if config.vocab_size == 0 {
+            config.vocab_size = vocab;
+        }
+        let norm = tensor("output_norm.weight")?.dequantize(device)?;
+        // Only the last position's logits are ever computed: the output head is always "narrow".
+        let head_plan = WeightPlan {
+            prefill: plan.decode,
+            ..*plan
+        };
+        let lm_head = match tensor("output.weight") {
+            Ok(q) => Projection::new(q, None, &head_plan, device)?,
+            Err(_) => Projection::new(embed_q, None, &head_plan, device)?,
+        };
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let mut proj = |name: &str, with_bias: bool| -> Result<Projection, LlmError> {
+                let w = tensor(&format!("blk.{i}.{name}.weight"))?;
+                let bias = if with_bias {
+                    Some(tensor(&format!("blk.{i}.{name}.bias"))?.dequantize(device)?)
+                } else {
+                    None
+                };
+                Ok(Projection::new(w, bias, plan, device)?)
+            };
+            let qkv_bias = config.arch == Arch::Qwen2;
+            let layer = Layer {
+                q: proj("attn_q", qkv_bias)?,
+                k: proj("attn_k", qkv_bias)?,
+                v: proj("attn_v", qkv_bias)?,
+                o: proj("attn_output", false)?,
+                gate: proj("ffn_gate", false)?,
+                up: proj("ffn_up", false)?,
+                down: proj("ffn_down", false)?,
+                attn_norm: tensor(&format!("blk.{i}.attn_norm.weight"))?.dequantize(device)?,
+                ffn_norm: tensor(&format!("blk.{i}.ffn_norm.weight"))?.dequantize(device)?,
+            };
+            layers.push(layer);
+        }
+        let max_pos = config.context_len.min(8192);
+        let (cos, sin) = rope_tables(config.head_dim, config.rope_theta, max_pos, device)?;
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The longest sequence (prompt + answer) the model accepts.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Runs `ids` (one sequence) after the tokens already in `cache`, appends their keys and
+    /// values to it, and returns the logits of the last position as a `[vocab]` f32 tensor.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor, LlmError> {
+        let pos = cache.len;
+        let seq = ids.len();
+        if seq == 0 {
+            return Err(LlmError::Generation("empty input".into()));
+        }
+        if pos + seq > self.max_positions() {
+            return Err(LlmError::Generation(format!(
+                "prompt and answer need {} positions, the model takes {}",
+                pos + seq,
+                self.max_positions()
+            )));
+        }
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let ids_t = Tensor::new(ids, &self.device)?;
+        let mut x = self.embed.index_select(&ids_t, 0)?.unsqueeze(0)?;
+        let mask = if seq > 1 {
+            Some(causal_mask(seq, pos, &self.device)?)
+        } else {
+            None
+        };
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        let eps = self.config.rms_eps as f32;
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let a = self.attention(layer, &h, mask.as_ref(), &cos, &sin, slot)?;
+            x = (x + a)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let m = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            x = (x + m)?;
+        }
+        cache.len = pos + seq;
+        let last = x.narrow(1, seq - 1, 1)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        let logits = self.lm_head.forward(&last)?;
+        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cos: &Tensor,
+        sin: &Tensor,
+        slot: &mut Option<(Tensor, Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, seq, _) = x.dims3()?;
+        let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            t.reshape((b, seq, n, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = heads(layer.q.forward(x)?, c.n_head)?;
+        let k = heads(layer.k.forward(x)?, c.n_kv_head)?;
+        let v = heads(layer.v.forward(x)?, c.n_kv_head)?;
+        let (q, k) = match c.arch {
+            Arch::Qwen2 => (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            ),
+            Arch::Llama => (
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+            ),
+        };
+        let (k, v) = match slot.take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        *slot = Some((k.clone(), v.clone()));
+        let rep = c.n_head / c.n_kv_head;
+        let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let mut att = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(mask) = mask {
+            att = att.broadcast_add(mask)?;
+        }
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(&v)?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, seq, c.n_head * c.head_dim))?;
+        layer.o.forward(&y)
+    }
+}
+
+/// Additive causal mask `[seq, pos + seq]`: query `i` sees keys `0..=pos + i`.
+fn causal_mask(seq: usize, pos: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let kv = pos + seq;
+    let data: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..kv).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(data, (seq, kv), device)
+}
+
+fn rope_tables(
+    head_dim: usize,
+    theta: f32,
+    max_pos: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let inv: Vec<f32> = (0..head_dim)
+        .step_by(2)
+        .map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32))
+        .collect();
+    let n = inv.len();
+    let inv = Tensor::from_vec(inv, (1, n), device)?;
+    let t = Tensor::arange(0u32, max_pos as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((max_pos, 1))?;
+    let freqs = t.matmul(&inv)?;
+    Ok((freqs.cos()?, freqs.sin()?))
+}

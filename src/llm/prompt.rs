@@ -1,0 +1,224 @@
+//! The one prompt builder: (question, schema context, dialect, few-shot examples) → chat text.
+//!
+//! Pure: no model, no database. Training (later) builds its examples with the same function,
+//! so what the model is taught is exactly what it is asked. The schema context comes before the
+//! question so that everything up to the question is a stable prefix whose KV state is cached.
+
+use candle_core::quantized::gguf_file;
+
+use crate::db::Dialect;
+
+/// The chat format a model was trained with, read from `tokenizer.chat_template`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// `<|im_start|>role\n…<|im_end|>` (Qwen2.5, SmolLM2).
+    ChatMl,
+    /// `<|start_header_id|>role<|end_header_id|>\n\n…<|eot_id|>` (Llama 3).
+    Llama3,
+    /// No chat markup: the instruction text alone.
+    Plain,
+}
+
+impl ChatTemplate {
+    pub fn from_gguf(ct: &gguf_file::Content) -> Self {
+        let tpl = ct
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok().cloned())
+            .unwrap_or_default();
+        Self::from_template_text(&tpl)
+    }
+
+    pub fn from_template_text(tpl: &str) -> Self {
+        if tpl.contains("<|im_start|>") {
+            ChatTemplate::ChatMl
+        } else if tpl.contains("<|start_header_id|>") {
+            ChatTemplate::Llama3
+        } else {
+            ChatTemplate::Plain
+        }
+    }
+
+    fn turn(self, role: &str, text: &str) -> String {
+        match self {
+            ChatTemplate::ChatMl => format!("<|im_start|>{role}\n{text}<|im_end|>\n"),
+            ChatTemplate::Llama3 => {
+                format!("<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>")
+            }
+            ChatTemplate::Plain => format!("{text}\n\n"),
+        }
+    }
+
+    fn open(self, role: &str) -> String {
+        match self {
+            ChatTemplate::ChatMl => format!("<|im_start|>{role}\n"),
+            ChatTemplate::Llama3 => format!("<|start_header_id|>{role}<|end_header_id|>\n\n"),
+            ChatTemplate::Plain => String::new(),
+        }
+    }
+
+    fn close(self) -> &'static str {
+        match self {
+            ChatTemplate::ChatMl => "<|im_end|>\n",
+            ChatTemplate::Llama3 => "<|eot_id|>",
+            ChatTemplate::Plain => "\n",
+        }
+    }
+
+    /// Text that ends the assistant's answer (appended to training targets).
+    pub fn end_of_answer(self) -> &'static str {
+        match self {
+            ChatTemplate::ChatMl => "<|im_end|>",
+            ChatTemplate::Llama3 => "<|eot_id|>",
+            ChatTemplate::Plain => "",
+        }
+    }
+}
+
+/// A question and its known-good SQL, shown to the model before the real question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub question: String,
+    pub sql: String,
+}
+
+/// A prompt split where the per-question text starts. `prefix + suffix` is the full prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub prefix: String,
+    pub suffix: String,
+}
+
+impl Prompt {
+    pub fn text(&self) -> String {
+        format!("{}{}", self.prefix, self.suffix)
+    }
+}
+
+const SYSTEM: &str = "You are an expert data analyst who writes correct, efficient SQL.";
+
+/// What the model needs to know about each dialect to write runnable SQL.
+pub fn dialect_notes(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "SQLite: dates are TEXT 'YYYY-MM-DD'; use strftime('%Y', col) for the year, \
+             strftime('%Y-%m', col) for the month, date('now'); use LIMIT n; \
+             quote identifiers with double quotes only when needed."
+        }
+        Dialect::Postgres => {
+            "PostgreSQL: use EXTRACT(YEAR FROM col), date_trunc('month', col), CURRENT_DATE, \
+             ILIKE for case-insensitive matches, LIMIT n; quote identifiers with double quotes \
+             only when needed."
+        }
+        Dialect::MySql => {
+            "MySQL/MariaDB: use YEAR(col), MONTH(col), DATE_FORMAT(col, '%Y-%m'), CURDATE(), \
+             LIMIT n; quote identifiers with backticks only when needed."
+        }
+    }
+}
+
+/// Builds the prompt for `question` over `context` (CREATE TABLE text) in `dialect`.
+pub fn build_prompt(
+    template: ChatTemplate,
+    question: &str,
+    context: &str,
+    dialect: Dialect,
+    examples: &[Example],
+) -> Prompt {
+    let mut user = String::new();
+    user.push_str("### Instruction:\n");
+    user.push_str(&format!(
+        "Write one {} query that answers the question in Input, using only the tables and \
+         columns in Context. Select only the columns the question asks for. \
+         Answer with the SQL query only.\n{}\n\n",
+        dialect.name(),
+        dialect_notes(dialect)
+    ));
+    user.push_str("### Context:\n");
+    user.push_str(context.trim_end());
+    user.push_str("\n\n");
+    for ex in examples {
+        user.push_str(&format!(
+            "### Example input:\n{}\n### Example response:\n{}\n\n",
+            ex.question.trim(),
+            ex.sql.trim()
+        ));
+    }
+    let mut prefix = template.turn("system", SYSTEM);
+    prefix.push_str(&template.open("user"));
+    prefix.push_str(&user);
+    let mut suffix = String::new();
+    suffix.push_str("### Input:\n");
+    suffix.push_str(question.trim());
+    suffix.push_str("\n\n### Response:\n");
+    suffix.push_str(template.close());
+    suffix.push_str(&template.open("assistant"));
+    Prompt { prefix, suffix }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: &str = "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);";
+
+    #[test]
+    fn chatml_prompt_has_roles_in_order_and_ends_at_assistant() {
+        let p = build_prompt(
+            ChatTemplate::ChatMl,
+            "How many t?",
+            CTX,
+            Dialect::Sqlite,
+            &[],
+        );
+        let text = p.text();
+        let sys = text.find("<|im_start|>system\n").unwrap();
+        let user = text.find("<|im_start|>user\n").unwrap();
+        let ctx = text.find(CTX).unwrap();
+        let q = text.find("### Input:\nHow many t?").unwrap();
+        assert!(sys < user && user < ctx && ctx < q);
+        assert!(text.ends_with("### Response:\n<|im_end|>\n<|im_start|>assistant\n"));
+        assert!(text.contains("SQLite"));
+    }
+
+    #[test]
+    fn prefix_is_stable_across_questions() {
+        let a = build_prompt(ChatTemplate::ChatMl, "q one", CTX, Dialect::Sqlite, &[]);
+        let b = build_prompt(ChatTemplate::ChatMl, "another q", CTX, Dialect::Sqlite, &[]);
+        assert_eq!(a.prefix, b.prefix);
+        assert_ne!(a.suffix, b.suffix);
+        assert!(!a.prefix.contains("q one"));
+    }
+
+    #[test]
+    fn dialect_and_examples_change_the_prefix() {
+        let ex = [Example {
+            question: "How many rows?".into(),
+            sql: "SELECT COUNT(*) FROM t".into(),
+        }];
+        let a = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Sqlite, &ex);
+        let b = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Postgres, &[]);
+        assert!(a.prefix.contains("SELECT COUNT(*) FROM t"));
+        assert!(b.prefix.contains("PostgreSQL"));
+        assert!(!b.prefix.contains("SQLite"));
+    }
+
+    #[test]
+    fn question_whitespace_is_trimmed() {
+        let p = build_prompt(ChatTemplate::Plain, "  hi \n", CTX, Dialect::Sqlite, &[]);
+        assert!(p.suffix.starts_with("### Input:\nhi\n\n"));
+    }
+
+    #[test]
+    fn template_detection() {
+        assert_eq!(
+            ChatTemplate::from_template_text("{% for m in messages %}<|im_start|>{{m.role}}"),
+            ChatTemplate::ChatMl
+        );
+        assert_eq!(
+            ChatTemplate::from_template_text("<|start_header_id|>"),
+            ChatTemplate::Llama3
+        );
+        assert_eq!(ChatTemplate::from_template_text(""), ChatTemplate::Plain);
+    }
+}

@@ -1,0 +1,181 @@
+//! The question-to-rows pipeline: schema context → prompt → model → guard → database.
+//!
+//! Holds the open database, its schema and the loaded model for one session; the shell, `ask`,
+//! the benchmark and the tests all go through [`Pipeline::ask`] and [`Pipeline::run_sql`], so a
+//! question is answered the same way everywhere. Never prints.
+
+use std::time::Instant;
+
+use crate::cancel::Cancel;
+use crate::db::{Database, DbError, Dialect, Limits, Outcome};
+use crate::guard::{self, GuardError};
+use crate::llm::{prompt, Engine, GenOptions, Generation, LlmError};
+use crate::schema::{self, Schema};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("no model loaded")]
+    NoModel,
+    #[error(transparent)]
+    Model(#[from] LlmError),
+    #[error("the model gave no SQL (it said: {0})")]
+    NoSql(String),
+    #[error("{error}\n  SQL: {sql}")]
+    Guard { sql: String, error: GuardError },
+    #[error("{error}\n  SQL: {sql}")]
+    Db { sql: String, error: DbError },
+}
+
+impl AskError {
+    /// The SQL involved, when there was one.
+    pub fn sql(&self) -> Option<&str> {
+        match self {
+            AskError::Guard { sql, .. } | AskError::Db { sql, .. } => Some(sql),
+            _ => None,
+        }
+    }
+}
+
+/// One answered question.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub question: String,
+    pub sql: String,
+    pub outcome: Outcome,
+    pub generation: Generation,
+    pub query_secs: f64,
+    pub total_secs: f64,
+}
+
+/// Result of running SQL the user typed.
+#[derive(Debug, Clone)]
+pub struct SqlRun {
+    pub sql: String,
+    pub outcome: Outcome,
+    pub query_secs: f64,
+}
+
+pub struct Pipeline {
+    db: Box<dyn Database>,
+    schema: Schema,
+    context: String,
+    engine: Option<Engine>,
+    pub limits: Limits,
+    pub gen: GenOptions,
+}
+
+impl Pipeline {
+    /// Introspects `db` and renders its context; the model can be attached later.
+    pub fn new(mut db: Box<dyn Database>, engine: Option<Engine>) -> Result<Self, DbError> {
+        let schema = db.introspect()?;
+        let context = schema::render_context(&schema);
+        Ok(Self {
+            db,
+            schema,
+            context,
+            engine,
+            limits: Limits::default(),
+            gen: GenOptions::default(),
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
+    pub fn describe_db(&self) -> String {
+        self.db.describe()
+    }
+
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = Some(engine);
+    }
+
+    /// Re-reads the schema (after DDL elsewhere) and drops the cached prompt prefix.
+    pub fn refresh(&mut self) -> Result<(), DbError> {
+        self.schema = self.db.introspect()?;
+        self.context = schema::render_context(&self.schema);
+        if let Some(e) = self.engine.as_mut() {
+            e.clear_prefix_cache();
+        }
+        Ok(())
+    }
+
+    fn prompt_for(&self, engine: &Engine, question: &str) -> prompt::Prompt {
+        prompt::build_prompt(
+            engine.template(),
+            question,
+            &self.context,
+            self.dialect(),
+            &[],
+        )
+    }
+
+    /// Runs the schema part of the prompt through the model now, so the first question is fast.
+    /// Returns the number of cached tokens.
+    pub fn warm_up(&mut self, cancel: &Cancel) -> Result<usize, AskError> {
+        let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
+        let p = self.prompt_for(engine, "");
+        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+        Ok(engine.warm_prefix(&p.prefix, cancel)?)
+    }
+
+    /// Answers a plain-English question: generate SQL, check it, run it.
+    pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
+        let t0 = Instant::now();
+        let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
+        let p = self.prompt_for(engine, question);
+        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+        let generation = engine.generate(&p, &self.gen, cancel)?;
+        let sql = guard::extract_sql(&generation.text).ok_or_else(|| {
+            let said = generation.text.lines().next().unwrap_or("").trim();
+            AskError::NoSql(if said.is_empty() {
+                "nothing".into()
+            } else {
+                said.to_string()
+            })
+        })?;
+        let run = self.run_sql(&sql, cancel)?;
+        Ok(Answer {
+            question: question.to_string(),
+            sql: run.sql,
+            outcome: run.outcome,
+            generation,
+            query_secs: run.query_secs,
+            total_secs: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs SQL through the same guard as generated SQL.
+    pub fn run_sql(&mut self, sql: &str, cancel: &Cancel) -> Result<SqlRun, AskError> {
+        let checked = guard::check(sql, self.dialect()).map_err(|error| AskError::Guard {
+            sql: sql.trim().to_string(),
+            error,
+        })?;
+        let t = Instant::now();
+        let outcome = self
+            .db
+            .query(&checked.sql, &self.limits, cancel)
+            .map_err(|error| AskError::Db {
+                sql: checked.sql.clone(),
+                error,
+            })?;
+        Ok(SqlRun {
+            sql: checked.sql,
+            outcome,
+            query_secs: t.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,239 @@
+//! The one schema model every backend introspects into, and its rendering as prompt context
+//! (compact `CREATE TABLE` text with keys, foreign keys and a few sample values).
+//!
+//! Knows nothing of drivers or connections.
+
+use std::fmt::Write;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableKind {
+    Table,
+    View,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub data_type: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    pub comment: Option<String>,
+    /// A few distinct example values (text columns only), shown to the model.
+    pub samples: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub columns: Vec<String>,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    pub kind: TableKind,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub comment: Option<String>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    pub tables: Vec<Table>,
+}
+
+impl Schema {
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Quotes an identifier with double quotes when it is not a plain lower-case word.
+fn ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Keeps comments and sample text on one line and short, so data cannot reshape the prompt.
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        flat.to_string()
+    }
+}
+
+/// Renders one table as `CREATE TABLE` text for the model.
+pub fn render_table(t: &Table) -> String {
+    let mut s = String::new();
+    if let Some(c) = &t.comment {
+        let _ = writeln!(s, "-- {}", one_line(c, 120));
+    }
+    let kw = match t.kind {
+        TableKind::Table => "TABLE",
+        TableKind::View => "VIEW",
+    };
+    let _ = writeln!(s, "CREATE {kw} {} (", ident(&t.name));
+    let single_pk = (t.primary_key.len() == 1).then(|| t.primary_key[0].as_str());
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for c in &t.columns {
+        let mut def = format!("  {} {}", ident(&c.name), c.data_type);
+        if single_pk == Some(c.name.as_str()) {
+            def.push_str(" PRIMARY KEY");
+        } else if c.not_null {
+            def.push_str(" NOT NULL");
+        }
+        let mut notes = Vec::new();
+        if let Some(cm) = &c.comment {
+            notes.push(one_line(cm, 80));
+        }
+        if !c.samples.is_empty() {
+            let ex: Vec<String> = c
+                .samples
+                .iter()
+                .map(|v| sql_str(&one_line(v, 40)))
+                .collect();
+            notes.push(format!("e.g. {}", ex.join(", ")));
+        }
+        lines.push((def, notes.join("; ")));
+    }
+    if t.primary_key.len() > 1 {
+        let cols: Vec<String> = t.primary_key.iter().map(|c| ident(c)).collect();
+        lines.push((
+            format!("  PRIMARY KEY ({})", cols.join(", ")),
+            String::new(),
+        ));
+    }
+    for fk in &t.foreign_keys {
+        let cols: Vec<String> = fk.columns.iter().map(|c| ident(c)).collect();
+        let refs: Vec<String> = fk.ref_columns.iter().map(|c| ident(c)).collect();
+        lines.push((
+            format!(
+                "  FOREIGN KEY ({}) REFERENCES {}({})",
+                cols.join(", "),
+                ident(&fk.ref_table),
+                refs.join(", ")
+            ),
+            String::new(),
+        ));
+    }
+    let n = lines.len();
+    for (i, (def, note)) in lines.into_iter().enumerate() {
+        let comma = if i + 1 < n { "," } else { "" };
+        if note.is_empty() {
+            let _ = writeln!(s, "{def}{comma}");
+        } else {
+            let _ = writeln!(s, "{def}{comma} -- {note}");
+        }
+    }
+    s.push_str(");\n");
+    s
+}
+
+/// Renders the whole schema as prompt context, tables in schema order.
+pub fn render_context(schema: &Schema) -> String {
+    schema
+        .tables
+        .iter()
+        .map(render_table)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: &str, not_null: bool, samples: &[&str]) -> Column {
+        Column {
+            name: name.into(),
+            data_type: ty.into(),
+            not_null,
+            default: None,
+            comment: None,
+            samples: samples.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn orders() -> Table {
+        Table {
+            name: "orders".into(),
+            kind: TableKind::Table,
+            columns: vec![
+                col("order_id", "INTEGER", true, &[]),
+                col("customer_id", "INTEGER", true, &[]),
+                col("status", "TEXT", true, &["shipped", "it's"]),
+            ],
+            primary_key: vec!["order_id".into()],
+            foreign_keys: vec![ForeignKey {
+                columns: vec!["customer_id".into()],
+                ref_table: "customers".into(),
+                ref_columns: vec!["customer_id".into()],
+            }],
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn renders_keys_foreign_keys_and_samples() {
+        let text = render_table(&orders());
+        assert_eq!(
+            text,
+            "CREATE TABLE orders (\n  order_id INTEGER PRIMARY KEY,\n  customer_id INTEGER NOT NULL,\n  status TEXT NOT NULL, -- e.g. 'shipped', 'it''s'\n  FOREIGN KEY (customer_id) REFERENCES customers(customer_id)\n);\n"
+        );
+    }
+
+    #[test]
+    fn composite_keys_and_odd_names_are_quoted() {
+        let t = Table {
+            name: "Order Lines".into(),
+            kind: TableKind::Table,
+            columns: vec![col("a", "INT", true, &[]), col("B", "INT", true, &[])],
+            primary_key: vec!["a".into(), "B".into()],
+            foreign_keys: vec![],
+            comment: Some("line\nitems".into()),
+        };
+        let text = render_table(&t);
+        assert!(text.starts_with("-- line items\nCREATE TABLE \"Order Lines\" (\n"));
+        assert!(text.contains("  PRIMARY KEY (a, \"B\")\n"));
+    }
+
+    #[test]
+    fn hostile_sample_values_stay_on_one_line() {
+        let mut t = orders();
+        t.columns[2].samples = vec!["x\n);\nDROP TABLE orders; --".into()];
+        let text = render_table(&t);
+        assert_eq!(text.lines().count(), 6);
+        assert!(text.contains("'x );"));
+    }
+}

@@ -1,0 +1,166 @@
+//! Backslash commands: one static table; `\help` and completion are generated from it.
+
+use super::{Flow, Shell};
+
+pub struct MetaCommand {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub args: &'static str,
+    pub help: &'static str,
+    pub run: fn(&mut Shell, &str) -> Flow,
+}
+
+pub const COMMANDS: &[MetaCommand] = &[
+    MetaCommand {
+        name: "help",
+        aliases: &["?", "h"],
+        args: "",
+        help: "show this help",
+        run: |sh, _| {
+            sh.print_help();
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "q",
+        aliases: &["quit", "exit"],
+        args: "",
+        help: "quit (Ctrl-D also quits)",
+        run: |_, _| Flow::Quit,
+    },
+    MetaCommand {
+        name: "tables",
+        aliases: &["dt", "d"],
+        args: "",
+        help: "list tables and views",
+        run: |sh, _| {
+            sh.print_tables();
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "schema",
+        aliases: &[],
+        args: "[TABLE]",
+        help: "show the CREATE TABLE context the model sees (all tables, or one)",
+        run: |sh, arg| {
+            sh.print_schema(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "sql",
+        aliases: &[],
+        args: "SQL",
+        help: "run your own SQL (through the same read-only guard)",
+        run: |sh, arg| {
+            sh.run_sql(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "timing",
+        aliases: &[],
+        args: "[on|off]",
+        help: "show model and query timings after each answer",
+        run: |sh, arg| {
+            sh.toggle_timing(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "format",
+        aliases: &[],
+        args: "table|csv|json",
+        help: "how results are printed",
+        run: |sh, arg| {
+            sh.set_format(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "refresh",
+        aliases: &[],
+        args: "",
+        help: "re-read the database schema",
+        run: |sh, _| {
+            sh.refresh();
+            Flow::Continue
+        },
+    },
+];
+
+/// Finds a command by name or alias (case-insensitive).
+pub fn lookup(name: &str) -> Option<&'static MetaCommand> {
+    COMMANDS.iter().find(|c| {
+        c.name.eq_ignore_ascii_case(name) || c.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    })
+}
+
+/// Splits `\name rest` into the command and its argument text.
+pub fn split(line: &str) -> (&str, &str) {
+    let body = line.trim_start().trim_start_matches('\\');
+    match body.find(char::is_whitespace) {
+        Some(i) => (&body[..i], body[i..].trim()),
+        None => (body.trim(), ""),
+    }
+}
+
+/// The generated `\help` text.
+pub fn help_text() -> String {
+    let mut s = String::from("Type a question in plain English, or SQL, or one of:\n");
+    for c in COMMANDS {
+        let names = std::iter::once(c.name)
+            .chain(c.aliases.iter().copied())
+            .map(|n| format!("\\{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let usage = if c.args.is_empty() {
+            names
+        } else {
+            format!("{names} {}", c.args)
+        };
+        s.push_str(&format!("  {usage:<28} {}\n", c.help));
+    }
+    s.push_str("Ctrl-C cancels a running answer or query; Ctrl-D quits.");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_and_split() {
+        assert_eq!(lookup("Q").unwrap().name, "q");
+        assert_eq!(lookup("quit").unwrap().name, "q");
+        assert_eq!(lookup("?").unwrap().name, "help");
+        assert!(lookup("nope").is_none());
+        assert_eq!(split("\\sql SELECT 1 ;"), ("sql", "SELECT 1 ;"));
+        assert_eq!(split("\\tables"), ("tables", ""));
+        assert_eq!(split("\\schema  orders "), ("schema", "orders"));
+    }
+
+    #[test]
+    fn help_lists_every_command_once() {
+        let h = help_text();
+        for c in COMMANDS {
+            assert_eq!(
+                h.matches(&format!("\\{} ", c.name)).count()
+                    + h.matches(&format!("\\{}\n", c.name)).count()
+                    >= 1,
+                true,
+                "{}",
+                c.name
+            );
+        }
+        let mut names: Vec<&str> = COMMANDS
+            .iter()
+            .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
+            .collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "duplicate command names");
+    }
+}

@@ -1,0 +1,420 @@
+//! The interactive shell: read a line, tell a backslash command from SQL from a question, run
+//! it through the pipeline, render the outcome. One bad input prints one line and the shell
+//! goes on.
+
+pub mod commands;
+pub mod render;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
+
+use crate::cancel::Cancel;
+use crate::cli::ShellArgs;
+use crate::db::{Dialect, Outcome};
+use crate::pipeline::{AskError, Pipeline};
+use render::Format;
+
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+pub struct Shell {
+    pipeline: Pipeline,
+    format: Format,
+    timing: bool,
+    cancel: Cancel,
+    color: bool,
+    model_error: Option<String>,
+}
+
+/// Starts the shell on `--db` (or the demo database) with `--model`.
+pub fn run(args: ShellArgs) -> Result<()> {
+    let limits = args.run.limits().map_err(anyhow::Error::msg)?;
+    let db = crate::open_database(&args.db)?;
+    let mut pipeline = Pipeline::new(db, None)?;
+    pipeline.limits = limits;
+    let cancel = Cancel::new();
+    {
+        let c = cancel.clone();
+        // A second Ctrl-C while the first is still being honoured exits.
+        let _ = ctrlc::set_handler(move || {
+            if c.is_set() {
+                std::process::exit(130);
+            }
+            c.set();
+        });
+    }
+    let tables = pipeline.schema().tables.len();
+    eprintln!(
+        "sqlora {} — {} ({} table{})",
+        env!("CARGO_PKG_VERSION"),
+        pipeline.describe_db(),
+        tables,
+        if tables == 1 { "" } else { "s" }
+    );
+    let mut model_error = None;
+    match crate::load_engine(&args.model) {
+        Ok(engine) => {
+            let info = engine.info().clone();
+            pipeline.set_engine(engine);
+            eprintln!(
+                "model {} ({}) loaded in {:.1} s; reading the schema into it…",
+                info.name,
+                info.path.display(),
+                info.load_secs
+            );
+            let t = std::time::Instant::now();
+            match pipeline.warm_up(&cancel) {
+                Ok(n) => eprintln!(
+                    "schema context: {n} tokens, cached in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                ),
+                Err(e) => {
+                    eprintln!("sqlora: {e} (the schema will be read with the first question)")
+                }
+            }
+            cancel.reset();
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("sqlora: {msg}\nsqlora: questions are disabled; \\sql and SQL still work");
+            model_error = Some(msg);
+        }
+    }
+    eprintln!("Type a question, SQL, or \\help. \\q quits.");
+    let mut shell = Shell {
+        pipeline,
+        format: args.format,
+        timing: false,
+        cancel,
+        color: std::io::stdout().is_terminal(),
+        model_error,
+    };
+    shell.repl()
+}
+
+#[derive(Helper, Hinter, Highlighter, Validator)]
+struct ShellHelper {
+    words: Vec<String>,
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let head = &line[..pos];
+        let start = head
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\\'))
+            .map_or(0, |i| i + 1);
+        let word = &head[start..];
+        if word.is_empty() {
+            return Ok((pos, Vec::new()));
+        }
+        let pairs: Vec<Pair> = if let Some(cmd) = word.strip_prefix('\\') {
+            commands::COMMANDS
+                .iter()
+                .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
+                .filter(|n| n.starts_with(cmd))
+                .map(|n| Pair {
+                    display: format!("\\{n}"),
+                    replacement: format!("\\{n}"),
+                })
+                .collect()
+        } else {
+            let lw = word.to_ascii_lowercase();
+            self.words
+                .iter()
+                .filter(|w| w.to_ascii_lowercase().starts_with(&lw))
+                .map(|w| Pair {
+                    display: w.clone(),
+                    replacement: w.clone(),
+                })
+                .collect()
+        };
+        Ok((start, pairs))
+    }
+}
+
+fn history_path() -> Option<PathBuf> {
+    crate::paths::data_dir().ok().map(|d| d.join("history.txt"))
+}
+
+/// Words that start SQL the user typed directly (rather than a question).
+const SQL_STARTS: &[&str] = &[
+    "SELECT", "WITH", "VALUES", "EXPLAIN", "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER",
+    "PRAGMA", "ATTACH", "DETACH", "REPLACE", "TRUNCATE", "GRANT", "VACUUM", "SHOW", "DESCRIBE",
+];
+
+/// True when `line` is SQL rather than a question: it starts with a SQL keyword and parses.
+pub fn looks_like_sql(line: &str, dialect: Dialect) -> bool {
+    let first: String = line
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    if !SQL_STARTS.iter().any(|k| k.eq_ignore_ascii_case(&first)) {
+        return false;
+    }
+    let d: Box<dyn sqlparser::dialect::Dialect> = match dialect {
+        Dialect::Sqlite => Box::new(sqlparser::dialect::SQLiteDialect {}),
+        Dialect::Postgres => Box::new(sqlparser::dialect::PostgreSqlDialect {}),
+        Dialect::MySql => Box::new(sqlparser::dialect::MySqlDialect {}),
+    };
+    sqlparser::parser::Parser::parse_sql(d.as_ref(), line).is_ok()
+}
+
+impl Shell {
+    fn words(&self) -> Vec<String> {
+        let mut w: Vec<String> = Vec::new();
+        for t in &self.pipeline.schema().tables {
+            w.push(t.name.clone());
+            w.extend(t.columns.iter().map(|c| c.name.clone()));
+        }
+        w.sort();
+        w.dedup();
+        w
+    }
+
+    fn repl(&mut self) -> Result<()> {
+        let config = rustyline::Config::builder()
+            .auto_add_history(false)
+            .max_history_size(10_000)?
+            .build();
+        let mut rl: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
+        rl.set_helper(Some(ShellHelper {
+            words: self.words(),
+        }));
+        let hist = history_path();
+        if let Some(h) = &hist {
+            let _ = rl.load_history(h);
+        }
+        loop {
+            match rl.readline("sqlora> ") {
+                Ok(line) => {
+                    let line = line.trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let _ = rl.add_history_entry(line);
+                    if let Some(h) = &hist {
+                        let _ = rl.append_history(h);
+                    }
+                    self.cancel.reset();
+                    if let Flow::Quit = self.handle(line) {
+                        break;
+                    }
+                    if let Some(h) = rl.helper_mut() {
+                        h.words = self.words();
+                    }
+                }
+                Err(ReadlineError::Interrupted) => continue,
+                Err(ReadlineError::Eof) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one input line.
+    pub fn handle(&mut self, line: &str) -> Flow {
+        if line.starts_with('\\') {
+            let (name, arg) = commands::split(line);
+            return match commands::lookup(name) {
+                Some(c) => (c.run)(self, arg),
+                None => {
+                    eprintln!("sqlora: unknown command \\{name}; \\help lists them");
+                    Flow::Continue
+                }
+            };
+        }
+        if looks_like_sql(line, self.pipeline.dialect()) {
+            self.run_sql(line);
+        } else {
+            self.ask(line);
+        }
+        Flow::Continue
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    fn print_outcome(&self, o: &Outcome) {
+        // comfy-table measures the terminal itself when stdout is one.
+        let width = None;
+        match self.format {
+            Format::Table => {
+                if !o.columns.is_empty() {
+                    println!("{}", render::table(o, width));
+                }
+                println!("{}", self.paint("2", &render::row_count_line(o)));
+            }
+            f => println!("{}", render::render(o, f, width).trim_end()),
+        }
+    }
+
+    fn report(&self, e: &AskError) {
+        let msg = e.to_string();
+        let mut lines = msg.lines();
+        eprintln!(
+            "{}",
+            self.paint("31", &format!("error: {}", lines.next().unwrap_or("")))
+        );
+        for l in lines {
+            eprintln!("{}", self.paint("2", l));
+        }
+    }
+
+    fn ask(&mut self, question: &str) {
+        if let Some(e) = &self.model_error {
+            eprintln!("sqlora: no model ({e}); type SQL or use \\sql");
+            return;
+        }
+        match self.pipeline.ask(question, &self.cancel) {
+            Ok(a) => {
+                println!("{}", self.paint("36", &a.sql));
+                self.print_outcome(&a.outcome);
+                if self.timing {
+                    let g = &a.generation;
+                    eprintln!(
+                        "{}",
+                        self.paint(
+                            "2",
+                            &format!(
+                                "model: prefill {} tok ({} cached) {:.0} ms, decode {} tok {:.0} ms ({:.1} tok/s); query {:.0} ms; total {:.0} ms",
+                                g.prefill_tokens,
+                                g.cached_tokens,
+                                g.prefill_secs * 1e3,
+                                g.new_tokens,
+                                g.decode_secs * 1e3,
+                                g.new_tokens as f64 / g.decode_secs.max(1e-9),
+                                a.query_secs * 1e3,
+                                a.total_secs * 1e3
+                            )
+                        )
+                    );
+                }
+            }
+            Err(AskError::Model(crate::llm::LlmError::Cancelled)) => eprintln!("cancelled"),
+            Err(e) => self.report(&e),
+        }
+    }
+
+    pub fn run_sql(&mut self, sql: &str) {
+        if sql.trim().is_empty() {
+            eprintln!("usage: \\sql SELECT …");
+            return;
+        }
+        match self.pipeline.run_sql(sql, &self.cancel) {
+            Ok(r) => {
+                self.print_outcome(&r.outcome);
+                if self.timing {
+                    eprintln!(
+                        "{}",
+                        self.paint("2", &format!("query {:.1} ms", r.query_secs * 1e3))
+                    );
+                }
+            }
+            Err(e) => self.report(&e),
+        }
+    }
+
+    fn print_help(&self) {
+        println!("{}", commands::help_text());
+    }
+
+    fn print_tables(&self) {
+        let o = Outcome {
+            columns: vec!["name".into(), "kind".into(), "columns".into()],
+            rows: self
+                .pipeline
+                .schema()
+                .tables
+                .iter()
+                .map(|t| {
+                    vec![
+                        crate::db::Value::Text(t.name.clone()),
+                        crate::db::Value::Text(match t.kind {
+                            crate::schema::TableKind::Table => "table".into(),
+                            crate::schema::TableKind::View => "view".into(),
+                        }),
+                        crate::db::Value::Int(t.columns.len() as i64),
+                    ]
+                })
+                .collect(),
+            truncated: false,
+        };
+        self.print_outcome(&o);
+    }
+
+    fn print_schema(&self, table: &str) {
+        if table.is_empty() {
+            println!("{}", self.pipeline.context());
+            return;
+        }
+        match self.pipeline.schema().table(table) {
+            Some(t) => print!("{}", crate::schema::render_table(t)),
+            None => eprintln!("sqlora: no table named `{table}`; \\tables lists them"),
+        }
+    }
+
+    fn toggle_timing(&mut self, arg: &str) {
+        self.timing = match arg.to_ascii_lowercase().as_str() {
+            "on" => true,
+            "off" => false,
+            _ => !self.timing,
+        };
+        eprintln!("timing is {}", if self.timing { "on" } else { "off" });
+    }
+
+    fn set_format(&mut self, arg: &str) {
+        match arg.parse::<Format>() {
+            Ok(f) => {
+                self.format = f;
+                eprintln!("format is {arg}");
+            }
+            Err(e) => eprintln!("sqlora: {e}"),
+        }
+    }
+
+    fn refresh(&mut self) {
+        match self.pipeline.refresh() {
+            Ok(()) => eprintln!(
+                "schema re-read: {} tables",
+                self.pipeline.schema().tables.len()
+            ),
+            Err(e) => eprintln!("sqlora: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_versus_questions() {
+        let d = Dialect::Sqlite;
+        assert!(looks_like_sql("SELECT * FROM t", d));
+        assert!(looks_like_sql("delete from customers", d));
+        assert!(looks_like_sql("PRAGMA writable_schema=1", d));
+        assert!(!looks_like_sql("delete all customers", d));
+        assert!(!looks_like_sql("select the three biggest orders", d));
+        assert!(!looks_like_sql("How many customers are there?", d));
+    }
+}
