@@ -69,6 +69,9 @@ pub struct RunOpts {
     /// Interrupt a query after this many seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub timeout: f64,
+    /// When generated SQL fails, show the model the error and let it retry this many times.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub repairs: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -155,6 +155,7 @@ fn ask(args: AskArgs) -> Result<()> {
     let engine = load_engine(&args.model)?;
     let mut p = pipeline::Pipeline::new(db, Some(engine))?;
     p.limits = limits;
+    p.repairs = args.run.repairs;
     let answer = p.ask(&question, &cancel::Cancel::new()).map_err(|e| {
         // Keep the failure to one line.
         anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — "))
@@ -169,6 +170,7 @@ fn ask(args: AskArgs) -> Result<()> {
                 "rows": shell::render::rows_json(&answer.outcome),
                 "row_count": answer.outcome.rows.len(),
                 "truncated": answer.outcome.truncated,
+                "attempts": answer.attempts.iter().map(|a| serde_json::json!({"sql": a.sql, "error": a.error})).collect::<Vec<_>>(),
                 "elapsed_ms": (answer.total_secs * 1000.0).round() as u64,
             });
             writeln!(out, "{obj}")?;

@@ -27,6 +27,24 @@ pub enum AskError {
 }
 
 impl AskError {
+    /// Whether showing the model its mistake may help (not for cancellation or a dead model).
+    fn repairable(&self) -> bool {
+        match self {
+            AskError::NoSql(_) | AskError::Guard { .. } => true,
+            AskError::Db { error, .. } => matches!(error, DbError::Query(_)),
+            AskError::NoModel | AskError::Model(_) => false,
+        }
+    }
+
+    /// The error without the SQL it is about.
+    fn short(&self) -> String {
+        match self {
+            AskError::Guard { error, .. } => error.to_string(),
+            AskError::Db { error, .. } => error.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// The SQL involved, when there was one.
     pub fn sql(&self) -> Option<&str> {
         match self {
@@ -36,11 +54,20 @@ impl AskError {
     }
 }
 
+/// A generated query that failed, and why.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub sql: String,
+    pub error: String,
+}
+
 /// One answered question.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub question: String,
     pub sql: String,
+    /// Earlier attempts that failed and were repaired (empty when the first SQL worked).
+    pub attempts: Vec<Attempt>,
     pub outcome: Outcome,
     pub generation: Generation,
     pub query_secs: f64,
@@ -62,6 +89,8 @@ pub struct Pipeline {
     engine: Option<Engine>,
     pub limits: Limits,
     pub gen: GenOptions,
+    /// How many times a failed answer is sent back to the model with its error.
+    pub repairs: usize,
 }
 
 impl Pipeline {
@@ -76,6 +105,7 @@ impl Pipeline {
             engine,
             limits: Limits::default(),
             gen: GenOptions::default(),
+            repairs: 2,
         })
     }
 
@@ -132,30 +162,79 @@ impl Pipeline {
         Ok(engine.warm_prefix(&p.prefix, cancel)?)
     }
 
-    /// Answers a plain-English question: generate SQL, check it, run it.
+    /// Answers a plain-English question: generate SQL, check it, run it. When the SQL does not
+    /// parse, is refused or fails in the database, the model is shown its SQL and the error and
+    /// asked again, up to `repairs` times; the last error is returned if every attempt fails.
     pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
         let t0 = Instant::now();
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
-        let p = self.prompt_for(engine, question);
-        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
-        let generation = engine.generate(&p, &self.gen, cancel)?;
-        let sql = guard::extract_sql(&generation.text).ok_or_else(|| {
-            let said = generation.text.lines().next().unwrap_or("").trim();
-            AskError::NoSql(if said.is_empty() {
-                "nothing".into()
-            } else {
-                said.to_string()
+        let template = engine.template();
+        let base = self.prompt_for(engine, question);
+        let mut prompt = base.clone();
+        let mut attempts = Vec::new();
+        let mut total = Generation::default();
+        loop {
+            let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+            let generation = engine.generate(&prompt, &self.gen, cancel)?;
+            total.add(&generation);
+            let result = match guard::extract_sql(&generation.text) {
+                Some(sql) => self.run_sql(&sql, cancel),
+                None => {
+                    let said = generation.text.lines().next().unwrap_or("").trim();
+                    Err(AskError::NoSql(if said.is_empty() {
+                        "nothing".into()
+                    } else {
+                        said.to_string()
+                    }))
+                }
+            };
+            match result {
+                Ok(run) => {
+                    return Ok(Answer {
+                        question: question.to_string(),
+                        sql: run.sql,
+                        attempts,
+                        outcome: run.outcome,
+                        generation: total,
+                        query_secs: run.query_secs,
+                        total_secs: t0.elapsed().as_secs_f64(),
+                    })
+                }
+                Err(e) if attempts.len() < self.repairs && e.repairable() => {
+                    let sql = e.sql().unwrap_or_default().to_string();
+                    let error = e.short();
+                    let hint = self.columns_hint(&sql);
+                    let shown = if hint.is_empty() {
+                        error.clone()
+                    } else {
+                        format!("{error}\n{hint}")
+                    };
+                    prompt =
+                        prompt::build_repair_prompt(template, &base, &sql, &shown, self.dialect());
+                    attempts.push(Attempt { sql, error });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The real columns of the tables a failed query names, to steer the model's repair.
+    fn columns_hint(&self, sql: &str) -> String {
+        let words: std::collections::HashSet<String> = sql
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map(|w| w.to_ascii_lowercase())
+            .collect();
+        let lines: Vec<String> = self
+            .schema
+            .tables
+            .iter()
+            .filter(|t| words.contains(&t.name.to_ascii_lowercase()))
+            .map(|t| {
+                let cols: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+                format!("{} has columns: {}", t.name, cols.join(", "))
             })
-        })?;
-        let run = self.run_sql(&sql, cancel)?;
-        Ok(Answer {
-            question: question.to_string(),
-            sql: run.sql,
-            outcome: run.outcome,
-            generation,
-            query_secs: run.query_secs,
-            total_secs: t0.elapsed().as_secs_f64(),
-        })
+            .collect();
+        lines.join("\n")
     }
 
     /// Runs SQL through the same guard as generated SQL.

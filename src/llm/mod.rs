@@ -80,7 +80,7 @@ impl Default for GenOptions {
 }
 
 /// What one generation produced and what it cost.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Generation {
     pub text: String,
     /// Prompt tokens run through the model for this call (the cached prefix excluded).
@@ -90,6 +90,18 @@ pub struct Generation {
     pub new_tokens: usize,
     pub prefill_secs: f64,
     pub decode_secs: f64,
+}
+
+impl Generation {
+    /// Adds another generation's costs (for an answer that took several attempts).
+    pub fn add(&mut self, other: &Generation) {
+        self.text = other.text.clone();
+        self.prefill_tokens += other.prefill_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.new_tokens += other.new_tokens;
+        self.prefill_secs += other.prefill_secs;
+        self.decode_secs += other.decode_secs;
+    }
 }
 
 /// Identity of the loaded model file, for display and (later) logging.

@@ -156,6 +156,33 @@ pub fn build_prompt(
     Prompt { prefix, suffix }
 }
 
+/// Extends `base` with the model's failed answer and the error it caused, asking for a fix.
+/// The prefix is unchanged, so its cached KV state is reused.
+pub fn build_repair_prompt(
+    template: ChatTemplate,
+    base: &Prompt,
+    failed_sql: &str,
+    error: &str,
+    dialect: Dialect,
+) -> Prompt {
+    let mut suffix = base.suffix.clone();
+    suffix.push_str(&format!("```sql\n{}\n```", failed_sql.trim()));
+    suffix.push_str(template.close());
+    suffix.push_str(&template.open("user"));
+    suffix.push_str(&format!(
+        "That query failed: {}\nWrite a corrected {} query for the same question, using only the \
+         tables and columns in Context. Answer with the SQL query only.",
+        error.trim(),
+        dialect.name()
+    ));
+    suffix.push_str(template.close());
+    suffix.push_str(&template.open("assistant"));
+    Prompt {
+        prefix: base.prefix.clone(),
+        suffix,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +234,24 @@ mod tests {
     fn question_whitespace_is_trimmed() {
         let p = build_prompt(ChatTemplate::Plain, "  hi \n", CTX, Dialect::Sqlite, &[]);
         assert!(p.suffix.starts_with("### Input:\nhi\n\n"));
+    }
+
+    #[test]
+    fn repair_prompt_keeps_prefix_and_shows_sql_and_error() {
+        let base = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Sqlite, &[]);
+        let r = build_repair_prompt(
+            ChatTemplate::ChatMl,
+            &base,
+            "SELECT nme FROM t",
+            "no such column: nme",
+            Dialect::Sqlite,
+        );
+        assert_eq!(r.prefix, base.prefix);
+        assert!(r.suffix.starts_with(&base.suffix));
+        let tail = &r.suffix[base.suffix.len()..];
+        assert!(tail.starts_with("```sql\nSELECT nme FROM t\n```<|im_end|>\n<|im_start|>user\n"));
+        assert!(tail.contains("no such column: nme"));
+        assert!(tail.ends_with("<|im_start|>assistant\n"));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub fn run(args: ShellArgs) -> Result<()> {
     let db = crate::open_database(&args.db)?;
     let mut pipeline = Pipeline::new(db, None)?;
     pipeline.limits = limits;
+    pipeline.repairs = args.run.repairs;
     let cancel = Cancel::new();
     {
         let c = cancel.clone();
@@ -287,6 +288,20 @@ impl Shell {
         }
         match self.pipeline.ask(question, &self.cancel) {
             Ok(a) => {
+                for (i, at) in a.attempts.iter().enumerate() {
+                    let sql = at.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+                    eprintln!(
+                        "{}",
+                        self.paint(
+                            "2",
+                            &format!(
+                                "attempt {}: {sql}\n  failed: {} (repairing)",
+                                i + 1,
+                                at.error
+                            )
+                        )
+                    );
+                }
                 println!("{}", self.paint("36", &a.sql));
                 self.print_outcome(&a.outcome);
                 if self.timing {
