@@ -30,7 +30,11 @@ impl AskError {
     /// Whether showing the model its mistake may help (not for cancellation or a dead model).
     fn repairable(&self) -> bool {
         match self {
-            AskError::NoSql(_) | AskError::Guard { .. } => true,
+            AskError::NoSql(_) => true,
+            // A refusal is policy, not a mistake: a question asking for a write stays refused.
+            AskError::Guard { error, .. } => {
+                matches!(error, GuardError::Parse(_) | GuardError::Empty)
+            }
             AskError::Db { error, .. } => matches!(error, DbError::Query(_)),
             AskError::NoModel | AskError::Model(_) => false,
         }
