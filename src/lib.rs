@@ -141,8 +141,11 @@ pub fn model_path(opts: &ModelOpts) -> Result<PathBuf> {
 /// Loads the model `--model` names.
 pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
     let path = model_path(opts)?;
-    llm::Engine::load(&path, &llm::LoadOptions::default())
-        .with_context(|| format!("loading model {}", path.display()))
+    let load = llm::LoadOptions {
+        kv_dir: paths::cache_dir().ok().map(|d| d.join("kv")),
+        ..llm::LoadOptions::default()
+    };
+    llm::Engine::load(&path, &load).with_context(|| format!("loading model {}", path.display()))
 }
 
 fn ask(args: AskArgs) -> Result<()> {

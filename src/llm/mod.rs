@@ -51,6 +51,8 @@ impl From<candle_core::Error> for LlmError {
 pub struct LoadOptions {
     pub plan: WeightPlan,
     pub device: Device,
+    /// Where the KV state of prompt prefixes is kept between runs (`None`: memory only).
+    pub kv_dir: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -58,9 +60,13 @@ impl Default for LoadOptions {
         Self {
             plan: WeightPlan::cpu_default(),
             device: Device::Cpu,
+            kv_dir: None,
         }
     }
 }
+
+/// Prefix KV files kept on disk; older ones are removed.
+const KV_FILES_KEPT: usize = 8;
 
 /// Options for one generation.
 #[derive(Debug, Clone)]
@@ -127,6 +133,9 @@ pub struct Engine {
     template: ChatTemplate,
     info: ModelInfo,
     prefix: Option<PrefixState>,
+    kv_dir: Option<PathBuf>,
+    /// Identifies this model file and weight plan in prefix-cache keys.
+    identity: String,
 }
 
 impl Engine {
@@ -145,6 +154,18 @@ impl Engine {
         let tokenizer = TextTokenizer::from_gguf(&content)?;
         let template = ChatTemplate::from_gguf(&content);
         let model = Model::from_gguf(&content, &mut reader, &opts.plan, &opts.device)?;
+        let modified = file
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let identity = format!(
+            "{}|{file_size}|{modified}|{:?}|{:?}",
+            path.display(),
+            opts.plan,
+            opts.device
+        );
         let info = ModelInfo {
             path: path.to_path_buf(),
             name: model.config.name.clone(),
@@ -158,7 +179,58 @@ impl Engine {
             template,
             info,
             prefix: None,
+            kv_dir: opts.kv_dir.clone(),
+            identity,
         })
+    }
+
+    fn kv_file(&self, prefix: &str) -> Option<PathBuf> {
+        use sha2::{Digest, Sha256};
+        let dir = self.kv_dir.as_ref()?;
+        let h = Sha256::new()
+            .chain_update(&self.identity)
+            .chain_update([0u8])
+            .chain_update(prefix)
+            .finalize();
+        let name: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Some(dir.join(format!("{name}.safetensors")))
+    }
+
+    /// The saved KV state of `prefix`, if a previous run stored a valid one.
+    fn load_kv(&self, prefix: &str, n_ids: usize) -> Option<KvCache> {
+        let file = self.kv_file(prefix)?;
+        let named = candle_core::safetensors::load(&file, self.model.device()).ok()?;
+        let cache = KvCache::from_named(named, self.model.config.n_layer)?;
+        (cache.len() == n_ids).then_some(cache)
+    }
+
+    /// Saves the KV state of `prefix` (best effort: a failure only costs speed next time).
+    fn save_kv(&self, prefix: &str, cache: &KvCache) {
+        let (Some(file), Some(dir)) = (self.kv_file(prefix), self.kv_dir.as_ref()) else {
+            return;
+        };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let tmp = file.with_extension("tmp");
+        let named: std::collections::HashMap<String, Tensor> =
+            cache.to_named().into_iter().collect();
+        if candle_core::safetensors::save(&named, &tmp).is_ok() {
+            let _ = std::fs::rename(&tmp, &file);
+        }
+        // Keep only the most recent few.
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            files.sort();
+            let excess = files.len().saturating_sub(KV_FILES_KEPT);
+            for (_, p) in files.into_iter().take(excess) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -185,34 +257,42 @@ impl Engine {
     /// Runs the prompt's stable prefix through the model now, so that the next question only
     /// prefills its own tokens. Returns the number of prefix tokens.
     pub fn warm_prefix(&mut self, prefix: &str, cancel: &Cancel) -> Result<usize, LlmError> {
-        self.prefix_cache(prefix, cancel).map(|(ids, _)| ids.len())
+        self.prefix_cache(prefix, cancel)
+            .map(|(ids, _, _)| ids.len())
     }
 
     fn prefix_cache(
         &mut self,
         prefix: &str,
         cancel: &Cancel,
-    ) -> Result<(Vec<u32>, KvCache), LlmError> {
+    ) -> Result<(Vec<u32>, KvCache, bool), LlmError> {
         if let Some(p) = &self.prefix {
             if p.text == prefix {
-                return Ok((p.ids.clone(), p.cache.clone()));
+                return Ok((p.ids.clone(), p.cache.clone(), false));
             }
         }
         let ids = self.tokenizer.encode(prefix)?;
-        let mut cache = KvCache::default();
-        // Chunked so that Ctrl-C is honoured during a long schema prefill.
-        for chunk in ids.chunks(256) {
-            if cancel.is_set() {
-                return Err(LlmError::Cancelled);
+        let (cache, computed) = match self.load_kv(prefix, ids.len()) {
+            Some(cache) => (cache, false),
+            None => {
+                let mut cache = KvCache::default();
+                // Chunked so that Ctrl-C is honoured during a long schema prefill.
+                for chunk in ids.chunks(256) {
+                    if cancel.is_set() {
+                        return Err(LlmError::Cancelled);
+                    }
+                    self.model.forward(chunk, &mut cache)?;
+                }
+                self.save_kv(prefix, &cache);
+                (cache, true)
             }
-            self.model.forward(chunk, &mut cache)?;
-        }
+        };
         self.prefix = Some(PrefixState {
             text: prefix.to_string(),
             ids: ids.clone(),
             cache: cache.clone(),
         });
-        Ok((ids, cache))
+        Ok((ids, cache, computed))
     }
 
     /// Greedy generation for `prompt`, reusing the KV state of its prefix when it was seen before.
@@ -223,17 +303,13 @@ impl Engine {
         cancel: &Cancel,
     ) -> Result<Generation, LlmError> {
         let t0 = Instant::now();
-        let had_prefix = self
-            .prefix
-            .as_ref()
-            .is_some_and(|p| p.text == prompt.prefix);
-        let (prefix_ids, mut cache) = self.prefix_cache(&prompt.prefix, cancel)?;
+        let (prefix_ids, mut cache, computed) = self.prefix_cache(&prompt.prefix, cancel)?;
         let suffix_ids = self.tokenizer.encode(&prompt.suffix)?;
-        let mut prefill_tokens = suffix_ids.len();
-        if !had_prefix {
-            prefill_tokens += prefix_ids.len();
-        }
-        let cached_tokens = if had_prefix { prefix_ids.len() } else { 0 };
+        let (prefill_tokens, cached_tokens) = if computed {
+            (prefix_ids.len() + suffix_ids.len(), 0)
+        } else {
+            (suffix_ids.len(), prefix_ids.len())
+        };
         let mut logits = self.model.forward(&suffix_ids, &mut cache)?;
         let prefill_secs = t0.elapsed().as_secs_f64();
 

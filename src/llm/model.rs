@@ -274,6 +274,39 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The cache as named tensors (`k.{layer}`, `v.{layer}`), for saving.
+    pub fn to_named(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (i, slot) in self.layers.iter().enumerate() {
+            if let Some((k, v)) = slot {
+                out.push((format!("k.{i}"), k.clone()));
+                out.push((format!("v.{i}"), v.clone()));
+            }
+        }
+        out
+    }
+
+    /// Rebuilds a cache of `n_layer` layers from [`KvCache::to_named`] tensors; `None` when any
+    /// layer is missing or the lengths disagree.
+    pub fn from_named(
+        mut named: std::collections::HashMap<String, Tensor>,
+        n_layer: usize,
+    ) -> Option<Self> {
+        let mut layers = Vec::with_capacity(n_layer);
+        let mut len = None;
+        for i in 0..n_layer {
+            let k = named.remove(&format!("k.{i}"))?;
+            let v = named.remove(&format!("v.{i}"))?;
+            let l = k.dim(2).ok()?;
+            if v.dim(2).ok()? != l || len.is_some_and(|x| x != l) {
+                return None;
+            }
+            len = Some(l);
+            layers.push(Some((k, v)));
+        }
+        Some(Self { layers, len: len? })
+    }
 }
 
 /// A loaded model: weights in the chosen representation, ready for [`Model::forward`].
