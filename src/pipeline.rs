@@ -206,6 +206,10 @@ impl Pipeline {
                 }
                 Err(e) if attempts.len() < self.repairs && e.repairable() => {
                     let sql = e.sql().unwrap_or_default().to_string();
+                    // A model that repeats a failed query will not fix it by being asked again.
+                    if attempts.iter().any(|a: &Attempt| a.sql == sql) {
+                        return Err(e);
+                    }
                     let error = e.short();
                     let hint = self.columns_hint(&sql);
                     let shown = if hint.is_empty() {
