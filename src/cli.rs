@@ -74,14 +74,21 @@ pub struct RunOpts {
     pub repairs: usize,
 }
 
+/// Where to ask, with what model, under which limits: shared by `shell` and `ask`.
 #[derive(Debug, Clone, Args)]
-pub struct ShellArgs {
+pub struct CommonArgs {
     #[command(flatten)]
     pub db: DbOpts,
     #[command(flatten)]
     pub model: ModelOpts,
     #[command(flatten)]
     pub run: RunOpts,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
     /// Result format in the shell.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -90,11 +97,7 @@ pub struct ShellArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AskArgs {
     #[command(flatten)]
-    pub db: DbOpts,
-    #[command(flatten)]
-    pub model: ModelOpts,
-    #[command(flatten)]
-    pub run: RunOpts,
+    pub common: CommonArgs,
     /// Output format; `json` prints one object with question, sql, columns, rows, row_count,
     /// elapsed_ms.
     #[arg(long, value_enum, default_value_t = Format::Table)]

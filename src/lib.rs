@@ -153,12 +153,12 @@ fn ask(args: AskArgs) -> Result<()> {
     if question.trim().is_empty() {
         bail!("the question is empty");
     }
-    let limits = args.run.limits().map_err(anyhow::Error::msg)?;
-    let db = open_database(&args.db)?;
-    let engine = load_engine(&args.model)?;
+    let limits = args.common.run.limits().map_err(anyhow::Error::msg)?;
+    let db = open_database(&args.common.db)?;
+    let engine = load_engine(&args.common.model)?;
     let mut p = pipeline::Pipeline::new(db, Some(engine))?;
     p.limits = limits;
-    p.repairs = args.run.repairs;
+    p.repairs = args.common.run.repairs;
     let answer = p.ask(&question, &cancel::Cancel::new()).map_err(|e| {
         // Keep the failure to one line.
         anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — "))

@@ -50,9 +50,10 @@ fn ask_json_prints_one_object_with_the_rows() {
     assert_eq!(v["rows"][0][0], n);
 }
 
-fn shell(dir: &std::path::Path, input: &str) -> Output {
+fn shell(dir: &std::path::Path, args: &[&str], input: &str) -> Output {
     let mut child = sqlora(dir)
-        .args(["shell", "--offline"])
+        .arg("shell")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -84,7 +85,7 @@ fn writes_are_refused_and_the_database_is_unchanged() {
                  drop the orders table\n\
                  \\sql SELECT count(*) AS n FROM customers\n\
                  \\q\n";
-    let out = shell(dir.path(), input);
+    let out = shell(dir.path(), &["--offline"], input);
     let stderr = text(&out.stderr);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stderr}");
@@ -142,20 +143,11 @@ fn shell_survives_bad_model_and_runs_sql() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, vec![0u8; 100]).unwrap();
-    let mut child = sqlora(dir.path())
-        .args(["shell", "--model", junk.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"how many orders?\n\\tables\nSELECT name FROM categories ORDER BY name LIMIT 2\n\\nosuch\n\\q\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = shell(
+        dir.path(),
+        &["--model", junk.to_str().unwrap()],
+        "how many orders?\n\\tables\nSELECT name FROM categories ORDER BY name LIMIT 2\n\\nosuch\n\\q\n",
+    );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -36,11 +36,11 @@ pub struct Shell {
 
 /// Starts the shell on `--db` (or the demo database) with `--model`.
 pub fn run(args: ShellArgs) -> Result<()> {
-    let limits = args.run.limits().map_err(anyhow::Error::msg)?;
-    let db = crate::open_database(&args.db)?;
+    let limits = args.common.run.limits().map_err(anyhow::Error::msg)?;
+    let db = crate::open_database(&args.common.db)?;
     let mut pipeline = Pipeline::new(db, None)?;
     pipeline.limits = limits;
-    pipeline.repairs = args.run.repairs;
+    pipeline.repairs = args.common.run.repairs;
     let cancel = Cancel::new();
     {
         let c = cancel.clone();
@@ -61,7 +61,7 @@ pub fn run(args: ShellArgs) -> Result<()> {
         if tables == 1 { "" } else { "s" }
     );
     let mut model_error = None;
-    match crate::load_engine(&args.model) {
+    match crate::load_engine(&args.common.model) {
         Ok(engine) => {
             let info = engine.info().clone();
             pipeline.set_engine(engine);
