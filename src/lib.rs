@@ -40,6 +40,16 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Opens the database and applies the run limits shared by `shell` and `ask`; the model is
+/// attached by the caller (the shell keeps going without one).
+pub fn open_pipeline(common: &cli::CommonArgs) -> Result<pipeline::Pipeline> {
+    let limits = common.run.limits().map_err(anyhow::Error::msg)?;
+    let mut p = pipeline::Pipeline::new(open_database(&common.db)?, None)?;
+    p.limits = limits;
+    p.repairs = common.run.repairs;
+    Ok(p)
+}
+
 /// Opens `--db`, or the bundled demo database (built on first use) when none is given.
 pub fn open_database(opts: &DbOpts) -> Result<Box<dyn db::Database>> {
     let url = match &opts.db {
@@ -153,12 +163,8 @@ fn ask(args: AskArgs) -> Result<()> {
     if question.trim().is_empty() {
         bail!("the question is empty");
     }
-    let limits = args.common.run.limits().map_err(anyhow::Error::msg)?;
-    let db = open_database(&args.common.db)?;
-    let engine = load_engine(&args.common.model)?;
-    let mut p = pipeline::Pipeline::new(db, Some(engine))?;
-    p.limits = limits;
-    p.repairs = args.common.run.repairs;
+    let mut p = open_pipeline(&args.common)?;
+    p.set_engine(load_engine(&args.common.model)?);
     let answer = p.ask(&question, &cancel::Cancel::new()).map_err(|e| {
         // Keep the failure to one line.
         anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — "))

@@ -166,9 +166,10 @@ impl Pipeline {
         Ok(engine.warm_prefix(&p.prefix, cancel)?)
     }
 
-    /// Answers a plain-English question: generate SQL, check it, run it. When the SQL does not
-    /// parse, is refused or fails in the database, the model is shown its SQL and the error and
-    /// asked again, up to `repairs` times; the last error is returned if every attempt fails.
+    /// Answers a plain-English question: generate SQL, check it, run it. When the answer holds
+    /// no SQL, the SQL does not parse, or the database rejects it, the model is shown its SQL and
+    /// the error and asked again, up to `repairs` times (refusals are final); the last error is
+    /// returned if every attempt fails.
     pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
         let t0 = Instant::now();
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;

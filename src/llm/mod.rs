@@ -147,17 +147,17 @@ impl Engine {
             source,
         };
         let mut file = std::fs::File::open(path).map_err(io)?;
-        let file_size = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        let file_size = meta.len();
         let mut reader = std::io::BufReader::new(&mut file);
         let content = gguf_file::Content::read(&mut reader)
             .map_err(|e| LlmError::Corrupt(format!("{}: {e}", path.display())))?;
         let tokenizer = TextTokenizer::from_gguf(&content)?;
         let template = ChatTemplate::from_gguf(&content);
         let model = Model::from_gguf(&content, &mut reader, &opts.plan, &opts.device)?;
-        let modified = file
-            .metadata()
+        let modified = meta
+            .modified()
             .ok()
-            .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let identity = format!(

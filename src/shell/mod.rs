@@ -36,11 +36,7 @@ pub struct Shell {
 
 /// Starts the shell on `--db` (or the demo database) with `--model`.
 pub fn run(args: ShellArgs) -> Result<()> {
-    let limits = args.common.run.limits().map_err(anyhow::Error::msg)?;
-    let db = crate::open_database(&args.common.db)?;
-    let mut pipeline = Pipeline::new(db, None)?;
-    pipeline.limits = limits;
-    pipeline.repairs = args.common.run.repairs;
+    let mut pipeline = crate::open_pipeline(&args.common)?;
     let cancel = Cancel::new();
     {
         let c = cancel.clone();
