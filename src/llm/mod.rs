@@ -373,22 +373,18 @@ fn closes_fence(text: &str) -> bool {
     }
 }
 
+/// Greedy choice of the next token through candle's sampler, refusing non-finite logits (a
+/// corrupt model) instead of emitting an arbitrary token.
 fn argmax(logits: &Tensor) -> Result<u32, LlmError> {
-    let v: Vec<f32> = logits.to_vec1()?;
-    let mut best = 0usize;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &x) in v.iter().enumerate() {
-        if x > best_v {
-            best_v = x;
-            best = i;
-        }
-    }
-    if !best_v.is_finite() {
+    use candle_transformers::generation::{LogitsProcessor, Sampling};
+    let id = LogitsProcessor::from_sampling(0, Sampling::ArgMax).sample(logits)?;
+    let best: f32 = logits.get(id as usize)?.to_scalar()?;
+    if !best.is_finite() {
         return Err(LlmError::Generation(
             "model produced non-finite logits".into(),
         ));
     }
-    Ok(best as u32)
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -483,16 +483,18 @@ impl Model {
             None => (k, v),
         };
         *slot = Some((k.clone(), v.clone()));
+        // Grouped-query attention without copying K/V for every query head: the `rep` query
+        // heads that share a KV head are stacked on the row axis, [b, kv_heads, rep·seq, dim].
         let rep = c.n_head / c.n_kv_head;
-        let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
+        let q = q.reshape((b, c.n_kv_head, rep * seq, c.head_dim))?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?;
         if let Some(mask) = mask {
-            att = att.broadcast_add(mask)?;
+            let mask = mask.repeat((rep, 1))?;
+            att = att.broadcast_add(&mask)?;
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att.matmul(&v)?;
+        let y = att.matmul(&v)?.reshape((b, c.n_head, seq, c.head_dim))?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, seq, c.n_head * c.head_dim))?;
