@@ -27,9 +27,38 @@ pub enum Command {
     Shell(ShellArgs),
     /// Answer one question and print the result (for scripts).
     Ask(AskArgs),
+    /// Measure execution accuracy on Spider dev or a JSONL question set.
+    Eval(EvalArgs),
     /// Manage model weights.
     #[command(subcommand)]
     Model(ModelCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// `spider-dev` (the 972 Spider dev questions whose database is present) or a JSONL file
+    /// with one {"question", "db", "query", "order_matters"?} object a line.
+    #[arg(long, value_name = "spider-dev|FILE", required_unless_present = "compare")]
+    pub set: Option<String>,
+    /// Directory holding spider/ (default: $SQLORA_EVAL_DATA, else ../shared/data).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Run at most this many questions.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Skip this many questions first.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub offset: usize,
+    /// Write every question's predicted SQL, gold SQL and verdict to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// List the questions whose correctness differs between two --out reports.
+    #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with_all = ["set", "limit", "out"])]
+    pub compare: Option<Vec<PathBuf>>,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    #[command(flatten)]
+    pub run: RunOpts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +200,24 @@ mod tests {
             Some(Command::Ask(a)) => {
                 assert_eq!(a.question.join(" "), "how many?");
                 assert_eq!(a.format, Format::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn eval_needs_a_set_or_two_reports() {
+        assert!(Cli::try_parse_from(["sqlora", "eval"]).is_err());
+        assert!(Cli::try_parse_from(["sqlora", "eval", "--compare", "a.json"]).is_err());
+        let cli = Cli::try_parse_from(["sqlora", "eval", "--compare", "a.json", "b.json"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Eval(EvalArgs { compare: Some(ref v), .. })) if v.len() == 2));
+        let cli = Cli::try_parse_from([
+            "sqlora", "eval", "--set", "spider-dev", "--limit", "20", "--offset", "5",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Eval(a)) => {
+                assert_eq!((a.set.as_deref(), a.limit, a.offset), (Some("spider-dev"), Some(20), 5))
             }
             other => panic!("{other:?}"),
         }

@@ -69,6 +69,18 @@ pub fn check(sql: &str, dialect: Dialect) -> Result<CheckedSql, GuardError> {
     })
 }
 
+/// True when a model's answer already holds one whole statement ended by `;` (outside any
+/// string literal), so generating on would only add the closing fence. Used to stop early.
+pub fn answer_complete(answer: &str, dialect: Dialect) -> bool {
+    if !answer.trim_end().ends_with(';') {
+        return false;
+    }
+    let Some(sql) = extract_sql(answer) else {
+        return false;
+    };
+    Parser::parse_sql(parser_dialect(dialect).as_ref(), &sql).is_ok_and(|s| s.len() == 1)
+}
+
 fn check_statement(st: &Statement) -> Result<(), GuardError> {
     match st {
         Statement::Query(q) => check_query_tree(q),
@@ -347,6 +359,16 @@ mod tests {
         }
         assert_eq!(extract_sql("I cannot answer that."), None);
         assert_eq!(extract_sql("```sql\n```"), None);
+    }
+
+    #[test]
+    fn an_answer_is_complete_at_a_semicolon_outside_strings() {
+        let d = Dialect::Sqlite;
+        assert!(answer_complete("```sql\nSELECT 1;", d));
+        assert!(answer_complete("```sql\nSELECT name FROM t WHERE x = 'a;b';", d));
+        assert!(!answer_complete("```sql\nSELECT name FROM t WHERE x = 'a;", d));
+        assert!(!answer_complete("```sql\nSELECT name FROM t", d));
+        assert!(!answer_complete("```sql\nSELECT name FROM;", d));
     }
 
     #[test]

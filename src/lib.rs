@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod cli;
 pub mod db;
+pub mod eval;
 pub mod guard;
 pub mod llm;
 pub mod paths;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use cli::{AskArgs, Cli, Command, DbOpts, ModelChoice, ModelCommand, ModelOpts};
+use cli::{AskArgs, Cli, Command, DbOpts, EvalArgs, ModelChoice, ModelCommand, ModelOpts};
 use llm::registry::{self, ModelSpec, PullProgress};
 
 /// Runs one parsed command line.
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<()> {
         None => shell::run(cli.shell),
         Some(Command::Shell(args)) => shell::run(args),
         Some(Command::Ask(args)) => ask(args),
+        Some(Command::Eval(args)) => evaluate(args),
         Some(Command::Model(ModelCommand::Pull { name })) => {
             let spec = registry::find(&name).with_context(|| {
                 format!("unknown model `{name}`: use one of {}", registry::names())
@@ -190,6 +192,125 @@ fn ask(args: AskArgs) -> Result<()> {
             writeln!(out, "{}", shell::render::table(&answer.outcome, None))?;
             writeln!(out, "{}", shell::render::row_count_line(&answer.outcome))?;
         }
+    }
+    Ok(())
+}
+
+fn evaluate(args: EvalArgs) -> Result<()> {
+    use eval::report::{self, Report, Summary};
+    if let Some(files) = &args.compare {
+        let read = |p: &PathBuf| -> Result<Report> {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a sqlora eval report", p.display()))
+        };
+        let (a, b) = (read(&files[0])?, read(&files[1])?);
+        let flips = report::flips(&a, &b);
+        println!(
+            "A: {} — {} — EX {:.1}% ({}/{})",
+            files[0].display(),
+            a.model,
+            a.summary.overall.ex(),
+            a.summary.overall.correct,
+            a.summary.overall.total
+        );
+        println!(
+            "B: {} — {} — EX {:.1}% ({}/{})",
+            files[1].display(),
+            b.model,
+            b.summary.overall.ex(),
+            b.summary.overall.correct,
+            b.summary.overall.total
+        );
+        let fixed = flips.iter().filter(|f| f.after == eval::Verdict::Correct).count();
+        println!(
+            "{} shared questions: {} now correct, {} now wrong",
+            report::shared(&a, &b),
+            fixed,
+            flips.len() - fixed
+        );
+        for f in &flips {
+            let mark = if f.after == eval::Verdict::Correct { "+" } else { "-" };
+            println!("{mark} #{} {}", f.index, f.question);
+            println!("    A ({}): {}", f.before.name(), f.before_sql.as_deref().unwrap_or("-"));
+            println!("    B ({}): {}", f.after.name(), f.after_sql.as_deref().unwrap_or("-"));
+        }
+        return Ok(());
+    }
+    let set = args.set.clone().unwrap_or_default();
+    let limits = args.run.limits().map_err(anyhow::Error::msg)?;
+    let mut items = if set == "spider-dev" {
+        let data = args.data.clone().unwrap_or_else(eval::default_data_dir);
+        eval::load_spider_dev(&data)?
+    } else {
+        eval::load_jsonl(std::path::Path::new(&set))?
+    };
+    let available = items.len();
+    items.drain(..args.offset.min(available));
+    if let Some(n) = args.limit {
+        items.truncate(n);
+    }
+    if items.is_empty() {
+        bail!("no questions left after --offset {} (the set has {available})", args.offset);
+    }
+    let engine = load_engine(&args.model)?;
+    let model = engine.info().name.clone();
+    eprintln!(
+        "sqlora: evaluating {} of {available} questions from {set} with {model}",
+        items.len()
+    );
+    let cancel = cancel::Cancel::new();
+    {
+        let c = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if c.is_set() {
+                std::process::exit(130);
+            }
+            c.set();
+        });
+    }
+    let mut evaluator = eval::Evaluator::new(engine, limits, args.run.repairs);
+    let bar = ProgressBar::new(items.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    let (records, complete) = eval::run_all(&mut evaluator, &items, &cancel, |_, done| {
+        let s = Summary::of(done);
+        bar.set_message(format!(
+            "EX {:.1}% ({}/{})",
+            s.overall.ex(),
+            s.overall.correct,
+            s.overall.total
+        ));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    if !complete {
+        eprintln!(
+            "sqlora: interrupted after {} of {} questions; the summary covers those",
+            records.len(),
+            items.len()
+        );
+    }
+    let summary = Summary::of(&records);
+    println!("{}", summary.render());
+    if let Some(out) = &args.out {
+        let report = Report {
+            set,
+            model,
+            complete,
+            offset: args.offset,
+            limit: args.limit,
+            summary,
+            records,
+        };
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("sqlora: report written to {}", out.display());
     }
     Ok(())
 }

@@ -4,12 +4,13 @@
 //! the benchmark and the tests all go through [`Pipeline::ask`] and [`Pipeline::run_sql`], so a
 //! question is answered the same way everywhere. Never prints.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cancel::Cancel;
 use crate::db::{Database, DbError, Dialect, Limits, Outcome};
 use crate::guard::{self, GuardError};
-use crate::llm::{prompt, Engine, GenOptions, Generation, LlmError};
+use crate::llm::{prompt, Engine, GenOptions, Generation, LlmError, StopRule};
 use crate::schema::{self, Schema};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +103,20 @@ impl Pipeline {
     pub fn new(mut db: Box<dyn Database>, engine: Option<Engine>) -> Result<Self, DbError> {
         let schema = db.introspect()?;
         let context = schema::render_context(&schema);
+        let dialect = db.dialect();
+        let gen = GenOptions {
+            stop_when: Some(StopRule(Arc::new(move |text: &str| {
+                guard::answer_complete(text, dialect)
+            }))),
+            ..GenOptions::default()
+        };
         Ok(Self {
             db,
             schema,
             context,
             engine,
             limits: Limits::default(),
-            gen: GenOptions::default(),
+            gen,
             repairs: 2,
         })
     }
@@ -135,6 +143,11 @@ impl Pipeline {
 
     pub fn set_engine(&mut self, engine: Engine) {
         self.engine = Some(engine);
+    }
+
+    /// Hands the model back (to reuse it on another database).
+    pub fn take_engine(&mut self) -> Option<Engine> {
+        self.engine.take()
     }
 
     /// Re-reads the schema (after DDL elsewhere) and drops the cached prompt prefix.

@@ -82,16 +82,30 @@ pub struct Example {
     pub sql: String,
 }
 
-/// A prompt split where the per-question text starts. `prefix + suffix` is the full prompt.
+/// A prompt split where the per-question text starts. `prefix + suffix` is the full prompt;
+/// the suffix ends with [`ANSWER_START`], the opening of the answer's SQL code block, so the
+/// model starts straight at the SQL (three fewer tokens to generate one at a time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prompt {
     pub prefix: String,
     pub suffix: String,
 }
 
+/// How every answer starts: the model is given this and continues with the SQL.
+pub const ANSWER_START: &str = "```sql\n";
+
 impl Prompt {
     pub fn text(&self) -> String {
         format!("{}{}", self.prefix, self.suffix)
+    }
+
+    /// The part of the answer the prompt already holds (the model's output continues it).
+    pub fn answer_start(&self) -> &'static str {
+        if self.suffix.ends_with(ANSWER_START) {
+            ANSWER_START
+        } else {
+            ""
+        }
     }
 }
 
@@ -144,15 +158,17 @@ pub fn build_prompt(
             ex.sql.trim()
         ));
     }
+    // Everything before the question's own words is the cached prefix.
+    user.push_str("### Input:\n");
     let mut prefix = template.turn("system", SYSTEM);
     prefix.push_str(&template.open("user"));
     prefix.push_str(&user);
     let mut suffix = String::new();
-    suffix.push_str("### Input:\n");
     suffix.push_str(question.trim());
     suffix.push_str("\n\n### Response:\n");
     suffix.push_str(template.close());
     suffix.push_str(&template.open("assistant"));
+    suffix.push_str(ANSWER_START);
     Prompt { prefix, suffix }
 }
 
@@ -166,7 +182,7 @@ pub fn build_repair_prompt(
     dialect: Dialect,
 ) -> Prompt {
     let mut suffix = base.suffix.clone();
-    suffix.push_str(&format!("```sql\n{}\n```", failed_sql.trim()));
+    suffix.push_str(&format!("{}\n```", failed_sql.trim()));
     suffix.push_str(template.close());
     suffix.push_str(&template.open("user"));
     suffix.push_str(&format!(
@@ -177,6 +193,7 @@ pub fn build_repair_prompt(
     ));
     suffix.push_str(template.close());
     suffix.push_str(&template.open("assistant"));
+    suffix.push_str(ANSWER_START);
     Prompt {
         prefix: base.prefix.clone(),
         suffix,
@@ -204,7 +221,9 @@ mod tests {
         let ctx = text.find(CTX).unwrap();
         let q = text.find("### Input:\nHow many t?").unwrap();
         assert!(sys < user && user < ctx && ctx < q);
-        assert!(text.ends_with("### Response:\n<|im_end|>\n<|im_start|>assistant\n"));
+        assert!(text.ends_with("### Response:\n<|im_end|>\n<|im_start|>assistant\n```sql\n"));
+        assert!(p.prefix.ends_with("### Input:\n"), "the fixed label is cached");
+        assert!(p.suffix.starts_with("How many t?\n"));
         assert!(text.contains("SQLite"));
     }
 
@@ -233,7 +252,8 @@ mod tests {
     #[test]
     fn question_whitespace_is_trimmed() {
         let p = build_prompt(ChatTemplate::Plain, "  hi \n", CTX, Dialect::Sqlite, &[]);
-        assert!(p.suffix.starts_with("### Input:\nhi\n\n"));
+        assert!(p.prefix.ends_with("### Input:\n"));
+        assert!(p.suffix.starts_with("hi\n\n### Response:"));
     }
 
     #[test]
@@ -249,9 +269,10 @@ mod tests {
         assert_eq!(r.prefix, base.prefix);
         assert!(r.suffix.starts_with(&base.suffix));
         let tail = &r.suffix[base.suffix.len()..];
-        assert!(tail.starts_with("```sql\nSELECT nme FROM t\n```<|im_end|>\n<|im_start|>user\n"));
+        // The base suffix already opened the code block the failed SQL was written in.
+        assert!(r.suffix.contains("```sql\nSELECT nme FROM t\n```<|im_end|>\n<|im_start|>user\n"));
         assert!(tail.contains("no such column: nme"));
-        assert!(tail.ends_with("<|im_start|>assistant\n"));
+        assert!(tail.ends_with("<|im_start|>assistant\n```sql\n"));
     }
 
     #[test]

@@ -55,3 +55,18 @@ pub fn same_rows(a: &Outcome, b: &Outcome) -> bool {
 pub fn sha256(path: &std::path::Path) -> String {
     sqlora::llm::registry::sha256_file(path).unwrap()
 }
+
+/// The shared data directory (Spider and the sample databases): `$SQLORA_EVAL_DATA`, else
+/// `../shared/data` beside the checkout. CI always has it; elsewhere the test fails saying so.
+pub fn shared_data() -> PathBuf {
+    let dir = std::env::var_os("SQLORA_EVAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        dir.join(sqlora::eval::SPIDER_DEV).is_file(),
+        "this test needs the shared data directory with Spider ({} is missing); set \
+         SQLORA_EVAL_DATA to the directory that holds spider/",
+        dir.join(sqlora::eval::SPIDER_DEV).display()
+    );
+    dir
+}

@@ -1,0 +1,443 @@
+//! Execution accuracy (EX): does the SQL sqlora generates for a question return the same result
+//! as the gold SQL, on the real database?
+//!
+//! Each question goes through the same [`Pipeline`] as the shell (introspection, prompt, model,
+//! guard with its repair loop, read-only execution); the gold SQL runs on a second connection
+//! to the same database. [`compare`] holds the matching rules, [`hardness`] Spider's difficulty
+//! levels, [`report`] the summary and the JSON report. Never prints: progress goes to a
+//! callback.
+
+pub mod compare;
+pub mod hardness;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cancel::Cancel;
+use crate::db::{self, Database, DbError, Limits};
+use crate::guard::GuardError;
+use crate::llm::{Engine, LlmError};
+use crate::pipeline::{AskError, Pipeline};
+pub use hardness::Hardness;
+
+/// Where Spider's dev set lives under the shared data directory.
+pub const SPIDER_DEV: &str = "spider/derived/dev_without_wta_1.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}")]
+    Set(String),
+    #[error(transparent)]
+    Model(#[from] LlmError),
+    #[error("evaluation cancelled")]
+    Cancelled,
+}
+
+/// One question with its gold SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Position in the set (0-based), stable across runs for `--compare`.
+    pub index: usize,
+    pub question: String,
+    /// A database URL or SQLite path, as `--db` takes it.
+    pub db: String,
+    pub gold: String,
+    /// Set by the question set; a top-level ORDER BY in the gold SQL also makes order matter.
+    pub order_matters: bool,
+    pub hardness: Option<Hardness>,
+}
+
+/// Loads the Spider dev questions whose database is present, in the dataset's order.
+pub fn load_spider_dev(data: &Path) -> Result<Vec<Item>, EvalError> {
+    let file = data.join(SPIDER_DEV);
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        EvalError::Set(format!(
+            "cannot read Spider dev at {} ({e}); pass --data DIR, the directory that holds \
+             spider/ (e.g. ../shared/data)",
+            file.display()
+        ))
+    })?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| EvalError::Set(format!("{}: not Spider JSON: {e}", file.display())))?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let field = |k: &str| {
+            row[k].as_str().map(str::to_string).ok_or_else(|| {
+                EvalError::Set(format!("{}: question {index} has no `{k}`", file.display()))
+            })
+        };
+        let db_id = field("db_id")?;
+        let path = data
+            .join("spider/database")
+            .join(&db_id)
+            .join(format!("{db_id}.sqlite"));
+        if !path.is_file() {
+            return Err(EvalError::Set(format!(
+                "Spider database {} is missing",
+                path.display()
+            )));
+        }
+        items.push(Item {
+            index,
+            question: field("question")?,
+            db: path.to_string_lossy().into_owned(),
+            gold: field("query")?,
+            order_matters: false,
+            hardness: Some(hardness::hardness(&row["sql"])),
+        });
+    }
+    Ok(items)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonlRow {
+    question: String,
+    db: String,
+    query: String,
+    #[serde(default)]
+    order_matters: bool,
+    #[serde(default)]
+    hardness: Option<String>,
+}
+
+/// Loads a question set with one `{"question", "db", "query", "order_matters"?, "hardness"?}`
+/// object a line. A relative SQLite path in `db` is taken relative to the file.
+pub fn load_jsonl(file: &Path) -> Result<Vec<Item>, EvalError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| EvalError::Set(format!("cannot read {}: {e}", file.display())))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: JsonlRow = serde_json::from_str(line)
+            .map_err(|e| EvalError::Set(format!("{}:{}: {e}", file.display(), n + 1)))?;
+        let hardness = match row.hardness.as_deref() {
+            None => None,
+            Some(h) => Some(Hardness::parse(h).ok_or_else(|| {
+                EvalError::Set(format!(
+                    "{}:{}: hardness must be easy, medium, hard or extra, not `{h}`",
+                    file.display(),
+                    n + 1
+                ))
+            })?),
+        };
+        items.push(Item {
+            index: items.len(),
+            question: row.question,
+            db: resolve_db(base, &row.db),
+            gold: row.query,
+            order_matters: row.order_matters,
+            hardness,
+        });
+    }
+    if items.is_empty() {
+        return Err(EvalError::Set(format!(
+            "{} holds no questions",
+            file.display()
+        )));
+    }
+    Ok(items)
+}
+
+fn resolve_db(base: &Path, db: &str) -> String {
+    match db::parse_target(db) {
+        Ok(db::Target::SqliteFile(p)) if p.is_relative() => {
+            base.join(p).to_string_lossy().into_owned()
+        }
+        _ => db.to_string(),
+    }
+}
+
+/// How one prediction fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Same result as the gold SQL.
+    Correct,
+    /// Ran, but returned a different result.
+    Wrong,
+    /// The model's answer held no SQL.
+    NoSql,
+    /// The SQL does not parse in the database's dialect.
+    ParseError,
+    /// The guard refused it (not read-only, several statements).
+    Refused,
+    /// The database rejected it (unknown column, type error…).
+    ExecError,
+    /// It ran past the time limit.
+    Timeout,
+    /// The gold SQL itself failed: the question is left out of EX.
+    GoldError,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 8] = [
+        Verdict::Correct,
+        Verdict::Wrong,
+        Verdict::NoSql,
+        Verdict::ParseError,
+        Verdict::Refused,
+        Verdict::ExecError,
+        Verdict::Timeout,
+        Verdict::GoldError,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Correct => "correct",
+            Verdict::Wrong => "wrong result",
+            Verdict::NoSql => "no SQL",
+            Verdict::ParseError => "parse error",
+            Verdict::Refused => "refused",
+            Verdict::ExecError => "execution error",
+            Verdict::Timeout => "timeout",
+            Verdict::GoldError => "gold SQL failed",
+        }
+    }
+}
+
+/// The outcome for one question, as written to the JSON report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub index: usize,
+    pub db: String,
+    pub question: String,
+    pub gold: String,
+    /// The SQL sqlora ran (or tried to), after any repairs.
+    pub predicted: Option<String>,
+    pub verdict: Verdict,
+    pub error: Option<String>,
+    pub hardness: Option<Hardness>,
+    /// Generations for this question (1 + repairs).
+    pub attempts: usize,
+    pub tokens: usize,
+    pub latency_ms: u64,
+}
+
+/// Runs questions one after another, reusing the model and each database's connections (and
+/// its cached schema prompt) while consecutive questions share a database.
+pub struct Evaluator {
+    engine: Option<Engine>,
+    open: Option<Open>,
+    pub limits: Limits,
+    /// Limits for the gold query (more rows: a gold result is never cut short silently).
+    pub gold_limits: Limits,
+    pub repairs: usize,
+}
+
+struct Open {
+    url: String,
+    pipeline: Pipeline,
+    gold: Box<dyn Database>,
+}
+
+impl Evaluator {
+    pub fn new(engine: Engine, limits: Limits, repairs: usize) -> Self {
+        let gold_limits = Limits {
+            max_rows: limits.max_rows.max(100_000),
+            timeout: limits.timeout,
+        };
+        Self {
+            engine: Some(engine),
+            open: None,
+            limits,
+            gold_limits,
+            repairs,
+        }
+    }
+
+    pub fn engine(&self) -> Option<&Engine> {
+        match &self.open {
+            Some(o) => o.pipeline.engine(),
+            None => self.engine.as_ref(),
+        }
+    }
+
+    fn open(&mut self, url: &str) -> Result<&mut Open, String> {
+        if self.open.as_ref().is_some_and(|o| o.url == url) {
+            return Ok(self.open.as_mut().expect("checked"));
+        }
+        if let Some(mut old) = self.open.take() {
+            self.engine = old.pipeline.take_engine();
+        }
+        let db = db::open(url).map_err(|e| e.to_string())?;
+        let gold = db::open(url).map_err(|e| e.to_string())?;
+        let mut pipeline = Pipeline::new(db, None).map_err(|e| e.to_string())?;
+        if let Some(engine) = self.engine.take() {
+            pipeline.set_engine(engine);
+        }
+        pipeline.limits = self.limits.clone();
+        pipeline.repairs = self.repairs;
+        Ok(self.open.insert(Open {
+            url: url.to_string(),
+            pipeline,
+            gold,
+        }))
+    }
+
+    /// Answers one question and judges it. Errs only when the model fails or on cancel.
+    pub fn run(&mut self, item: &Item, cancel: &Cancel) -> Result<Record, EvalError> {
+        let t0 = Instant::now();
+        let mut record = Record {
+            index: item.index,
+            db: item.db.clone(),
+            question: item.question.clone(),
+            gold: item.gold.clone(),
+            predicted: None,
+            verdict: Verdict::GoldError,
+            error: None,
+            hardness: item.hardness,
+            attempts: 0,
+            tokens: 0,
+            latency_ms: 0,
+        };
+        let gold_limits = self.gold_limits.clone();
+        let open = match self.open(&item.db) {
+            Ok(o) => o,
+            Err(e) => {
+                record.error = Some(format!("cannot open the database: {e}"));
+                return Ok(record);
+            }
+        };
+        let gold = match open.gold.query(&item.gold, &gold_limits, cancel) {
+            Ok(g) if g.truncated => {
+                record.error = Some(format!(
+                    "gold result has more than {} rows",
+                    gold_limits.max_rows
+                ));
+                return Ok(record);
+            }
+            Ok(g) => g,
+            Err(DbError::Cancelled) => return Err(EvalError::Cancelled),
+            Err(e) => {
+                record.error = Some(format!("gold SQL failed: {e}"));
+                return Ok(record);
+            }
+        };
+        let before = open.pipeline.engine().map_or(0, Engine::tokens_generated);
+        let answer = open.pipeline.ask(&item.question, cancel);
+        record.tokens = open
+            .pipeline
+            .engine()
+            .map_or(0, |e| e.tokens_generated() - before);
+        record.latency_ms = (t0.elapsed().as_secs_f64() * 1000.0).round() as u64;
+        match answer {
+            Ok(a) => {
+                record.attempts = a.attempts.len() + 1;
+                record.predicted = Some(a.sql);
+                let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
+                record.verdict = if compare::results_match(&gold.rows, &a.outcome.rows, order) {
+                    Verdict::Correct
+                } else {
+                    Verdict::Wrong
+                };
+                if a.outcome.truncated {
+                    record.error = Some(format!(
+                        "prediction stopped at {} rows",
+                        self.limits.max_rows
+                    ));
+                }
+            }
+            Err(AskError::Model(LlmError::Cancelled)) => return Err(EvalError::Cancelled),
+            Err(AskError::Db {
+                error: DbError::Cancelled,
+                ..
+            }) => return Err(EvalError::Cancelled),
+            Err(AskError::Model(e)) => return Err(EvalError::Model(e)),
+            Err(AskError::NoModel) => return Err(EvalError::Set("no model loaded".into())),
+            Err(e) => {
+                record.attempts = self.repairs + 1;
+                record.predicted = e.sql().map(str::to_string);
+                record.verdict = match &e {
+                    AskError::NoSql(said) => {
+                        record.predicted = Some(said.clone());
+                        Verdict::NoSql
+                    }
+                    AskError::Guard { error, .. } => match error {
+                        GuardError::Empty => Verdict::NoSql,
+                        GuardError::Parse(_) => Verdict::ParseError,
+                        GuardError::MultipleStatements(_) | GuardError::Refused(_) => {
+                            Verdict::Refused
+                        }
+                    },
+                    AskError::Db {
+                        error: DbError::Timeout(_),
+                        ..
+                    } => Verdict::Timeout,
+                    _ => Verdict::ExecError,
+                };
+                record.error = Some(e.to_string().lines().next().unwrap_or("").to_string());
+            }
+        }
+        Ok(record)
+    }
+}
+
+/// Evaluates `items` in order, calling `progress` after each; stops early (keeping what was
+/// done) on cancel. Returns the records and whether the run was complete.
+pub fn run_all(
+    evaluator: &mut Evaluator,
+    items: &[Item],
+    cancel: &Cancel,
+    mut progress: impl FnMut(&Record, &[Record]),
+) -> Result<(Vec<Record>, bool), EvalError> {
+    let mut records: Vec<Record> = Vec::with_capacity(items.len());
+    for item in items {
+        match evaluator.run(item, cancel) {
+            Ok(r) => {
+                records.push(r);
+                progress(records.last().expect("pushed"), &records);
+            }
+            Err(EvalError::Cancelled) => return Ok((records, false)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((records, true))
+}
+
+/// The default data directory for `--set spider-dev`: `$SQLORA_EVAL_DATA`, else
+/// `../shared/data`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("SQLORA_EVAL_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_sets_resolve_relative_paths_and_reject_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("set.jsonl");
+        std::fs::write(
+            &f,
+            "{\"question\": \"How many?\", \"db\": \"shop.sqlite\", \"query\": \"SELECT 1\"}\n\n\
+             {\"question\": \"Top?\", \"db\": \"/abs/x.db\", \"query\": \"SELECT 2\", \
+             \"order_matters\": true, \"hardness\": \"hard\"}\n",
+        )
+        .unwrap();
+        let items = load_jsonl(&f).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(
+            items[0].db,
+            dir.path().join("shop.sqlite").to_string_lossy()
+        );
+        assert_eq!(items[1].db, "/abs/x.db");
+        assert!(items[1].order_matters && !items[0].order_matters);
+        assert_eq!(items[1].hardness, Some(Hardness::Hard));
+        assert_eq!(items[1].index, 1);
+
+        std::fs::write(&f, "{\"question\": \"q\", \"db\": \"x\", \"qurey\": \"SELECT 1\"}\n")
+            .unwrap();
+        let err = load_jsonl(&f).unwrap_err().to_string();
+        assert!(err.contains("set.jsonl:1"), "{err}");
+    }
+}
