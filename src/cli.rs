@@ -75,9 +75,14 @@ pub enum ModelCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DbOpts {
-    /// Database: a SQLite file path or sqlite://PATH (default: the bundled demo database).
+    /// Database: postgres://USER@HOST:PORT/DB, mysql:// or mariadb://USER@HOST:PORT/DB,
+    /// sqlite://PATH or a SQLite file path (default: the bundled demo database).
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub db: Option<String>,
+    /// PostgreSQL schemas to show the model, comma-separated, the first one the default
+    /// (default: the search_path).
+    #[arg(long, value_name = "NAME[,NAME]", value_delimiter = ',')]
+    pub schema: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

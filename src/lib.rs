@@ -60,7 +60,7 @@ pub fn open_database(opts: &DbOpts) -> Result<Box<dyn db::Database>> {
             .to_string_lossy()
             .into_owned(),
     };
-    Ok(db::open(&url)?)
+    Ok(db::connect(&url, &opts.schema)?)
 }
 
 struct BarProgress(ProgressBar);

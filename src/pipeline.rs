@@ -102,7 +102,7 @@ impl Pipeline {
     /// Introspects `db` and renders its context; the model can be attached later.
     pub fn new(mut db: Box<dyn Database>, engine: Option<Engine>) -> Result<Self, DbError> {
         let schema = db.introspect()?;
-        let context = schema::render_context(&schema);
+        let context = schema::render_context(&schema, db.dialect());
         let dialect = db.dialect();
         let gen = GenOptions {
             stop_when: Some(StopRule(Arc::new(move |text: &str| {
@@ -153,7 +153,7 @@ impl Pipeline {
     /// Re-reads the schema (after DDL elsewhere) and drops the cached prompt prefix.
     pub fn refresh(&mut self) -> Result<(), DbError> {
         self.schema = self.db.introspect()?;
-        self.context = schema::render_context(&self.schema);
+        self.context = schema::render_context(&self.schema, self.db.dialect());
         if let Some(e) = self.engine.as_mut() {
             e.clear_prefix_cache();
         }

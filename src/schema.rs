@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use crate::db::Dialect;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableKind {
     Table,
@@ -20,17 +22,24 @@ pub struct Column {
     pub comment: Option<String>,
     /// A few distinct example values (text columns only), shown to the model.
     pub samples: Vec<String>,
+    /// Every allowed value of an enum type, in order.
+    pub enum_values: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKey {
     pub columns: Vec<String>,
+    /// The referenced table's namespace when it is not the default one.
+    pub ref_schema: Option<String>,
     pub ref_table: String,
     pub ref_columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
+    /// The namespace (PostgreSQL schema) when the table lives outside the default one; the
+    /// model then sees and writes `schema.table`.
+    pub schema: Option<String>,
     pub name: String,
     pub kind: TableKind,
     pub columns: Vec<Column>,
@@ -40,6 +49,14 @@ pub struct Table {
 }
 
 impl Table {
+    /// The name as a query must write it: `schema.table` outside the default schema.
+    pub fn qualified_name(&self, dialect: Dialect) -> String {
+        match &self.schema {
+            Some(ns) => format!("{}.{}", ident(ns, dialect), ident(&self.name, dialect)),
+            None => ident(&self.name, dialect),
+        }
+    }
+
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns
             .iter()
@@ -53,22 +70,43 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// Finds a table by bare name or `schema.table`.
     pub fn table(&self, name: &str) -> Option<&Table> {
-        self.tables
-            .iter()
-            .find(|t| t.name.eq_ignore_ascii_case(name))
+        let (ns, bare) = match name.split_once('.') {
+            Some((ns, bare)) => (Some(ns), bare),
+            None => (None, name),
+        };
+        self.tables.iter().find(|t| {
+            t.name.eq_ignore_ascii_case(bare)
+                && ns.is_none_or(|ns| t.schema.as_deref().unwrap_or("").eq_ignore_ascii_case(ns))
+        })
     }
 }
 
-/// Quotes an identifier with double quotes when it is not a plain lower-case word.
-fn ident(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+/// Words that must be quoted to be used as names (the common core of the three dialects).
+const RESERVED: &[&str] = &[
+    "all", "and", "as", "asc", "between", "by", "case", "check", "column", "constraint",
+    "create", "cross", "default", "delete", "desc", "distinct", "drop", "else", "end", "except",
+    "exists", "from", "full", "group", "having", "in", "index", "inner", "insert", "intersect",
+    "into", "is", "join", "key", "left", "like", "limit", "natural", "not", "null", "offset",
+    "on", "or", "order", "outer", "primary", "references", "right", "select", "set", "table",
+    "then", "to", "union", "unique", "update", "user", "using", "values", "when", "where",
+    "with",
+];
+
+/// An identifier as the dialect needs it written: bare when it can be, otherwise quoted
+/// (backticks for MySQL, double quotes elsewhere). PostgreSQL folds bare names to lower case,
+/// so any upper-case letter needs quotes there; SQLite and MySQL match names regardless.
+pub fn ident(name: &str, dialect: Dialect) -> String {
+    let simple = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
-    if plain {
+    let case_ok = dialect != Dialect::Postgres || !name.chars().any(|c| c.is_ascii_uppercase());
+    let reserved = RESERVED.contains(&name.to_ascii_lowercase().as_str());
+    if simple && case_ok && !reserved {
         name.to_string()
+    } else if dialect == Dialect::MySql {
+        format!("`{}`", name.replace('`', "``"))
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
     }
@@ -93,8 +131,9 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-/// Renders one table as `CREATE TABLE` text for the model.
-pub fn render_table(t: &Table) -> String {
+/// Renders one table as `CREATE TABLE` text for the model, names written as `dialect` needs.
+pub fn render_table(t: &Table, dialect: Dialect) -> String {
+    let ident = |name: &str| ident(name, dialect);
     let mut s = String::new();
     if let Some(c) = &t.comment {
         let _ = writeln!(s, "-- {}", one_line(c, 120));
@@ -103,7 +142,7 @@ pub fn render_table(t: &Table) -> String {
         TableKind::Table => "TABLE",
         TableKind::View => "VIEW",
     };
-    let _ = writeln!(s, "CREATE {kw} {} (", ident(&t.name));
+    let _ = writeln!(s, "CREATE {kw} {} (", t.qualified_name(dialect));
     let single_pk = (t.primary_key.len() == 1).then(|| t.primary_key[0].as_str());
     let mut lines: Vec<(String, String)> = Vec::new();
     for c in &t.columns {
@@ -117,7 +156,15 @@ pub fn render_table(t: &Table) -> String {
         if let Some(cm) = &c.comment {
             notes.push(one_line(cm, 80));
         }
-        if !c.samples.is_empty() {
+        if !c.enum_values.is_empty() {
+            let vals: Vec<String> = c
+                .enum_values
+                .iter()
+                .take(24)
+                .map(|v| sql_str(&one_line(v, 40)))
+                .collect();
+            notes.push(format!("one of {}", vals.join(", ")));
+        } else if !c.samples.is_empty() {
             let ex: Vec<String> = c
                 .samples
                 .iter()
@@ -141,7 +188,10 @@ pub fn render_table(t: &Table) -> String {
             format!(
                 "  FOREIGN KEY ({}) REFERENCES {}({})",
                 cols.join(", "),
-                ident(&fk.ref_table),
+                match &fk.ref_schema {
+                    Some(ns) => format!("{}.{}", ident(ns), ident(&fk.ref_table)),
+                    None => ident(&fk.ref_table),
+                },
                 refs.join(", ")
             ),
             String::new(),
@@ -161,11 +211,11 @@ pub fn render_table(t: &Table) -> String {
 }
 
 /// Renders the whole schema as prompt context, tables in schema order.
-pub fn render_context(schema: &Schema) -> String {
+pub fn render_context(schema: &Schema, dialect: Dialect) -> String {
     schema
         .tables
         .iter()
-        .map(render_table)
+        .map(|t| render_table(t, dialect))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -182,11 +232,13 @@ mod tests {
             default: None,
             comment: None,
             samples: samples.iter().map(|s| s.to_string()).collect(),
+            enum_values: vec![],
         }
     }
 
     fn orders() -> Table {
         Table {
+            schema: None,
             name: "orders".into(),
             kind: TableKind::Table,
             columns: vec![
@@ -197,6 +249,7 @@ mod tests {
             primary_key: vec!["order_id".into()],
             foreign_keys: vec![ForeignKey {
                 columns: vec!["customer_id".into()],
+                ref_schema: None,
                 ref_table: "customers".into(),
                 ref_columns: vec!["customer_id".into()],
             }],
@@ -206,7 +259,7 @@ mod tests {
 
     #[test]
     fn renders_keys_foreign_keys_and_samples() {
-        let text = render_table(&orders());
+        let text = render_table(&orders(), Dialect::Sqlite);
         assert_eq!(
             text,
             "CREATE TABLE orders (\n  order_id INTEGER PRIMARY KEY,\n  customer_id INTEGER NOT NULL,\n  status TEXT NOT NULL, -- e.g. 'shipped', 'it''s'\n  FOREIGN KEY (customer_id) REFERENCES customers(customer_id)\n);\n"
@@ -216,6 +269,7 @@ mod tests {
     #[test]
     fn composite_keys_and_odd_names_are_quoted() {
         let t = Table {
+            schema: Some("Sales".into()),
             name: "Order Lines".into(),
             kind: TableKind::Table,
             columns: vec![col("a", "INT", true, &[]), col("B", "INT", true, &[])],
@@ -223,16 +277,41 @@ mod tests {
             foreign_keys: vec![],
             comment: Some("line\nitems".into()),
         };
-        let text = render_table(&t);
-        assert!(text.starts_with("-- line items\nCREATE TABLE \"Order Lines\" (\n"));
+        let text = render_table(&t, Dialect::Postgres);
+        assert!(text.starts_with("-- line items\nCREATE TABLE \"Sales\".\"Order Lines\" (\n"));
         assert!(text.contains("  PRIMARY KEY (a, \"B\")\n"));
+        let text = render_table(&t, Dialect::MySql);
+        assert!(text.contains("CREATE TABLE `Sales`.`Order Lines` (\n"), "{text}");
+        assert!(text.contains("  PRIMARY KEY (a, B)\n"), "{text}");
+    }
+
+    #[test]
+    fn names_are_quoted_only_where_the_dialect_needs_it() {
+        assert_eq!(ident("Singer_ID", Dialect::Sqlite), "Singer_ID");
+        assert_eq!(ident("Singer_ID", Dialect::MySql), "Singer_ID");
+        assert_eq!(ident("Singer_ID", Dialect::Postgres), "\"Singer_ID\"");
+        assert_eq!(ident("order", Dialect::Sqlite), "\"order\"");
+        assert_eq!(ident("order", Dialect::MySql), "`order`");
+        assert_eq!(ident("first name", Dialect::MySql), "`first name`");
+        assert_eq!(ident("2nd", Dialect::Postgres), "\"2nd\"");
+        assert_eq!(ident("a\"b", Dialect::Sqlite), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn enums_list_every_label_and_foreign_schemas_are_qualified() {
+        let mut t = orders();
+        t.columns[2].enum_values = vec!["new".into(), "shipped".into()];
+        t.foreign_keys[0].ref_schema = Some("crm".into());
+        let text = render_table(&t, Dialect::Sqlite);
+        assert!(text.contains("status TEXT NOT NULL, -- one of 'new', 'shipped'\n"), "{text}");
+        assert!(text.contains("REFERENCES crm.customers(customer_id)"), "{text}");
     }
 
     #[test]
     fn hostile_sample_values_stay_on_one_line() {
         let mut t = orders();
         t.columns[2].samples = vec!["x\n);\nDROP TABLE orders; --".into()];
-        let text = render_table(&t);
+        let text = render_table(&t, Dialect::Sqlite);
         assert_eq!(text.lines().count(), 6);
         assert!(text.contains("'x );"));
     }

@@ -74,7 +74,7 @@ fn tokenizer_ids_are_pinned_and_round_trip() {
 fn cached_prefix_gives_the_same_answer_as_a_cold_run() {
     let (_d, db_path) = common::demo_db();
     let mut db = sqlora::db::open(&db_path.to_string_lossy()).unwrap();
-    let context = sqlora::schema::render_context(&db.introspect().unwrap());
+    let context = sqlora::schema::render_context(&db.introspect().unwrap(), db.dialect());
     let kv = tempfile::tempdir().unwrap();
     let cancel = Cancel::new();
     let opts = GenOptions::default();

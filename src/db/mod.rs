@@ -4,6 +4,9 @@
 //! Never parses or judges SQL (that is the guard's job) and never prints.
 
 pub mod demo;
+pub mod mysql;
+pub mod postgres;
+mod remote;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -30,12 +33,16 @@ impl Dialect {
     }
 }
 
-/// One cell of a result.
+/// One cell of a result. Types without a variant of their own (dates, times, intervals, json,
+/// arrays, uuid, enums) arrive as the database's own text rendering.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
+    Bool(bool),
     Int(i64),
     Float(f64),
+    /// An exact numeric (DECIMAL/NUMERIC, unsigned 64-bit) in its decimal text, never rounded.
+    Decimal(String),
     Text(String),
     Bytes(Vec<u8>),
 }
@@ -45,7 +52,9 @@ impl Value {
     pub fn display(&self) -> String {
         match self {
             Value::Null => "NULL".into(),
+            Value::Bool(b) => b.to_string(),
             Value::Int(i) => i.to_string(),
+            Value::Decimal(d) => d.clone(),
             Value::Float(f) => format_float(*f),
             Value::Text(s) => s.clone(),
             Value::Bytes(b) => {
@@ -104,7 +113,10 @@ pub enum DbError {
     Timeout(Duration),
     #[error("query cancelled")]
     Cancelled,
-    #[error("unsupported database URL `{0}` (use a SQLite file path or sqlite://PATH)")]
+    #[error(
+        "unsupported database URL `{0}` (use postgres://, mysql://, mariadb://, sqlite://PATH \
+         or a SQLite file path)"
+    )]
     UnsupportedUrl(String),
 }
 
@@ -122,11 +134,21 @@ pub trait Database {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     SqliteFile(PathBuf),
+    Postgres(String),
+    MySql(String),
 }
 
-/// Parses a `--db` value: `sqlite://PATH`, `sqlite:PATH` or a bare file path.
+/// Parses a `--db` value: `postgres://`/`postgresql://`, `mysql://`/`mariadb://`,
+/// `sqlite://PATH`, `sqlite:PATH` or a bare file path.
 pub fn parse_target(url: &str) -> Result<Target, DbError> {
     let url = url.trim();
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+        return Ok(Target::Postgres(url.to_string()));
+    }
+    if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+        return Ok(Target::MySql(url.to_string()));
+    }
     if let Some(rest) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -142,8 +164,16 @@ pub fn parse_target(url: &str) -> Result<Target, DbError> {
 
 /// Opens the database a `--db` value names.
 pub fn open(url: &str) -> Result<Box<dyn Database>, DbError> {
+    connect(url, &[])
+}
+
+/// Opens the database a `--db` value names; `schemas` picks the PostgreSQL schemas to
+/// introspect (default: the search_path). Other backends have one namespace.
+pub fn connect(url: &str, schemas: &[String]) -> Result<Box<dyn Database>, DbError> {
     match parse_target(url)? {
         Target::SqliteFile(path) => Ok(Box::new(sqlite::SqliteDb::open(&path)?)),
+        Target::Postgres(url) => Ok(Box::new(postgres::PgDb::connect(&url, schemas)?)),
+        Target::MySql(url) => Ok(Box::new(mysql::MySqlDb::connect(&url)?)),
     }
 }
 
@@ -166,6 +196,14 @@ mod tests {
             Target::SqliteFile("shop.sqlite".into())
         );
         assert!(parse_target("mongodb://x/y").is_err());
+        assert_eq!(
+            parse_target("postgresql://u@h/db").unwrap(),
+            Target::Postgres("postgresql://u@h/db".into())
+        );
+        assert_eq!(
+            parse_target("mariadb://root@h:3306/x").unwrap(),
+            Target::MySql("mariadb://root@h:3306/x".into())
+        );
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl SqliteDb {
                 default,
                 comment: None,
                 samples: Vec::new(),
+                enum_values: Vec::new(),
             });
         }
         pk.sort();
@@ -179,6 +180,7 @@ impl Database for SqliteDb {
                 }
             }
             tables.push(Table {
+                schema: None,
                 name: name.clone(),
                 kind: if kind == "view" {
                     TableKind::View
@@ -216,6 +218,7 @@ impl Database for SqliteDb {
                         id,
                         ForeignKey {
                             columns: vec![from],
+                            ref_schema: None,
                             ref_table,
                             ref_columns: vec![to],
                         },

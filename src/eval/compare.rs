@@ -9,7 +9,7 @@
 //! 4. Rows are compared as multisets (duplicates count, order does not), or as ordered lists
 //!    when order matters: the gold query ends in a top-level `ORDER BY`, or the question set
 //!    says `order_matters`.
-//! 5. Cells: NULL equals NULL; integers and floats compare as numbers, with a relative
+//! 5. Cells: NULL equals NULL; integers, floats and decimals compare as numbers, with a relative
 //!    tolerance of 1e-6 (so `AVG` computed two ways still matches); text and bytes exactly.
 //!    A number never equals text (`'3'` is not `3`).
 //!
@@ -29,6 +29,7 @@ fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Int(i) => Some(*i as f64),
         Value::Float(f) => Some(*f),
+        Value::Decimal(d) => d.parse().ok(),
         _ => None,
     }
 }
@@ -37,6 +38,7 @@ fn number(v: &Value) -> Option<f64> {
 pub fn cells_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Null, Value::Null) => true,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
         (Value::Int(x), Value::Int(y)) => x == y,
         (Value::Text(x), Value::Text(y)) => x == y,
         (Value::Bytes(x), Value::Bytes(y)) => x == y,
@@ -58,12 +60,14 @@ fn cell_order(a: &Value, b: &Value) -> Ordering {
     fn rank(v: &Value) -> u8 {
         match v {
             Value::Null => 0,
-            Value::Int(_) | Value::Float(_) => 1,
-            Value::Text(_) => 2,
-            Value::Bytes(_) => 3,
+            Value::Bool(_) => 1,
+            Value::Int(_) | Value::Float(_) | Value::Decimal(_) => 2,
+            Value::Text(_) => 3,
+            Value::Bytes(_) => 4,
         }
     }
     match (a, b) {
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
         (Value::Int(x), Value::Int(y)) => x.cmp(y),
         (Value::Text(x), Value::Text(y)) => x.cmp(y),
         (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),

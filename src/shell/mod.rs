@@ -379,7 +379,7 @@ impl Shell {
             return;
         }
         match self.pipeline.schema().table(table) {
-            Some(t) => print!("{}", crate::schema::render_table(t)),
+            Some(t) => print!("{}", crate::schema::render_table(t, self.pipeline.dialect())),
             None => eprintln!("sqlora: no table named `{table}`; \\tables lists them"),
         }
     }

@@ -46,7 +46,9 @@ pub fn table(o: &Outcome, width: Option<u16>) -> String {
         t.add_row(row.iter().map(|v| {
             let cell = Cell::new(v.display());
             match v {
-                Value::Int(_) | Value::Float(_) => cell.set_alignment(CellAlignment::Right),
+                Value::Int(_) | Value::Float(_) | Value::Decimal(_) => {
+                    cell.set_alignment(CellAlignment::Right)
+                }
                 _ => cell,
             }
         }));
@@ -95,7 +97,12 @@ pub fn csv(o: &Outcome) -> String {
 pub fn value_json(v: &Value) -> Json {
     match v {
         Value::Null => Json::Null,
+        Value::Bool(b) => json!(b),
         Value::Int(i) => json!(i),
+        // Exact: the decimal text becomes a JSON number digit for digit (NaN stays a string).
+        Value::Decimal(d) => d
+            .parse::<serde_json::Number>()
+            .map_or_else(|_| json!(d), Json::Number),
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::Text(s) => json!(s),
         Value::Bytes(_) => json!(v.display()),

@@ -26,7 +26,9 @@ pub fn demo_db() -> (tempfile::TempDir, PathBuf) {
 fn norm(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
+        Value::Bool(b) => format!("{:.2}", u8::from(*b) as f64),
         Value::Int(i) => format!("{:.2}", *i as f64),
+        Value::Decimal(d) => format!("{:.2}", d.parse::<f64>().unwrap_or(f64::NAN)),
         Value::Float(f) => format!("{:.2}", f),
         Value::Text(s) => s.clone(),
         Value::Bytes(b) => format!("{b:?}"),
@@ -69,4 +71,130 @@ pub fn shared_data() -> PathBuf {
         dir.join(sqlora::eval::SPIDER_DEV).display()
     );
     dir
+}
+
+/// Which server a [`ServerDb`] lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Postgres,
+    MariaDb,
+}
+
+/// A uniquely named database on the local PostgreSQL or MariaDB server (the CI services),
+/// created for one test and dropped afterwards. The admin URL comes from
+/// `SQLORA_TEST_PG` / `SQLORA_TEST_MYSQL` (default: the local superuser without password).
+pub struct ServerDb {
+    pub server: Server,
+    pub name: String,
+    admin: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl ServerDb {
+    pub fn create(server: Server, tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "sqlora_t_{tag}_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let admin = match server {
+            Server::Postgres => std::env::var("SQLORA_TEST_PG")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            Server::MariaDb => std::env::var("SQLORA_TEST_MYSQL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into()),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = Self {
+            server,
+            name,
+            admin,
+            rt,
+        };
+        db.admin_exec(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    /// The database's URL, as `--db` takes it.
+    pub fn url(&self) -> String {
+        let base = self.admin.rsplit_once('/').unwrap().0;
+        let base = match self.server {
+            Server::MariaDb => base.replacen("mysql://", "mariadb://", 1),
+            Server::Postgres => base.to_string(),
+        };
+        format!("{base}/{}", self.name)
+    }
+
+    fn admin_exec(&self, sql: &str) {
+        self.run_on(&self.admin, sql)
+            .unwrap_or_else(|e| panic!("{:?} server at {} failed `{sql}`: {e} (is it running? .ci/run starts it)", self.server, self.admin));
+    }
+
+    fn run_on(&self, url: &str, sql: &str) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let sql = sql.to_string();
+        let url = url.replacen("mariadb://", "mysql://", 1);
+        let server = self.server;
+        self.rt.block_on(async move {
+            match server {
+                Server::Postgres => {
+                    let mut c = sqlx::PgConnection::connect(&url).await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+                    c.close().await
+                }
+                Server::MariaDb => {
+                    let mut c = sqlx::MySqlConnection::connect(&url).await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+                    c.close().await
+                }
+            }
+        })
+    }
+
+    /// Runs a script (many statements) in this database as the superuser.
+    pub fn exec(&self, sql: &str) {
+        self.run_on(&self.url(), sql)
+            .unwrap_or_else(|e| panic!("script failed in {}: {e}", self.name));
+    }
+
+    /// Chinook from `../shared/data/sample_dbs/chinook`, without its own CREATE/USE lines.
+    pub fn load_chinook(&self) {
+        let file = match self.server {
+            Server::Postgres => "Chinook_PostgreSql.sql",
+            Server::MariaDb => "Chinook_MySql.sql",
+        };
+        let path = shared_data().join("sample_dbs/chinook").join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let script: String = text
+            .lines()
+            .filter(|l| {
+                let t = l.trim_start().to_ascii_uppercase();
+                !(t.starts_with("DROP DATABASE")
+                    || t.starts_with("CREATE DATABASE")
+                    || t.starts_with("USE ")
+                    || t.starts_with("\\C"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.exec(&script);
+    }
+}
+
+impl Drop for ServerDb {
+    fn drop(&mut self) {
+        let sql = match self.server {
+            Server::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            Server::MariaDb => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        let _ = self.run_on(&self.admin, &sql);
+    }
 }

@@ -1,0 +1,590 @@
+//! MySQL and MariaDB through sqlx's MySQL driver, on a single-threaded tokio runtime owned by
+//! this connection.
+//!
+//! The session is `READ ONLY`, and every statement runs in `START TRANSACTION READ ONLY` under
+//! `max_statement_time` (MariaDB) or `max_execution_time` (MySQL), then is rolled back. The
+//! statement is prepared first (clean errors for unknown names; the server accepts exactly one
+//! statement there), then the same text runs through the text protocol so values arrive as
+//! the server formats them: exact decimals, dates and times as written. Ctrl-C sends
+//! `KILL QUERY` from a second connection.
+//!
+//! One write no transaction mode stops: `SELECT … INTO OUTFILE` writes a file on the server
+//! for a login with the FILE privilege. The guard refuses it; use a login without FILE.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
+
+use super::{remote, Database, DbError, Dialect, Limits, Outcome, Value};
+use crate::cancel::Cancel;
+use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
+
+const SAMPLE_QUERY_MAX_TABLES: usize = 60;
+const SAMPLES: usize = 3;
+const ENUM_MAX: usize = 8;
+
+pub struct MySqlDb {
+    rt: tokio::runtime::Runtime,
+    opts: MySqlConnectOptions,
+    conn: Option<MySqlConnection>,
+    connection_id: u64,
+    mariadb: bool,
+    database: String,
+    label: String,
+}
+
+fn describe_sqlx(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn map_err(e: &sqlx::Error) -> DbError {
+    DbError::Query(remote::one_line(&describe_sqlx(e)))
+}
+
+impl MySqlDb {
+    /// Connects to a `mysql://` or `mariadb://` URL, which must name a database.
+    pub fn connect(url: &str) -> Result<Self, DbError> {
+        let rt = remote::runtime()?;
+        let normal = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_string(),
+        };
+        let fail = |reason: String| DbError::Connect {
+            target: remote::redact(url),
+            reason,
+        };
+        let opts = MySqlConnectOptions::from_str(&normal)
+            .map_err(|e| fail(remote::one_line(&e.to_string())))?;
+        let Some(database) = opts.get_database().map(str::to_string) else {
+            return Err(fail(
+                "no database named: add it to the URL, e.g. mysql://user@host:3306/shop".into(),
+            ));
+        };
+        let label = format!(
+            "{}://{}@{}:{}/{}",
+            if url.starts_with("mariadb") { "mariadb" } else { "mysql" },
+            opts.get_username(),
+            opts.get_host(),
+            opts.get_port(),
+            database
+        );
+        let mut db = Self {
+            rt,
+            opts,
+            conn: None,
+            connection_id: 0,
+            mariadb: false,
+            database,
+            label,
+        };
+        db.ensure_connected()?;
+        Ok(db)
+    }
+
+    fn ensure_connected(&mut self) -> Result<(), DbError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let opts = self.opts.clone();
+        let connect = async move {
+            let mut conn =
+                tokio::time::timeout(remote::CONNECT_TIMEOUT, MySqlConnection::connect_with(&opts))
+                    .await
+                    .map_err(|_| "timed out".to_string())?
+                    .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let setup = async {
+                let (id, version): (u64, String) =
+                    sqlx::query_as("SELECT CONNECTION_ID(), VERSION()")
+                        .fetch_one(&mut conn)
+                        .await?;
+                // Every transaction of this session is read-only unless it says otherwise,
+                // which sqlora never does.
+                sqlx::raw_sql("SET SESSION TRANSACTION READ ONLY")
+                    .execute(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>((id, version.to_ascii_lowercase().contains("mariadb")))
+            }
+            .await
+            .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            Ok::<_, String>((conn, setup))
+        };
+        let (conn, (id, mariadb)) = self.rt.block_on(connect).map_err(|reason| DbError::Connect {
+            target: self.label.clone(),
+            reason,
+        })?;
+        self.conn = Some(conn);
+        self.connection_id = id;
+        self.mariadb = mariadb;
+        Ok(())
+    }
+
+    /// Runs `f` inside a read-only transaction under the statement time limit, always rolling
+    /// back; Ctrl-C stops the running statement on the server.
+    fn read_only<T, F, Fut>(
+        &mut self,
+        timeout: Duration,
+        cancel: &Cancel,
+        f: F,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(MySqlConnection) -> Fut,
+        Fut: std::future::Future<Output = (MySqlConnection, Result<T, sqlx::Error>)>,
+    {
+        self.ensure_connected()?;
+        let mut conn = self.conn.take().expect("connected");
+        let limit = if self.mariadb {
+            format!("SET SESSION max_statement_time = {:.3}", timeout.as_secs_f64())
+        } else {
+            format!(
+                "SET SESSION max_execution_time = {}",
+                timeout.as_millis().clamp(1, u32::MAX as u128)
+            )
+        };
+        let opts = self.opts.clone();
+        let id = self.connection_id;
+        let work = async move {
+            let begin = async {
+                sqlx::raw_sql(AssertSqlSafe(limit)).execute(&mut conn).await?;
+                sqlx::raw_sql("START TRANSACTION READ ONLY")
+                    .execute(&mut conn)
+                    .await
+            }
+            .await;
+            if let Err(e) = begin {
+                return (conn, Err(e));
+            }
+            let (mut conn, result) = f(conn).await;
+            let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+            (conn, result.and_then(|v| rollback.map(|_| v)))
+        };
+        let stop_server = async move {
+            if let Ok(mut c) = MySqlConnection::connect_with(&opts).await {
+                let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
+                    .execute(&mut c)
+                    .await;
+                let _ = c.close().await;
+            }
+        };
+        let finished = self
+            .rt
+            .block_on(remote::with_cancel(work, cancel, timeout, stop_server));
+        match finished {
+            Some((conn, Ok(v))) => {
+                self.conn = Some(conn);
+                Ok(v)
+            }
+            Some((mut conn, Err(e))) => {
+                if remote::is_connection_error(&e) {
+                    return Err(DbError::Query(format!(
+                        "lost the connection to {}: {}",
+                        self.label,
+                        remote::one_line(&describe_sqlx(&e))
+                    )));
+                }
+                let _ = self.rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut conn));
+                self.conn = Some(conn);
+                Err(classify(&e, timeout, cancel))
+            }
+            None => Err(if cancel.is_set() {
+                DbError::Cancelled
+            } else {
+                DbError::Timeout(timeout)
+            }),
+        }
+    }
+}
+
+/// 1969 (MariaDB max_statement_time), 3024 (MySQL max_execution_time) and 1317 (KILL QUERY)
+/// are our time limit or our Ctrl-C.
+fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
+    if let sqlx::Error::Database(d) = e {
+        let code = d
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .map(|m| m.number());
+        if matches!(code, Some(1969 | 3024 | 1317)) {
+            return if cancel.is_set() {
+                DbError::Cancelled
+            } else {
+                DbError::Timeout(timeout)
+            };
+        }
+    }
+    map_err(e)
+}
+
+/// A value in the text protocol, typed where sqlora has a type for it.
+fn decode(type_name: &str, bytes: &[u8]) -> Value {
+    let text = || String::from_utf8_lossy(bytes).into_owned();
+    match type_name {
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "BOOLEAN" | "YEAR"
+        | "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" => {
+            text().parse().map_or_else(|_| Value::Text(text()), Value::Int)
+        }
+        // Unsigned 64-bit may not fit an i64: keep it exact.
+        "BIGINT UNSIGNED" => text()
+            .parse()
+            .map_or_else(|_| Value::Decimal(text()), Value::Int),
+        "FLOAT" | "DOUBLE" => text().parse().map_or_else(|_| Value::Text(text()), Value::Float),
+        "DECIMAL" => Value::Decimal(text()),
+        "BIT" => Value::Int(bytes.iter().fold(0i64, |acc, b| (acc << 8) | i64::from(*b))),
+        "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "GEOMETRY" => {
+            Value::Bytes(bytes.to_vec())
+        }
+        _ => Value::Text(text()),
+    }
+}
+
+/// The type name to decode column `i` by. The server flags text with a `_bin` collation
+/// (MariaDB's JSON, for one) like binary data; only the `binary` collation means bytes.
+fn column_type(row: &MySqlRow, i: usize) -> String {
+    let info = row.columns()[i].type_info();
+    if <String as sqlx::Type<sqlx::MySql>>::compatible(info) {
+        match info.name() {
+            "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+                "TEXT".to_string()
+            }
+            other => other.to_string(),
+        }
+    } else {
+        info.name().to_string()
+    }
+}
+
+fn decode_row(row: &MySqlRow, types: &[String]) -> Result<Vec<Value>, sqlx::Error> {
+    (0..row.len())
+        .map(|i| {
+            let raw: Option<&[u8]> = row.try_get_unchecked(i)?;
+            Ok(match raw {
+                None => Value::Null,
+                Some(b) => decode(types.get(i).map_or("TEXT", String::as_str), b),
+            })
+        })
+        .collect()
+}
+
+/// Text of column `i` whatever type the server labelled it with (information_schema columns
+/// are binary strings on some versions).
+fn text(row: &MySqlRow, i: usize) -> Result<Option<String>, sqlx::Error> {
+    let raw: Option<&[u8]> = row.try_get_unchecked(i)?;
+    Ok(raw.map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
+/// `enum('a','b''c')` → `["a", "b'c"]`.
+fn enum_labels(column_type: &str) -> Vec<String> {
+    let Some(inner) = column_type
+        .strip_prefix("enum(")
+        .and_then(|s| s.strip_suffix(')'))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quote = false;
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, in_quote) {
+            ('\'', false) => in_quote = true,
+            ('\'', true) if chars.peek() == Some(&'\'') => {
+                chars.next();
+                cur.push('\'');
+            }
+            ('\'', true) => {
+                in_quote = false;
+                out.push(std::mem::take(&mut cur));
+            }
+            ('\\', true) => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (c, true) => cur.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+const TABLES_SQL: &str = "\
+SELECT TABLE_NAME, TABLE_TYPE, TABLE_COMMENT FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME";
+
+const COLUMNS_SQL: &str = "\
+SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, COLUMN_COMMENT,
+       DATA_TYPE
+FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()
+ORDER BY TABLE_NAME, ORDINAL_POSITION";
+
+const KEYS_SQL: &str = "\
+SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA,
+       REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME
+FROM information_schema.KEY_COLUMN_USAGE
+WHERE TABLE_SCHEMA = DATABASE()
+  AND (CONSTRAINT_NAME = 'PRIMARY' OR REFERENCED_TABLE_NAME IS NOT NULL)
+ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION";
+
+fn is_text_type(data_type: &str) -> bool {
+    matches!(
+        data_type,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "set"
+    )
+}
+
+fn is_date_like(data_type: &str) -> bool {
+    data_type.contains("date") || data_type.contains("time")
+}
+
+impl Database for MySqlDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::MySql
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn introspect(&mut self) -> Result<Schema, DbError> {
+        let (tables, columns, keys) = self.read_only(
+            Duration::from_secs(60),
+            &Cancel::new(),
+            |mut conn| async move {
+                let r = async {
+                    let t = sqlx::query(TABLES_SQL).fetch_all(&mut conn).await?;
+                    let c = sqlx::query(COLUMNS_SQL).fetch_all(&mut conn).await?;
+                    let k = sqlx::query(KEYS_SQL).fetch_all(&mut conn).await?;
+                    Ok((t, c, k))
+                }
+                .await;
+                (conn, r)
+            },
+        )?;
+        let get = |row: &MySqlRow, i: usize| text(row, i).map_err(|e| map_err(&e));
+        let mut out: Vec<Table> = Vec::with_capacity(tables.len());
+        let mut index = std::collections::HashMap::new();
+        for row in &tables {
+            let name = get(row, 0)?.unwrap_or_default();
+            let kind = get(row, 1)?.unwrap_or_default();
+            let comment = get(row, 2)?.filter(|c| !c.is_empty() && c != "VIEW");
+            index.insert(name.clone(), out.len());
+            out.push(Table {
+                schema: None,
+                name,
+                kind: if kind.contains("VIEW") {
+                    TableKind::View
+                } else {
+                    TableKind::Table
+                },
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+                foreign_keys: Vec::new(),
+                comment,
+            });
+        }
+        let mut text_columns = Vec::new();
+        for row in &columns {
+            let table = get(row, 0)?.unwrap_or_default();
+            let Some(&ti) = index.get(&table) else {
+                continue;
+            };
+            let column_type = get(row, 2)?.unwrap_or_default();
+            let data_type = get(row, 6)?.unwrap_or_default().to_ascii_lowercase();
+            let enum_values = enum_labels(&column_type);
+            let shown_type = if enum_values.is_empty() {
+                column_type
+            } else {
+                "enum".to_string()
+            };
+            if is_text_type(&data_type) || is_date_like(&data_type) {
+                text_columns.push((ti, out[ti].columns.len(), is_date_like(&data_type)));
+            }
+            out[ti].columns.push(SchemaColumn {
+                name: get(row, 1)?.unwrap_or_default(),
+                data_type: shown_type,
+                not_null: get(row, 3)?.as_deref() == Some("NO"),
+                default: get(row, 4)?,
+                comment: get(row, 5)?.filter(|c| !c.is_empty()),
+                samples: Vec::new(),
+                enum_values,
+            });
+        }
+        // Rows come ordered by table and constraint: consecutive rows of one foreign key
+        // are its columns in order.
+        let mut last: Option<(String, String)> = None;
+        for row in &keys {
+            let table = get(row, 0)?.unwrap_or_default();
+            let constraint = get(row, 1)?.unwrap_or_default();
+            let column = get(row, 2)?.unwrap_or_default();
+            let Some(&ti) = index.get(&table) else {
+                continue;
+            };
+            if constraint == "PRIMARY" {
+                out[ti].primary_key.push(column);
+                continue;
+            }
+            let ref_schema = get(row, 3)?.filter(|s| *s != self.database);
+            let ref_table = get(row, 4)?.unwrap_or_default();
+            let ref_column = get(row, 5)?.unwrap_or_default();
+            let key = (table.clone(), constraint.clone());
+            if last.as_ref() == Some(&key) {
+                if let Some(fk) = out[ti].foreign_keys.last_mut() {
+                    fk.columns.push(column);
+                    fk.ref_columns.push(ref_column);
+                }
+            } else {
+                out[ti].foreign_keys.push(ForeignKey {
+                    columns: vec![column],
+                    ref_schema,
+                    ref_table,
+                    ref_columns: vec![ref_column],
+                });
+            }
+            last = Some(key);
+        }
+        if out.len() <= SAMPLE_QUERY_MAX_TABLES {
+            self.sample(&mut out, &text_columns);
+        }
+        Ok(Schema { tables: out })
+    }
+
+    fn query(&mut self, sql: &str, limits: &Limits, cancel: &Cancel) -> Result<Outcome, DbError> {
+        let sql = sql.to_string();
+        let max_rows = limits.max_rows;
+        self.read_only(limits.timeout, cancel, move |mut conn| async move {
+            let r = async {
+                // Prepared first: a clean error for unknown names, and one statement only, so
+                // the text run below is that one statement.
+                let stmt = (&mut conn)
+                    .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
+                    .await?;
+                let columns: Vec<String> = stmt
+                    .columns()
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect();
+                let mut out = Outcome {
+                    columns,
+                    rows: Vec::new(),
+                    truncated: false,
+                };
+                let mut types: Option<Vec<String>> = None;
+                let mut rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch(&mut conn);
+                while let Some(row) = rows.try_next().await? {
+                    if out.rows.len() == max_rows {
+                        out.truncated = true;
+                        break;
+                    }
+                    let types = types.get_or_insert_with(|| {
+                        (0..row.columns().len())
+                            .map(|i| column_type(&row, i))
+                            .collect()
+                    });
+                    out.rows.push(decode_row(&row, types)?);
+                }
+                drop(rows);
+                Ok(out)
+            }
+            .await;
+            (conn, r)
+        })
+    }
+}
+
+impl MySqlDb {
+    /// Distinct example values for text columns of small schemas: one query per table, over
+    /// its first rows only, under a short time limit.
+    fn sample(&mut self, tables: &mut [Table], text_columns: &[(usize, usize, bool)]) {
+        for (ti, table) in tables.iter_mut().enumerate() {
+            let wanted: Vec<(usize, bool)> = text_columns
+                .iter()
+                .filter(|&&(t, c, _)| {
+                    if t != ti {
+                        return false;
+                    }
+                    let col = &table.columns[c];
+                    col.enum_values.is_empty() && !table.primary_key.contains(&col.name)
+                })
+                .map(|&(_, c, date)| (c, date))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let from = quote(&table.name);
+            let parts: Vec<String> = wanted
+                .iter()
+                .map(|&(c, _)| {
+                    let col = quote(&table.columns[c].name);
+                    format!(
+                        "(SELECT GROUP_CONCAT(v SEPARATOR 0x1f) FROM (SELECT DISTINCT \
+                         CAST({col} AS CHAR) AS v FROM (SELECT {col} FROM {from} LIMIT 2000) a \
+                         WHERE {col} IS NOT NULL AND CHAR_LENGTH({col}) BETWEEN 1 AND 40 \
+                         LIMIT {}) b)",
+                        ENUM_MAX + 1
+                    )
+                })
+                .collect();
+            let sql = format!("SELECT {}", parts.join(", "));
+            let got = self.read_only(Duration::from_secs(5), &Cancel::new(), |mut conn| async move {
+                let r = async {
+                    let row = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_one(&mut conn).await?;
+                    (0..row.len())
+                        .map(|i| text(&row, i))
+                        .collect::<Result<Vec<_>, _>>()
+                }
+                .await;
+                (conn, r)
+            });
+            let Ok(values) = got else { continue };
+            for ((c, date_like), joined) in wanted.into_iter().zip(values) {
+                let mut vals: Vec<String> = joined
+                    .map(|j| j.split('\u{1f}').map(str::to_string).collect())
+                    .unwrap_or_default();
+                let keep = if date_like {
+                    1
+                } else if vals.len() <= ENUM_MAX {
+                    vals.len()
+                } else {
+                    SAMPLES
+                };
+                vals.truncate(keep);
+                table.columns[c].samples = vals;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_labels_parse_quotes() {
+        assert_eq!(enum_labels("enum('a','b''c','d,e')"), ["a", "b'c", "d,e"]);
+        assert!(enum_labels("varchar(10)").is_empty());
+    }
+
+    #[test]
+    fn text_protocol_values_keep_their_types() {
+        assert_eq!(decode("INT", b"-7"), Value::Int(-7));
+        assert_eq!(
+            decode("BIGINT UNSIGNED", b"18446744073709551615"),
+            Value::Decimal("18446744073709551615".into())
+        );
+        assert_eq!(decode("DECIMAL", b"0.10"), Value::Decimal("0.10".into()));
+        assert_eq!(decode("BIT", &[1, 0]), Value::Int(256));
+        assert_eq!(decode("BLOB", &[0, 255]), Value::Bytes(vec![0, 255]));
+        assert_eq!(
+            decode("DATETIME", b"2024-01-02 03:04:05"),
+            Value::Text("2024-01-02 03:04:05".into())
+        );
+    }
+}

@@ -1,0 +1,610 @@
+//! PostgreSQL through sqlx, on a single-threaded tokio runtime owned by this connection (the
+//! rest of sqlora stays synchronous).
+//!
+//! Every statement runs inside `BEGIN READ ONLY` with `SET LOCAL statement_timeout`, and is
+//! then rolled back. The statement is first prepared (so unknown columns and type errors come
+//! back as clean errors before anything runs, and only one statement is accepted), then run
+//! as `DECLARE … NO SCROLL CURSOR FOR <statement>` and read with `FETCH`: PostgreSQL itself
+//! accepts only a query there (no `COPY`, no DDL, no data-modifying `WITH`), and the row cap
+//! costs no more than the rows read. Rows come back in PostgreSQL's text format, so numerics
+//! stay exact and dates, intervals, arrays, json and enums read as `psql` shows them.
+//! Ctrl-C sends `pg_cancel_backend` from a second connection.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
+
+use super::{remote, Database, DbError, Dialect, Limits, Outcome, Value};
+use crate::cancel::Cancel;
+use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
+
+/// Above this many tables, sample values come only from `pg_stats` (no per-table queries).
+const SAMPLE_QUERY_MAX_TABLES: usize = 60;
+/// Distinct example values shown per text column, and the most shown for enum-like ones.
+const SAMPLES: usize = 3;
+const ENUM_MAX: usize = 8;
+
+pub struct PgDb {
+    rt: tokio::runtime::Runtime,
+    opts: PgConnectOptions,
+    conn: Option<PgConnection>,
+    pid: i32,
+    /// Schemas to introspect, in search order; the first is the default (names unqualified).
+    schemas: Vec<String>,
+    label: String,
+}
+
+impl PgDb {
+    /// Connects to `url`; `schemas` chooses what to introspect (default: the search_path).
+    pub fn connect(url: &str, schemas: &[String]) -> Result<Self, DbError> {
+        let rt = remote::runtime()?;
+        let opts = PgConnectOptions::from_str(url).map_err(|e| DbError::Connect {
+            target: remote::redact(url),
+            reason: remote::one_line(&e.to_string()),
+        })?;
+        let opts = opts.application_name("sqlora");
+        let label = format!(
+            "postgres://{}@{}:{}/{}",
+            opts.get_username(),
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or(opts.get_username())
+        );
+        let mut db = Self {
+            rt,
+            opts,
+            conn: None,
+            pid: 0,
+            schemas: schemas.to_vec(),
+            label,
+        };
+        db.ensure_connected()?;
+        if db.schemas.is_empty() {
+            let conn = db.conn.as_mut().expect("connected");
+            let found: Vec<String> = db
+                .rt
+                .block_on(
+                    sqlx::query_scalar("SELECT current_schemas(false)::text[]").fetch_one(conn),
+                )
+                .map_err(|e| map_err(&e))?;
+            db.schemas = if found.is_empty() {
+                vec!["public".into()]
+            } else {
+                found
+            };
+        }
+        Ok(db)
+    }
+
+    fn ensure_connected(&mut self) -> Result<(), DbError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let opts = self.opts.clone();
+        let connect = async move {
+            let mut conn = tokio::time::timeout(remote::CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            Ok::<_, String>((conn, pid))
+        };
+        let (conn, pid) = self.rt.block_on(connect).map_err(|reason| DbError::Connect {
+            target: self.label.clone(),
+            reason,
+        })?;
+        self.conn = Some(conn);
+        self.pid = pid;
+        Ok(())
+    }
+
+    /// Runs `f` on the connection inside a read-only transaction with a statement timeout,
+    /// always rolling back; Ctrl-C cancels the running statement on the server.
+    fn read_only<T, F, Fut>(
+        &mut self,
+        timeout: Duration,
+        cancel: &Cancel,
+        f: F,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(PgConnection) -> Fut,
+        Fut: std::future::Future<Output = (PgConnection, Result<T, sqlx::Error>)>,
+    {
+        self.ensure_connected()?;
+        let mut conn = self.conn.take().expect("connected");
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+        let opts = self.opts.clone();
+        let pid = self.pid;
+        let work = async move {
+            let begin = async {
+                sqlx::raw_sql("BEGIN READ ONLY").execute(&mut conn).await?;
+                sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL statement_timeout = {ms}")))
+                    .execute(&mut conn)
+                    .await
+            }
+            .await;
+            if let Err(e) = begin {
+                return (conn, Err(e));
+            }
+            let (mut conn, result) = f(conn).await;
+            let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+            (conn, result.and_then(|v| rollback.map(|_| v)))
+        };
+        let cancel_server = async move {
+            if let Ok(mut c) = PgConnection::connect_with(&opts).await {
+                let _ = sqlx::query("SELECT pg_cancel_backend($1)")
+                    .bind(pid)
+                    .execute(&mut c)
+                    .await;
+                let _ = c.close().await;
+            }
+        };
+        let finished = self
+            .rt
+            .block_on(remote::with_cancel(work, cancel, timeout, cancel_server));
+        match finished {
+            Some((conn, Ok(v))) => {
+                self.conn = Some(conn);
+                Ok(v)
+            }
+            Some((mut conn, Err(e))) => {
+                // A broken connection is dropped and made again for the next statement.
+                if remote::is_connection_error(&e) {
+                    return Err(DbError::Query(format!(
+                        "lost the connection to {}: {}",
+                        self.label,
+                        remote::one_line(&describe_sqlx(&e))
+                    )));
+                }
+                // After an error inside the transaction the ROLLBACK above did not run.
+                let _ = self.rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut conn));
+                self.conn = Some(conn);
+                Err(classify(&e, timeout, cancel))
+            }
+            // The server did not answer in time even after a cancel: the connection is gone.
+            None => Err(if cancel.is_set() {
+                DbError::Cancelled
+            } else {
+                DbError::Timeout(timeout)
+            }),
+        }
+    }
+
+    fn default_schema(&self) -> &str {
+        self.schemas.first().map_or("public", String::as_str)
+    }
+
+    fn qualify(&self, ns: &str) -> Option<String> {
+        (ns != self.default_schema()).then(|| ns.to_string())
+    }
+}
+
+/// sqlx's error without its "error returned from database:" prefix.
+fn describe_sqlx(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn map_err(e: &sqlx::Error) -> DbError {
+    DbError::Query(remote::one_line(&describe_sqlx(e)))
+}
+
+/// 57014 is `query_canceled`: our timeout or our Ctrl-C.
+fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
+    if let sqlx::Error::Database(d) = e {
+        if d.code().as_deref() == Some("57014") {
+            return if cancel.is_set() {
+                DbError::Cancelled
+            } else {
+                DbError::Timeout(timeout)
+            };
+        }
+    }
+    map_err(e)
+}
+
+/// Whether the statement is an EXPLAIN (which a cursor cannot hold).
+fn is_explain(sql: &str) -> bool {
+    remote::first_keyword(sql).eq_ignore_ascii_case("explain")
+}
+
+/// A value in PostgreSQL's text format, typed where sqlora has a type for it.
+fn decode(type_name: &str, text: &[u8]) -> Value {
+    let s = String::from_utf8_lossy(text);
+    let parsed = match type_name {
+        "INT2" | "INT4" | "INT8" | "OID" => s.parse().ok().map(Value::Int),
+        "FLOAT4" | "FLOAT8" => s.parse().ok().map(Value::Float),
+        "NUMERIC" => Some(Value::Decimal(s.to_string())),
+        "BOOL" => match s.as_ref() {
+            "t" => Some(Value::Bool(true)),
+            "f" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        "BYTEA" => s.strip_prefix("\\x").and_then(remote::unhex).map(Value::Bytes),
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| Value::Text(s.into_owned()))
+}
+
+fn decode_row(row: &PgRow, types: &[String]) -> Result<Vec<Value>, sqlx::Error> {
+    (0..row.len())
+        .map(|i| {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                return Ok(Value::Null);
+            }
+            let bytes = raw.as_bytes().map_err(sqlx::Error::Decode)?;
+            let ty = types
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| raw.type_info().name().to_string());
+            Ok(decode(&ty, bytes))
+        })
+        .collect()
+}
+
+fn is_text_type(type_name: &str, category: &str) -> bool {
+    category == "S" || type_name.contains("char") || type_name == "text" || type_name == "citext"
+}
+
+fn is_date_like(type_name: &str) -> bool {
+    type_name.contains("date") || type_name.contains("time")
+}
+
+const TABLES_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text, c.relkind::text, obj_description(c.oid, 'pg_class')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+  AND n.nspname = ANY($1)
+ORDER BY array_position($1, n.nspname::text), c.relname";
+
+const COLUMNS_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text, a.attname::text,
+       format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum),
+       CASE WHEN t.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e
+            WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END,
+       t.typcategory::text
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND NOT c.relispartition AND n.nspname = ANY($1)
+ORDER BY n.nspname, c.relname, a.attnum";
+
+const KEYS_SQL: &str = "\
+SELECT con.contype::text, n.nspname::text, c.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num
+             ORDER BY k.ord),
+       fns.nspname::text, fc.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num
+             ORDER BY k.ord)
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class fc ON fc.oid = con.confrelid
+LEFT JOIN pg_namespace fns ON fns.oid = fc.relnamespace
+WHERE con.contype IN ('p', 'f') AND n.nspname = ANY($1)
+ORDER BY n.nspname, c.relname, con.contype DESC, con.conname";
+
+const STATS_SQL: &str = "\
+SELECT schemaname::text, tablename::text, attname::text, most_common_vals::text::text[],
+       n_distinct::float8
+FROM pg_stats WHERE schemaname = ANY($1) AND most_common_vals IS NOT NULL";
+
+type TableRow = (String, String, String, Option<String>);
+type ColumnRow = (
+    String,
+    String,
+    String,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    String,
+);
+type KeyRow = (
+    String,
+    String,
+    String,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+);
+type StatsRow = (String, String, String, Vec<String>, f64);
+
+impl Database for PgDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+
+    fn introspect(&mut self) -> Result<Schema, DbError> {
+        let schemas = self.schemas.clone();
+        let (tables, columns, keys, stats) = self.read_only(
+            Duration::from_secs(60),
+            &Cancel::new(),
+            move |mut conn| async move {
+                let r = async {
+                    let t: Vec<TableRow> = sqlx::query_as(TABLES_SQL)
+                        .bind(&schemas)
+                        .fetch_all(&mut conn)
+                        .await?;
+                    let c: Vec<ColumnRow> = sqlx::query_as(COLUMNS_SQL)
+                        .bind(&schemas)
+                        .fetch_all(&mut conn)
+                        .await?;
+                    let k: Vec<KeyRow> = sqlx::query_as(KEYS_SQL)
+                        .bind(&schemas)
+                        .fetch_all(&mut conn)
+                        .await?;
+                    let s: Vec<StatsRow> = sqlx::query_as(STATS_SQL)
+                        .bind(&schemas)
+                        .fetch_all(&mut conn)
+                        .await?;
+                    Ok((t, c, k, s))
+                }
+                .await;
+                (conn, r)
+            },
+        )?;
+
+        let mut out: Vec<Table> = Vec::with_capacity(tables.len());
+        let mut index = std::collections::HashMap::new();
+        for (ns, name, kind, comment) in tables {
+            index.insert((ns.clone(), name.clone()), out.len());
+            out.push(Table {
+                schema: self.qualify(&ns),
+                name,
+                kind: match kind.as_str() {
+                    "v" | "m" => TableKind::View,
+                    _ => TableKind::Table,
+                },
+                columns: Vec::new(),
+                primary_key: Vec::new(),
+                foreign_keys: Vec::new(),
+                comment,
+            });
+        }
+        // (table index, column index) of text columns, for sampling.
+        let mut text_columns = Vec::new();
+        for (ns, table, name, ty, not_null, default, comment, labels, category) in columns {
+            let Some(&ti) = index.get(&(ns, table)) else {
+                continue;
+            };
+            if is_text_type(&ty, &category) || is_date_like(&ty) {
+                text_columns.push((ti, out[ti].columns.len(), is_date_like(&ty)));
+            }
+            out[ti].columns.push(SchemaColumn {
+                name,
+                data_type: short_type(&ty),
+                not_null,
+                default,
+                comment,
+                samples: Vec::new(),
+                enum_values: labels.unwrap_or_default(),
+            });
+        }
+        for (kind, ns, table, cols, ref_ns, ref_table, ref_cols) in keys {
+            let Some(&ti) = index.get(&(ns, table)) else {
+                continue;
+            };
+            if kind == "p" {
+                out[ti].primary_key = cols;
+            } else if let (Some(ref_ns), Some(ref_table)) = (ref_ns, ref_table) {
+                let fk = ForeignKey {
+                    columns: cols,
+                    ref_schema: self.qualify(&ref_ns),
+                    ref_table,
+                    ref_columns: ref_cols,
+                };
+                out[ti].foreign_keys.push(fk);
+            }
+        }
+        // Samples: the planner's most common values where ANALYZE has run...
+        for (ns, table, column, values, n_distinct) in stats {
+            let Some(&ti) = index.get(&(ns, table)) else {
+                continue;
+            };
+            let Some(ci) = out[ti].columns.iter().position(|c| c.name == column) else {
+                continue;
+            };
+            let col = &out[ti].columns[ci];
+            if !text_columns.iter().any(|&(t, c, _)| t == ti && c == ci)
+                || !col.enum_values.is_empty()
+                || out[ti].primary_key.contains(&column)
+            {
+                continue;
+            }
+            let date_like = is_date_like(&col.data_type);
+            let all = n_distinct > 0.0 && n_distinct <= ENUM_MAX as f64;
+            let keep = if date_like {
+                1
+            } else if all {
+                ENUM_MAX
+            } else {
+                SAMPLES
+            };
+            out[ti].columns[ci].samples = values
+                .into_iter()
+                .filter(|v| (1..=40).contains(&v.chars().count()))
+                .take(keep)
+                .collect();
+        }
+        // ...and a quick look at the data for small schemas that were never analysed.
+        if out.len() <= SAMPLE_QUERY_MAX_TABLES {
+            self.sample_unanalysed(&mut out, &text_columns);
+        }
+        Ok(Schema { tables: out })
+    }
+
+    fn query(&mut self, sql: &str, limits: &Limits, cancel: &Cancel) -> Result<Outcome, DbError> {
+        let sql = sql.to_string();
+        let max_rows = limits.max_rows;
+        self.read_only(limits.timeout, cancel, move |mut conn| async move {
+            let r = async {
+                // Prepare first: a clean error for unknown names, and exactly one statement.
+                let stmt = (&mut conn)
+                    .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
+                    .await?;
+                let columns: Vec<String> = stmt
+                    .columns()
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect();
+                let types: Vec<String> = stmt
+                    .columns()
+                    .iter()
+                    .map(|c| c.type_info().name().to_string())
+                    .collect();
+                let rows: Vec<PgRow> = if is_explain(&sql) {
+                    sqlx::query(AssertSqlSafe(sql.clone()))
+                        .fetch_all(&mut conn)
+                        .await?
+                } else {
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DECLARE sqlora_rows NO SCROLL CURSOR FOR {sql}"
+                    )))
+                    .persistent(false)
+                    .execute(&mut conn)
+                    .await?;
+                    sqlx::raw_sql(AssertSqlSafe(format!(
+                        "FETCH FORWARD {} FROM sqlora_rows",
+                        max_rows + 1
+                    )))
+                    .fetch_all(&mut conn)
+                    .await?
+                };
+                let mut out = Outcome {
+                    columns,
+                    rows: Vec::with_capacity(rows.len().min(max_rows)),
+                    truncated: rows.len() > max_rows,
+                };
+                for row in rows.iter().take(max_rows) {
+                    out.rows.push(decode_row(row, &types)?);
+                }
+                Ok(out)
+            }
+            .await;
+            (conn, r)
+        })
+    }
+}
+
+impl PgDb {
+    /// Distinct example values for text columns of tables without planner statistics: one
+    /// query per table, over its first rows only, under a short timeout.
+    fn sample_unanalysed(&mut self, tables: &mut [Table], text_columns: &[(usize, usize, bool)]) {
+        for (ti, table) in tables.iter_mut().enumerate() {
+            let wanted: Vec<(usize, bool)> = text_columns
+                .iter()
+                .filter(|&&(t, c, _)| {
+                    if t != ti {
+                        return false;
+                    }
+                    let col = &table.columns[c];
+                    col.samples.is_empty()
+                        && col.enum_values.is_empty()
+                        && !table.primary_key.contains(&col.name)
+                })
+                .map(|&(_, c, date)| (c, date))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let from = table.schema.as_ref().map_or_else(
+                || format!("{}.{}", quote(self.schemas.first().map_or("public", |s| s)), quote(&table.name)),
+                |ns| format!("{}.{}", quote(ns), quote(&table.name)),
+            );
+            let parts: Vec<String> = wanted
+                .iter()
+                .map(|&(c, _)| {
+                    let col = quote(&table.columns[c].name);
+                    format!(
+                        "ARRAY(SELECT DISTINCT v FROM (SELECT {col}::text AS v FROM {from} \
+                         LIMIT 2000) s WHERE v IS NOT NULL AND length(v) BETWEEN 1 AND 40 \
+                         LIMIT {})",
+                        ENUM_MAX + 1
+                    )
+                })
+                .collect();
+            let sql = format!("SELECT {}", parts.join(", "));
+            let got = self.read_only(Duration::from_secs(5), &Cancel::new(), move |mut conn| async move {
+                let r = async {
+                    let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut conn).await?;
+                    (0..row.len())
+                        .map(|i| row.try_get::<Vec<String>, _>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                }
+                .await;
+                (conn, r)
+            });
+            let Ok(values) = got else { continue };
+            for ((c, date_like), mut vals) in wanted.into_iter().zip(values) {
+                let keep = if date_like {
+                    1
+                } else if vals.len() <= ENUM_MAX {
+                    vals.len()
+                } else {
+                    SAMPLES
+                };
+                vals.truncate(keep);
+                table.columns[c].samples = vals;
+            }
+        }
+    }
+}
+
+/// `format_type`'s long spellings in the short forms people write (fewer prompt tokens).
+fn short_type(ty: &str) -> String {
+    ty.replace("character varying", "varchar")
+        .replace("timestamp without time zone", "timestamp")
+        .replace("timestamp with time zone", "timestamptz")
+        .replace("time without time zone", "time")
+        .replace("time with time zone", "timetz")
+        .replace("character(", "char(")
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_values_keep_their_types() {
+        assert_eq!(decode("INT8", b"-42"), Value::Int(-42));
+        assert_eq!(decode("FLOAT8", b"Infinity"), Value::Float(f64::INFINITY));
+        assert_eq!(
+            decode("NUMERIC", b"12345678901234567890.0001"),
+            Value::Decimal("12345678901234567890.0001".into())
+        );
+        assert_eq!(decode("BOOL", b"t"), Value::Bool(true));
+        assert_eq!(decode("BYTEA", b"\\x00ff"), Value::Bytes(vec![0, 255]));
+        assert_eq!(
+            decode("INTERVAL", b"1 day 02:00:00"),
+            Value::Text("1 day 02:00:00".into())
+        );
+        assert!(is_explain("  explain SELECT 1"));
+        assert!(!is_explain("SELECT 'explain'"));
+    }
+}

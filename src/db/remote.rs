@@ -1,0 +1,152 @@
+//! What the sqlx backends (PostgreSQL, MySQL) share: their tokio runtime, cancellation and
+//! timeouts around a server round trip, and error text kept to one line without secrets.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use super::DbError;
+use crate::cancel::Cancel;
+
+/// How long connecting may take before it is reported as timed out.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the server was asked to stop, how long to wait for it before giving up on the
+/// connection.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// A single-threaded runtime owned by one connection: the rest of sqlora stays synchronous.
+pub fn runtime() -> Result<tokio::runtime::Runtime, DbError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DbError::Query(format!("cannot start the database runtime: {e}")))
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or("");
+            let path = path.split('?').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => format!("{scheme}://{authority}{}", path.split('?').next().unwrap_or("")),
+    }
+}
+
+/// Flattens an error message onto one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether the connection itself failed (it is then dropped and made again).
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::PoolTimedOut
+    )
+}
+
+/// Runs `work`, watching `cancel` and the time. On Ctrl-C, or when `timeout` has passed by a
+/// second without the server's own timeout firing, `stop_server` runs once (it asks the
+/// server to stop the statement, so `work` ends with an error). Returns `None` when the
+/// server still has not answered `GRACE` later: the connection is then abandoned.
+pub async fn with_cancel<W: Future, C: Future<Output = ()>>(
+    work: W,
+    cancel: &Cancel,
+    timeout: Duration,
+    stop_server: C,
+) -> Option<W::Output> {
+    tokio::pin!(work);
+    let start = Instant::now();
+    let mut stop_server = Some(stop_server);
+    let mut give_up: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            out = &mut work => return Some(out),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let overdue = now.duration_since(start) > timeout + Duration::from_secs(1);
+                if (cancel.is_set() || overdue) && give_up.is_none() {
+                    if let Some(stop) = stop_server.take() {
+                        let _ = tokio::time::timeout(GRACE, stop).await;
+                    }
+                    give_up = Some(Instant::now() + GRACE);
+                }
+                if give_up.is_some_and(|t| now > t) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// The first keyword of a statement, past blanks, comments and opening parentheses.
+pub fn first_keyword(sql: &str) -> &str {
+    let mut s = sql;
+    loop {
+        let t = s.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(rest) = t.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(rest) = t.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            let end = t
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(t.len());
+            return &t[..end];
+        }
+    }
+}
+
+/// Hex text to bytes (`00ff` → `[0, 255]`).
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact("postgres://ann:s3cret@db.example:5432/shop?sslmode=require"),
+            "postgres://ann@db.example:5432/shop"
+        );
+        assert_eq!(redact("mysql://root@127.0.0.1/x"), "mysql://root@127.0.0.1/x");
+        assert_eq!(redact("mysql://h:1"), "mysql://h:1");
+    }
+
+    #[test]
+    fn first_keyword_skips_comments() {
+        assert_eq!(first_keyword("  -- hi\n /* x */ (EXPLAIN SELECT 1"), "EXPLAIN");
+        assert_eq!(first_keyword("select 1"), "select");
+        assert_eq!(first_keyword("-- only a comment"), "");
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(unhex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}
