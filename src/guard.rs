@@ -8,7 +8,7 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Query, SetExpr, Statement, Visit, Visitor};
+use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, Statement, Visit, Visitor};
 use sqlparser::dialect::{Dialect as SqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
@@ -62,7 +62,7 @@ pub fn check(sql: &str, dialect: Dialect) -> Result<CheckedSql, GuardError> {
         1 => statements.into_iter().next().expect("one statement"),
         n => return Err(GuardError::MultipleStatements(n)),
     };
-    check_statement(&statement)?;
+    check_statement(&statement, dialect)?;
     Ok(CheckedSql {
         sql: text.to_string(),
         statement,
@@ -81,9 +81,97 @@ pub fn answer_complete(answer: &str, dialect: Dialect) -> bool {
     Parser::parse_sql(parser_dialect(dialect).as_ref(), &sql).is_ok_and(|s| s.len() == 1)
 }
 
-fn check_statement(st: &Statement) -> Result<(), GuardError> {
+/// Functions no read-only question needs, by dialect: they read or write files, reach other
+/// servers, run SQL given as text, change sequences or settings, take locks, or stall the
+/// connection. A call to any of them (as a function or a table source) is refused.
+/// `None` applies to every dialect.
+const DENIED_FUNCTIONS: &[(Option<Dialect>, &str, &[&str])] = &[
+    (
+        Some(Dialect::Postgres),
+        "reads or lists server files",
+        &[
+            "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
+            "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_logicaldir",
+            "pg_ls_logicalmapdir", "pg_ls_replslotdir", "pg_logdir_ls", "pg_current_logfile",
+        ],
+    ),
+    (
+        Some(Dialect::Postgres),
+        "reads or writes large objects or files",
+        &[
+            "lo_import", "lo_export", "lo_create", "lo_creat", "lo_unlink", "lo_put",
+            "lo_from_bytea", "pg_file_write", "pg_file_rename", "pg_file_unlink",
+            "pg_file_sync",
+        ],
+    ),
+    (
+        Some(Dialect::Postgres),
+        "connects to other servers",
+        &["dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_send_query"],
+    ),
+    (
+        Some(Dialect::Postgres),
+        "runs SQL given as text",
+        &[
+            "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+            "cursor_to_xml", "cursor_to_xmlschema",
+        ],
+    ),
+    (
+        Some(Dialect::Postgres),
+        "changes server state",
+        &[
+            "nextval", "setval", "set_config", "pg_terminate_backend", "pg_cancel_backend",
+            "pg_reload_conf", "pg_rotate_logfile", "pg_switch_wal", "pg_create_restore_point",
+            "pg_notify", "pg_logical_emit_message", "pg_advisory_lock",
+            "pg_advisory_xact_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
+            "pg_try_advisory_xact_lock", "pg_promote", "pg_backup_start", "pg_backup_stop",
+        ],
+    ),
+    (
+        Some(Dialect::Postgres),
+        "only waits",
+        &["pg_sleep", "pg_sleep_for", "pg_sleep_until"],
+    ),
+    (
+        Some(Dialect::MySql),
+        "reads server files",
+        &["load_file"],
+    ),
+    (
+        Some(Dialect::MySql),
+        "runs programs or takes locks",
+        &[
+            "sys_exec", "sys_eval", "get_lock", "release_lock", "release_all_locks",
+            "master_pos_wait", "source_pos_wait",
+        ],
+    ),
+    (
+        Some(Dialect::MySql),
+        "only waits or burns CPU",
+        &["sleep", "benchmark"],
+    ),
+    (
+        Some(Dialect::Sqlite),
+        "loads native code or touches files",
+        &["load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"],
+    ),
+];
+
+/// Why `name` (a function or table-function name, any case, maybe schema-qualified) is
+/// refused in `dialect`, if it is.
+pub fn denied_function(name: &ObjectName, dialect: Dialect) -> Option<&'static str> {
+    let last = name.0.last()?.as_ident()?.value.to_ascii_lowercase();
+    DENIED_FUNCTIONS
+        .iter()
+        .filter(|(d, _, _)| d.is_none_or(|d| d == dialect))
+        .find(|(_, _, names)| names.contains(&last.as_str()))
+        .map(|(_, why, _)| *why)
+}
+
+fn check_statement(st: &Statement, dialect: Dialect) -> Result<(), GuardError> {
     match st {
-        Statement::Query(q) => check_query_tree(q),
+        Statement::Query(q) => check_query_tree(q, dialect),
         Statement::Explain {
             statement, analyze, ..
         } => {
@@ -92,7 +180,7 @@ fn check_statement(st: &Statement) -> Result<(), GuardError> {
                     "EXPLAIN ANALYZE executes its statement; use EXPLAIN".into(),
                 ));
             }
-            check_statement(statement)
+            check_statement(statement, dialect)
         }
         Statement::ExplainTable { .. } => Ok(()),
         other => Err(GuardError::Refused(format!(
@@ -126,9 +214,29 @@ fn statement_kind(st: &Statement) -> String {
 }
 
 /// Walks every query in the tree (CTEs, subqueries, derived tables, set operations).
-fn check_query_tree(q: &Query) -> Result<(), GuardError> {
-    struct Walk;
+fn check_query_tree(q: &Query, dialect: Dialect) -> Result<(), GuardError> {
+    struct Walk(Dialect);
+    impl Walk {
+        fn function(&self, name: &ObjectName) -> ControlFlow<GuardError> {
+            match denied_function(name, self.0) {
+                Some(why) => ControlFlow::Break(GuardError::Refused(format!(
+                    "{name}() {why}; sqlora does not call it"
+                ))),
+                None => ControlFlow::Continue(()),
+            }
+        }
+    }
     impl Visitor for Walk {
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<GuardError> {
+            match e {
+                Expr::Function(f) => self.function(&f.name),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+        // A table source such as `FROM pg_ls_dir('/')`.
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<GuardError> {
+            self.function(name)
+        }
         type Break = GuardError;
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<GuardError> {
             if !q.locks.is_empty() {
@@ -151,7 +259,7 @@ fn check_query_tree(q: &Query) -> Result<(), GuardError> {
             }
         }
     }
-    match q.visit(&mut Walk) {
+    match q.visit(&mut Walk(dialect)) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(e) => Err(e),
     }
@@ -324,6 +432,43 @@ mod tests {
         assert!(pg("SELECT * FROM t FOR UPDATE").is_err());
         assert!(pg("EXPLAIN ANALYZE SELECT 1").is_err());
         assert!(pg("EXPLAIN DELETE FROM t").is_err());
+    }
+
+    #[test]
+    fn file_network_and_state_functions_are_refused_per_dialect() {
+        let refused_in = |sql: &str, d: Dialect| {
+            matches!(check(sql, d), Err(GuardError::Refused(m)) if m.contains("sqlora does not call it"))
+        };
+        let pg = Dialect::Postgres;
+        assert!(refused_in("SELECT pg_read_file('/etc/passwd')", pg));
+        assert!(refused_in("SELECT * FROM pg_ls_dir('.')", pg));
+        assert!(refused_in("SELECT pg_catalog.PG_READ_FILE('x')", pg));
+        assert!(refused_in("SELECT lo_import('/etc/passwd')", pg));
+        assert!(refused_in("SELECT * FROM dblink('host=x', 'select 1') AS t(a int)", pg));
+        assert!(refused_in("SELECT nextval('s')", pg));
+        assert!(refused_in("SELECT query_to_xml('delete from t', true, true, '')", pg));
+        assert!(refused_in("SELECT name FROM t WHERE id IN (SELECT pg_sleep(100))", pg));
+        assert!(refused_in("SELECT LOAD_FILE('/etc/passwd')", Dialect::MySql));
+        assert!(refused_in("SELECT SLEEP(10)", Dialect::MySql));
+        assert!(refused_in("SELECT BENCHMARK(1e9, MD5('a'))", Dialect::MySql));
+        assert!(refused_in("SELECT load_extension('x.so')", Dialect::Sqlite));
+        assert!(refused_in("SELECT readfile('/etc/passwd')", Dialect::Sqlite));
+        // Ordinary functions, and the same names where they are harmless, pass.
+        assert!(check("SELECT upper(name), count(*) FROM t GROUP BY 1", pg).is_ok());
+        assert!(check("SELECT sleep FROM t", Dialect::MySql).is_ok());
+        assert!(check("SELECT readfile FROM t", Dialect::Sqlite).is_ok());
+    }
+
+    #[test]
+    fn mysql_file_writes_are_refused() {
+        for sql in [
+            "SELECT * FROM t INTO OUTFILE '/tmp/x'",
+            "SELECT * INTO OUTFILE '/tmp/x' FROM t",
+            "SELECT a INTO DUMPFILE '/tmp/x' FROM t",
+            "SELECT a FROM t INTO @v",
+        ] {
+            assert!(check(sql, Dialect::MySql).is_err(), "{sql}");
+        }
     }
 
     #[test]
