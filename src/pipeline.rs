@@ -34,7 +34,10 @@ impl AskError {
             AskError::NoSql(_) => true,
             // A refusal is policy, not a mistake: a question asking for a write stays refused.
             AskError::Guard { error, .. } => {
-                matches!(error, GuardError::Parse(_) | GuardError::Empty)
+                matches!(
+                    error,
+                    GuardError::Parse(_) | GuardError::Empty | GuardError::UnknownNames(_)
+                )
             }
             AskError::Db { error, .. } => matches!(error, DbError::Query(_)),
             AskError::NoModel | AskError::Model(_) => false,
@@ -265,6 +268,13 @@ impl Pipeline {
             sql: sql.trim().to_string(),
             error,
         })?;
+        // Invented tables and columns are caught here, before the database sees anything.
+        guard::names::check_names(&checked.statement, &self.schema, self.dialect()).map_err(
+            |unknown| AskError::Guard {
+                sql: checked.sql.clone(),
+                error: GuardError::UnknownNames(unknown),
+            },
+        )?;
         let t = Instant::now();
         let outcome = self
             .db

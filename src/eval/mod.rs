@@ -168,6 +168,8 @@ pub enum Verdict {
     ParseError,
     /// The guard refused it (not read-only, several statements).
     Refused,
+    /// It names a table or column that does not exist (caught before running).
+    UnknownName,
     /// The database rejected it (unknown column, type error…).
     ExecError,
     /// It ran past the time limit.
@@ -177,12 +179,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Verdict::Correct,
         Verdict::Wrong,
         Verdict::NoSql,
         Verdict::ParseError,
         Verdict::Refused,
+        Verdict::UnknownName,
         Verdict::ExecError,
         Verdict::Timeout,
         Verdict::GoldError,
@@ -195,6 +198,7 @@ impl Verdict {
             Verdict::NoSql => "no SQL",
             Verdict::ParseError => "parse error",
             Verdict::Refused => "refused",
+            Verdict::UnknownName => "unknown table/column",
             Verdict::ExecError => "execution error",
             Verdict::Timeout => "timeout",
             Verdict::GoldError => "gold SQL failed",
@@ -365,6 +369,7 @@ impl Evaluator {
                         GuardError::MultipleStatements(_) | GuardError::Refused(_) => {
                             Verdict::Refused
                         }
+                        GuardError::UnknownNames(_) => Verdict::UnknownName,
                     },
                     AskError::Db {
                         error: DbError::Timeout(_),

@@ -6,6 +6,8 @@
 //! opened read-only as well: the guard is the first line of defence, not the only one.
 //! Never touches a database.
 
+pub mod names;
+
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, Statement, Visit, Visitor};
@@ -24,6 +26,8 @@ pub enum GuardError {
     MultipleStatements(usize),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    UnknownNames(Vec<names::UnknownName>),
 }
 
 /// SQL the guard accepted, ready to run.
