@@ -99,6 +99,8 @@ pub struct Pipeline {
     pub gen: GenOptions,
     /// How many times a failed answer is sent back to the model with its error.
     pub repairs: usize,
+    /// Generations the last `ask` took (1 + repairs tried), whether it succeeded or not.
+    pub last_generations: usize,
 }
 
 impl Pipeline {
@@ -121,6 +123,7 @@ impl Pipeline {
             limits: Limits::default(),
             gen,
             repairs: 2,
+            last_generations: 0,
         })
     }
 
@@ -150,6 +153,7 @@ impl Pipeline {
 
     /// Hands the model back (to reuse it on another database).
     pub fn take_engine(&mut self) -> Option<Engine> {
+        self.last_generations = 0;
         self.engine.take()
     }
 
@@ -194,9 +198,11 @@ impl Pipeline {
         let mut prompt = base.clone();
         let mut attempts = Vec::new();
         let mut total = Generation::default();
+        self.last_generations = 0;
         loop {
             let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
             let generation = engine.generate(&prompt, &self.gen, cancel)?;
+            self.last_generations += 1;
             total.add(&generation);
             let result = match guard::extract_sql(&generation.text) {
                 Some(sql) => self.run_sql(&sql, cancel),

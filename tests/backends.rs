@@ -249,40 +249,9 @@ fn mariadb_values_render_as_the_server_writes_them() {
     assert_eq!(s.table("v").unwrap().column("e").unwrap().enum_values, ["sad", "ok", "happy"]);
 }
 
-/// Row count and checksum of every table, read through sqlora's own read-only path.
-fn fingerprint(db: &mut dyn Database) -> Vec<(String, String)> {
-    let schema = db.introspect().unwrap();
-    let dialect = db.dialect();
-    schema
-        .tables
-        .iter()
-        .filter(|t| t.kind == sqlora::schema::TableKind::Table)
-        .map(|t| {
-            let name = t.qualified_name(dialect);
-            let sql = match dialect {
-                sqlora::db::Dialect::MySql => {
-                    let cols: Vec<String> = t
-                        .columns
-                        .iter()
-                        .map(|c| sqlora::schema::ident(&c.name, dialect))
-                        .collect();
-                    format!(
-                        "SELECT CONCAT(COUNT(*), ':', COALESCE(SUM(CRC32(CONCAT_WS('|', {}))), 0)) FROM {name}",
-                        cols.join(", ")
-                    )
-                }
-                _ => format!(
-                    "SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {name} t"
-                ),
-            };
-            (name, first(db, &sql)[0].display())
-        })
-        .collect()
-}
-
 fn assert_writes_fail(url: &str, writes: &[&str]) {
     let mut db = db::open(url).unwrap();
-    let before = fingerprint(db.as_mut());
+    let before = common::fingerprint(db.as_mut());
     assert!(before.iter().any(|(_, f)| !f.starts_with("0:")), "{before:?}");
     for sql in writes {
         // The guard refuses each of these...
@@ -295,7 +264,7 @@ fn assert_writes_fail(url: &str, writes: &[&str]) {
         let err = db.query(sql, &limits(), &Cancel::new());
         assert!(err.is_err(), "{url} ran `{sql}`: {:?}", err.ok());
     }
-    assert_eq!(fingerprint(db.as_mut()), before, "{url}: data changed");
+    assert_eq!(common::fingerprint(db.as_mut()), before, "{url}: data changed");
 }
 
 #[test]

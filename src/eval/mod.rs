@@ -326,6 +326,7 @@ impl Evaluator {
         };
         let before = open.pipeline.engine().map_or(0, Engine::tokens_generated);
         let answer = open.pipeline.ask(&item.question, cancel);
+        record.attempts = open.pipeline.last_generations;
         record.tokens = open
             .pipeline
             .engine()
@@ -333,7 +334,6 @@ impl Evaluator {
         record.latency_ms = (t0.elapsed().as_secs_f64() * 1000.0).round() as u64;
         match answer {
             Ok(a) => {
-                record.attempts = a.attempts.len() + 1;
                 record.predicted = Some(a.sql);
                 let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
                 record.verdict = if compare::results_match(&gold.rows, &a.outcome.rows, order) {
@@ -356,7 +356,6 @@ impl Evaluator {
             Err(AskError::Model(e)) => return Err(EvalError::Model(e)),
             Err(AskError::NoModel) => return Err(EvalError::Set("no model loaded".into())),
             Err(e) => {
-                record.attempts = self.repairs + 1;
                 record.predicted = e.sql().map(str::to_string);
                 record.verdict = match &e {
                     AskError::NoSql(said) => {

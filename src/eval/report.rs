@@ -44,6 +44,12 @@ pub struct Summary {
     pub mean_latency_ms: f64,
     pub p50_latency_ms: f64,
     pub tokens_generated: usize,
+    /// Questions where the model was shown an error and asked again at least once.
+    #[serde(default)]
+    pub repaired: usize,
+    /// Of those, how many ended correct.
+    #[serde(default)]
+    pub repaired_correct: usize,
 }
 
 impl Summary {
@@ -79,6 +85,11 @@ impl Summary {
             mean_latency_ms: mean,
             p50_latency_ms: p50,
             tokens_generated: records.iter().map(|r| r.tokens).sum(),
+            repaired: records.iter().filter(|r| r.attempts > 1).count(),
+            repaired_correct: records
+                .iter()
+                .filter(|r| r.attempts > 1 && r.verdict == Verdict::Correct)
+                .count(),
         }
     }
 
@@ -115,7 +126,10 @@ impl Summary {
             }
         }
         format!(
-            "{ex}\n{counts}\nlatency: mean {:.2} s, p50 {:.2} s · tokens generated: {} ({:.1} per question)",
+            "{ex}\n{counts}\nrepaired after an error: {} questions ({} of them correct)\n\
+             latency: mean {:.2} s, p50 {:.2} s · tokens generated: {} ({:.1} per question)",
+            self.repaired,
+            self.repaired_correct,
             self.mean_latency_ms / 1000.0,
             self.p50_latency_ms / 1000.0,
             self.tokens_generated,
@@ -216,9 +230,15 @@ mod tests {
         let records = vec![
             rec(0, Verdict::Correct, Some(Easy), 1000),
             rec(1, Verdict::Wrong, Some(Easy), 2000),
-            rec(2, Verdict::ExecError, Some(Hard), 3000),
+            Record {
+                attempts: 3,
+                ..rec(2, Verdict::ExecError, Some(Hard), 3000)
+            },
             rec(3, Verdict::GoldError, Some(Hard), 0),
-            rec(4, Verdict::Correct, None, 4000),
+            Record {
+                attempts: 2,
+                ..rec(4, Verdict::Correct, None, 4000)
+            },
         ];
         let s = Summary::of(&records);
         assert_eq!(s.questions, 5);
@@ -235,6 +255,7 @@ mod tests {
         assert_eq!(s.verdicts[&Verdict::GoldError], 1);
         assert_eq!(s.mean_latency_ms, 2500.0);
         assert_eq!(s.tokens_generated, 50);
+        assert_eq!((s.repaired, s.repaired_correct), (2, 1));
         let text = s.render();
         assert!(text.contains("50.0%") && text.contains("execution error"), "{text}");
     }

@@ -198,3 +198,49 @@ impl Drop for ServerDb {
         let _ = self.run_on(&self.admin, &sql);
     }
 }
+
+/// Row count and checksum of every table, read through sqlora's own read-only path.
+pub fn fingerprint(db: &mut dyn sqlora::db::Database) -> Vec<(String, String)> {
+    use sqlora::db::Dialect;
+    let schema = db.introspect().unwrap();
+    let dialect = db.dialect();
+    let limits = sqlora::db::Limits::default();
+    schema
+        .tables
+        .iter()
+        .filter(|t| t.kind == sqlora::schema::TableKind::Table)
+        .map(|t| {
+            let name = t.qualified_name(dialect);
+            let cols: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| sqlora::schema::ident(&c.name, dialect))
+                .collect();
+            let sql = match dialect {
+                Dialect::MySql => format!(
+                    "SELECT CONCAT(COUNT(*), ':', COALESCE(SUM(CRC32(CONCAT_WS('|', {}))), 0)) FROM {name}",
+                    cols.join(", ")
+                ),
+                Dialect::Postgres => format!(
+                    "SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {name} t"
+                ),
+                Dialect::Sqlite => format!(
+                    "SELECT count(*) || ':' || coalesce(sum(length(quote({}))), 0) || ':' || \
+                     coalesce(group_concat(quote({})), '') FROM {name}",
+                    cols.join(") || quote("),
+                    cols.first().cloned().unwrap_or_else(|| "1".into())
+                ),
+            };
+            let out = db
+                .query(&sql, &limits, &sqlora::cancel::Cancel::new())
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let fp = out.rows[0][0].display();
+            (name, sha256_text(&fp))
+        })
+        .collect()
+}
+
+fn sha256_text(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(s.as_bytes()))
+}
