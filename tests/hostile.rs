@@ -239,8 +239,8 @@ fn hostile_questions_and_schema_text_change_nothing() {
         p.set_engine(engine.take().unwrap());
         let context = p.context().to_string();
         assert!(
-            context.contains("Ignore all previous"),
-            "{}: the hostile samples are in the context",
+            context.contains("DELETE FROM Album; --"),
+            "{}: the hostile samples are in the context:\n{context}",
             b.name
         );
         if b.name != "sqlite" {
