@@ -7,6 +7,7 @@ pub mod cancel;
 pub mod cli;
 pub mod db;
 pub mod eval;
+pub mod feedback;
 pub mod guard;
 pub mod llm;
 pub mod paths;

@@ -1,0 +1,690 @@
+//! The feedback store: every answer sqlora gives, and what the user made of it (accepted,
+//! corrected with their SQL, rejected). Accepted and corrected answers are the training pairs.
+//!
+//! A SQLite file in sqlora's data dir by default (WAL, `synchronous=FULL`: a record is on disk
+//! when `record` returns), or a shared PostgreSQL (`--feedback-db postgres://…`) so a team
+//! pools its corrections. The schema is versioned by the sqlx migrations in `migrations/`,
+//! applied on open. Every write is one transaction. Never prints.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("cannot open the feedback store {target}: {reason}")]
+    Open { target: String, reason: String },
+    #[error("feedback store: {0}")]
+    Store(String),
+    #[error("no answer with id {0} in the feedback store")]
+    NotFound(i64),
+}
+
+fn store_err(e: impl std::fmt::Display) -> FeedbackError {
+    FeedbackError::Store(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// What the user made of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Unreviewed,
+    Accepted,
+    Corrected,
+    Rejected,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Unreviewed => "unreviewed",
+            Verdict::Accepted => "accepted",
+            Verdict::Corrected => "corrected",
+            Verdict::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Verdict::Unreviewed,
+            Verdict::Accepted,
+            Verdict::Corrected,
+            Verdict::Rejected,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// A new answer to log.
+#[derive(Debug, Clone, Default)]
+pub struct NewAnswer {
+    pub question: String,
+    /// Driver, host and database name (never a password).
+    pub db_identity: String,
+    pub dialect: String,
+    /// The schema text the model saw.
+    pub schema_context: String,
+    pub model: String,
+    pub adapter: Option<String>,
+    /// The first SQL the model wrote.
+    pub generated_sql: Option<String>,
+    /// Failed attempts before the final SQL, as `[{"sql","error"}]`.
+    pub attempts: Vec<(String, String)>,
+    /// The SQL that ran (none when every attempt failed).
+    pub final_sql: Option<String>,
+    pub error: Option<String>,
+    pub verdict: Option<Verdict>,
+    pub correction: Option<String>,
+    pub note: Option<String>,
+    /// `shell`, `cli` or `import`.
+    pub source: String,
+}
+
+/// A stored answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Entry {
+    pub id: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub os_user: String,
+    pub question: String,
+    pub db_identity: String,
+    pub dialect: String,
+    pub schema_fingerprint: String,
+    pub model: String,
+    pub final_sql: Option<String>,
+    pub verdict: Verdict,
+    pub correction: Option<String>,
+    pub note: Option<String>,
+    pub trained_in: Option<String>,
+}
+
+/// One training pair, in the shape of the training files in the shared data
+/// (sql-create-context style).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pair {
+    pub question: String,
+    pub context: String,
+    pub answer: String,
+    pub db: String,
+    pub dialect: String,
+}
+
+/// Which entries to list or export.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub db: Option<String>,
+    pub verdict: Option<Verdict>,
+    /// ISO 8601 date or time: entries updated at or after it.
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// The sha256 of the schema text, which identifies "the same database" across sessions.
+pub fn fingerprint(context: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(context.as_bytes()))
+}
+
+fn now() -> String {
+    // RFC 3339 in UTC with milliseconds: sorts as text.
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, dd) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+fn migrations(kind: Kind) -> Vec<Migration> {
+    let files: &[(i64, &str, &str)] = match kind {
+        Kind::Sqlite => &[
+            (1, "feedback", include_str!("../../migrations/sqlite/0001_feedback.sql")),
+            (2, "source", include_str!("../../migrations/sqlite/0002_source.sql")),
+        ],
+        Kind::Postgres => &[
+            (1, "feedback", include_str!("../../migrations/postgres/0001_feedback.sql")),
+            (2, "source", include_str!("../../migrations/postgres/0002_source.sql")),
+        ],
+    };
+    files
+        .iter()
+        .map(|(v, d, sql)| {
+            Migration::new(
+                *v,
+                Cow::Borrowed(*d),
+                MigrationType::Simple,
+                AssertSqlSafe(*sql).into_sql_str(),
+                false,
+            )
+        })
+        .collect()
+}
+
+/// The newest migration version this build knows.
+pub const SCHEMA_VERSION: i64 = 2;
+
+pub struct Store {
+    rt: tokio::runtime::Runtime,
+    conn: AnyConnection,
+    kind: Kind,
+    label: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `target`: a `postgres://` URL, or a SQLite
+    /// file path / `sqlite://PATH`. Applies pending migrations.
+    pub fn open(target: &str) -> Result<Self, FeedbackError> {
+        Self::open_at_version(target, None)
+    }
+
+    /// Opens the store migrated only up to `version` (tests of the migration path).
+    pub fn open_at_version(target: &str, version: Option<i64>) -> Result<Self, FeedbackError> {
+        sqlx::any::install_default_drivers();
+        let fail = |reason: String| FeedbackError::Open {
+            target: redact(target),
+            reason,
+        };
+        let (kind, url) = if target.starts_with("postgres://") || target.starts_with("postgresql://")
+        {
+            (Kind::Postgres, target.to_string())
+        } else {
+            let path = target
+                .strip_prefix("sqlite://")
+                .or_else(|| target.strip_prefix("sqlite:"))
+                .unwrap_or(target);
+            if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+            }
+            (Kind::Sqlite, format!("sqlite://{path}?mode=rwc"))
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let conn = rt.block_on(async {
+            let mut conn = tokio::time::timeout(Duration::from_secs(10), AnyConnection::connect(&url))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            if kind == Kind::Sqlite {
+                // Durable on return, readable while another process writes, patient with locks.
+                sqlx::raw_sql(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            let migrator = Migrator::with_migrations(migrations(kind));
+            let result = match version {
+                Some(v) => migrator.run_to(v, &mut conn).await,
+                None => migrator.run(&mut conn).await,
+            };
+            result.map_err(|e| format!("migrating: {e}"))?;
+            Ok::<_, String>(conn)
+        });
+        let conn = conn.map_err(|reason| fail(reason.split_whitespace().collect::<Vec<_>>().join(" ")))?;
+        Ok(Self {
+            rt,
+            conn,
+            kind,
+            label: redact(target),
+        })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.label
+    }
+
+    /// Applied migration versions, oldest first.
+    pub fn applied_versions(&mut self) -> Result<Vec<i64>, FeedbackError> {
+        let rows = self
+            .rt
+            .block_on(
+                sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                    .fetch_all(&mut self.conn),
+            )
+            .map_err(store_err)?;
+        rows.iter()
+            .map(|r| r.try_get::<i64, _>(0).map_err(store_err))
+            .collect()
+    }
+
+    /// Logs an answer; returns its id once it is durable.
+    pub fn record(&mut self, a: &NewAnswer) -> Result<i64, FeedbackError> {
+        let at = now();
+        let attempts = serde_json::to_string(
+            &a.attempts
+                .iter()
+                .map(|(sql, error)| serde_json::json!({"sql": sql, "error": error}))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(store_err)?;
+        let verdict = a.verdict.unwrap_or(Verdict::Unreviewed).as_str();
+        let source = if a.source.is_empty() { "shell" } else { a.source.as_str() };
+        let sql = "INSERT INTO feedback (created_at, updated_at, os_user, question, db_identity, \
+                   dialect, schema_fingerprint, schema_context, model, adapter, generated_sql, \
+                   attempts, final_sql, error, verdict, correction, note, source) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                   $17, $18) RETURNING id";
+        let fut = async {
+            let mut tx = self.conn.begin().await?;
+            let row = sqlx::query(sql)
+                .bind(&at)
+                .bind(&at)
+                .bind(os_user())
+                .bind(&a.question)
+                .bind(&a.db_identity)
+                .bind(&a.dialect)
+                .bind(fingerprint(&a.schema_context))
+                .bind(&a.schema_context)
+                .bind(&a.model)
+                .bind(a.adapter.clone())
+                .bind(a.generated_sql.clone())
+                .bind(&attempts)
+                .bind(a.final_sql.clone())
+                .bind(a.error.clone())
+                .bind(verdict)
+                .bind(a.correction.clone())
+                .bind(a.note.clone())
+                .bind(source)
+                .fetch_one(&mut *tx)
+                .await?;
+            let id: i64 = row.try_get(0)?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(id)
+        };
+        self.rt.block_on(fut).map_err(store_err)
+    }
+
+    /// Sets the verdict of answer `id` (with the corrected SQL or a note), remembering the
+    /// previous one for [`Store::undo`].
+    pub fn set_verdict(
+        &mut self,
+        id: i64,
+        verdict: Verdict,
+        correction: Option<&str>,
+        note: Option<&str>,
+    ) -> Result<(), FeedbackError> {
+        let at = now();
+        let fut = async {
+            let mut tx = self.conn.begin().await?;
+            let old = sqlx::query("SELECT verdict, correction, note FROM feedback WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(old) = old else {
+                return Ok(false);
+            };
+            let (ov, oc, on): (String, Option<String>, Option<String>) =
+                (old.try_get(0)?, old.try_get(1)?, old.try_get(2)?);
+            sqlx::query(
+                "INSERT INTO feedback_event (feedback_id, at, old_verdict, old_correction, \
+                 old_note, new_verdict) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(&at)
+            .bind(ov)
+            .bind(oc)
+            .bind(on)
+            .bind(verdict.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE feedback SET verdict = $1, correction = $2, note = $3, updated_at = $4 \
+                 WHERE id = $5",
+            )
+            .bind(verdict.as_str())
+            .bind(correction.map(str::to_string))
+            .bind(note.map(str::to_string))
+            .bind(&at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(true)
+        };
+        match self.rt.block_on(fut).map_err(store_err)? {
+            true => Ok(()),
+            false => Err(FeedbackError::NotFound(id)),
+        }
+    }
+
+    /// Reverts the latest verdict change of answer `id`; returns the verdict it is back to,
+    /// or `None` when there was nothing to undo.
+    pub fn undo(&mut self, id: i64) -> Result<Option<Verdict>, FeedbackError> {
+        let at = now();
+        let fut = async {
+            let mut tx = self.conn.begin().await?;
+            let ev = sqlx::query(
+                "SELECT id, old_verdict, old_correction, old_note FROM feedback_event \
+                 WHERE feedback_id = $1 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(ev) = ev else {
+                return Ok(None);
+            };
+            let (ev_id, v, c, n): (i64, String, Option<String>, Option<String>) =
+                (ev.try_get(0)?, ev.try_get(1)?, ev.try_get(2)?, ev.try_get(3)?);
+            sqlx::query(
+                "UPDATE feedback SET verdict = $1, correction = $2, note = $3, updated_at = $4 \
+                 WHERE id = $5",
+            )
+            .bind(&v)
+            .bind(c)
+            .bind(n)
+            .bind(&at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM feedback_event WHERE id = $1")
+                .bind(ev_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(v))
+        };
+        let v = self.rt.block_on(fut).map_err(store_err)?;
+        Ok(v.as_deref().and_then(Verdict::parse))
+    }
+
+    fn entry(row: &AnyRow) -> Result<Entry, sqlx::Error> {
+        Ok(Entry {
+            id: row.try_get("id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            os_user: row.try_get("os_user")?,
+            question: row.try_get("question")?,
+            db_identity: row.try_get("db_identity")?,
+            dialect: row.try_get("dialect")?,
+            schema_fingerprint: row.try_get("schema_fingerprint")?,
+            model: row.try_get("model")?,
+            final_sql: row.try_get("final_sql")?,
+            verdict: Verdict::parse(&row.try_get::<String, _>("verdict")?)
+                .unwrap_or(Verdict::Unreviewed),
+            correction: row.try_get("correction")?,
+            note: row.try_get("note")?,
+            trained_in: row.try_get("trained_in")?,
+        })
+    }
+
+    /// Entries matching `f`, newest first.
+    pub fn list(&mut self, f: &Filter) -> Result<Vec<Entry>, FeedbackError> {
+        let sql = "SELECT id, created_at, updated_at, os_user, question, db_identity, dialect, \
+                   schema_fingerprint, model, final_sql, verdict, correction, note, trained_in \
+                   FROM feedback WHERE ($1 = '' OR db_identity = $1) AND ($2 = '' OR verdict = $2) \
+                   AND ($3 = '' OR updated_at >= $3) ORDER BY id DESC LIMIT $4";
+        let rows = self
+            .rt
+            .block_on(
+                sqlx::query(sql)
+                    .bind(f.db.clone().unwrap_or_default())
+                    .bind(f.verdict.map_or("", Verdict::as_str))
+                    .bind(f.since.clone().unwrap_or_default())
+                    .bind(f.limit.map_or(i64::MAX, |n| n as i64))
+                    .fetch_all(&mut self.conn),
+            )
+            .map_err(store_err)?;
+        rows.iter().map(|r| Self::entry(r).map_err(store_err)).collect()
+    }
+
+    /// Training pairs: accepted answers (their SQL) and corrections (the user's SQL), never
+    /// rejected or unreviewed ones; one per question and schema, the latest judgement winning.
+    pub fn export(&mut self, f: &Filter) -> Result<Vec<Pair>, FeedbackError> {
+        let sql = "SELECT question, schema_fingerprint, schema_context, db_identity, dialect, \
+                   verdict, final_sql, correction FROM feedback \
+                   WHERE verdict IN ('accepted', 'corrected') \
+                   AND ($1 = '' OR db_identity = $1) AND ($2 = '' OR updated_at >= $2) \
+                   ORDER BY updated_at DESC, id DESC";
+        let rows = self
+            .rt
+            .block_on(
+                sqlx::query(sql)
+                    .bind(f.db.clone().unwrap_or_default())
+                    .bind(f.since.clone().unwrap_or_default())
+                    .fetch_all(&mut self.conn),
+            )
+            .map_err(store_err)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for r in &rows {
+            let get = |i: usize| r.try_get::<Option<String>, _>(i).map_err(store_err);
+            let question = get(0)?.unwrap_or_default();
+            let fp = get(1)?.unwrap_or_default();
+            if !seen.insert((question.trim().to_lowercase(), fp)) {
+                continue;
+            }
+            let answer = match get(5)?.as_deref() {
+                Some("corrected") => get(7)?,
+                _ => get(6)?,
+            };
+            let Some(answer) = answer.filter(|a| !a.trim().is_empty()) else {
+                continue;
+            };
+            out.push(Pair {
+                question,
+                context: get(2)?.unwrap_or_default(),
+                answer,
+                db: get(3)?.unwrap_or_default(),
+                dialect: get(4)?.unwrap_or_default(),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Counts per database and verdict, and the training pairs not yet used in a run.
+    pub fn stats(&mut self) -> Result<(Vec<(String, String, i64)>, i64), FeedbackError> {
+        let rows = self
+            .rt
+            .block_on(
+                sqlx::query(
+                    "SELECT db_identity, verdict, COUNT(*) FROM feedback \
+                     GROUP BY db_identity, verdict ORDER BY db_identity, verdict",
+                )
+                .fetch_all(&mut self.conn),
+            )
+            .map_err(store_err)?;
+        let counts = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(store_err)?;
+        let fresh: i64 = self
+            .rt
+            .block_on(
+                sqlx::query(
+                    "SELECT COUNT(*) FROM feedback WHERE verdict IN ('accepted', 'corrected') \
+                     AND trained_in IS NULL",
+                )
+                .fetch_one(&mut self.conn),
+            )
+            .and_then(|r| r.try_get(0))
+            .map_err(store_err)?;
+        Ok((counts, fresh))
+    }
+
+    /// SQLite's `PRAGMA integrity_check` (PostgreSQL keeps its own): `ok` when sound.
+    pub fn integrity_check(&mut self) -> Result<String, FeedbackError> {
+        if self.kind != Kind::Sqlite {
+            return Ok("ok".into());
+        }
+        let row = self
+            .rt
+            .block_on(sqlx::query("PRAGMA integrity_check").fetch_one(&mut self.conn))
+            .map_err(store_err)?;
+        row.try_get::<String, _>(0).map_err(store_err)
+    }
+}
+
+/// A store URL without its password.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((user, host)) => format!(
+                "{scheme}://{}@{host}",
+                user.split(':').next().unwrap_or("")
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(q: &str, sql: &str) -> NewAnswer {
+        NewAnswer {
+            question: q.into(),
+            db_identity: "sqlite:/tmp/shop.db".into(),
+            dialect: "SQLite".into(),
+            schema_context: "CREATE TABLE t (a INT);".into(),
+            model: "test".into(),
+            generated_sql: Some(sql.into()),
+            final_sql: Some(sql.into()),
+            ..NewAnswer::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_undo_and_export_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("fb.sqlite").to_string_lossy()).unwrap();
+        assert_eq!(s.applied_versions().unwrap(), vec![1, 2]);
+        let a = s.record(&answer("How many t?", "SELECT count(*) FROM t")).unwrap();
+        let b = s.record(&answer("Max a?", "SELECT min(a) FROM t")).unwrap();
+        let c = s.record(&answer("All a?", "DROP TABLE t")).unwrap();
+        s.set_verdict(a, Verdict::Accepted, None, None).unwrap();
+        s.set_verdict(b, Verdict::Corrected, Some("SELECT max(a) FROM t"), None).unwrap();
+        s.set_verdict(c, Verdict::Rejected, None, Some("wrong")).unwrap();
+        let pairs = s.export(&Filter::default()).unwrap();
+        let answers: Vec<&str> = pairs.iter().map(|p| p.answer.as_str()).collect();
+        assert_eq!(answers, ["SELECT count(*) FROM t", "SELECT max(a) FROM t"]);
+        assert_eq!(pairs[0].context, "CREATE TABLE t (a INT);");
+
+        // Undo puts the previous verdict back; a second undo of `a` restores unreviewed.
+        s.set_verdict(a, Verdict::Rejected, None, None).unwrap();
+        assert_eq!(s.undo(a).unwrap(), Some(Verdict::Accepted));
+        assert_eq!(s.undo(a).unwrap(), Some(Verdict::Unreviewed));
+        assert_eq!(s.undo(a).unwrap(), None);
+        assert_eq!(s.export(&Filter::default()).unwrap().len(), 1);
+        assert!(matches!(
+            s.set_verdict(999, Verdict::Accepted, None, None),
+            Err(FeedbackError::NotFound(999))
+        ));
+
+        // The same question on the same schema: the latest judgement wins.
+        let d = s.record(&answer("Max a?", "SELECT max(a) AS m FROM t")).unwrap();
+        s.set_verdict(d, Verdict::Accepted, None, None).unwrap();
+        let pairs = s.export(&Filter::default()).unwrap();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].answer, "SELECT max(a) AS m FROM t");
+
+        let listed = s
+            .list(&Filter {
+                verdict: Some(Verdict::Rejected),
+                ..Filter::default()
+            })
+            .unwrap();
+        assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), vec![c]);
+        let (counts, fresh) = s.stats().unwrap();
+        assert_eq!(fresh, 2);
+        assert!(counts.iter().any(|(_, v, n)| v == "rejected" && *n == 1));
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn migrations_apply_forward_and_keep_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fb.sqlite").to_string_lossy().into_owned();
+        let mut old = Store::open_at_version(&path, Some(1)).unwrap();
+        assert_eq!(old.applied_versions().unwrap(), vec![1]);
+        let id = old.record_v1(&answer("q", "SELECT 1")).unwrap();
+        drop(old);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.applied_versions().unwrap(), vec![1, 2]);
+        let e = s.list(&Filter::default()).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].id, id);
+        // Reopening applies nothing twice.
+        drop(s);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.applied_versions().unwrap(), vec![1, 2]);
+    }
+
+    impl Store {
+        /// An insert as version 1 of the schema wrote it (no `source` column).
+        fn record_v1(&mut self, a: &NewAnswer) -> Result<i64, FeedbackError> {
+            let at = now();
+            let fut = sqlx::query(
+                "INSERT INTO feedback (created_at, updated_at, os_user, question, db_identity, \
+                 dialect, schema_fingerprint, schema_context, model) \
+                 VALUES ($1, $1, 'me', $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(&at)
+            .bind(&a.question)
+            .bind(&a.db_identity)
+            .bind(&a.dialect)
+            .bind(fingerprint(&a.schema_context))
+            .bind(&a.schema_context)
+            .bind(&a.model)
+            .fetch_one(&mut self.conn);
+            let row = self.rt.block_on(fut).map_err(store_err)?;
+            row.try_get(0).map_err(store_err)
+        }
+    }
+
+    #[test]
+    fn dates_are_iso() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        let n = now();
+        assert_eq!(n.len(), 24, "{n}");
+        assert!(n.ends_with('Z'));
+    }
+}
