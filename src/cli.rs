@@ -29,6 +29,9 @@ pub enum Command {
     Ask(AskArgs),
     /// Measure execution accuracy on Spider dev or a JSONL question set.
     Eval(EvalArgs),
+    /// Record, list, export and count answer feedback (the training data).
+    #[command(subcommand)]
+    Feedback(FeedbackCommand),
     /// Manage model weights.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -119,10 +122,80 @@ pub struct CommonArgs {
     pub run: RunOpts,
 }
 
+/// Where answers and their verdicts are kept.
+#[derive(Debug, Clone, Args)]
+pub struct FeedbackOpts {
+    /// Feedback store: a SQLite file, or postgres://… to pool a team's corrections
+    /// (default: feedback.sqlite in the data dir).
+    #[arg(long, env = "SQLORA_FEEDBACK_DB", value_name = "PATH|URL")]
+    pub feedback_db: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedbackCommand {
+    /// Save a known-good question/SQL pair (the SQL must pass the guard and run first).
+    Record {
+        #[command(flatten)]
+        db: DbOpts,
+        #[command(flatten)]
+        feedback: FeedbackOpts,
+        /// The question, in plain English.
+        #[arg(long)]
+        question: String,
+        /// The SQL that answers it.
+        #[arg(long)]
+        sql: String,
+        /// `corrected` (default) or `accepted`.
+        #[arg(long, default_value = "corrected", value_parser = ["corrected", "accepted"])]
+        verdict: String,
+        /// A note kept with the record.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List recent answers, newest first.
+    List {
+        #[command(flatten)]
+        feedback: FeedbackOpts,
+        /// Only answers about this database (its URL or path).
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
+        /// Only this verdict: unreviewed, accepted, corrected or rejected.
+        #[arg(long, value_parser = ["unreviewed", "accepted", "corrected", "rejected"])]
+        verdict: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Write the training pairs, one JSON object a line:
+    /// {"question","context","answer","db","dialect"}.
+    Export {
+        #[command(flatten)]
+        feedback: FeedbackOpts,
+        /// Output format (JSON lines).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+        /// Only answers judged at or after this date or time (e.g. 2026-11-01).
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Only answers about this database (its URL or path).
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Counts per database and verdict, and pairs not yet used for training.
+    Stats {
+        #[command(flatten)]
+        feedback: FeedbackOpts,
+    },
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ShellArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub feedback: FeedbackOpts,
     /// Result format in the shell.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

@@ -21,7 +21,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use cli::{AskArgs, Cli, Command, DbOpts, EvalArgs, ModelChoice, ModelCommand, ModelOpts};
+use cli::{
+    AskArgs, Cli, Command, DbOpts, EvalArgs, FeedbackCommand, FeedbackOpts, ModelChoice,
+    ModelCommand, ModelOpts,
+};
 use llm::registry::{self, ModelSpec, PullProgress};
 
 /// Runs one parsed command line.
@@ -31,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Shell(args)) => shell::run(args),
         Some(Command::Ask(args)) => ask(args),
         Some(Command::Eval(args)) => evaluate(args),
+        Some(Command::Feedback(cmd)) => feedback_command(cmd),
         Some(Command::Model(ModelCommand::Pull { name })) => {
             let spec = registry::find(&name).with_context(|| {
                 format!("unknown model `{name}`: use one of {}", registry::names())
@@ -314,6 +318,147 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         eprintln!("sqlora: report written to {}", out.display());
     }
     Ok(())
+}
+
+/// Opens the feedback store `--feedback-db` names (default: feedback.sqlite in the data dir).
+pub fn open_feedback(opts: &FeedbackOpts) -> Result<feedback::Store> {
+    let target = match &opts.feedback_db {
+        Some(t) if !t.trim().is_empty() => t.clone(),
+        _ => paths::data_dir()?
+            .join("feedback.sqlite")
+            .to_string_lossy()
+            .into_owned(),
+    };
+    Ok(feedback::Store::open(&target)?)
+}
+
+fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
+    use feedback::{Filter, Verdict};
+    let identity = |url: &Option<String>| -> Result<Option<String>> {
+        url.as_deref().map(db::identity).transpose().map_err(anyhow::Error::from)
+    };
+    match cmd {
+        FeedbackCommand::Record {
+            db,
+            feedback,
+            question,
+            sql,
+            verdict,
+            note,
+        } => {
+            if question.trim().is_empty() {
+                bail!("the question is empty");
+            }
+            let mut p = pipeline::Pipeline::new(open_database(&db)?, None)?;
+            // The same check as \fix: the SQL must pass the guard and run.
+            let run = p
+                .run_sql(&sql, &cancel::Cancel::new())
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — ")))?;
+            let mut store = open_feedback(&feedback)?;
+            let verdict = Verdict::parse(&verdict).unwrap_or(Verdict::Corrected);
+            let id = store.record(&feedback::NewAnswer {
+                question: question.trim().to_string(),
+                db_identity: p.describe_db(),
+                dialect: p.dialect().name().to_string(),
+                schema_context: p.context().to_string(),
+                model: "none".into(),
+                final_sql: Some(run.sql.clone()),
+                verdict: Some(verdict),
+                correction: (verdict == Verdict::Corrected).then(|| run.sql.clone()),
+                note,
+                source: "cli".into(),
+                ..Default::default()
+            })?;
+            println!("{id}");
+            eprintln!(
+                "sqlora: recorded #{id} ({}, {} row{} checked)",
+                verdict.as_str(),
+                run.outcome.rows.len(),
+                if run.outcome.rows.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
+        FeedbackCommand::List {
+            feedback,
+            db,
+            verdict,
+            limit,
+        } => {
+            let mut store = open_feedback(&feedback)?;
+            let entries = store.list(&Filter {
+                db: identity(&db)?,
+                verdict: verdict.as_deref().and_then(Verdict::parse),
+                since: None,
+                limit: Some(limit),
+            })?;
+            let o = db::Outcome {
+                columns: ["id", "when", "verdict", "database", "question", "sql"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: entries
+                    .iter()
+                    .map(|e| {
+                        let sql = e.correction.clone().or_else(|| e.final_sql.clone());
+                        vec![
+                            db::Value::Int(e.id),
+                            db::Value::Text(e.updated_at.replace('T', " ").chars().take(16).collect()),
+                            db::Value::Text(e.verdict.as_str().into()),
+                            db::Value::Text(e.db_identity.clone()),
+                            db::Value::Text(e.question.clone()),
+                            sql.map_or(db::Value::Null, db::Value::Text),
+                        ]
+                    })
+                    .collect(),
+                truncated: false,
+            };
+            println!("{}", shell::render::table(&o, None));
+            println!("{}", shell::render::row_count_line(&o));
+            Ok(())
+        }
+        FeedbackCommand::Export {
+            feedback,
+            format: _,
+            since,
+            db,
+            out,
+        } => {
+            let mut store = open_feedback(&feedback)?;
+            let pairs = store.export(&Filter {
+                db: identity(&db)?,
+                since,
+                ..Filter::default()
+            })?;
+            let mut text = String::new();
+            for p in &pairs {
+                text.push_str(&serde_json::to_string(p)?);
+                text.push('\n');
+            }
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("sqlora: {} pairs written to {}", pairs.len(), path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        FeedbackCommand::Stats { feedback } => {
+            let mut store = open_feedback(&feedback)?;
+            let (counts, fresh) = store.stats()?;
+            let o = db::Outcome {
+                columns: ["database", "verdict", "answers"].map(String::from).to_vec(),
+                rows: counts
+                    .into_iter()
+                    .map(|(d, v, n)| vec![db::Value::Text(d), db::Value::Text(v), db::Value::Int(n)])
+                    .collect(),
+                truncated: false,
+            };
+            println!("{}", shell::render::table(&o, None));
+            println!("{fresh} training pairs not yet used in a training run ({})", store.describe());
+            Ok(())
+        }
+    }
 }
 
 fn model_list() -> Result<()> {

@@ -162,6 +162,16 @@ pub fn parse_target(url: &str) -> Result<Target, DbError> {
     Ok(Target::SqliteFile(PathBuf::from(url)))
 }
 
+/// How a database is identified in the feedback store, from its `--db` value without
+/// connecting: the same text [`Database::describe`] gives once connected.
+pub fn identity(url: &str) -> Result<String, DbError> {
+    match parse_target(url)? {
+        Target::SqliteFile(path) => Ok(sqlite::describe_path(&path)),
+        Target::Postgres(url) => postgres::identity(&url),
+        Target::MySql(url) => mysql::identity(&url),
+    }
+}
+
 /// Opens the database a `--db` value names.
 pub fn open(url: &str) -> Result<Box<dyn Database>, DbError> {
     connect(url, &[])

@@ -48,6 +48,23 @@ fn map_err(e: &sqlx::Error) -> DbError {
     DbError::Query(remote::one_line(&describe_sqlx(e)))
 }
 
+/// The database's identity without connecting (see [`super::identity`]).
+pub fn identity(url: &str) -> Result<String, DbError> {
+    let normal = url.replacen("mariadb://", "mysql://", 1);
+    let opts = MySqlConnectOptions::from_str(&normal).map_err(|e| DbError::Connect {
+        target: remote::redact(url),
+        reason: remote::one_line(&e.to_string()),
+    })?;
+    Ok(format!(
+        "{}://{}@{}:{}/{}",
+        if url.starts_with("mariadb") { "mariadb" } else { "mysql" },
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("")
+    ))
+}
+
 impl MySqlDb {
     /// Connects to a `mysql://` or `mariadb://` URL, which must name a database.
     pub fn connect(url: &str) -> Result<Self, DbError> {

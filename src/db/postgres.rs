@@ -45,13 +45,7 @@ impl PgDb {
             reason: remote::one_line(&e.to_string()),
         })?;
         let opts = opts.application_name("sqlora");
-        let label = format!(
-            "postgres://{}@{}:{}/{}",
-            opts.get_username(),
-            opts.get_host(),
-            opts.get_port(),
-            opts.get_database().unwrap_or(opts.get_username())
-        );
+        let label = label(&opts);
         let mut db = Self {
             rt,
             opts,
@@ -182,6 +176,26 @@ impl PgDb {
     fn qualify(&self, ns: &str) -> Option<String> {
         (ns != self.default_schema()).then(|| ns.to_string())
     }
+}
+
+fn label(opts: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or(opts.get_username())
+    )
+}
+
+/// The database's identity without connecting (see [`super::identity`]).
+pub fn identity(url: &str) -> Result<String, DbError> {
+    PgConnectOptions::from_str(url)
+        .map(|o| label(&o))
+        .map_err(|e| DbError::Connect {
+            target: remote::redact(url),
+            reason: remote::one_line(&e.to_string()),
+        })
 }
 
 /// sqlx's error without its "error returned from database:" prefix.

@@ -126,6 +126,12 @@ impl SqliteDb {
     }
 }
 
+/// `sqlite:` and the file's absolute path (what the feedback store records).
+pub fn describe_path(path: &Path) -> String {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("sqlite:{}", abs.display())
+}
+
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
@@ -154,7 +160,7 @@ impl Database for SqliteDb {
     }
 
     fn describe(&self) -> String {
-        format!("sqlite:{}", self.path.display())
+        describe_path(&self.path)
     }
 
     fn introspect(&mut self) -> Result<Schema, DbError> {

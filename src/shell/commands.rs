@@ -79,6 +79,56 @@ pub const COMMANDS: &[MetaCommand] = &[
         },
     },
     MetaCommand {
+        name: "ok",
+        aliases: &[],
+        args: "",
+        help: "accept the last answer (it becomes a training pair)",
+        run: |sh, _| {
+            sh.accept();
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "fix",
+        aliases: &[],
+        args: "[SQL]",
+        help: "correct the last answer: SQL given, or $EDITOR, or typed lines",
+        run: |sh, arg| {
+            sh.fix(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "bad",
+        aliases: &[],
+        args: "[NOTE]",
+        help: "reject the last answer (never used for training)",
+        run: |sh, arg| {
+            sh.reject(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "history",
+        aliases: &[],
+        args: "[N]",
+        help: "recent questions and their verdicts",
+        run: |sh, arg| {
+            sh.history(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "undo",
+        aliases: &[],
+        args: "",
+        help: "revert the last verdict given in this session",
+        run: |sh, _| {
+            sh.undo();
+            Flow::Continue
+        },
+    },
+    MetaCommand {
         name: "refresh",
         aliases: &[],
         args: "",

@@ -32,6 +32,17 @@ pub struct Shell {
     cancel: Cancel,
     color: bool,
     model_error: Option<String>,
+    /// Where answers and verdicts are kept (absent when it could not be opened).
+    feedback: Option<crate::feedback::Store>,
+    /// The last logged answer: what `\ok`, `\fix` and `\bad` judge.
+    last: Option<LastAnswer>,
+    /// Answers whose verdict this session changed, newest last (for `\undo`).
+    judged: Vec<i64>,
+}
+
+struct LastAnswer {
+    id: i64,
+    sql: Option<String>,
 }
 
 /// Starts the shell on `--db` (or the demo database) with `--model`.
@@ -85,7 +96,14 @@ pub fn run(args: ShellArgs) -> Result<()> {
             model_error = Some(msg);
         }
     }
-    eprintln!("Type a question, SQL, or \\help. \\q quits.");
+    let feedback = match crate::open_feedback(&args.feedback) {
+        Ok(store) => Some(store),
+        Err(e) => {
+            eprintln!("sqlora: {e:#}; answers will not be logged this session");
+            None
+        }
+    };
+    eprintln!("Type a question, SQL, or \\help. \\q quits. After an answer: \\ok, \\fix, \\bad.");
     let mut shell = Shell {
         pipeline,
         format: args.format,
@@ -93,8 +111,58 @@ pub fn run(args: ShellArgs) -> Result<()> {
         cancel,
         color: std::io::stdout().is_terminal(),
         model_error,
+        feedback,
+        last: None,
+        judged: Vec::new(),
     };
     shell.repl()
+}
+
+/// The corrected SQL from `$VISUAL`/`$EDITOR` (prefilled with `start`), or typed on stdin
+/// up to an empty line when no editor is set.
+fn edit_sql(start: &str) -> std::result::Result<String, String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    match editor {
+        Some(editor) => {
+            let file = tempfile::Builder::new()
+                .prefix("sqlora-fix-")
+                .suffix(".sql")
+                .tempfile()
+                .map_err(|e| format!("cannot create a file to edit: {e}"))?;
+            std::fs::write(file.path(), format!("{start}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", file.path().display()))?;
+            let mut parts = editor.split_whitespace();
+            let program = parts.next().unwrap_or("vi");
+            let status = std::process::Command::new(program)
+                .args(parts)
+                .arg(file.path())
+                .status()
+                .map_err(|e| format!("cannot run the editor `{editor}`: {e}"))?;
+            if !status.success() {
+                return Err(format!("the editor `{editor}` exited with {status}; nothing saved"));
+            }
+            std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edit: {e}"))
+        }
+        None => {
+            eprintln!("Type the corrected SQL; an empty line ends it (current: {start})");
+            let mut out = String::new();
+            let stdin = std::io::stdin();
+            loop {
+                let mut line = String::new();
+                let n = stdin
+                    .read_line(&mut line)
+                    .map_err(|e| format!("cannot read the correction: {e}"))?;
+                if n == 0 || line.trim().is_empty() {
+                    break;
+                }
+                out.push_str(&line);
+            }
+            Ok(out)
+        }
+    }
 }
 
 #[derive(Helper, Hinter, Highlighter, Validator)]
@@ -282,7 +350,9 @@ impl Shell {
             eprintln!("sqlora: no model ({e}); type SQL or use \\sql");
             return;
         }
-        match self.pipeline.ask(question, &self.cancel) {
+        let result = self.pipeline.ask(question, &self.cancel);
+        self.log_answer(question, &result);
+        match result {
             Ok(a) => {
                 for (i, at) in a.attempts.iter().enumerate() {
                     let sql = at.sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -323,6 +393,158 @@ impl Shell {
             }
             Err(AskError::Model(crate::llm::LlmError::Cancelled)) => eprintln!("cancelled"),
             Err(e) => self.report(&e),
+        }
+    }
+
+    /// Logs an answer (or a failed one) as unreviewed; it becomes what `\\ok` and co. judge.
+    fn log_answer(&mut self, question: &str, result: &Result<crate::pipeline::Answer, AskError>) {
+        if matches!(result, Err(AskError::Model(crate::llm::LlmError::Cancelled))) {
+            return;
+        }
+        let Some(store) = self.feedback.as_mut() else {
+            return;
+        };
+        let mut entry = crate::feedback::NewAnswer {
+            question: question.to_string(),
+            db_identity: self.pipeline.describe_db(),
+            dialect: self.pipeline.dialect().name().to_string(),
+            schema_context: self.pipeline.context().to_string(),
+            model: self
+                .pipeline
+                .engine()
+                .map_or_else(|| "none".into(), |e| e.info().name.clone()),
+            source: "shell".into(),
+            ..Default::default()
+        };
+        match result {
+            Ok(a) => {
+                entry.generated_sql =
+                    Some(a.attempts.first().map_or_else(|| a.sql.clone(), |at| at.sql.clone()));
+                entry.attempts = a
+                    .attempts
+                    .iter()
+                    .map(|at| (at.sql.clone(), at.error.clone()))
+                    .collect();
+                entry.final_sql = Some(a.sql.clone());
+            }
+            Err(e) => {
+                entry.generated_sql = e.sql().map(str::to_string);
+                entry.error = Some(e.to_string().lines().next().unwrap_or("").to_string());
+            }
+        }
+        let sql = entry.final_sql.clone().or_else(|| entry.generated_sql.clone());
+        match store.record(&entry) {
+            Ok(id) => self.last = Some(LastAnswer { id, sql }),
+            Err(e) => eprintln!("sqlora: {e} (this answer was not logged)"),
+        }
+    }
+
+    fn judge(&mut self, verdict: crate::feedback::Verdict, correction: Option<&str>, note: Option<&str>) {
+        let (Some(store), Some(last)) = (self.feedback.as_mut(), self.last.as_ref()) else {
+            eprintln!("sqlora: no answer to judge yet (ask a question first)");
+            return;
+        };
+        match store.set_verdict(last.id, verdict, correction, note) {
+            Ok(()) => {
+                self.judged.push(last.id);
+                eprintln!("answer #{} marked {}", last.id, verdict.as_str());
+            }
+            Err(e) => eprintln!("sqlora: {e}"),
+        }
+    }
+
+    pub fn accept(&mut self) {
+        self.judge(crate::feedback::Verdict::Accepted, None, None);
+    }
+
+    pub fn reject(&mut self, note: &str) {
+        let note = (!note.trim().is_empty()).then_some(note.trim());
+        self.judge(crate::feedback::Verdict::Rejected, None, note);
+    }
+
+    /// `\\fix [SQL]`: the corrected SQL from the argument, `$VISUAL`/`$EDITOR`, or typed
+    /// lines; it must pass the guard and run before it is saved.
+    pub fn fix(&mut self, arg: &str) {
+        let Some(last) = self.last.as_ref() else {
+            eprintln!("sqlora: no answer to correct yet (ask a question first)");
+            return;
+        };
+        let start = last.sql.clone().unwrap_or_default();
+        let sql = if !arg.trim().is_empty() {
+            arg.trim().to_string()
+        } else {
+            match edit_sql(&start) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("sqlora: {e}");
+                    return;
+                }
+            }
+        };
+        let sql = sql.trim().trim_end_matches(';').trim().to_string();
+        if sql.is_empty() {
+            eprintln!("sqlora: empty SQL; nothing saved");
+            return;
+        }
+        match self.pipeline.run_sql(&sql, &self.cancel) {
+            Ok(r) => {
+                println!("{}", self.paint("36", &r.sql));
+                self.print_outcome(&r.outcome);
+                self.judge(crate::feedback::Verdict::Corrected, Some(&r.sql), None);
+            }
+            Err(e) => {
+                self.report(&e);
+                eprintln!("sqlora: the correction was not saved");
+            }
+        }
+    }
+
+    pub fn undo(&mut self) {
+        let Some(store) = self.feedback.as_mut() else {
+            eprintln!("sqlora: feedback is off this session");
+            return;
+        };
+        let Some(id) = self.judged.pop() else {
+            eprintln!("sqlora: nothing to undo");
+            return;
+        };
+        match store.undo(id) {
+            Ok(Some(v)) => eprintln!("answer #{id} is back to {}", v.as_str()),
+            Ok(None) => eprintln!("sqlora: nothing to undo for answer #{id}"),
+            Err(e) => eprintln!("sqlora: {e}"),
+        }
+    }
+
+    pub fn history(&mut self, arg: &str) {
+        let Some(store) = self.feedback.as_mut() else {
+            eprintln!("sqlora: feedback is off this session");
+            return;
+        };
+        let limit = arg.trim().parse().unwrap_or(20);
+        let filter = crate::feedback::Filter {
+            limit: Some(limit),
+            ..Default::default()
+        };
+        match store.list(&filter) {
+            Ok(entries) => {
+                let o = Outcome {
+                    columns: vec!["id".into(), "when".into(), "verdict".into(), "question".into()],
+                    rows: entries
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                crate::db::Value::Int(e.id),
+                                crate::db::Value::Text(e.updated_at.replace('T', " ")[..16].to_string()),
+                                crate::db::Value::Text(e.verdict.as_str().into()),
+                                crate::db::Value::Text(e.question.clone()),
+                            ]
+                        })
+                        .collect(),
+                    truncated: false,
+                };
+                self.print_outcome(&o);
+            }
+            Err(e) => eprintln!("sqlora: {e}"),
         }
     }
 
