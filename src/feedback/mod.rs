@@ -224,6 +224,9 @@ impl Store {
             target: redact(target),
             reason,
         };
+        // SQLite has no advisory lock for migrations (PostgreSQL does): processes opening a new
+        // store at once take turns through a lock file instead.
+        let mut migration_lock: Option<std::fs::File> = None;
         let (kind, url) = if target.starts_with("postgres://") || target.starts_with("postgresql://")
         {
             (Kind::Postgres, target.to_string())
@@ -235,6 +238,14 @@ impl Store {
             if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
             }
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(format!("{path}.lock"))
+                .map_err(|e| fail(format!("lock file: {e}")))?;
+            lock.lock().map_err(|e| fail(format!("lock file: {e}")))?;
+            migration_lock = Some(lock);
             (Kind::Sqlite, format!("sqlite://{path}?mode=rwc"))
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -264,6 +275,7 @@ impl Store {
             result.map_err(|e| format!("migrating: {e}"))?;
             Ok::<_, String>(conn)
         });
+        drop(migration_lock);
         let conn = conn.map_err(|reason| fail(reason.split_whitespace().collect::<Vec<_>>().join(" ")))?;
         Ok(Self {
             rt,
