@@ -3,11 +3,12 @@
 //! panic or hang in `extract_sql`, `check`, `answer_complete` or the identifier check, in any
 //! dialect, and whatever the guard accepts must be one read-only statement.
 //!
-//! CI runs `SQLORA_FUZZ_CASES` cases per property (default 3000); a long run:
-//! `SQLORA_FUZZ_CASES=2000000 cargo test --release --test fuzz_guard -- --nocapture`.
+//! CI runs `SQLORA_FUZZ_CASES` cases per property (default 3000); a long run for a given time,
+//! fresh random cases batch after batch:
+//! `SQLORA_FUZZ_SECONDS=600 cargo test --release --test fuzz_guard -- --nocapture`.
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 use sqlora::db::Dialect;
 use sqlora::guard;
@@ -147,22 +148,41 @@ fn statement() -> impl Strategy<Value = String> {
 
 fn run(name: &str, strategy: impl Strategy<Value = String>) {
     let schema = schema();
-    let mut runner = TestRunner::new(Config {
-        cases: cases(),
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let seconds: u64 = std::env::var("SQLORA_FUZZ_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let t = std::time::Instant::now();
-    runner
-        .run(&strategy, |text| {
-            let one = std::time::Instant::now();
-            exercise(&text, &schema);
-            // A pathological input must not stall the shell.
-            prop_assert!(one.elapsed().as_secs() < 2, "slow on {:?}", text);
-            Ok(())
-        })
-        .unwrap();
-    eprintln!("{name}: {} cases in {:.1} s", cases(), t.elapsed().as_secs_f64());
+    let (mut total, mut batch) = (0u64, 0u64);
+    loop {
+        // A fresh seed per batch, so a long run keeps finding new inputs.
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&batch.to_le_bytes());
+        seed[8..16].copy_from_slice(&(name.len() as u64).to_le_bytes());
+        let mut runner = TestRunner::new_with_rng(
+            Config {
+                cases: cases(),
+                failure_persistence: None,
+                ..Config::default()
+            },
+            TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
+        );
+        runner
+            .run(&strategy, |text| {
+                let one = std::time::Instant::now();
+                exercise(&text, &schema);
+                // A pathological input must not stall the shell.
+                prop_assert!(one.elapsed().as_secs() < 2, "slow on {:?}", text);
+                Ok(())
+            })
+            .unwrap();
+        total += u64::from(cases());
+        batch += 1;
+        if t.elapsed().as_secs() >= seconds {
+            break;
+        }
+    }
+    eprintln!("{name}: {total} cases in {:.1} s, no panic, none slow", t.elapsed().as_secs_f64());
 }
 
 #[test]
