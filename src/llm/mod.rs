@@ -3,6 +3,7 @@
 //!
 //! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
 
+pub mod lora;
 pub mod model;
 pub mod prompt;
 pub mod registry;
@@ -38,6 +39,8 @@ pub enum LlmError {
     Cancelled,
     #[error("model fetch failed: {0}")]
     Fetch(String),
+    #[error("adapter {0}")]
+    Adapter(String),
 }
 
 impl From<candle_core::Error> for LlmError {
@@ -151,6 +154,8 @@ pub struct Engine {
     identity: String,
     /// Tokens generated since loading (all calls to `generate`).
     generated: usize,
+    /// The adapter applied, if any (its sha256 keys the prompt caches too).
+    adapter: Option<lora::Adapter>,
 }
 
 impl Engine {
@@ -197,6 +202,7 @@ impl Engine {
             kv_dir: opts.kv_dir.clone(),
             identity,
             generated: 0,
+            adapter: None,
         })
     }
 
@@ -205,6 +211,7 @@ impl Engine {
         let dir = self.kv_dir.as_ref()?;
         let h = Sha256::new()
             .chain_update(&self.identity)
+            .chain_update(self.adapter.as_ref().map_or("", |a| a.sha256.as_str()))
             .chain_update([0u8])
             .chain_update(prefix)
             .finalize();
@@ -273,6 +280,24 @@ impl Engine {
     /// Forgets the cached prompt prefix (e.g. after the schema changed).
     pub fn clear_prefix_cache(&mut self) {
         self.prefix = None;
+    }
+
+    /// Applies a LoRA adapter (or removes it with `None`). The cached prompt state belongs to
+    /// the previous weights and is dropped.
+    pub fn set_adapter(&mut self, adapter: Option<lora::Adapter>) -> Result<(), LlmError> {
+        self.model.set_adapter(adapter.as_ref())?;
+        self.adapter = adapter;
+        self.prefix = None;
+        Ok(())
+    }
+
+    pub fn adapter(&self) -> Option<&lora::Adapter> {
+        self.adapter.as_ref()
+    }
+
+    /// The loaded model (for logits-level checks and building adapters).
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// Runs the prompt's stable prefix through the model now, so that the next question only

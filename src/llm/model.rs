@@ -200,13 +200,25 @@ impl Form {
     }
 }
 
-/// A linear layer `y = x·Wᵀ (+ b)` that carries one weight representation per phase.
+/// A LoRA delta on a projection: `scale · (x·Aᵀ)·Bᵀ`.
+#[derive(Debug, Clone)]
+struct Lora {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+}
+
+/// A linear layer `y = x·Wᵀ (+ b)` that carries one weight representation per phase, and
+/// optionally a LoRA adapter on top of the untouched base weight.
 #[derive(Debug, Clone)]
 pub struct Projection {
     wide: Form,
     narrow: Form,
     wide_rows: usize,
     bias: Option<Tensor>,
+    /// `[out, in]` of the base weight.
+    dims: (usize, usize),
+    lora: Option<Lora>,
 }
 
 impl Projection {
@@ -217,6 +229,7 @@ impl Projection {
         device: &Device,
     ) -> candle_core::Result<Self> {
         let q = Arc::new(q);
+        let dims = q.shape().dims2()?;
         let wide = Form::build(&q, plan.prefill, device)?;
         let narrow = if plan.decode == plan.prefill {
             wide.clone()
@@ -228,7 +241,38 @@ impl Projection {
             narrow,
             wide_rows: plan.wide_rows,
             bias,
+            dims,
+            lora: None,
         })
+    }
+
+    /// Puts a LoRA delta on this projection (or takes it off with `None`), checking shapes.
+    fn set_lora(
+        &mut self,
+        pair: Option<&super::lora::LoraPair>,
+        scale: f64,
+        device: &Device,
+        what: &str,
+    ) -> Result<(), LlmError> {
+        let Some(pair) = pair else {
+            self.lora = None;
+            return Ok(());
+        };
+        let (out, inp) = self.dims;
+        let (ra, ka) = pair.a.dims2()?;
+        let (nb, rb) = pair.b.dims2()?;
+        if ka != inp || nb != out || ra != rb {
+            return Err(LlmError::Adapter(format!(
+                "{what}: lora_A is {ra}x{ka} and lora_B {nb}x{rb}, but this model's projection is \
+                 {out}x{inp}: the adapter was made for another base model"
+            )));
+        }
+        self.lora = Some(Lora {
+            a: pair.a.to_device(device)?,
+            b: pair.b.to_device(device)?,
+            scale,
+        });
+        Ok(())
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -238,7 +282,15 @@ impl Projection {
         } else {
             &self.narrow
         };
-        let y = form.forward(x)?;
+        let mut y = form.forward(x)?;
+        if let Some(l) = &self.lora {
+            let dims = x.dims().to_vec();
+            let k = dims[dims.len() - 1];
+            let flat = x.reshape((rows, k))?;
+            let delta = flat.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?.affine(l.scale, 0.0)?;
+            let delta = delta.reshape(y.shape())?;
+            y = (y + delta)?;
+        }
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -398,6 +450,89 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Applies `adapter` to the projections it targets (replacing any adapter before), or
+    /// removes adapters with `None`. The base weights are never changed.
+    pub fn set_adapter(&mut self, adapter: Option<&super::lora::Adapter>) -> Result<(), LlmError> {
+        use super::lora::Target;
+        if let Some(a) = adapter {
+            if let Some(&(layer, _)) = a.weights.keys().find(|(l, _)| *l >= self.layers.len()) {
+                return Err(LlmError::Adapter(format!(
+                    "the adapter has weights for layer {layer}, but this model has {} layers: it \
+                     was made for another base model",
+                    self.layers.len()
+                )));
+            }
+        }
+        let scale = adapter.map_or(0.0, |a| a.config.scale());
+        let device = self.device.clone();
+        // Validate everything before changing anything.
+        let mut staged = self.layers.clone();
+        for (i, layer) in staged.iter_mut().enumerate() {
+            for t in Target::ALL {
+                let pair = adapter.and_then(|a| a.weights.get(&(i, t)));
+                let proj = match t {
+                    Target::Q => &mut layer.q,
+                    Target::K => &mut layer.k,
+                    Target::V => &mut layer.v,
+                    Target::O => &mut layer.o,
+                    Target::Gate => &mut layer.gate,
+                    Target::Up => &mut layer.up,
+                    Target::Down => &mut layer.down,
+                };
+                proj.set_lora(pair, scale, &device, &format!("blk.{i}.{}", t.gguf()))?;
+            }
+        }
+        self.layers = staged;
+        Ok(())
+    }
+
+    /// `[out, in]` of layer `layer`'s projection `target` (for building adapters).
+    pub fn projection_dims(&self, layer: usize, target: super::lora::Target) -> Option<(usize, usize)> {
+        use super::lora::Target;
+        let l = self.layers.get(layer)?;
+        Some(
+            match target {
+                Target::Q => &l.q,
+                Target::K => &l.k,
+                Target::V => &l.v,
+                Target::O => &l.o,
+                Target::Gate => &l.gate,
+                Target::Up => &l.up,
+                Target::Down => &l.down,
+            }
+            .dims,
+        )
+    }
+
+    pub fn n_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Runs one projection of one layer on `x` (`[rows, in]`), adapter included: lets tests
+    /// check the LoRA arithmetic against plain matrix products.
+    pub fn project(
+        &self,
+        layer: usize,
+        target: super::lora::Target,
+        x: &Tensor,
+    ) -> Result<Tensor, LlmError> {
+        use super::lora::Target;
+        let l = self
+            .layers
+            .get(layer)
+            .ok_or_else(|| LlmError::Generation(format!("no layer {layer}")))?;
+        let p = match target {
+            Target::Q => &l.q,
+            Target::K => &l.k,
+            Target::V => &l.v,
+            Target::O => &l.o,
+            Target::Gate => &l.gate,
+            Target::Up => &l.up,
+            Target::Down => &l.down,
+        };
+        Ok(p.forward(x)?)
     }
 
     /// The longest sequence (prompt + answer) the model accepts.

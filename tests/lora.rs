@@ -1,0 +1,133 @@
+//! LoRA adapters on the real default model: a zero adapter changes nothing, a random one adds
+//! exactly `scale · x·Aᵀ·Bᵀ` to each projection (checked against plain f32 matrix products),
+//! changes the logits, and adapters made for another model are refused without touching it.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use sqlora::llm::lora::{Adapter, AdapterConfig, LoraPair, Target};
+use sqlora::llm::{Engine, KvCache, LoadOptions};
+
+fn engine() -> Engine {
+    Engine::load(&common::model_path(), &LoadOptions::default()).unwrap()
+}
+
+fn logits(e: &Engine, ids: &[u32]) -> Vec<f32> {
+    let mut cache = KvCache::default();
+    e.model().forward(ids, &mut cache).unwrap().to_vec1().unwrap()
+}
+
+/// An adapter on every projection of every layer, B zero or random.
+fn adapter(e: &Engine, r: usize, zero_b: bool, seed: u64) -> Adapter {
+    let mut weights = BTreeMap::new();
+    let dev = Device::Cpu;
+    let mut k = seed;
+    for layer in 0..e.model().n_layers() {
+        for t in Target::ALL {
+            let (out, inp) = e.model().projection_dims(layer, t).unwrap();
+            k += 1;
+            let a = (Tensor::randn(0f32, 1.0, (r, inp), &dev).unwrap() * (0.02 + (k % 3) as f64 * 0.01))
+                .unwrap();
+            let b = if zero_b {
+                Tensor::zeros((out, r), DType::F32, &dev).unwrap()
+            } else {
+                (Tensor::randn(0f32, 1.0, (out, r), &dev).unwrap() * 0.02).unwrap()
+            };
+            weights.insert((layer, t), LoraPair { a, b });
+        }
+    }
+    Adapter {
+        config: AdapterConfig::new(r, 2.0 * r as f64, &Target::ALL),
+        weights,
+        sha256: format!("test-{seed}-{zero_b}"),
+    }
+}
+
+fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn adapters_apply_exactly_and_wrong_ones_are_refused() {
+    let mut e = engine();
+    let ids: Vec<u32> = e.tokenizer().encode("SELECT name FROM customers WHERE").unwrap();
+    let base = logits(&e, &ids);
+
+    // B = 0: the adapter adds nothing, bit for bit.
+    e.set_adapter(Some(adapter(&e, 8, true, 1))).unwrap();
+    assert_eq!(logits(&e, &ids), base);
+
+    // A random adapter: each projection gains exactly scale · x·Aᵀ·Bᵀ.
+    let ad = adapter(&e, 8, false, 2);
+    let scale = ad.config.scale();
+    e.set_adapter(None).unwrap();
+    let dev = Device::Cpu;
+    let last = e.model().n_layers() - 1;
+    let mut plain = Vec::new();
+    for layer in [0, last] {
+        for t in Target::ALL {
+            let (_, inp) = e.model().projection_dims(layer, t).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (3, inp), &dev).unwrap();
+            plain.push((layer, t, x.clone(), e.model().project(layer, t, &x).unwrap()));
+        }
+    }
+    e.set_adapter(Some(ad.clone())).unwrap();
+    for (layer, t, x, base_y) in plain {
+        let pair = &ad.weights[&(layer, t)];
+        let reference = (base_y
+            + x.matmul(&pair.a.t().unwrap()).unwrap().matmul(&pair.b.t().unwrap()).unwrap()
+                * scale)
+            .unwrap();
+        let got = e.model().project(layer, t, &x).unwrap();
+        let d = max_rel_diff(
+            &got.flatten_all().unwrap().to_vec1().unwrap(),
+            &reference.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert!(d < 1e-4, "layer {layer} {t:?}: relative difference {d}");
+    }
+    let adapted = logits(&e, &ids);
+    assert!(max_rel_diff(&adapted, &base) > 1e-3, "the adapter changed nothing");
+
+    // Made for another model: wrong width, or more layers. Refused, and the model keeps the
+    // adapter it had.
+    let mut wrong = ad.clone();
+    let pair = wrong.weights.get_mut(&(0, Target::Q)).unwrap();
+    pair.a = Tensor::zeros((8, 1536), DType::F32, &dev).unwrap();
+    let err = e.set_adapter(Some(wrong)).unwrap_err().to_string();
+    assert!(err.contains("made for another base model"), "{err}");
+    let mut deep = ad.clone();
+    let extra = deep.weights[&(0, Target::Q)].clone();
+    deep.weights.insert((99, Target::Q), extra);
+    let err = e.set_adapter(Some(deep)).unwrap_err().to_string();
+    assert!(err.contains("layer 99"), "{err}");
+    assert_eq!(logits(&e, &ids), adapted);
+
+    // Removing the adapter restores the base exactly.
+    e.set_adapter(None).unwrap();
+    assert_eq!(logits(&e, &ids), base);
+}
+
+#[test]
+fn adapters_round_trip_through_peft_files() {
+    let e = engine();
+    let ad = adapter(&e, 4, false, 3);
+    let dir = tempfile::tempdir().unwrap();
+    ad.save(dir.path()).unwrap();
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["bias"], "none");
+    let back = Adapter::load(dir.path()).unwrap();
+    assert_eq!(back.weights.len(), ad.weights.len());
+    let a0 = &back.weights[&(0, Target::Down)];
+    assert_eq!(
+        a0.a.to_vec2::<f32>().unwrap(),
+        ad.weights[&(0, Target::Down)].a.to_vec2::<f32>().unwrap()
+    );
+}
