@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     let opts = ModelOpts {
         model: std::env::var("BENCH_MODEL").ok(),
         offline: false,
+        adapter: None,
     };
     let path = sqlora::model_path(&opts)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -35,6 +35,37 @@ pub enum Command {
     /// Manage model weights.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Manage the LoRA adapter library (PEFT format).
+    #[command(subcommand)]
+    Adapters(AdaptersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdaptersCommand {
+    /// List the adapters in the library.
+    List,
+    /// Show one adapter's configuration and metadata.
+    Show { name: String },
+    /// Copy a PEFT adapter directory (adapter_config.json + adapter_model.safetensors) into
+    /// the library, checked against the model.
+    Import {
+        path: PathBuf,
+        /// Name in the library (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        model: ModelOpts,
+    },
+    /// Copy an adapter's PEFT files out of the library.
+    Export { name: String, dir: PathBuf },
+    /// Delete an adapter from the library.
+    Remove { name: String },
+    /// Make an adapter (or `none`) the default for a database.
+    Use {
+        name: String,
+        #[command(flatten)]
+        db: DbOpts,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -96,6 +127,10 @@ pub struct ModelOpts {
     /// Never download: fail if the model is not cached.
     #[arg(long)]
     pub offline: bool,
+    /// LoRA adapter from the library (`sqlora adapters list`), or `none` for the base model
+    /// (default: the database's default adapter, if one was set with `adapters use`).
+    #[arg(long, env = "SQLORA_ADAPTER", value_name = "NAME|none")]
+    pub adapter: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -307,6 +342,7 @@ mod tests {
             ModelOpts {
                 model: Some(s.into()),
                 offline: false,
+                adapter: None,
             }
             .choice()
         };

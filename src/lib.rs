@@ -5,6 +5,7 @@
 
 pub mod cancel;
 pub mod cli;
+pub mod clock;
 pub mod db;
 pub mod eval;
 pub mod feedback;
@@ -22,8 +23,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cli::{
-    AskArgs, Cli, Command, DbOpts, EvalArgs, FeedbackCommand, FeedbackOpts, ModelChoice,
-    ModelCommand, ModelOpts,
+    AdaptersCommand, AskArgs, Cli, Command, DbOpts, EvalArgs, FeedbackCommand, FeedbackOpts,
+    ModelChoice, ModelCommand, ModelOpts,
 };
 use llm::registry::{self, ModelSpec, PullProgress};
 
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Model(ModelCommand::List)) => model_list(),
+        Some(Command::Adapters(cmd)) => adapters_command(cmd),
     }
 }
 
@@ -165,13 +167,112 @@ pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
     llm::Engine::load(&path, &load).with_context(|| format!("loading model {}", path.display()))
 }
 
+/// The adapter library in the data dir.
+pub fn adapter_library() -> Result<llm::library::Library> {
+    Ok(llm::library::Library::new(paths::data_dir()?.join("adapters")))
+}
+
+/// Applies `--adapter NAME` (or, without it, the database's default adapter) to `engine`.
+/// Returns the adapter's name when one is applied.
+pub fn apply_adapter(
+    engine: &mut llm::Engine,
+    choice: Option<&str>,
+    db_identity: Option<&str>,
+) -> Result<Option<String>> {
+    let lib = adapter_library()?;
+    let name = match choice.map(str::trim) {
+        Some("none") | Some("") => return Ok(None),
+        Some(n) => n.to_string(),
+        None => match db_identity.and_then(|d| lib.defaults().get(d).cloned()) {
+            Some(n) => n,
+            None => return Ok(None),
+        },
+    };
+    let base = llm::library::base_of(engine);
+    let adapter = lib.load_for(&name, &base)?;
+    engine.set_adapter(Some(adapter))?;
+    Ok(Some(name))
+}
+
+fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
+    let lib = adapter_library()?;
+    match cmd {
+        AdaptersCommand::List => {
+            let defaults = lib.defaults();
+            let names = lib.names();
+            if names.is_empty() {
+                println!("no adapters in {} (import one with `sqlora adapters import DIR`)", lib.dir().display());
+            }
+            for n in names {
+                let meta = lib.meta(&n);
+                let cfg = llm::lora::Adapter::load(&lib.path(&n)).map(|a| a.config);
+                let dbs: Vec<&str> = defaults
+                    .iter()
+                    .filter(|(_, v)| **v == n)
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                println!(
+                    "{n:<24} {}  base {}  {}{}",
+                    cfg.as_ref().map_or_else(|e| format!("(unreadable: {e})"), |c| format!("r={} alpha={} on {}", c.r, c.lora_alpha, c.target_modules.join(","))),
+                    meta.as_ref().map_or_else(|| "?".into(), |m| format!("{} h{} x{}", m.base.architecture, m.base.hidden_size, m.base.layers)),
+                    meta.as_ref().map_or("", |m| m.created_at.as_str()),
+                    if dbs.is_empty() { String::new() } else { format!("  default for {}", dbs.join(", ")) }
+                );
+            }
+            Ok(())
+        }
+        AdaptersCommand::Show { name } => {
+            let a = llm::lora::Adapter::load(&lib.path(&name))
+                .map_err(|e| anyhow::anyhow!("{e} (see `sqlora adapters list`)"))?;
+            println!("{}", serde_json::to_string_pretty(&a.config)?);
+            if let Some(m) = lib.meta(&name) {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            }
+            println!("{} adapted projections, scale {}, weights sha256 {}", a.weights.len(), a.config.scale(), a.sha256);
+            Ok(())
+        }
+        AdaptersCommand::Import { path, name, model } => {
+            let name = name.unwrap_or_else(|| {
+                path.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned())
+            });
+            let engine = load_engine(&model)?;
+            let dest = lib.import(&path, &name, &llm::library::base_of(&engine))?;
+            eprintln!("sqlora: imported `{name}` into {}", dest.display());
+            Ok(())
+        }
+        AdaptersCommand::Export { name, dir } => {
+            lib.export(&name, &dir)?;
+            eprintln!("sqlora: `{name}` written to {} (PEFT layout)", dir.display());
+            Ok(())
+        }
+        AdaptersCommand::Remove { name } => {
+            lib.remove(&name)?;
+            eprintln!("sqlora: removed `{name}`");
+            Ok(())
+        }
+        AdaptersCommand::Use { name, db } => {
+            let url = match &db.db {
+                Some(u) => u.clone(),
+                None => db::demo::ensure(&paths::data_dir()?)?.to_string_lossy().into_owned(),
+            };
+            let identity = db::identity(&url)?;
+            let choice = (name != "none").then_some(name.as_str());
+            lib.set_default(&identity, choice)?;
+            eprintln!("sqlora: {identity} now uses {}", choice.map_or("the base model".into(), |n| format!("adapter `{n}`")));
+            Ok(())
+        }
+    }
+}
+
 fn ask(args: AskArgs) -> Result<()> {
     let question = args.question.join(" ");
     if question.trim().is_empty() {
         bail!("the question is empty");
     }
     let mut p = open_pipeline(&args.common)?;
-    p.set_engine(load_engine(&args.common.model)?);
+    let mut engine = load_engine(&args.common.model)?;
+    apply_adapter(&mut engine, args.common.model.adapter.as_deref(), Some(&p.describe_db()))?;
+    p.set_engine(engine);
     let answer = p.ask(&question, &cancel::Cancel::new()).map_err(|e| {
         // Keep the failure to one line.
         anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — "))
@@ -259,8 +360,12 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     if items.is_empty() {
         bail!("no questions left after --offset {} (the set has {available})", args.offset);
     }
-    let engine = load_engine(&args.model)?;
-    let model = engine.info().name.clone();
+    let mut engine = load_engine(&args.model)?;
+    let adapter = apply_adapter(&mut engine, args.model.adapter.as_deref(), None)?;
+    let model = match &adapter {
+        Some(a) => format!("{} + adapter {a}", engine.info().name),
+        None => engine.info().name.clone(),
+    };
     eprintln!(
         "sqlora: evaluating {} of {available} questions from {set} with {model}",
         items.len()

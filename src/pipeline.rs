@@ -147,6 +147,10 @@ impl Pipeline {
         self.engine.as_ref()
     }
 
+    pub fn engine_mut(&mut self) -> Option<&mut Engine> {
+        self.engine.as_mut()
+    }
+
     pub fn set_engine(&mut self, engine: Engine) {
         self.engine = Some(engine);
     }

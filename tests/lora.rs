@@ -42,6 +42,7 @@ fn adapter(e: &Engine, r: usize, zero_b: bool, seed: u64) -> Adapter {
         config: AdapterConfig::new(r, 2.0 * r as f64, &Target::ALL),
         weights,
         sha256: format!("test-{seed}-{zero_b}"),
+        label: format!("test-{seed}"),
     }
 }
 
@@ -130,4 +131,91 @@ fn adapters_round_trip_through_peft_files() {
         a0.a.to_vec2::<f32>().unwrap(),
         ad.weights[&(0, Target::Down)].a.to_vec2::<f32>().unwrap()
     );
+}
+
+fn sqlora(data: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sqlora"));
+    c.env("SQLORA_DATA_DIR", data)
+        .env_remove("SQLORA_ADAPTER")
+        .env_remove("SQLORA_MODEL")
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+fn run_ok(c: &mut std::process::Command) -> (String, String) {
+    let out = c.output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{c:?}\nstdout: {o}\nstderr: {e}");
+    (o, e)
+}
+
+#[test]
+fn the_adapter_library_from_the_command_line() {
+    let e = engine();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let zero = tmp.path().join("zero");
+    adapter(&e, 4, true, 5).save(&zero).unwrap();
+    drop(e);
+
+    run_ok(sqlora(&data).args(["adapters", "import", "--offline"]).arg(&zero));
+    let (list, _) = run_ok(sqlora(&data).args(["adapters", "list"]));
+    assert!(list.contains("zero") && list.contains("r=4"), "{list}");
+
+    // A zero adapter answers exactly like the base model.
+    let q = "How many customers are there?";
+    let ask = |extra: &[&str]| {
+        let (o, _) = run_ok(sqlora(&data).args(["ask", "--offline", "--format", "json"]).args(extra).arg(q));
+        serde_json::from_str::<serde_json::Value>(o.trim()).unwrap()
+    };
+    let base = ask(&[]);
+    let with = ask(&["--adapter", "zero"]);
+    assert_eq!(base["sql"], with["sql"]);
+    assert_eq!(base["rows"], with["rows"]);
+
+    // Per-database default, shown in the list; `none` clears it.
+    run_ok(sqlora(&data).args(["adapters", "use", "zero"]));
+    let (list, _) = run_ok(sqlora(&data).args(["adapters", "list"]));
+    assert!(list.contains("default for sqlite:"), "{list}");
+    run_ok(sqlora(&data).args(["adapters", "use", "none"]));
+
+    // Export gives the PEFT files back.
+    let out = tmp.path().join("out");
+    run_ok(sqlora(&data).args(["adapters", "export", "zero"]).arg(&out));
+    assert!(Adapter::load(&out).is_ok());
+
+    // Wrong adapters: one line, non-zero exit.
+    let mut small = BTreeMap::new();
+    small.insert(
+        (0, Target::Q),
+        LoraPair {
+            a: Tensor::zeros((2, 64), DType::F32, &Device::Cpu).unwrap(),
+            b: Tensor::zeros((64, 2), DType::F32, &Device::Cpu).unwrap(),
+        },
+    );
+    let other = tmp.path().join("other");
+    Adapter {
+        config: AdapterConfig::new(2, 4.0, &[Target::Q]),
+        weights: small,
+        sha256: String::new(),
+        label: "other".into(),
+    }
+    .save(&other)
+    .unwrap();
+    for (args, want) in [
+        (vec!["adapters", "import", "--offline", other.to_str().unwrap()], "does not fit this model"),
+        (vec!["ask", "--offline", "--adapter", "nope", q], "no adapter named `nope`"),
+        (vec!["adapters", "remove", "nope"], "no adapter named `nope`"),
+    ] {
+        let out = sqlora(&data).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    run_ok(sqlora(&data).args(["adapters", "remove", "zero"]));
 }

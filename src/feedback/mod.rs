@@ -132,37 +132,6 @@ pub fn fingerprint(context: &str) -> String {
     format!("{:x}", Sha256::digest(context.as_bytes()))
 }
 
-fn now() -> String {
-    // RFC 3339 in UTC with milliseconds: sorts as text.
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, dd) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 fn os_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
@@ -305,7 +274,7 @@ impl Store {
 
     /// Logs an answer; returns its id once it is durable.
     pub fn record(&mut self, a: &NewAnswer) -> Result<i64, FeedbackError> {
-        let at = now();
+        let at = crate::clock::now_iso();
         let attempts = serde_json::to_string(
             &a.attempts
                 .iter()
@@ -359,7 +328,7 @@ impl Store {
         correction: Option<&str>,
         note: Option<&str>,
     ) -> Result<(), FeedbackError> {
-        let at = now();
+        let at = crate::clock::now_iso();
         let fut = async {
             let mut tx = self.conn.begin().await?;
             let old = sqlx::query("SELECT verdict, correction, note FROM feedback WHERE id = $1")
@@ -406,7 +375,7 @@ impl Store {
     /// Reverts the latest verdict change of answer `id`; returns the verdict it is back to,
     /// or `None` when there was nothing to undo.
     pub fn undo(&mut self, id: i64) -> Result<Option<Verdict>, FeedbackError> {
-        let at = now();
+        let at = crate::clock::now_iso();
         let fut = async {
             let mut tx = self.conn.begin().await?;
             let ev = sqlx::query(
@@ -672,7 +641,7 @@ mod tests {
     impl Store {
         /// An insert as version 1 of the schema wrote it (no `source` column).
         fn record_v1(&mut self, a: &NewAnswer) -> Result<i64, FeedbackError> {
-            let at = now();
+            let at = crate::clock::now_iso();
             let fut = sqlx::query(
                 "INSERT INTO feedback (created_at, updated_at, os_user, question, db_identity, \
                  dialect, schema_fingerprint, schema_context, model) \
@@ -691,12 +660,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn dates_are_iso() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        let n = now();
-        assert_eq!(n.len(), 24, "{n}");
-        assert!(n.ends_with('Z'));
-    }
 }

@@ -157,6 +157,8 @@ pub struct Adapter {
     pub weights: BTreeMap<(usize, Target), LoraPair>,
     /// sha256 of the weights file: identifies the adapter (prompt caches are keyed by it).
     pub sha256: String,
+    /// A name to show (the library name, or the directory it was read from).
+    pub label: String,
 }
 
 fn bad(dir: &Path, what: impl std::fmt::Display) -> LlmError {
@@ -273,6 +275,9 @@ impl Adapter {
             config,
             weights,
             sha256,
+            label: dir
+                .file_name()
+                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
         })
     }
 
@@ -323,6 +328,7 @@ mod tests {
             config: AdapterConfig::new(4, 8.0, &[Target::Q]),
             weights,
             sha256: String::new(),
+            label: "t".into(),
         };
         adapter.save(dir.path()).unwrap();
         let back = Adapter::load(dir.path()).unwrap();

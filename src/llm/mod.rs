@@ -3,6 +3,7 @@
 //!
 //! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
 
+pub mod library;
 pub mod lora;
 pub mod model;
 pub mod prompt;
@@ -156,6 +157,7 @@ pub struct Engine {
     generated: usize,
     /// The adapter applied, if any (its sha256 keys the prompt caches too).
     adapter: Option<lora::Adapter>,
+    adapter_label: Option<String>,
 }
 
 impl Engine {
@@ -203,6 +205,7 @@ impl Engine {
             identity,
             generated: 0,
             adapter: None,
+            adapter_label: None,
         })
     }
 
@@ -282,10 +285,16 @@ impl Engine {
         self.prefix = None;
     }
 
+    /// The applied adapter's library name, if any.
+    pub fn adapter_name(&self) -> Option<String> {
+        self.adapter_label.clone()
+    }
+
     /// Applies a LoRA adapter (or removes it with `None`). The cached prompt state belongs to
     /// the previous weights and is dropped.
     pub fn set_adapter(&mut self, adapter: Option<lora::Adapter>) -> Result<(), LlmError> {
         self.model.set_adapter(adapter.as_ref())?;
+        self.adapter_label = adapter.as_ref().map(|a| a.label.clone());
         self.adapter = adapter;
         self.prefix = None;
         Ok(())

@@ -129,6 +129,16 @@ pub const COMMANDS: &[MetaCommand] = &[
         },
     },
     MetaCommand {
+        name: "adapter",
+        aliases: &[],
+        args: "[NAME|none]",
+        help: "show or switch the LoRA adapter",
+        run: |sh, arg| {
+            sh.adapter(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
         name: "refresh",
         aliases: &[],
         args: "",

@@ -69,8 +69,14 @@ pub fn run(args: ShellArgs) -> Result<()> {
     );
     let mut model_error = None;
     match crate::load_engine(&args.common.model) {
-        Ok(engine) => {
+        Ok(mut engine) => {
             let info = engine.info().clone();
+            let db_id = pipeline.describe_db();
+            match crate::apply_adapter(&mut engine, args.common.model.adapter.as_deref(), Some(&db_id)) {
+                Ok(Some(name)) => eprintln!("adapter `{name}` applied"),
+                Ok(None) => {}
+                Err(e) => eprintln!("sqlora: {e:#}; using the base model"),
+            }
             pipeline.set_engine(engine);
             eprintln!(
                 "model {} ({}) loaded in {:.1} s; reading the schema into it…",
@@ -265,7 +271,11 @@ impl Shell {
             let _ = rl.load_history(h);
         }
         loop {
-            match rl.readline("sqlora> ") {
+            let prompt = match self.pipeline.engine().and_then(|e| e.adapter_name()) {
+                Some(a) => format!("sqlora[{a}]> "),
+                None => "sqlora> ".to_string(),
+            };
+            match rl.readline(&prompt) {
                 Ok(line) => {
                     let line = line.trim();
                     if line.is_empty() {
@@ -497,6 +507,46 @@ impl Shell {
                 eprintln!("sqlora: the correction was not saved");
             }
         }
+    }
+
+    /// `\\adapter [NAME|none]`: show or switch the LoRA adapter.
+    pub fn adapter(&mut self, arg: &str) {
+        let arg = arg.trim();
+        if arg.is_empty() {
+            match self.pipeline.engine().and_then(|e| e.adapter_name()) {
+                Some(a) => println!("adapter: {a}"),
+                None => println!("adapter: none (base model)"),
+            }
+            if let Ok(lib) = crate::adapter_library() {
+                let names = lib.names();
+                if !names.is_empty() {
+                    println!("in the library: {}", names.join(", "));
+                }
+            }
+            return;
+        }
+        let Some(engine) = self.pipeline.engine_mut() else {
+            eprintln!("sqlora: no model loaded");
+            return;
+        };
+        match crate::apply_adapter(engine, Some(arg), None) {
+            Ok(Some(name)) => eprintln!("adapter `{name}` applied; re-reading the schema into it…"),
+            Ok(None) => {
+                if let Err(e) = engine.set_adapter(None) {
+                    eprintln!("sqlora: {e}");
+                    return;
+                }
+                eprintln!("base model, no adapter; re-reading the schema…");
+            }
+            Err(e) => {
+                eprintln!("sqlora: {e:#}");
+                return;
+            }
+        }
+        if let Err(e) = self.pipeline.warm_up(&self.cancel) {
+            eprintln!("sqlora: {e}");
+        }
+        self.cancel.reset();
     }
 
     pub fn undo(&mut self) {

@@ -10,6 +10,7 @@ pub fn model_path() -> PathBuf {
     let opts = sqlora::cli::ModelOpts {
         model: std::env::var("SQLORA_TEST_MODEL").ok(),
         offline: true,
+        adapter: None,
     };
     sqlora::model_path(&opts).unwrap_or_else(|e| {
         panic!("these tests need the real model: {e:#} (run `cargo run --release -- model pull`)")
