@@ -86,6 +86,9 @@ pub struct EvalArgs {
     /// Write every question's predicted SQL, gold SQL and verdict to this JSON file.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// With --adapter: also run the base model and report both EX values and the flips.
+    #[arg(long, requires = "set")]
+    pub compare_base: bool,
     /// List the questions whose correctness differs between two --out reports.
     #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with_all = ["set", "limit", "out"])]
     pub compare: Option<Vec<PathBuf>>,
@@ -244,6 +247,9 @@ pub struct AskArgs {
     /// elapsed_ms.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Answer with the base model and with the adapter, and show whether the results agree.
+    #[arg(long)]
+    pub compare: bool,
     /// The question, in plain English.
     #[arg(required = true, num_args = 1.., value_name = "QUESTION")]
     pub question: Vec<String>,

@@ -273,6 +273,42 @@ fn ask(args: AskArgs) -> Result<()> {
     let mut engine = load_engine(&args.common.model)?;
     apply_adapter(&mut engine, args.common.model.adapter.as_deref(), Some(&p.describe_db()))?;
     p.set_engine(engine);
+    if args.compare {
+        let Some((with, base)) = p.compare(&question, &cancel::Cancel::new()) else {
+            bail!("--compare needs an adapter: pass --adapter NAME or set one with `sqlora adapters use`");
+        };
+        let side = |r: &std::result::Result<pipeline::Answer, pipeline::AskError>| match r {
+            Ok(a) => serde_json::json!({"sql": a.sql, "columns": a.outcome.columns,
+                "rows": shell::render::rows_json(&a.outcome), "row_count": a.outcome.rows.len()}),
+            Err(e) => serde_json::json!({"error": e.to_string().replace("\n  ", " — ")}),
+        };
+        let agree = match (&with, &base) {
+            (Ok(a), Ok(b)) => eval::compare::results_match(&b.outcome.rows, &a.outcome.rows, false),
+            _ => false,
+        };
+        let adapter = p.engine().and_then(|e| e.adapter_name()).unwrap_or_default();
+        match args.format {
+            shell::render::Format::Json => println!(
+                "{}",
+                serde_json::json!({"question": question, "adapter": adapter,
+                    "with_adapter": side(&with), "base": side(&base), "results_agree": agree})
+            ),
+            _ => {
+                for (label, r) in [(format!("adapter {adapter}"), &with), ("base model".to_string(), &base)] {
+                    println!("== {label}");
+                    match r {
+                        Ok(a) => {
+                            println!("{}", a.sql);
+                            println!("{}", shell::render::table(&a.outcome, None));
+                        }
+                        Err(e) => println!("error: {}", e.to_string().replace("\n  ", " — ")),
+                    }
+                }
+                println!("results {}", if agree { "agree" } else { "differ" });
+            }
+        }
+        return Ok(());
+    }
     let answer = p.ask(&question, &cancel::Cancel::new()).map_err(|e| {
         // Keep the failure to one line.
         anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — "))
@@ -388,6 +424,9 @@ fn evaluate(args: EvalArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    if args.compare_base && adapter.is_none() {
+        bail!("--compare-base needs --adapter NAME");
+    }
     let (records, complete) = eval::run_all(&mut evaluator, &items, &cancel, |_, done| {
         let s = Summary::of(done);
         bar.set_message(format!(
@@ -408,6 +447,41 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     }
     let summary = Summary::of(&records);
     println!("{}", summary.render());
+    if args.compare_base && complete {
+        // The same questions with the adapter taken off.
+        let mut engine = evaluator.into_engine().context("the model was lost")?;
+        engine.set_adapter(None)?;
+        let mut base_eval = eval::Evaluator::new(engine, args.run.limits().map_err(anyhow::Error::msg)?, args.run.repairs);
+        eprintln!("sqlora: now the base model on the same questions");
+        let (base_records, _) = eval::run_all(&mut base_eval, &items, &cancel, |_, _| {})?;
+        let base_summary = Summary::of(&base_records);
+        let as_report = |records: Vec<eval::Record>, summary: Summary, model: String| Report {
+            set: set.clone(),
+            model,
+            complete: true,
+            offset: args.offset,
+            limit: args.limit,
+            summary,
+            records,
+        };
+        let base_report = as_report(base_records, base_summary.clone(), "base".into());
+        let with_report = as_report(records.clone(), summary.clone(), model.clone());
+        let flips = report::flips(&base_report, &with_report);
+        println!(
+            "base EX {:.1}% ({}/{}) → adapter EX {:.1}% ({}/{}); {} questions flipped",
+            base_summary.overall.ex(),
+            base_summary.overall.correct,
+            base_summary.overall.total,
+            summary.overall.ex(),
+            summary.overall.correct,
+            summary.overall.total,
+            flips.len()
+        );
+        for f in &flips {
+            let mark = if f.after == eval::Verdict::Correct { "+" } else { "-" };
+            println!("{mark} #{} {}", f.index, f.question);
+        }
+    }
     if let Some(out) = &args.out {
         let report = Report {
             set,

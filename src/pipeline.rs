@@ -253,6 +253,28 @@ impl Pipeline {
         }
     }
 
+    /// Answers `question` with the adapter and with the base model (the adapter is put back
+    /// afterwards). `None` when no adapter is applied.
+    #[allow(clippy::type_complexity)]
+    pub fn compare(
+        &mut self,
+        question: &str,
+        cancel: &Cancel,
+    ) -> Option<(Result<Answer, AskError>, Result<Answer, AskError>)> {
+        let adapter = self.engine.as_mut()?.adapter().cloned()?;
+        let with = self.ask(question, cancel);
+        let engine = self.engine.as_mut()?;
+        if let Err(e) = engine.set_adapter(None) {
+            return Some((with, Err(AskError::Model(e))));
+        }
+        let base = self.ask(question, cancel);
+        let restored = self.engine.as_mut()?.set_adapter(Some(adapter));
+        Some(match restored {
+            Ok(()) => (with, base),
+            Err(e) => (with, Err(AskError::Model(e))),
+        })
+    }
+
     /// The real columns of the tables a failed query names, to steer the model's repair.
     fn columns_hint(&self, sql: &str) -> String {
         let words: std::collections::HashSet<String> = sql

@@ -177,6 +177,35 @@ fn the_adapter_library_from_the_command_line() {
     assert_eq!(base["sql"], with["sql"]);
     assert_eq!(base["rows"], with["rows"]);
 
+    // Side by side: a zero adapter agrees with the base model.
+    let (o, _) = run_ok(
+        sqlora(&data)
+            .args(["ask", "--offline", "--format", "json", "--compare", "--adapter", "zero"])
+            .arg(q),
+    );
+    let cmp: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
+    assert_eq!(cmp["results_agree"], true, "{cmp}");
+    assert_eq!(cmp["with_adapter"]["sql"], cmp["base"]["sql"]);
+    assert_eq!(cmp["adapter"], "zero");
+
+    // And over an eval set: same EX, nothing flipped.
+    let set = tmp.path().join("set.jsonl");
+    let demo = data.join("demo.sqlite");
+    std::fs::write(
+        &set,
+        format!(
+            "{}\n",
+            serde_json::json!({"question": q, "db": demo, "query": "SELECT COUNT(*) FROM customers"})
+        ),
+    )
+    .unwrap();
+    let (o, _) = run_ok(
+        sqlora(&data)
+            .args(["eval", "--offline", "--adapter", "zero", "--compare-base", "--set"])
+            .arg(&set),
+    );
+    assert!(o.contains("base EX 100.0% (1/1) → adapter EX 100.0% (1/1); 0 questions flipped"), "{o}");
+
     // Per-database default, shown in the list; `none` clears it.
     run_ok(sqlora(&data).args(["adapters", "use", "zero"]));
     let (list, _) = run_ok(sqlora(&data).args(["adapters", "list"]));

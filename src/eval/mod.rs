@@ -256,6 +256,14 @@ impl Evaluator {
         }
     }
 
+    /// Hands the model back.
+    pub fn into_engine(mut self) -> Option<Engine> {
+        match self.open.take() {
+            Some(mut o) => o.pipeline.take_engine(),
+            None => self.engine.take(),
+        }
+    }
+
     pub fn engine(&self) -> Option<&Engine> {
         match &self.open {
             Some(o) => o.pipeline.engine(),

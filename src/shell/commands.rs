@@ -139,6 +139,16 @@ pub const COMMANDS: &[MetaCommand] = &[
         },
     },
     MetaCommand {
+        name: "compare",
+        aliases: &[],
+        args: "QUESTION",
+        help: "answer with the adapter and with the base model, side by side",
+        run: |sh, arg| {
+            sh.compare(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
         name: "refresh",
         aliases: &[],
         args: "",

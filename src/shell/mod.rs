@@ -509,6 +509,38 @@ impl Shell {
         }
     }
 
+    /// `\\compare QUESTION`: the adapter's answer and the base model's, and whether they agree.
+    pub fn compare(&mut self, question: &str) {
+        if question.trim().is_empty() {
+            eprintln!("usage: \\compare QUESTION");
+            return;
+        }
+        let Some((with, base)) = self.pipeline.compare(question, &self.cancel) else {
+            eprintln!("sqlora: no adapter applied; \\adapter NAME first");
+            self.cancel.reset();
+            return;
+        };
+        let name = self.pipeline.engine().and_then(|e| e.adapter_name()).unwrap_or_default();
+        for (label, r) in [(format!("adapter {name}"), &with), ("base model".to_string(), &base)] {
+            println!("{}", self.paint("1", &format!("== {label}")));
+            match r {
+                Ok(a) => {
+                    println!("{}", self.paint("36", &a.sql));
+                    self.print_outcome(&a.outcome);
+                }
+                Err(e) => self.report(e),
+            }
+        }
+        let agree = match (&with, &base) {
+            (Ok(a), Ok(b)) => {
+                crate::eval::compare::results_match(&b.outcome.rows, &a.outcome.rows, false)
+            }
+            _ => false,
+        };
+        println!("results {}", if agree { "agree" } else { "differ" });
+        self.cancel.reset();
+    }
+
     /// `\\adapter [NAME|none]`: show or switch the LoRA adapter.
     pub fn adapter(&mut self, arg: &str) {
         let arg = arg.trim();
