@@ -669,6 +669,8 @@ mod tests {
             "SELECT Name AS n FROM singer ORDER BY n",
             "SELECT count(*) AS total FROM singer HAVING total > 1",
             "SELECT Name FROM singer JOIN singer_in_concert USING (Singer_ID)",
+            "SELECT Name, concert_ID FROM singer NATURAL JOIN singer_in_concert",
+            "SELECT crm.lead.email FROM crm.lead",
             "SELECT Name FROM singer UNION SELECT Stadium_ID FROM concert ORDER BY Name",
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5) SELECT i FROM n",
             "SELECT name FROM sqlite_master",
