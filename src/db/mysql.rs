@@ -18,7 +18,8 @@ use futures_util::TryStreamExt;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
-use super::{remote, Database, DbError, Dialect, Limits, Outcome, Value};
+use super::remote::{self, describe_sqlx, query_error as map_err};
+use super::{Database, DbError, Dialect, Limits, Outcome, Value};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 
@@ -36,17 +37,6 @@ pub struct MySqlDb {
     label: String,
 }
 
-fn describe_sqlx(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => d.message().to_string(),
-        sqlx::Error::Io(io) => io.to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn map_err(e: &sqlx::Error) -> DbError {
-    DbError::Query(remote::one_line(&describe_sqlx(e)))
-}
 
 /// The database's identity without connecting (see [`super::identity`]).
 pub fn identity(url: &str) -> Result<String, DbError> {

@@ -16,7 +16,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 
-use super::{remote, Database, DbError, Dialect, Limits, Outcome, Value};
+use super::remote::{self, describe_sqlx, query_error as map_err};
+use super::{Database, DbError, Dialect, Limits, Outcome, Value};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 
@@ -198,18 +199,6 @@ pub fn identity(url: &str) -> Result<String, DbError> {
         })
 }
 
-/// sqlx's error without its "error returned from database:" prefix.
-fn describe_sqlx(e: &sqlx::Error) -> String {
-    match e {
-        sqlx::Error::Database(d) => d.message().to_string(),
-        sqlx::Error::Io(io) => io.to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn map_err(e: &sqlx::Error) -> DbError {
-    DbError::Query(remote::one_line(&describe_sqlx(e)))
-}
 
 /// 57014 is `query_canceled`: our timeout or our Ctrl-C.
 fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {

@@ -45,6 +45,20 @@ pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// sqlx's error without its "error returned from database:" prefix.
+pub fn describe_sqlx(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A query error as one line.
+pub fn query_error(e: &sqlx::Error) -> DbError {
+    DbError::Query(one_line(&describe_sqlx(e)))
+}
+
 /// Whether the connection itself failed (it is then dropped and made again).
 pub fn is_connection_error(e: &sqlx::Error) -> bool {
     matches!(

@@ -298,6 +298,34 @@ impl Projection {
     }
 }
 
+impl Layer {
+    fn projection(&self, t: super::lora::Target) -> &Projection {
+        use super::lora::Target;
+        match t {
+            Target::Q => &self.q,
+            Target::K => &self.k,
+            Target::V => &self.v,
+            Target::O => &self.o,
+            Target::Gate => &self.gate,
+            Target::Up => &self.up,
+            Target::Down => &self.down,
+        }
+    }
+
+    fn projection_mut(&mut self, t: super::lora::Target) -> &mut Projection {
+        use super::lora::Target;
+        match t {
+            Target::Q => &mut self.q,
+            Target::K => &mut self.k,
+            Target::V => &mut self.v,
+            Target::O => &mut self.o,
+            Target::Gate => &mut self.gate,
+            Target::Up => &mut self.up,
+            Target::Down => &mut self.down,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
     attn_norm: Tensor,
@@ -472,16 +500,12 @@ impl Model {
         for (i, layer) in staged.iter_mut().enumerate() {
             for t in Target::ALL {
                 let pair = adapter.and_then(|a| a.weights.get(&(i, t)));
-                let proj = match t {
-                    Target::Q => &mut layer.q,
-                    Target::K => &mut layer.k,
-                    Target::V => &mut layer.v,
-                    Target::O => &mut layer.o,
-                    Target::Gate => &mut layer.gate,
-                    Target::Up => &mut layer.up,
-                    Target::Down => &mut layer.down,
-                };
-                proj.set_lora(pair, scale, &device, &format!("blk.{i}.{}", t.gguf()))?;
+                layer.projection_mut(t).set_lora(
+                    pair,
+                    scale,
+                    &device,
+                    &format!("blk.{i}.{}", t.gguf()),
+                )?;
             }
         }
         self.layers = staged;
@@ -490,20 +514,7 @@ impl Model {
 
     /// `[out, in]` of layer `layer`'s projection `target` (for building adapters).
     pub fn projection_dims(&self, layer: usize, target: super::lora::Target) -> Option<(usize, usize)> {
-        use super::lora::Target;
-        let l = self.layers.get(layer)?;
-        Some(
-            match target {
-                Target::Q => &l.q,
-                Target::K => &l.k,
-                Target::V => &l.v,
-                Target::O => &l.o,
-                Target::Gate => &l.gate,
-                Target::Up => &l.up,
-                Target::Down => &l.down,
-            }
-            .dims,
-        )
+        Some(self.layers.get(layer)?.projection(target).dims)
     }
 
     pub fn n_layers(&self) -> usize {
@@ -518,21 +529,11 @@ impl Model {
         target: super::lora::Target,
         x: &Tensor,
     ) -> Result<Tensor, LlmError> {
-        use super::lora::Target;
         let l = self
             .layers
             .get(layer)
             .ok_or_else(|| LlmError::Generation(format!("no layer {layer}")))?;
-        let p = match target {
-            Target::Q => &l.q,
-            Target::K => &l.k,
-            Target::V => &l.v,
-            Target::O => &l.o,
-            Target::Gate => &l.gate,
-            Target::Up => &l.up,
-            Target::Down => &l.down,
-        };
-        Ok(p.forward(x)?)
+        Ok(l.projection(target).forward(x)?)
     }
 
     /// The longest sequence (prompt + answer) the model accepts.
