@@ -423,6 +423,7 @@ impl Shell {
                 .pipeline
                 .engine()
                 .map_or_else(|| "none".into(), |e| e.info().name.clone()),
+            adapter: self.pipeline.engine().and_then(|e| e.adapter_name()),
             source: "shell".into(),
             ..Default::default()
         };
