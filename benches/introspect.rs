@@ -28,7 +28,9 @@ fn script(tables: usize, postgres: bool) -> String {
              created DATE, amount DECIMAL(12,2){fk}){comment};\n"
         ));
         if postgres && i % 10 == 0 {
-            s.push_str(&format!("COMMENT ON TABLE t{i:04} IS 'a commented table';\n"));
+            s.push_str(&format!(
+                "COMMENT ON TABLE t{i:04} IS 'a commented table';\n"
+            ));
         }
     }
     s

@@ -72,7 +72,11 @@ pub enum AdaptersCommand {
 pub struct EvalArgs {
     /// `spider-dev` (the 972 Spider dev questions whose database is present) or a JSONL file
     /// with one {"question", "db", "query", "order_matters"?} object a line.
-    #[arg(long, value_name = "spider-dev|FILE", required_unless_present = "compare")]
+    #[arg(
+        long,
+        value_name = "spider-dev|FILE",
+        required_unless_present = "compare"
+    )]
     pub set: Option<String>,
     /// Directory holding spider/ (default: $SQLORA_EVAL_DATA, else ../shared/data).
     #[arg(long, value_name = "DIR")]
@@ -329,14 +333,26 @@ mod tests {
         assert!(Cli::try_parse_from(["sqlora", "eval"]).is_err());
         assert!(Cli::try_parse_from(["sqlora", "eval", "--compare", "a.json"]).is_err());
         let cli = Cli::try_parse_from(["sqlora", "eval", "--compare", "a.json", "b.json"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Eval(EvalArgs { compare: Some(ref v), .. })) if v.len() == 2));
+        assert!(
+            matches!(cli.command, Some(Command::Eval(EvalArgs { compare: Some(ref v), .. })) if v.len() == 2)
+        );
         let cli = Cli::try_parse_from([
-            "sqlora", "eval", "--set", "spider-dev", "--limit", "20", "--offset", "5",
+            "sqlora",
+            "eval",
+            "--set",
+            "spider-dev",
+            "--limit",
+            "20",
+            "--offset",
+            "5",
         ])
         .unwrap();
         match cli.command {
             Some(Command::Eval(a)) => {
-                assert_eq!((a.set.as_deref(), a.limit, a.offset), (Some("spider-dev"), Some(20), 5))
+                assert_eq!(
+                    (a.set.as_deref(), a.limit, a.offset),
+                    (Some("spider-dev"), Some(20), 5)
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -32,7 +32,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

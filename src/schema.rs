@@ -85,12 +85,67 @@ impl Schema {
 
 /// Words that must be quoted to be used as names (the common core of the three dialects).
 const RESERVED: &[&str] = &[
-    "all", "and", "as", "asc", "between", "by", "case", "check", "column", "constraint",
-    "create", "cross", "default", "delete", "desc", "distinct", "drop", "else", "end", "except",
-    "exists", "from", "full", "group", "having", "in", "index", "inner", "insert", "intersect",
-    "into", "is", "join", "key", "left", "like", "limit", "natural", "not", "null", "offset",
-    "on", "or", "order", "outer", "primary", "references", "right", "select", "set", "table",
-    "then", "to", "union", "unique", "update", "user", "using", "values", "when", "where",
+    "all",
+    "and",
+    "as",
+    "asc",
+    "between",
+    "by",
+    "case",
+    "check",
+    "column",
+    "constraint",
+    "create",
+    "cross",
+    "default",
+    "delete",
+    "desc",
+    "distinct",
+    "drop",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "from",
+    "full",
+    "group",
+    "having",
+    "in",
+    "index",
+    "inner",
+    "insert",
+    "intersect",
+    "into",
+    "is",
+    "join",
+    "key",
+    "left",
+    "like",
+    "limit",
+    "natural",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "or",
+    "order",
+    "outer",
+    "primary",
+    "references",
+    "right",
+    "select",
+    "set",
+    "table",
+    "then",
+    "to",
+    "union",
+    "unique",
+    "update",
+    "user",
+    "using",
+    "values",
+    "when",
+    "where",
     "with",
 ];
 
@@ -137,12 +192,29 @@ fn one_line(s: &str, max: usize) -> String {
 /// otherwise steer a small model into answers the guard must then refuse.
 pub fn reads_like_a_command(text: &str) -> bool {
     const SQL: &[&str] = &[
-        "delete from", "drop table", "drop database", "update ", "insert into", "truncate",
-        "alter table", "grant ", "revoke ", "create table", "attach database",
+        "delete from",
+        "drop table",
+        "drop database",
+        "update ",
+        "insert into",
+        "truncate",
+        "alter table",
+        "grant ",
+        "revoke ",
+        "create table",
+        "attach database",
     ];
     const ADDRESS: &[&str] = &[
-        "ignore all", "ignore your", "ignore previous", "instruction", "assistant", "system:",
-        "you must", "always answer", "<|im_", "[inst]",
+        "ignore all",
+        "ignore your",
+        "ignore previous",
+        "instruction",
+        "assistant",
+        "system:",
+        "you must",
+        "always answer",
+        "<|im_",
+        "[inst]",
     ];
     let t = text.to_lowercase();
     let sql_verb = SQL.iter().any(|k| {
@@ -315,7 +387,10 @@ mod tests {
         assert!(text.starts_with("-- line items\nCREATE TABLE \"Sales\".\"Order Lines\" (\n"));
         assert!(text.contains("  PRIMARY KEY (a, \"B\")\n"));
         let text = render_table(&t, Dialect::MySql);
-        assert!(text.contains("CREATE TABLE Sales.`Order Lines` (\n"), "{text}");
+        assert!(
+            text.contains("CREATE TABLE Sales.`Order Lines` (\n"),
+            "{text}"
+        );
         assert!(text.contains("  PRIMARY KEY (a, B)\n"), "{text}");
     }
 
@@ -337,8 +412,14 @@ mod tests {
         t.columns[2].enum_values = vec!["new".into(), "shipped".into()];
         t.foreign_keys[0].ref_schema = Some("crm".into());
         let text = render_table(&t, Dialect::Sqlite);
-        assert!(text.contains("status TEXT NOT NULL, -- one of 'new', 'shipped'\n"), "{text}");
-        assert!(text.contains("REFERENCES crm.customers(customer_id)"), "{text}");
+        assert!(
+            text.contains("status TEXT NOT NULL, -- one of 'new', 'shipped'\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("REFERENCES crm.customers(customer_id)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -87,7 +87,11 @@ fn chinook_introspects_alike_on_sqlite_postgres_and_mariadb() {
         };
         assert_eq!(count(customer), Some(13), "{url}");
         let pk = &s.table(customer).unwrap().primary_key;
-        assert_eq!(pk.iter().map(|c| norm(c)).collect::<Vec<_>>(), ["customerid"], "{url}");
+        assert_eq!(
+            pk.iter().map(|c| norm(c)).collect::<Vec<_>>(),
+            ["customerid"],
+            "{url}"
+        );
         let playlist_track = s
             .tables
             .iter()
@@ -98,9 +102,15 @@ fn chinook_introspects_alike_on_sqlite_postgres_and_mariadb() {
         let country = s.table(customer).unwrap().column("country").unwrap();
         assert_eq!(country.samples.len(), 3, "{url}: {country:?}");
         let context = sqlora::schema::render_context(&s, db.dialect());
-        assert!(context.contains(&format!("'{}'", country.samples[0])), "{url}: {context}");
+        assert!(
+            context.contains(&format!("'{}'", country.samples[0])),
+            "{url}: {context}"
+        );
         if url.starts_with("mariadb") {
-            assert!(!context.contains('"'), "MySQL names are never double-quoted: {context}");
+            assert!(
+                !context.contains('"'),
+                "MySQL names are never double-quoted: {context}"
+            );
         }
     }
 }
@@ -124,24 +134,49 @@ fn pagila_shows_enums_arrays_views_partitions_and_schemas() {
     let rating = film.column("rating").unwrap();
     assert_eq!(rating.enum_values, ["G", "PG", "PG-13", "R", "NC-17"]);
     assert_eq!(film.column("special_features").unwrap().data_type, "text[]");
-    assert!(film.column("rental_rate").unwrap().data_type.starts_with("numeric(4,2)"));
-    assert_eq!(film.column("film_id").unwrap().default.as_deref().map(|d| d.starts_with("nextval")), Some(true));
-    assert_eq!(s.table("actor_info").unwrap().kind, sqlora::schema::TableKind::View);
+    assert!(film
+        .column("rental_rate")
+        .unwrap()
+        .data_type
+        .starts_with("numeric(4,2)"));
+    assert_eq!(
+        film.column("film_id")
+            .unwrap()
+            .default
+            .as_deref()
+            .map(|d| d.starts_with("nextval")),
+        Some(true)
+    );
+    assert_eq!(
+        s.table("actor_info").unwrap().kind,
+        sqlora::schema::TableKind::View
+    );
     // The partitioned payment table appears once, not once per partition.
     assert!(s.table("payment").is_some());
     assert!(s.tables.iter().all(|t| !t.name.starts_with("payment_p20")));
-    assert!(s.table("crm.lead").is_none(), "crm is not on the search_path");
+    assert!(
+        s.table("crm.lead").is_none(),
+        "crm is not on the search_path"
+    );
 
     let mut db = db::connect(&pg.url(), &["public".into(), "crm".into()]).unwrap();
     let s = db.introspect().unwrap();
-    let lead = s.table("crm.lead").expect("crm.lead with --schema public,crm");
+    let lead = s
+        .table("crm.lead")
+        .expect("crm.lead with --schema public,crm");
     assert_eq!(lead.comment.as_deref(), Some("Prospects from the web form"));
     let text = sqlora::schema::render_table(lead, db.dialect());
-    assert!(text.starts_with("-- Prospects from the web form\nCREATE TABLE crm.lead ("), "{text}");
+    assert!(
+        text.starts_with("-- Prospects from the web form\nCREATE TABLE crm.lead ("),
+        "{text}"
+    );
     assert!(text.contains("-- set once the lead buys"), "{text}");
     assert!(text.contains("REFERENCES customer(customer_id)"), "{text}");
     let film_text = sqlora::schema::render_table(s.table("film").unwrap(), db.dialect());
-    assert!(film_text.contains("one of 'G', 'PG', 'PG-13', 'R', 'NC-17'"), "{film_text}");
+    assert!(
+        film_text.contains("one of 'G', 'PG', 'PG-13', 'R', 'NC-17'"),
+        "{film_text}"
+    );
 }
 
 fn first(db: &mut dyn Database, sql: &str) -> Vec<Value> {
@@ -193,7 +228,10 @@ fn postgres_values_render_like_psql_and_stay_exact() {
             "NULL",
         ]
     );
-    assert_eq!(row[0], Value::Decimal("12345678901234567890.0123456789".into()));
+    assert_eq!(
+        row[0],
+        Value::Decimal("12345678901234567890.0123456789".into())
+    );
     assert_eq!(row[6], Value::Bool(true));
     assert_eq!(row[12], Value::Bytes(vec![0, 255, 16]));
     assert_eq!(row[15], Value::Int(i64::MAX));
@@ -243,16 +281,25 @@ fn mariadb_values_render_as_the_server_writes_them() {
             "NULL",
         ]
     );
-    assert_eq!(row[0], Value::Decimal("12345678901234567890.0123456789".into()));
+    assert_eq!(
+        row[0],
+        Value::Decimal("12345678901234567890.0123456789".into())
+    );
     assert_eq!(row[10], Value::Decimal("18446744073709551615".into()));
     let s = db.introspect().unwrap();
-    assert_eq!(s.table("v").unwrap().column("e").unwrap().enum_values, ["sad", "ok", "happy"]);
+    assert_eq!(
+        s.table("v").unwrap().column("e").unwrap().enum_values,
+        ["sad", "ok", "happy"]
+    );
 }
 
 fn assert_writes_fail(url: &str, writes: &[&str]) {
     let mut db = db::open(url).unwrap();
     let before = common::fingerprint(db.as_mut());
-    assert!(before.iter().any(|(_, f)| !f.starts_with("0:")), "{before:?}");
+    assert!(
+        before.iter().any(|(_, f)| !f.starts_with("0:")),
+        "{before:?}"
+    );
     for sql in writes {
         // The guard refuses each of these...
         let mut p = sqlora::pipeline::Pipeline::new(db::open(url).unwrap(), None).unwrap();
@@ -264,7 +311,11 @@ fn assert_writes_fail(url: &str, writes: &[&str]) {
         let err = db.query(sql, &limits(), &Cancel::new());
         assert!(err.is_err(), "{url} ran `{sql}`: {:?}", err.ok());
     }
-    assert_eq!(common::fingerprint(db.as_mut()), before, "{url}: data changed");
+    assert_eq!(
+        common::fingerprint(db.as_mut()),
+        before,
+        "{url}: data changed"
+    );
 }
 
 #[test]
@@ -298,9 +349,14 @@ fn postgres_refuses_writes_even_for_a_superuser() {
         max_rows: 10,
         timeout: Duration::from_millis(500),
     };
-    let err = db.query("SELECT pg_sleep(100)", &short, &Cancel::new()).unwrap_err();
+    let err = db
+        .query("SELECT pg_sleep(100)", &short, &Cancel::new())
+        .unwrap_err();
     assert!(matches!(err, DbError::Timeout(_)), "{err}");
-    assert_eq!(first(db.as_mut(), "SELECT count(*) FROM artist")[0], Value::Int(275));
+    assert_eq!(
+        first(db.as_mut(), "SELECT count(*) FROM artist")[0],
+        Value::Int(275)
+    );
     // Ctrl-C from another thread cancels on the server.
     let cancel = Cancel::new();
     let c = cancel.clone();
@@ -309,14 +365,20 @@ fn postgres_refuses_writes_even_for_a_superuser() {
         c.set();
     });
     let t = std::time::Instant::now();
-    let err = db.query("SELECT pg_sleep(100)", &limits(), &cancel).unwrap_err();
+    let err = db
+        .query("SELECT pg_sleep(100)", &limits(), &cancel)
+        .unwrap_err();
     assert!(matches!(err, DbError::Cancelled), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     // Unknown names come back from the server before anything runs.
-    let err = db.query("SELECT nme FROM artist", &limits(), &Cancel::new()).unwrap_err();
+    let err = db
+        .query("SELECT nme FROM artist", &limits(), &Cancel::new())
+        .unwrap_err();
     assert_eq!(err.to_string(), "column \"nme\" does not exist");
     // The row cap is applied by the cursor.
-    let out = db.query("SELECT * FROM track", &short, &Cancel::new()).unwrap();
+    let out = db
+        .query("SELECT * FROM track", &short, &Cancel::new())
+        .unwrap();
     assert_eq!((out.rows.len(), out.truncated), (10, true));
 }
 
@@ -341,7 +403,10 @@ fn mariadb_refuses_writes_even_for_root() {
     // INTO OUTFILE is a file write no transaction mode stops: the guard must refuse it.
     let mut p = sqlora::pipeline::Pipeline::new(db::open(&my.url()).unwrap(), None).unwrap();
     assert!(p
-        .run_sql("SELECT * FROM Album INTO OUTFILE '/tmp/sqlora_outfile'", &Cancel::new())
+        .run_sql(
+            "SELECT * FROM Album INTO OUTFILE '/tmp/sqlora_outfile'",
+            &Cancel::new()
+        )
         .is_err());
 
     let mut db = db::open(&my.url()).unwrap();
@@ -349,23 +414,37 @@ fn mariadb_refuses_writes_even_for_root() {
         max_rows: 10,
         timeout: Duration::from_millis(500),
     };
-    let err = db.query("SELECT SLEEP(100)", &short, &Cancel::new()).unwrap_err();
+    let err = db
+        .query("SELECT SLEEP(100)", &short, &Cancel::new())
+        .unwrap_err();
     assert!(matches!(err, DbError::Timeout(_)), "{err}");
-    assert_eq!(first(db.as_mut(), "SELECT COUNT(*) FROM Artist")[0], Value::Int(275));
+    assert_eq!(
+        first(db.as_mut(), "SELECT COUNT(*) FROM Artist")[0],
+        Value::Int(275)
+    );
     let cancel = Cancel::new();
     let c = cancel.clone();
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         c.set();
     });
-    let err = db.query("SELECT SLEEP(100)", &limits(), &cancel).unwrap_err();
+    let err = db
+        .query("SELECT SLEEP(100)", &limits(), &cancel)
+        .unwrap_err();
     assert!(matches!(err, DbError::Cancelled), "{err}");
-    let err = db.query("SELECT Nme FROM Artist", &limits(), &Cancel::new()).unwrap_err();
+    let err = db
+        .query("SELECT Nme FROM Artist", &limits(), &Cancel::new())
+        .unwrap_err();
     assert!(err.to_string().contains("Unknown column 'Nme'"), "{err}");
-    let out = db.query("SELECT * FROM Track", &short, &Cancel::new()).unwrap();
+    let out = db
+        .query("SELECT * FROM Track", &short, &Cancel::new())
+        .unwrap();
     assert_eq!((out.rows.len(), out.truncated), (10, true));
     // The connection is still in order after the capped read.
-    assert_eq!(first(db.as_mut(), "SELECT COUNT(*) FROM Genre")[0], Value::Int(25));
+    assert_eq!(
+        first(db.as_mut(), "SELECT COUNT(*) FROM Genre")[0],
+        Value::Int(25)
+    );
 }
 
 #[test]
@@ -373,9 +452,15 @@ fn connection_failures_are_one_clear_line() {
     let bin = env!("CARGO_BIN_EXE_sqlora");
     let cases = [
         ("postgres://postgres@127.0.0.1:1/x", "127.0.0.1:1"),
-        ("postgres://postgres:hunter2@127.0.0.1:5432/sqlora_no_such_db", "does not exist"),
+        (
+            "postgres://postgres:hunter2@127.0.0.1:5432/sqlora_no_such_db",
+            "does not exist",
+        ),
         ("mysql://root@127.0.0.1:1/x", "refused"),
-        ("mariadb://root@127.0.0.1:3306/sqlora_no_such_db", "Unknown database"),
+        (
+            "mariadb://root@127.0.0.1:3306/sqlora_no_such_db",
+            "Unknown database",
+        ),
         ("mysql://root@127.0.0.1:3306", "no database named"),
         ("oracle://x/y", "unsupported database URL"),
     ];
@@ -434,7 +519,9 @@ fn the_same_questions_get_the_same_answers_on_all_three_backends() {
             let gold = gold_db.query(gold_sql, &limits(), &Cancel::new()).unwrap();
             let order = sqlora::eval::compare::has_top_level_order_by(gold_sql);
             let verdict = match p.ask(&q.question, &Cancel::new()) {
-                Ok(a) if sqlora::eval::compare::results_match(&gold.rows, &a.outcome.rows, order) => {
+                Ok(a)
+                    if sqlora::eval::compare::results_match(&gold.rows, &a.outcome.rows, order) =>
+                {
                     ok += 1;
                     format!("ok    {}", a.sql)
                 }
@@ -448,6 +535,9 @@ fn the_same_questions_get_the_same_answers_on_all_three_backends() {
     }
     eprintln!("Chinook: {report:?} of {} each", questions.len());
     for (name, ok) in &report {
-        assert!(*ok >= 8, "{name}: only {ok}/10 Chinook questions right ({report:?})");
+        assert!(
+            *ok >= 8,
+            "{name}: only {ok}/10 Chinook questions right ({report:?})"
+        );
     }
 }

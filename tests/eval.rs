@@ -36,13 +36,14 @@ fn run(c: &mut Command) -> Output {
 fn spider_hardness_matches_the_published_dev_split() {
     // Spider's evaluation.py puts the 1034 dev questions at 248/446/174/166.
     let data = common::shared_data();
-    let dev: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(data.join("spider/dev.json")).unwrap(),
-    )
-    .unwrap();
+    let dev: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(data.join("spider/dev.json")).unwrap())
+            .unwrap();
     let mut counts = std::collections::BTreeMap::new();
     for q in &dev {
-        *counts.entry(eval::hardness::hardness(&q["sql"])).or_insert(0) += 1;
+        *counts
+            .entry(eval::hardness::hardness(&q["sql"]))
+            .or_insert(0) += 1;
     }
     let got: Vec<usize> = Hardness::ALL.iter().map(|h| counts[h]).collect();
     assert_eq!(got, vec![248, 446, 174, 166]);
@@ -58,13 +59,17 @@ fn spider_dev_smoke_run_reports_ex_above_the_floor() {
     let data = common::shared_data();
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("report.json");
-    let out = run(sqlora().args(["eval", "--offline", "--set", "spider-dev", "--limit", "20"])
+    let out = run(sqlora()
+        .args(["eval", "--offline", "--set", "spider-dev", "--limit", "20"])
         .arg("--data")
         .arg(&data)
         .arg("--out")
         .arg(&report_path));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("difficulty") && stdout.contains("EX"), "{stdout}");
+    assert!(
+        stdout.contains("difficulty") && stdout.contains("EX"),
+        "{stdout}"
+    );
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
@@ -120,7 +125,11 @@ fn jsonl_set_runs_on_its_own_database_and_compare_lists_flips() {
     let lines: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
     std::fs::write(&set, lines.join("\n") + "\n").unwrap();
     let a = dir.path().join("a.json");
-    run(sqlora().args(["eval", "--offline", "--set"]).arg(&set).arg("--out").arg(&a));
+    run(sqlora()
+        .args(["eval", "--offline", "--set"])
+        .arg(&set)
+        .arg("--out")
+        .arg(&a));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&a).unwrap()).unwrap();
     let records = report["records"].as_array().unwrap();
@@ -140,7 +149,10 @@ fn jsonl_set_runs_on_its_own_database_and_compare_lists_flips() {
     let out = run(sqlora().args(["eval", "--compare"]).arg(&a).arg(&b));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("0 now correct, 1 now wrong"), "{stdout}");
-    assert!(stdout.contains("- #1 List the names of the 5 most expensive products."), "{stdout}");
+    assert!(
+        stdout.contains("- #1 List the names of the 5 most expensive products."),
+        "{stdout}"
+    );
     assert!(!stdout.contains("#0 "), "{stdout}");
 }
 
@@ -156,17 +168,35 @@ fn bad_sets_fail_with_one_clear_line() {
     };
     let missing = dir.path().join("nothing");
     check(
-        &["eval", "--set", "spider-dev", "--data", missing.to_str().unwrap()],
+        &[
+            "eval",
+            "--set",
+            "spider-dev",
+            "--data",
+            missing.to_str().unwrap(),
+        ],
         "pass --data DIR",
     );
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"q\"}\n").unwrap();
     check(&["eval", "--set", bad.to_str().unwrap()], "bad.jsonl:1");
-    check(&["eval", "--set", dir.path().join("no.jsonl").to_str().unwrap()], "cannot read");
+    check(
+        &[
+            "eval",
+            "--set",
+            dir.path().join("no.jsonl").to_str().unwrap(),
+        ],
+        "cannot read",
+    );
     let not_report = dir.path().join("x.json");
     std::fs::write(&not_report, "[]").unwrap();
     check(
-        &["eval", "--compare", not_report.to_str().unwrap(), not_report.to_str().unwrap()],
+        &[
+            "eval",
+            "--compare",
+            not_report.to_str().unwrap(),
+            not_report.to_str().unwrap(),
+        ],
         "not a sqlora eval report",
     );
 }

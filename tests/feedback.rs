@@ -62,13 +62,23 @@ fn ask_fix_and_reject_in_the_shell_then_export_exactly_the_correction() {
     assert!(stderr.contains("marked corrected"), "{stderr}");
     assert!(stderr.contains("marked rejected"), "{stderr}");
     assert!(stderr.contains("is back to rejected"), "{stderr}");
-    assert!(stdout.contains("german_customers"), "the correction's result is shown: {stdout}");
-    assert!(stdout.contains("List the names of suppliers from Japan."), "history: {stdout}");
+    assert!(
+        stdout.contains("german_customers"),
+        "the correction's result is shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("List the names of suppliers from Japan."),
+        "history: {stdout}"
+    );
 
     let mut store = Store::open(&dir.path().join("feedback.sqlite").to_string_lossy()).unwrap();
     let all = store.list(&Filter::default()).unwrap();
     assert_eq!(all.len(), 2, "{all:?}");
-    assert_eq!(all[0].verdict, Verdict::Rejected, "\\undo took back the \\ok");
+    assert_eq!(
+        all[0].verdict,
+        Verdict::Rejected,
+        "\\undo took back the \\ok"
+    );
     assert_eq!(all[1].verdict, Verdict::Corrected);
     assert_eq!(all[1].correction.as_deref(), Some(fix));
 
@@ -81,7 +91,11 @@ fn ask_fix_and_reject_in_the_shell_then_export_exactly_the_correction() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 1, "only the correction is a training pair: {lines:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the correction is a training pair: {lines:?}"
+    );
     let pair = &lines[0];
     assert_eq!(pair["question"], "How many customers are from Germany?");
     assert_eq!(pair["answer"], fix);
@@ -126,7 +140,11 @@ fn writer(data: &Path, store: &str, i: usize) -> std::process::Child {
 #[test]
 fn records_survive_sigkill_at_random_points() {
     let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("feedback.sqlite").to_string_lossy().into_owned();
+    let store_path = dir
+        .path()
+        .join("feedback.sqlite")
+        .to_string_lossy()
+        .into_owned();
     // Build the demo database and the store once, outside the timed kills.
     assert!(writer(dir.path(), &store_path, 0).wait().unwrap().success());
     let mut acknowledged = vec![1i64];
@@ -149,7 +167,12 @@ fn records_survive_sigkill_at_random_points() {
         }
         let _ = child.wait();
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         // An id on stdout is the acknowledgement: it is printed after the commit.
         if let Ok(id) = out.trim().parse::<i64>() {
             acknowledged.push(id);
@@ -172,7 +195,10 @@ fn records_survive_sigkill_at_random_points() {
         lost.len()
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
-    assert!(acknowledged.len() > 1, "no writer ever finished; the test proves nothing");
+    assert!(
+        acknowledged.len() > 1,
+        "no writer ever finished; the test proves nothing"
+    );
 }
 
 fn concurrent_writers(data: &Path, store: &str, writers: usize, each: usize) -> Vec<i64> {
@@ -183,7 +209,9 @@ fn concurrent_writers(data: &Path, store: &str, writers: usize, each: usize) -> 
             std::thread::spawn(move || {
                 (0..each)
                     .map(|k| {
-                        let out = writer(&data, &store, w * 1000 + k).wait_with_output().unwrap();
+                        let out = writer(&data, &store, w * 1000 + k)
+                            .wait_with_output()
+                            .unwrap();
                         assert!(out.status.success(), "writer {w} record {k} failed");
                         text(&out.stdout).trim().parse::<i64>().unwrap()
                     })
@@ -207,20 +235,36 @@ fn concurrent_writers_lose_nothing_on_sqlite_and_postgres() {
         .status()
         .unwrap()
         .success());
-    assert!(writer(dir.path(), &dir.path().join("warm.sqlite").to_string_lossy(), 0)
-        .wait()
-        .unwrap()
-        .success());
+    assert!(writer(
+        dir.path(),
+        &dir.path().join("warm.sqlite").to_string_lossy(),
+        0
+    )
+    .wait()
+    .unwrap()
+    .success());
 
     let pg = ServerDb::create(Server::Postgres, "feedback");
-    let sqlite_store = dir.path().join("shared.sqlite").to_string_lossy().into_owned();
+    let sqlite_store = dir
+        .path()
+        .join("shared.sqlite")
+        .to_string_lossy()
+        .into_owned();
     for store in [sqlite_store, pg.url()] {
         let ids = concurrent_writers(dir.path(), &store, 4, 15);
         let mut s = Store::open(&store).unwrap();
-        let stored: std::collections::HashSet<i64> =
-            s.list(&Filter::default()).unwrap().iter().map(|e| e.id).collect();
+        let stored: std::collections::HashSet<i64> = s
+            .list(&Filter::default())
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
         let unique: std::collections::HashSet<i64> = ids.iter().copied().collect();
-        eprintln!("{store}: {} records written by 4 processes, {} stored", ids.len(), stored.len());
+        eprintln!(
+            "{store}: {} records written by 4 processes, {} stored",
+            ids.len(),
+            stored.len()
+        );
         assert_eq!(unique.len(), 60, "ids are unique");
         assert_eq!(stored, unique, "{store}");
         assert_eq!(s.integrity_check().unwrap(), "ok");

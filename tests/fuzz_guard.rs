@@ -95,9 +95,31 @@ fn expr() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![ident(), literal()];
     leaf.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
-            (inner.clone(), prop_oneof![Just("="), Just("<"), Just("+"), Just("AND"), Just("OR"), Just("LIKE"), Just("||")], inner.clone())
+            (
+                inner.clone(),
+                prop_oneof![
+                    Just("="),
+                    Just("<"),
+                    Just("+"),
+                    Just("AND"),
+                    Just("OR"),
+                    Just("LIKE"),
+                    Just("||")
+                ],
+                inner.clone()
+            )
                 .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
-            (prop_oneof![Just("count"), Just("max"), Just("upper"), Just("coalesce"), Just("pg_read_file"), Just("sleep")], inner.clone())
+            (
+                prop_oneof![
+                    Just("count"),
+                    Just("max"),
+                    Just("upper"),
+                    Just("coalesce"),
+                    Just("pg_read_file"),
+                    Just("sleep")
+                ],
+                inner.clone()
+            )
                 .prop_map(|(f, a)| format!("{f}({a})")),
             inner.clone().prop_map(|a| format!("NOT {a}")),
             (inner.clone(), select_core()).prop_map(|(a, q)| format!("{a} IN ({q})")),
@@ -110,7 +132,12 @@ fn expr() -> impl Strategy<Value = String> {
 fn select_core() -> impl Strategy<Value = String> {
     (
         prop::collection::vec(ident(), 1..4),
-        prop_oneof![Just("users u"), Just("orders o"), Just("users u JOIN orders o ON u.id = o.user_id"), Just("nope n")],
+        prop_oneof![
+            Just("users u"),
+            Just("orders o"),
+            Just("users u JOIN orders o ON u.id = o.user_id"),
+            Just("nope n")
+        ],
         prop::option::of(prop_oneof![ident(), literal()]),
     )
         .prop_map(|(cols, from, filter)| {
@@ -124,15 +151,32 @@ fn select_core() -> impl Strategy<Value = String> {
 
 fn statement() -> impl Strategy<Value = String> {
     let noise = prop_oneof![
-        Just(""), Just(";"), Just("; DELETE FROM users"), Just(" -- c\n"), Just(" /* x */"),
-        Just("\n```"), Just(";;"), Just(" FOR UPDATE"), Just(" INTO OUTFILE '/tmp/x'"),
+        Just(""),
+        Just(";"),
+        Just("; DELETE FROM users"),
+        Just(" -- c\n"),
+        Just(" /* x */"),
+        Just("\n```"),
+        Just(";;"),
+        Just(" FOR UPDATE"),
+        Just(" INTO OUTFILE '/tmp/x'"),
     ];
     let start = prop_oneof![
-        Just(""), Just("WITH c AS (SELECT id FROM users) "), Just("EXPLAIN "), Just("```sql\n"),
-        Just("Here is the query:\n"), Just("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM r) "),
+        Just(""),
+        Just("WITH c AS (SELECT id FROM users) "),
+        Just("EXPLAIN "),
+        Just("```sql\n"),
+        Just("Here is the query:\n"),
+        Just("WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM r) "),
     ];
-    (start, select_core(), prop::option::of(expr()), prop::option::of(ident()), noise).prop_map(
-        |(start, core, cond, order, noise)| {
+    (
+        start,
+        select_core(),
+        prop::option::of(expr()),
+        prop::option::of(ident()),
+        noise,
+    )
+        .prop_map(|(start, core, cond, order, noise)| {
             let mut q = format!("{start}{core}");
             if let Some(c) = cond {
                 q.push_str(&format!(" AND {c}"));
@@ -142,8 +186,7 @@ fn statement() -> impl Strategy<Value = String> {
             }
             q.push_str(noise);
             q
-        },
-    )
+        })
 }
 
 fn run(name: &str, strategy: impl Strategy<Value = String>) {
@@ -182,7 +225,10 @@ fn run(name: &str, strategy: impl Strategy<Value = String>) {
             break;
         }
     }
-    eprintln!("{name}: {total} cases in {:.1} s, no panic, none slow", t.elapsed().as_secs_f64());
+    eprintln!(
+        "{name}: {total} cases in {:.1} s, no panic, none slow",
+        t.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -212,6 +258,10 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
     for d in DIALECTS {
         let _ = guard::check(&deep, d);
     }
-    let nested = format!("SELECT id FROM users WHERE id IN ({}SELECT 1{})", "SELECT id FROM users WHERE id IN (".repeat(40), ")".repeat(40));
+    let nested = format!(
+        "SELECT id FROM users WHERE id IN ({}SELECT 1{})",
+        "SELECT id FROM users WHERE id IN (".repeat(40),
+        ")".repeat(40)
+    );
     exercise(&nested, &schema());
 }

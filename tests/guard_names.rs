@@ -24,7 +24,10 @@ fn check_set(file: &str) -> (usize, usize, Vec<String>) {
             continue;
         }
         let schema = schemas.entry(db_id.to_string()).or_insert_with(|| {
-            db::open(&path.to_string_lossy()).unwrap().introspect().unwrap()
+            db::open(&path.to_string_lossy())
+                .unwrap()
+                .introspect()
+                .unwrap()
         });
         let gold = row["query"].as_str().unwrap();
         // A handful of gold queries use syntax sqlparser does not take; the guard refuses
@@ -34,14 +37,22 @@ fn check_set(file: &str) -> (usize, usize, Vec<String>) {
             continue;
         };
         checked += 1;
-        if let Err(unknown) = guard::names::check_names(&checked_sql.statement, schema, Dialect::Sqlite) {
+        if let Err(unknown) =
+            guard::names::check_names(&checked_sql.statement, schema, Dialect::Sqlite)
+        {
             // A few upstream gold queries are wrong (Spider train has 3): the database
             // rejects those too, so flagging them is right.
             let conn = conns
                 .entry(db_id.to_string())
                 .or_insert_with(|| db::open(&path.to_string_lossy()).unwrap());
-            let limits = db::Limits { max_rows: 1, ..Default::default() };
-            if conn.query(gold, &limits, &sqlora::cancel::Cancel::new()).is_err() {
+            let limits = db::Limits {
+                max_rows: 1,
+                ..Default::default()
+            };
+            if conn
+                .query(gold, &limits, &sqlora::cancel::Cancel::new())
+                .is_err()
+            {
                 continue;
             }
             let why: Vec<String> = unknown.iter().map(ToString::to_string).collect();
@@ -54,11 +65,22 @@ fn check_set(file: &str) -> (usize, usize, Vec<String>) {
 #[test]
 fn no_spider_gold_query_is_rejected_for_its_names() {
     let mut all = Vec::new();
-    for file in ["spider/derived/dev_without_wta_1.json", "spider/train_spider_min.json"] {
+    for file in [
+        "spider/derived/dev_without_wta_1.json",
+        "spider/train_spider_min.json",
+    ] {
         let (checked, unparsed, alarms) = check_set(file);
-        eprintln!("{file}: {checked} gold queries checked, {unparsed} unparsed, {} false alarms", alarms.len());
+        eprintln!(
+            "{file}: {checked} gold queries checked, {unparsed} unparsed, {} false alarms",
+            alarms.len()
+        );
         assert!(checked > 900, "{file}: only {checked} checked");
         all.extend(alarms);
     }
-    assert!(all.is_empty(), "{} correct queries rejected:\n{}", all.len(), all.join("\n"));
+    assert!(
+        all.is_empty(),
+        "{} correct queries rejected:\n{}",
+        all.len(),
+        all.join("\n")
+    );
 }

@@ -16,7 +16,11 @@ fn engine() -> Engine {
 
 fn logits(e: &Engine, ids: &[u32]) -> Vec<f32> {
     let mut cache = KvCache::default();
-    e.model().forward(ids, &mut cache).unwrap().to_vec1().unwrap()
+    e.model()
+        .forward(ids, &mut cache)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// An adapter on every projection of every layer, B zero or random.
@@ -28,7 +32,8 @@ fn adapter(e: &Engine, r: usize, zero_b: bool, seed: u64) -> Adapter {
         for t in Target::ALL {
             let (out, inp) = e.model().projection_dims(layer, t).unwrap();
             k += 1;
-            let a = (Tensor::randn(0f32, 1.0, (r, inp), &dev).unwrap() * (0.02 + (k % 3) as f64 * 0.01))
+            let a = (Tensor::randn(0f32, 1.0, (r, inp), &dev).unwrap()
+                * (0.02 + (k % 3) as f64 * 0.01))
                 .unwrap();
             let b = if zero_b {
                 Tensor::zeros((out, r), DType::F32, &dev).unwrap()
@@ -54,7 +59,10 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn adapters_apply_exactly_and_wrong_ones_are_refused() {
     let mut e = engine();
-    let ids: Vec<u32> = e.tokenizer().encode("SELECT name FROM customers WHERE").unwrap();
+    let ids: Vec<u32> = e
+        .tokenizer()
+        .encode("SELECT name FROM customers WHERE")
+        .unwrap();
     let base = logits(&e, &ids);
 
     // B = 0: the adapter adds nothing, bit for bit.
@@ -72,14 +80,22 @@ fn adapters_apply_exactly_and_wrong_ones_are_refused() {
         for t in Target::ALL {
             let (_, inp) = e.model().projection_dims(layer, t).unwrap();
             let x = Tensor::randn(0f32, 1.0, (3, inp), &dev).unwrap();
-            plain.push((layer, t, x.clone(), e.model().project(layer, t, &x).unwrap()));
+            plain.push((
+                layer,
+                t,
+                x.clone(),
+                e.model().project(layer, t, &x).unwrap(),
+            ));
         }
     }
     e.set_adapter(Some(ad.clone())).unwrap();
     for (layer, t, x, base_y) in plain {
         let pair = &ad.weights[&(layer, t)];
         let reference = (base_y
-            + x.matmul(&pair.a.t().unwrap()).unwrap().matmul(&pair.b.t().unwrap()).unwrap()
+            + x.matmul(&pair.a.t().unwrap())
+                .unwrap()
+                .matmul(&pair.b.t().unwrap())
+                .unwrap()
                 * scale)
             .unwrap();
         let got = e.model().project(layer, t, &x).unwrap();
@@ -90,7 +106,10 @@ fn adapters_apply_exactly_and_wrong_ones_are_refused() {
         assert!(d < 1e-4, "layer {layer} {t:?}: relative difference {d}");
     }
     let adapted = logits(&e, &ids);
-    assert!(max_rel_diff(&adapted, &base) > 1e-3, "the adapter changed nothing");
+    assert!(
+        max_rel_diff(&adapted, &base) > 1e-3,
+        "the adapter changed nothing"
+    );
 
     // Made for another model: wrong width, or more layers. Refused, and the model keeps the
     // adapter it had.
@@ -162,14 +181,23 @@ fn the_adapter_library_from_the_command_line() {
     adapter(&e, 4, true, 5).save(&zero).unwrap();
     drop(e);
 
-    run_ok(sqlora(&data).args(["adapters", "import", "--offline"]).arg(&zero));
+    run_ok(
+        sqlora(&data)
+            .args(["adapters", "import", "--offline"])
+            .arg(&zero),
+    );
     let (list, _) = run_ok(sqlora(&data).args(["adapters", "list"]));
     assert!(list.contains("zero") && list.contains("r=4"), "{list}");
 
     // A zero adapter answers exactly like the base model.
     let q = "How many customers are there?";
     let ask = |extra: &[&str]| {
-        let (o, _) = run_ok(sqlora(&data).args(["ask", "--offline", "--format", "json"]).args(extra).arg(q));
+        let (o, _) = run_ok(
+            sqlora(&data)
+                .args(["ask", "--offline", "--format", "json"])
+                .args(extra)
+                .arg(q),
+        );
         serde_json::from_str::<serde_json::Value>(o.trim()).unwrap()
     };
     let base = ask(&[]);
@@ -180,7 +208,15 @@ fn the_adapter_library_from_the_command_line() {
     // Side by side: a zero adapter agrees with the base model.
     let (o, _) = run_ok(
         sqlora(&data)
-            .args(["ask", "--offline", "--format", "json", "--compare", "--adapter", "zero"])
+            .args([
+                "ask",
+                "--offline",
+                "--format",
+                "json",
+                "--compare",
+                "--adapter",
+                "zero",
+            ])
             .arg(q),
     );
     let cmp: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
@@ -201,10 +237,20 @@ fn the_adapter_library_from_the_command_line() {
     .unwrap();
     let (o, _) = run_ok(
         sqlora(&data)
-            .args(["eval", "--offline", "--adapter", "zero", "--compare-base", "--set"])
+            .args([
+                "eval",
+                "--offline",
+                "--adapter",
+                "zero",
+                "--compare-base",
+                "--set",
+            ])
             .arg(&set),
     );
-    assert!(o.contains("base EX 100.0% (1/1) → adapter EX 100.0% (1/1); 0 questions flipped"), "{o}");
+    assert!(
+        o.contains("base EX 100.0% (1/1) → adapter EX 100.0% (1/1); 0 questions flipped"),
+        "{o}"
+    );
 
     // Per-database default, shown in the list; `none` clears it.
     run_ok(sqlora(&data).args(["adapters", "use", "zero"]));
@@ -236,9 +282,18 @@ fn the_adapter_library_from_the_command_line() {
     .save(&other)
     .unwrap();
     for (args, want) in [
-        (vec!["adapters", "import", "--offline", other.to_str().unwrap()], "does not fit this model"),
-        (vec!["ask", "--offline", "--adapter", "nope", q], "no adapter named `nope`"),
-        (vec!["adapters", "remove", "nope"], "no adapter named `nope`"),
+        (
+            vec!["adapters", "import", "--offline", other.to_str().unwrap()],
+            "does not fit this model",
+        ),
+        (
+            vec!["ask", "--offline", "--adapter", "nope", q],
+            "no adapter named `nope`",
+        ),
+        (
+            vec!["adapters", "remove", "nope"],
+            "no adapter named `nope`",
+        ),
     ] {
         let out = sqlora(&data).args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -321,7 +321,11 @@ mod tests {
         assert!(!results_match(&[vec![Null]], &[vec![Int(0)]], false));
         assert!(!results_match(&[vec![Null]], &[vec![t("")]], false));
         assert!(results_match(&[vec![Null]], &[vec![Null]], false));
-        assert!(!results_match(&[vec![t("Paris")]], &[vec![t("paris")]], false));
+        assert!(!results_match(
+            &[vec![t("Paris")]],
+            &[vec![t("paris")]],
+            false
+        ));
     }
 
     #[test]

@@ -447,8 +447,11 @@ mod tests {
         assert_eq!(items[1].hardness, Some(Hardness::Hard));
         assert_eq!(items[1].index, 1);
 
-        std::fs::write(&f, "{\"question\": \"q\", \"db\": \"x\", \"qurey\": \"SELECT 1\"}\n")
-            .unwrap();
+        std::fs::write(
+            &f,
+            "{\"question\": \"q\", \"db\": \"x\", \"qurey\": \"SELECT 1\"}\n",
+        )
+        .unwrap();
         let err = load_jsonl(&f).unwrap_err().to_string();
         assert!(err.contains("set.jsonl:1"), "{err}");
     }

@@ -250,14 +250,29 @@ mod tests {
             }
         );
         assert_eq!(s.overall.ex(), 50.0);
-        assert_eq!(s.by_hardness[&Easy], Score { correct: 1, total: 2 });
-        assert_eq!(s.by_hardness[&Hard], Score { correct: 0, total: 1 });
+        assert_eq!(
+            s.by_hardness[&Easy],
+            Score {
+                correct: 1,
+                total: 2
+            }
+        );
+        assert_eq!(
+            s.by_hardness[&Hard],
+            Score {
+                correct: 0,
+                total: 1
+            }
+        );
         assert_eq!(s.verdicts[&Verdict::GoldError], 1);
         assert_eq!(s.mean_latency_ms, 2500.0);
         assert_eq!(s.tokens_generated, 50);
         assert_eq!((s.repaired, s.repaired_correct), (2, 1));
         let text = s.render();
-        assert!(text.contains("50.0%") && text.contains("execution error"), "{text}");
+        assert!(
+            text.contains("50.0%") && text.contains("execution error"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -275,11 +290,24 @@ mod tests {
                 .map(|(i, v)| rec(i, *v, None, 1))
                 .collect(),
         };
-        let a = report(&[Verdict::Correct, Verdict::Wrong, Verdict::ParseError, Verdict::Correct]);
-        let b = report(&[Verdict::Correct, Verdict::Correct, Verdict::ExecError, Verdict::Wrong]);
+        let a = report(&[
+            Verdict::Correct,
+            Verdict::Wrong,
+            Verdict::ParseError,
+            Verdict::Correct,
+        ]);
+        let b = report(&[
+            Verdict::Correct,
+            Verdict::Correct,
+            Verdict::ExecError,
+            Verdict::Wrong,
+        ]);
         let f = flips(&a, &b);
         assert_eq!(f.iter().map(|f| f.index).collect::<Vec<_>>(), vec![1, 3]);
-        assert_eq!((f[1].before, f[1].after), (Verdict::Correct, Verdict::Wrong));
+        assert_eq!(
+            (f[1].before, f[1].after),
+            (Verdict::Correct, Verdict::Wrong)
+        );
         assert_eq!(shared(&a, &b), 4);
     }
 }

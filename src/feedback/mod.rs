@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,12 @@ pub enum FeedbackError {
 }
 
 fn store_err(e: impl std::fmt::Display) -> FeedbackError {
-    FeedbackError::Store(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+    FeedbackError::Store(
+        e.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// What the user made of an answer.
@@ -147,12 +152,28 @@ enum Kind {
 fn migrations(kind: Kind) -> Vec<Migration> {
     let files: &[(i64, &str, &str)] = match kind {
         Kind::Sqlite => &[
-            (1, "feedback", include_str!("../../migrations/sqlite/0001_feedback.sql")),
-            (2, "source", include_str!("../../migrations/sqlite/0002_source.sql")),
+            (
+                1,
+                "feedback",
+                include_str!("../../migrations/sqlite/0001_feedback.sql"),
+            ),
+            (
+                2,
+                "source",
+                include_str!("../../migrations/sqlite/0002_source.sql"),
+            ),
         ],
         Kind::Postgres => &[
-            (1, "feedback", include_str!("../../migrations/postgres/0001_feedback.sql")),
-            (2, "source", include_str!("../../migrations/postgres/0002_source.sql")),
+            (
+                1,
+                "feedback",
+                include_str!("../../migrations/postgres/0001_feedback.sql"),
+            ),
+            (
+                2,
+                "source",
+                include_str!("../../migrations/postgres/0002_source.sql"),
+            ),
         ],
     };
     files
@@ -196,36 +217,40 @@ impl Store {
         // SQLite has no advisory lock for migrations (PostgreSQL does): processes opening a new
         // store at once take turns through a lock file instead.
         let mut migration_lock: Option<std::fs::File> = None;
-        let (kind, url) = if target.starts_with("postgres://") || target.starts_with("postgresql://")
-        {
-            (Kind::Postgres, target.to_string())
-        } else {
-            let path = target
-                .strip_prefix("sqlite://")
-                .or_else(|| target.strip_prefix("sqlite:"))
-                .unwrap_or(target);
-            if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-            }
-            let lock = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(format!("{path}.lock"))
-                .map_err(|e| fail(format!("lock file: {e}")))?;
-            lock.lock().map_err(|e| fail(format!("lock file: {e}")))?;
-            migration_lock = Some(lock);
-            (Kind::Sqlite, format!("sqlite://{path}?mode=rwc"))
-        };
+        let (kind, url) =
+            if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+                (Kind::Postgres, target.to_string())
+            } else {
+                let path = target
+                    .strip_prefix("sqlite://")
+                    .or_else(|| target.strip_prefix("sqlite:"))
+                    .unwrap_or(target);
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+                }
+                let lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(format!("{path}.lock"))
+                    .map_err(|e| fail(format!("lock file: {e}")))?;
+                lock.lock().map_err(|e| fail(format!("lock file: {e}")))?;
+                migration_lock = Some(lock);
+                (Kind::Sqlite, format!("sqlite://{path}?mode=rwc"))
+            };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let conn = rt.block_on(async {
-            let mut conn = tokio::time::timeout(Duration::from_secs(10), AnyConnection::connect(&url))
-                .await
-                .map_err(|_| "timed out".to_string())?
-                .map_err(|e| e.to_string())?;
+            let mut conn =
+                tokio::time::timeout(Duration::from_secs(10), AnyConnection::connect(&url))
+                    .await
+                    .map_err(|_| "timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
             if kind == Kind::Sqlite {
                 // Durable on return, readable while another process writes, patient with locks.
                 sqlx::raw_sql(
@@ -245,7 +270,8 @@ impl Store {
             Ok::<_, String>(conn)
         });
         drop(migration_lock);
-        let conn = conn.map_err(|reason| fail(reason.split_whitespace().collect::<Vec<_>>().join(" ")))?;
+        let conn =
+            conn.map_err(|reason| fail(reason.split_whitespace().collect::<Vec<_>>().join(" ")))?;
         Ok(Self {
             rt,
             conn,
@@ -283,7 +309,11 @@ impl Store {
         )
         .map_err(store_err)?;
         let verdict = a.verdict.unwrap_or(Verdict::Unreviewed).as_str();
-        let source = if a.source.is_empty() { "shell" } else { a.source.as_str() };
+        let source = if a.source.is_empty() {
+            "shell"
+        } else {
+            a.source.as_str()
+        };
         let sql = "INSERT INTO feedback (created_at, updated_at, os_user, question, db_identity, \
                    dialect, schema_fingerprint, schema_context, model, adapter, generated_sql, \
                    attempts, final_sql, error, verdict, correction, note, source) \
@@ -388,8 +418,12 @@ impl Store {
             let Some(ev) = ev else {
                 return Ok(None);
             };
-            let (ev_id, v, c, n): (i64, String, Option<String>, Option<String>) =
-                (ev.try_get(0)?, ev.try_get(1)?, ev.try_get(2)?, ev.try_get(3)?);
+            let (ev_id, v, c, n): (i64, String, Option<String>, Option<String>) = (
+                ev.try_get(0)?,
+                ev.try_get(1)?,
+                ev.try_get(2)?,
+                ev.try_get(3)?,
+            );
             sqlx::query(
                 "UPDATE feedback SET verdict = $1, correction = $2, note = $3, updated_at = $4 \
                  WHERE id = $5",
@@ -449,7 +483,9 @@ impl Store {
                     .fetch_all(&mut self.conn),
             )
             .map_err(store_err)?;
-        rows.iter().map(|r| Self::entry(r).map_err(store_err)).collect()
+        rows.iter()
+            .map(|r| Self::entry(r).map_err(store_err))
+            .collect()
     }
 
     /// Training pairs: accepted answers (their SQL) and corrections (the user's SQL), never
@@ -545,10 +581,9 @@ impl Store {
 fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((user, host)) => format!(
-                "{scheme}://{}@{host}",
-                user.split(':').next().unwrap_or("")
-            ),
+            Some((user, host)) => {
+                format!("{scheme}://{}@{host}", user.split(':').next().unwrap_or(""))
+            }
             None => url.to_string(),
         },
         None => url.to_string(),
@@ -577,12 +612,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("fb.sqlite").to_string_lossy()).unwrap();
         assert_eq!(s.applied_versions().unwrap(), vec![1, 2]);
-        let a = s.record(&answer("How many t?", "SELECT count(*) FROM t")).unwrap();
+        let a = s
+            .record(&answer("How many t?", "SELECT count(*) FROM t"))
+            .unwrap();
         let b = s.record(&answer("Max a?", "SELECT min(a) FROM t")).unwrap();
         let c = s.record(&answer("All a?", "DROP TABLE t")).unwrap();
         s.set_verdict(a, Verdict::Accepted, None, None).unwrap();
-        s.set_verdict(b, Verdict::Corrected, Some("SELECT max(a) FROM t"), None).unwrap();
-        s.set_verdict(c, Verdict::Rejected, None, Some("wrong")).unwrap();
+        s.set_verdict(b, Verdict::Corrected, Some("SELECT max(a) FROM t"), None)
+            .unwrap();
+        s.set_verdict(c, Verdict::Rejected, None, Some("wrong"))
+            .unwrap();
         let pairs = s.export(&Filter::default()).unwrap();
         let answers: Vec<&str> = pairs.iter().map(|p| p.answer.as_str()).collect();
         assert_eq!(answers, ["SELECT count(*) FROM t", "SELECT max(a) FROM t"]);
@@ -600,7 +639,9 @@ mod tests {
         ));
 
         // The same question on the same schema: the latest judgement wins.
-        let d = s.record(&answer("Max a?", "SELECT max(a) AS m FROM t")).unwrap();
+        let d = s
+            .record(&answer("Max a?", "SELECT max(a) AS m FROM t"))
+            .unwrap();
         s.set_verdict(d, Verdict::Accepted, None, None).unwrap();
         let pairs = s.export(&Filter::default()).unwrap();
         assert_eq!(pairs.len(), 1);
@@ -659,5 +700,4 @@ mod tests {
             row.try_get(0).map_err(store_err)
         }
     }
-
 }

@@ -94,42 +94,83 @@ const DENIED_FUNCTIONS: &[(Option<Dialect>, &str, &[&str])] = &[
         Some(Dialect::Postgres),
         "reads or lists server files",
         &[
-            "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_logdir",
-            "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_logicaldir",
-            "pg_ls_logicalmapdir", "pg_ls_replslotdir", "pg_logdir_ls", "pg_current_logfile",
+            "pg_read_file",
+            "pg_read_binary_file",
+            "pg_ls_dir",
+            "pg_stat_file",
+            "pg_ls_logdir",
+            "pg_ls_waldir",
+            "pg_ls_tmpdir",
+            "pg_ls_archive_statusdir",
+            "pg_ls_logicaldir",
+            "pg_ls_logicalmapdir",
+            "pg_ls_replslotdir",
+            "pg_logdir_ls",
+            "pg_current_logfile",
         ],
     ),
     (
         Some(Dialect::Postgres),
         "reads or writes large objects or files",
         &[
-            "lo_import", "lo_export", "lo_create", "lo_creat", "lo_unlink", "lo_put",
-            "lo_from_bytea", "pg_file_write", "pg_file_rename", "pg_file_unlink",
+            "lo_import",
+            "lo_export",
+            "lo_create",
+            "lo_creat",
+            "lo_unlink",
+            "lo_put",
+            "lo_from_bytea",
+            "pg_file_write",
+            "pg_file_rename",
+            "pg_file_unlink",
             "pg_file_sync",
         ],
     ),
     (
         Some(Dialect::Postgres),
         "connects to other servers",
-        &["dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_send_query"],
+        &[
+            "dblink",
+            "dblink_exec",
+            "dblink_connect",
+            "dblink_connect_u",
+            "dblink_send_query",
+        ],
     ),
     (
         Some(Dialect::Postgres),
         "runs SQL given as text",
         &[
-            "query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
-            "cursor_to_xml", "cursor_to_xmlschema",
+            "query_to_xml",
+            "query_to_xmlschema",
+            "query_to_xml_and_xmlschema",
+            "cursor_to_xml",
+            "cursor_to_xmlschema",
         ],
     ),
     (
         Some(Dialect::Postgres),
         "changes server state",
         &[
-            "nextval", "setval", "set_config", "pg_terminate_backend", "pg_cancel_backend",
-            "pg_reload_conf", "pg_rotate_logfile", "pg_switch_wal", "pg_create_restore_point",
-            "pg_notify", "pg_logical_emit_message", "pg_advisory_lock",
-            "pg_advisory_xact_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
-            "pg_try_advisory_xact_lock", "pg_promote", "pg_backup_start", "pg_backup_stop",
+            "nextval",
+            "setval",
+            "set_config",
+            "pg_terminate_backend",
+            "pg_cancel_backend",
+            "pg_reload_conf",
+            "pg_rotate_logfile",
+            "pg_switch_wal",
+            "pg_create_restore_point",
+            "pg_notify",
+            "pg_logical_emit_message",
+            "pg_advisory_lock",
+            "pg_advisory_xact_lock",
+            "pg_advisory_lock_shared",
+            "pg_try_advisory_lock",
+            "pg_try_advisory_xact_lock",
+            "pg_promote",
+            "pg_backup_start",
+            "pg_backup_stop",
         ],
     ),
     (
@@ -137,17 +178,18 @@ const DENIED_FUNCTIONS: &[(Option<Dialect>, &str, &[&str])] = &[
         "only waits",
         &["pg_sleep", "pg_sleep_for", "pg_sleep_until"],
     ),
-    (
-        Some(Dialect::MySql),
-        "reads server files",
-        &["load_file"],
-    ),
+    (Some(Dialect::MySql), "reads server files", &["load_file"]),
     (
         Some(Dialect::MySql),
         "runs programs or takes locks",
         &[
-            "sys_exec", "sys_eval", "get_lock", "release_lock", "release_all_locks",
-            "master_pos_wait", "source_pos_wait",
+            "sys_exec",
+            "sys_eval",
+            "get_lock",
+            "release_lock",
+            "release_all_locks",
+            "master_pos_wait",
+            "source_pos_wait",
         ],
     ),
     (
@@ -158,7 +200,13 @@ const DENIED_FUNCTIONS: &[(Option<Dialect>, &str, &[&str])] = &[
     (
         Some(Dialect::Sqlite),
         "loads native code or touches files",
-        &["load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"],
+        &[
+            "load_extension",
+            "readfile",
+            "writefile",
+            "edit",
+            "fts3_tokenizer",
+        ],
     ),
 ];
 
@@ -440,23 +488,39 @@ mod tests {
 
     #[test]
     fn file_network_and_state_functions_are_refused_per_dialect() {
-        let refused_in = |sql: &str, d: Dialect| {
-            matches!(check(sql, d), Err(GuardError::Refused(m)) if m.contains("sqlora does not call it"))
-        };
+        let refused_in = |sql: &str, d: Dialect| matches!(check(sql, d), Err(GuardError::Refused(m)) if m.contains("sqlora does not call it"));
         let pg = Dialect::Postgres;
         assert!(refused_in("SELECT pg_read_file('/etc/passwd')", pg));
         assert!(refused_in("SELECT * FROM pg_ls_dir('.')", pg));
         assert!(refused_in("SELECT pg_catalog.PG_READ_FILE('x')", pg));
         assert!(refused_in("SELECT lo_import('/etc/passwd')", pg));
-        assert!(refused_in("SELECT * FROM dblink('host=x', 'select 1') AS t(a int)", pg));
+        assert!(refused_in(
+            "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)",
+            pg
+        ));
         assert!(refused_in("SELECT nextval('s')", pg));
-        assert!(refused_in("SELECT query_to_xml('delete from t', true, true, '')", pg));
-        assert!(refused_in("SELECT name FROM t WHERE id IN (SELECT pg_sleep(100))", pg));
-        assert!(refused_in("SELECT LOAD_FILE('/etc/passwd')", Dialect::MySql));
+        assert!(refused_in(
+            "SELECT query_to_xml('delete from t', true, true, '')",
+            pg
+        ));
+        assert!(refused_in(
+            "SELECT name FROM t WHERE id IN (SELECT pg_sleep(100))",
+            pg
+        ));
+        assert!(refused_in(
+            "SELECT LOAD_FILE('/etc/passwd')",
+            Dialect::MySql
+        ));
         assert!(refused_in("SELECT SLEEP(10)", Dialect::MySql));
-        assert!(refused_in("SELECT BENCHMARK(1e9, MD5('a'))", Dialect::MySql));
+        assert!(refused_in(
+            "SELECT BENCHMARK(1e9, MD5('a'))",
+            Dialect::MySql
+        ));
         assert!(refused_in("SELECT load_extension('x.so')", Dialect::Sqlite));
-        assert!(refused_in("SELECT readfile('/etc/passwd')", Dialect::Sqlite));
+        assert!(refused_in(
+            "SELECT readfile('/etc/passwd')",
+            Dialect::Sqlite
+        ));
         // Ordinary functions, and the same names where they are harmless, pass.
         assert!(check("SELECT upper(name), count(*) FROM t GROUP BY 1", pg).is_ok());
         assert!(check("SELECT sleep FROM t", Dialect::MySql).is_ok());
@@ -514,8 +578,14 @@ mod tests {
     fn an_answer_is_complete_at_a_semicolon_outside_strings() {
         let d = Dialect::Sqlite;
         assert!(answer_complete("```sql\nSELECT 1;", d));
-        assert!(answer_complete("```sql\nSELECT name FROM t WHERE x = 'a;b';", d));
-        assert!(!answer_complete("```sql\nSELECT name FROM t WHERE x = 'a;", d));
+        assert!(answer_complete(
+            "```sql\nSELECT name FROM t WHERE x = 'a;b';",
+            d
+        ));
+        assert!(!answer_complete(
+            "```sql\nSELECT name FROM t WHERE x = 'a;",
+            d
+        ));
         assert!(!answer_complete("```sql\nSELECT name FROM t", d));
         assert!(!answer_complete("```sql\nSELECT name FROM;", d));
     }

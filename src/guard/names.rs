@@ -105,10 +105,30 @@ pub fn check_names(
 
 /// Names that are not columns although they parse like them.
 const PSEUDO_COLUMNS: &[&str] = &[
-    "rowid", "oid", "_rowid_", "ctid", "xmin", "xmax", "cmin", "cmax", "tableoid",
-    "current_date", "current_time", "current_timestamp", "localtime", "localtimestamp",
-    "current_user", "session_user", "current_role", "current_schema", "current_catalog",
-    "user", "true", "false", "null", "unknown",
+    "rowid",
+    "oid",
+    "_rowid_",
+    "ctid",
+    "xmin",
+    "xmax",
+    "cmin",
+    "cmax",
+    "tableoid",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "current_user",
+    "session_user",
+    "current_role",
+    "current_schema",
+    "current_catalog",
+    "user",
+    "true",
+    "false",
+    "null",
+    "unknown",
 ];
 
 impl<'s> Checker<'s> {
@@ -131,7 +151,11 @@ impl<'s> Checker<'s> {
         }
     }
 
-    fn suggest<'a>(&self, wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    fn suggest<'a>(
+        &self,
+        wrong: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
         let w = wrong.to_lowercase();
         let mut scored: Vec<(usize, String)> = candidates
             .into_iter()
@@ -257,8 +281,10 @@ impl<'s> Checker<'s> {
             self.query(q, env, Some(&scope));
         }
         for item in &s.projection {
-            if let SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) =
-                item
+            if let SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(n),
+                _,
+            ) = item
             {
                 if let Some(last) = n.0.last().and_then(|p| p.as_ident()) {
                     if self.find_relation(&scope, last).is_none() {
@@ -309,11 +335,11 @@ impl<'s> Checker<'s> {
                 }
                 SelectItem::QualifiedWildcard(kind, _) => {
                     let rel = match kind {
-                        SelectItemQualifiedWildcardKind::ObjectName(n) => n
-                            .0
-                            .last()
-                            .and_then(|p| p.as_ident())
-                            .and_then(|id| self.find_relation(scope, id)),
+                        SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                            n.0.last()
+                                .and_then(|p| p.as_ident())
+                                .and_then(|id| self.find_relation(scope, id))
+                        }
                         SelectItemQualifiedWildcardKind::Expr(_) => None,
                     };
                     match rel {
@@ -373,7 +399,9 @@ impl<'s> Checker<'s> {
                     .as_ref()
                     .and_then(|a| self.alias_columns(a))
                     .unwrap_or(produced);
-                let name = alias.as_ref().map_or_else(String::new, |a| self.declared(&a.name));
+                let name = alias
+                    .as_ref()
+                    .map_or_else(String::new, |a| self.declared(&a.name));
                 scope.relations.push(Relation { name, cols });
             }
             TableFactor::NestedJoin {
@@ -449,7 +477,8 @@ impl<'s> Checker<'s> {
             .any(|p| lower.starts_with(p))
             || lower == "dual";
         if !hidden {
-            let mut names: Vec<String> = self.schema.tables.iter().map(|t| t.name.clone()).collect();
+            let mut names: Vec<String> =
+                self.schema.tables.iter().map(|t| t.name.clone()).collect();
             names.extend(env.keys().cloned());
             let sugg = self.suggest(&last.value, names.iter().map(String::as_str));
             self.unknown("table", name.to_string(), sugg);
@@ -480,8 +509,7 @@ impl<'s> Checker<'s> {
                 while let Some(sc) = s {
                     for r in &sc.relations {
                         // PostgreSQL also reads a bare relation name as its whole row.
-                        let whole_row =
-                            self.dialect == Dialect::Postgres && self.same(id, &r.name);
+                        let whole_row = self.dialect == Dialect::Postgres && self.same(id, &r.name);
                         if r.cols.open || r.cols.names.iter().any(|c| self.same(id, c)) || whole_row
                         {
                             return;
@@ -509,9 +537,14 @@ impl<'s> Checker<'s> {
                             && !r.cols.names.iter().any(|c| self.same(col, c))
                             && !PSEUDO_COLUMNS.contains(&col.value.to_lowercase().as_str())
                         {
-                            let sugg = self.suggest(&col.value, r.cols.names.iter().map(String::as_str));
+                            let sugg =
+                                self.suggest(&col.value, r.cols.names.iter().map(String::as_str));
                             let sugg = sugg.into_iter().map(|c| format!("{rel_id}.{c}")).collect();
-                            let name = parts.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
+                            let name = parts
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(".");
                             self.unknown("column", name, sugg);
                         }
                     }
@@ -538,7 +571,11 @@ impl<'s> Checker<'s> {
     fn any_open(&self, scope: &Scope) -> bool {
         let mut s = Some(scope);
         while let Some(sc) = s {
-            if sc.relations.iter().any(|r| r.cols.open && r.name.is_empty()) {
+            if sc
+                .relations
+                .iter()
+                .any(|r| r.cols.open && r.name.is_empty())
+            {
                 return true;
             }
             s = sc.parent;
@@ -546,7 +583,6 @@ impl<'s> Checker<'s> {
         false
     }
 }
-
 
 fn table_factor_alias(f: &TableFactor) -> Option<&TableAlias> {
     match f {
@@ -651,9 +687,15 @@ mod tests {
     }
 
     fn run(sql: &str, d: Dialect) -> Result<(), String> {
-        let st = crate::guard::check(sql, d).unwrap_or_else(|e| panic!("{sql}: {e}")).statement;
-        check_names(&st, &schema(), d)
-            .map_err(|u| u.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+        let st = crate::guard::check(sql, d)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .statement;
+        check_names(&st, &schema(), d).map_err(|u| {
+            u.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
     #[test]
@@ -697,8 +739,11 @@ mod tests {
             "unknown column `nme` (did you mean `Name`?)"
         );
         assert_eq!(
-            run("SELECT T2.amount FROM singer T1 JOIN concert T2 ON T1.Singer_ID = T2.concert_ID", d)
-                .unwrap_err(),
+            run(
+                "SELECT T2.amount FROM singer T1 JOIN concert T2 ON T1.Singer_ID = T2.concert_ID",
+                d
+            )
+            .unwrap_err(),
             "unknown column `T2.amount`"
         );
         assert_eq!(
@@ -723,23 +768,40 @@ mod tests {
             .unwrap_err()
             .contains("unknown column `height`"));
         // A CTE's columns are what it selects.
-        assert!(run("WITH c AS (SELECT Name FROM singer) SELECT Age FROM c", d)
-            .unwrap_err()
-            .contains("unknown column `Age`"));
+        assert!(
+            run("WITH c AS (SELECT Name FROM singer) SELECT Age FROM c", d)
+                .unwrap_err()
+                .contains("unknown column `Age`")
+        );
     }
 
     #[test]
     fn each_dialect_keeps_its_case_and_quote_rules() {
         let pg = Dialect::Postgres;
         // PostgreSQL folds unquoted names: `Name` means `name`, which does not exist.
-        assert!(run("SELECT Name FROM singer", pg).unwrap_err().contains("unknown column `Name`"));
+        assert!(run("SELECT Name FROM singer", pg)
+            .unwrap_err()
+            .contains("unknown column `Name`"));
         assert_eq!(run("SELECT \"Name\" FROM singer", pg), Ok(()));
         // ...and double quotes are always identifiers there.
-        assert!(run("SELECT \"Name\" FROM singer WHERE \"Country\" = \"France\"", pg).is_err());
+        assert!(run(
+            "SELECT \"Name\" FROM singer WHERE \"Country\" = \"France\"",
+            pg
+        )
+        .is_err());
         // An unquoted alias is folded too, so `N` and `n` are the same name.
-        assert_eq!(run("SELECT \"Name\" AS N FROM singer ORDER BY n", pg), Ok(()));
+        assert_eq!(
+            run("SELECT \"Name\" AS N FROM singer ORDER BY n", pg),
+            Ok(())
+        );
         // MySQL: backticks quote; names match regardless of case.
-        assert_eq!(run("SELECT `name` FROM singer WHERE country = 'x'", Dialect::MySql), Ok(()));
+        assert_eq!(
+            run(
+                "SELECT `name` FROM singer WHERE country = 'x'",
+                Dialect::MySql
+            ),
+            Ok(())
+        );
         assert!(run("SELECT `nam` FROM singer", Dialect::MySql).is_err());
     }
 }

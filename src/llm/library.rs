@@ -55,7 +55,12 @@ fn base_from_weights(a: &Adapter) -> (Option<usize>, usize) {
     let hidden = a
         .weights
         .iter()
-        .find(|((_, t), _)| matches!(t, Target::Q | Target::K | Target::V | Target::Gate | Target::Up))
+        .find(|((_, t), _)| {
+            matches!(
+                t,
+                Target::Q | Target::K | Target::V | Target::Gate | Target::Up
+            )
+        })
         .and_then(|(_, p)| p.a.dims2().ok().map(|(_, inp)| inp));
     let layers = a.weights.keys().map(|(l, _)| l + 1).max().unwrap_or(0);
     (hidden, layers)
@@ -72,7 +77,11 @@ pub fn mismatch(meta: Option<&Meta>, adapter: &Adapter, model: &BaseIdentity) ->
             return Some(format!(
                 "it was made for a {} model with hidden size {} and {} layers; the loaded model \
                  is {} with hidden size {} and {} layers",
-                b.architecture, b.hidden_size, b.layers, model.architecture, model.hidden_size,
+                b.architecture,
+                b.hidden_size,
+                b.layers,
+                model.architecture,
+                model.hidden_size,
                 model.layers
             ));
         }
@@ -168,18 +177,28 @@ impl Library {
         }
         let adapter = Adapter::load(&dir)?;
         if let Some(why) = mismatch(self.meta(name).as_ref(), &adapter, base) {
-            return Err(LlmError::Adapter(format!("`{name}` does not fit this model: {why}")));
+            return Err(LlmError::Adapter(format!(
+                "`{name}` does not fit this model: {why}"
+            )));
         }
         Ok(adapter)
     }
 
     /// Copies a PEFT adapter directory into the library as `name`, recording `base` (the
     /// model it is checked against now).
-    pub fn import(&self, from: &Path, name: &str, base: &BaseIdentity) -> Result<PathBuf, LlmError> {
+    pub fn import(
+        &self,
+        from: &Path,
+        name: &str,
+        base: &BaseIdentity,
+    ) -> Result<PathBuf, LlmError> {
         valid_name(name)?;
         let adapter = Adapter::load(from)?;
         if let Some(why) = mismatch(None, &adapter, base) {
-            return Err(LlmError::Adapter(format!("{} does not fit this model: {why}", from.display())));
+            return Err(LlmError::Adapter(format!(
+                "{} does not fit this model: {why}",
+                from.display()
+            )));
         }
         let dest = self.path(name);
         if dest.exists() {
@@ -313,12 +332,18 @@ mod tests {
         lib.import(&src, "shop", &base(8, 2)).unwrap();
         assert_eq!(lib.names(), ["shop"]);
         assert_eq!(lib.meta("shop").unwrap().base, base(8, 2));
-        assert!(lib.import(&src, "shop", &base(8, 2)).is_err(), "no overwrite");
+        assert!(
+            lib.import(&src, "shop", &base(8, 2)).is_err(),
+            "no overwrite"
+        );
         assert!(lib.import(&src, "../evil", &base(8, 2)).is_err());
         lib.load_for("shop", &base(8, 2)).unwrap();
         let e = lib.load_for("shop", &base(16, 2)).unwrap_err().to_string();
         assert!(e.contains("does not fit this model"), "{e}");
-        let e = lib.import(&src, "other", &base(8, 1)).unwrap_err().to_string();
+        let e = lib
+            .import(&src, "other", &base(8, 1))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 2 layers"), "{e}");
         lib.set_default("sqlite:/x.db", Some("shop")).unwrap();
         assert_eq!(lib.defaults()["sqlite:/x.db"], "shop");
@@ -327,7 +352,14 @@ mod tests {
         assert!(out.join(WEIGHTS_FILE).is_file() && out.join(META_FILE).is_file());
         lib.remove("shop").unwrap();
         assert!(lib.names().is_empty());
-        assert!(lib.defaults().is_empty(), "defaults forget a removed adapter");
-        assert!(lib.load_for("shop", &base(8, 2)).unwrap_err().to_string().contains("no adapter named"));
+        assert!(
+            lib.defaults().is_empty(),
+            "defaults forget a removed adapter"
+        );
+        assert!(lib
+            .load_for("shop", &base(8, 2))
+            .unwrap_err()
+            .to_string()
+            .contains("no adapter named"));
     }
 }

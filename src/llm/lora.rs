@@ -197,17 +197,26 @@ impl Adapter {
         let config: AdapterConfig = serde_json::from_str(&text)
             .map_err(|e| bad(dir, format!("{CONFIG_FILE} is not a PEFT LoRA config: {e}")))?;
         if config.peft_type.to_uppercase() != "LORA" {
-            return Err(bad(dir, format!("peft_type {} is not LORA", config.peft_type)));
+            return Err(bad(
+                dir,
+                format!("peft_type {} is not LORA", config.peft_type),
+            ));
         }
         if config.r == 0 {
             return Err(bad(dir, "r is 0"));
         }
         if config.bias != "none" {
-            return Err(bad(dir, format!("bias \"{}\" is not supported (only \"none\")", config.bias)));
+            return Err(bad(
+                dir,
+                format!("bias \"{}\" is not supported (only \"none\")", config.bias),
+            ));
         }
         for m in &config.target_modules {
             if Target::from_module(m).is_none() {
-                return Err(bad(dir, format!("target module `{m}` is not one sqlora can adapt")));
+                return Err(bad(
+                    dir,
+                    format!("target module `{m}` is not one sqlora can adapt"),
+                ));
             }
         }
         let weights_path = dir.join(WEIGHTS_FILE);
@@ -232,7 +241,10 @@ impl Adapter {
                 .iter()
                 .all(|v| v.is_finite());
             if !finite {
-                return Err(bad(dir, format!("tensor `{name}` holds NaN or infinite values")));
+                return Err(bad(
+                    dir,
+                    format!("tensor `{name}` holds NaN or infinite values"),
+                ));
             }
             let (rows, cols) = t
                 .dims2()
@@ -244,7 +256,10 @@ impl Adapter {
             if !ok {
                 return Err(bad(
                     dir,
-                    format!("tensor `{name}` is {rows}x{cols}, which does not fit r = {}", config.r),
+                    format!(
+                        "tensor `{name}` is {rows}x{cols}, which does not fit r = {}",
+                        config.r
+                    ),
                 ));
             }
             let e = halves.entry((layer, target)).or_default();
@@ -263,7 +278,10 @@ impl Adapter {
                 _ => {
                     return Err(bad(
                         dir,
-                        format!("layer {layer} {} has only one of lora_A and lora_B", target.module()),
+                        format!(
+                            "layer {layer} {} has only one of lora_A and lora_B",
+                            target.module()
+                        ),
                     ))
                 }
             }
@@ -275,9 +293,10 @@ impl Adapter {
             config,
             weights,
             sha256,
-            label: dir
-                .file_name()
-                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            label: dir.file_name().map_or_else(
+                || dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
         })
     }
 
@@ -323,7 +342,13 @@ mod tests {
         let a = Tensor::ones((4, 8), DType::F32, &Device::Cpu).unwrap();
         let b = Tensor::zeros((6, 4), DType::F32, &Device::Cpu).unwrap();
         let mut weights = BTreeMap::new();
-        weights.insert((0, Target::Q), LoraPair { a: a.clone(), b: b.clone() });
+        weights.insert(
+            (0, Target::Q),
+            LoraPair {
+                a: a.clone(),
+                b: b.clone(),
+            },
+        );
         let adapter = Adapter {
             config: AdapterConfig::new(4, 8.0, &[Target::Q]),
             weights,
@@ -339,12 +364,19 @@ mod tests {
         // Wrong rank for the config.
         let mut cfg = back.config.clone();
         cfg.r = 5;
-        std::fs::write(dir.path().join(CONFIG_FILE), serde_json::to_string(&cfg).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            serde_json::to_string(&cfg).unwrap(),
+        )
+        .unwrap();
         let e = Adapter::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("does not fit r = 5"), "{e}");
         // Missing files and NaNs.
         let empty = tempfile::tempdir().unwrap();
-        assert!(Adapter::load(empty.path()).unwrap_err().to_string().contains("cannot read"));
+        assert!(Adapter::load(empty.path())
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
         let nan = Tensor::new(&[[f32::NAN; 8]; 4], &Device::Cpu).unwrap();
         let mut weights = BTreeMap::new();
         weights.insert((0, Target::Q), LoraPair { a: nan, b });

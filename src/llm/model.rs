@@ -287,7 +287,10 @@ impl Projection {
             let dims = x.dims().to_vec();
             let k = dims[dims.len() - 1];
             let flat = x.reshape((rows, k))?;
-            let delta = flat.matmul(&l.a.t()?)?.matmul(&l.b.t()?)?.affine(l.scale, 0.0)?;
+            let delta = flat
+                .matmul(&l.a.t()?)?
+                .matmul(&l.b.t()?)?
+                .affine(l.scale, 0.0)?;
             let delta = delta.reshape(y.shape())?;
             y = (y + delta)?;
         }
@@ -513,7 +516,11 @@ impl Model {
     }
 
     /// `[out, in]` of layer `layer`'s projection `target` (for building adapters).
-    pub fn projection_dims(&self, layer: usize, target: super::lora::Target) -> Option<(usize, usize)> {
+    pub fn projection_dims(
+        &self,
+        layer: usize,
+        target: super::lora::Target,
+    ) -> Option<(usize, usize)> {
         Some(self.layers.get(layer)?.projection(target).dims)
     }
 

@@ -222,7 +222,10 @@ mod tests {
         let q = text.find("### Input:\nHow many t?").unwrap();
         assert!(sys < user && user < ctx && ctx < q);
         assert!(text.ends_with("### Response:\n<|im_end|>\n<|im_start|>assistant\n```sql\n"));
-        assert!(p.prefix.ends_with("### Input:\n"), "the fixed label is cached");
+        assert!(
+            p.prefix.ends_with("### Input:\n"),
+            "the fixed label is cached"
+        );
         assert!(p.suffix.starts_with("How many t?\n"));
         assert!(text.contains("SQLite"));
     }
@@ -270,7 +273,9 @@ mod tests {
         assert!(r.suffix.starts_with(&base.suffix));
         let tail = &r.suffix[base.suffix.len()..];
         // The base suffix already opened the code block the failed SQL was written in.
-        assert!(r.suffix.contains("```sql\nSELECT nme FROM t\n```<|im_end|>\n<|im_start|>user\n"));
+        assert!(r
+            .suffix
+            .contains("```sql\nSELECT nme FROM t\n```<|im_end|>\n<|im_start|>user\n"));
         assert!(tail.contains("no such column: nme"));
         assert!(tail.ends_with("<|im_start|>assistant\n```sql\n"));
     }

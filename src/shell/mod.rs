@@ -72,7 +72,11 @@ pub fn run(args: ShellArgs) -> Result<()> {
         Ok(mut engine) => {
             let info = engine.info().clone();
             let db_id = pipeline.describe_db();
-            match crate::apply_adapter(&mut engine, args.common.model.adapter.as_deref(), Some(&db_id)) {
+            match crate::apply_adapter(
+                &mut engine,
+                args.common.model.adapter.as_deref(),
+                Some(&db_id),
+            ) {
                 Ok(Some(name)) => eprintln!("adapter `{name}` applied"),
                 Ok(None) => {}
                 Err(e) => eprintln!("sqlora: {e:#}; using the base model"),
@@ -148,7 +152,9 @@ fn edit_sql(start: &str) -> std::result::Result<String, String> {
                 .status()
                 .map_err(|e| format!("cannot run the editor `{editor}`: {e}"))?;
             if !status.success() {
-                return Err(format!("the editor `{editor}` exited with {status}; nothing saved"));
+                return Err(format!(
+                    "the editor `{editor}` exited with {status}; nothing saved"
+                ));
             }
             std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edit: {e}"))
         }
@@ -408,7 +414,10 @@ impl Shell {
 
     /// Logs an answer (or a failed one) as unreviewed; it becomes what `\\ok` and co. judge.
     fn log_answer(&mut self, question: &str, result: &Result<crate::pipeline::Answer, AskError>) {
-        if matches!(result, Err(AskError::Model(crate::llm::LlmError::Cancelled))) {
+        if matches!(
+            result,
+            Err(AskError::Model(crate::llm::LlmError::Cancelled))
+        ) {
             return;
         }
         let Some(store) = self.feedback.as_mut() else {
@@ -429,8 +438,11 @@ impl Shell {
         };
         match result {
             Ok(a) => {
-                entry.generated_sql =
-                    Some(a.attempts.first().map_or_else(|| a.sql.clone(), |at| at.sql.clone()));
+                entry.generated_sql = Some(
+                    a.attempts
+                        .first()
+                        .map_or_else(|| a.sql.clone(), |at| at.sql.clone()),
+                );
                 entry.attempts = a
                     .attempts
                     .iter()
@@ -443,14 +455,22 @@ impl Shell {
                 entry.error = Some(e.to_string().lines().next().unwrap_or("").to_string());
             }
         }
-        let sql = entry.final_sql.clone().or_else(|| entry.generated_sql.clone());
+        let sql = entry
+            .final_sql
+            .clone()
+            .or_else(|| entry.generated_sql.clone());
         match store.record(&entry) {
             Ok(id) => self.last = Some(LastAnswer { id, sql }),
             Err(e) => eprintln!("sqlora: {e} (this answer was not logged)"),
         }
     }
 
-    fn judge(&mut self, verdict: crate::feedback::Verdict, correction: Option<&str>, note: Option<&str>) {
+    fn judge(
+        &mut self,
+        verdict: crate::feedback::Verdict,
+        correction: Option<&str>,
+        note: Option<&str>,
+    ) {
         let (Some(store), Some(last)) = (self.feedback.as_mut(), self.last.as_ref()) else {
             eprintln!("sqlora: no answer to judge yet (ask a question first)");
             return;
@@ -521,8 +541,15 @@ impl Shell {
             self.cancel.reset();
             return;
         };
-        let name = self.pipeline.engine().and_then(|e| e.adapter_name()).unwrap_or_default();
-        for (label, r) in [(format!("adapter {name}"), &with), ("base model".to_string(), &base)] {
+        let name = self
+            .pipeline
+            .engine()
+            .and_then(|e| e.adapter_name())
+            .unwrap_or_default();
+        for (label, r) in [
+            (format!("adapter {name}"), &with),
+            ("base model".to_string(), &base),
+        ] {
             println!("{}", self.paint("1", &format!("== {label}")));
             match r {
                 Ok(a) => {
@@ -611,13 +638,20 @@ impl Shell {
         match store.list(&filter) {
             Ok(entries) => {
                 let o = Outcome {
-                    columns: vec!["id".into(), "when".into(), "verdict".into(), "question".into()],
+                    columns: vec![
+                        "id".into(),
+                        "when".into(),
+                        "verdict".into(),
+                        "question".into(),
+                    ],
                     rows: entries
                         .iter()
                         .map(|e| {
                             vec![
                                 crate::db::Value::Int(e.id),
-                                crate::db::Value::Text(e.updated_at.replace('T', " ")[..16].to_string()),
+                                crate::db::Value::Text(
+                                    e.updated_at.replace('T', " ")[..16].to_string(),
+                                ),
                                 crate::db::Value::Text(e.verdict.as_str().into()),
                                 crate::db::Value::Text(e.question.clone()),
                             ]
@@ -684,7 +718,10 @@ impl Shell {
             return;
         }
         match self.pipeline.schema().table(table) {
-            Some(t) => print!("{}", crate::schema::render_table(t, self.pipeline.dialect())),
+            Some(t) => print!(
+                "{}",
+                crate::schema::render_table(t, self.pipeline.dialect())
+            ),
             None => eprintln!("sqlora: no table named `{table}`; \\tables lists them"),
         }
     }

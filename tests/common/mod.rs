@@ -135,8 +135,12 @@ impl ServerDb {
     }
 
     fn admin_exec(&self, sql: &str) {
-        self.run_on(&self.admin, sql)
-            .unwrap_or_else(|e| panic!("{:?} server at {} failed `{sql}`: {e} (is it running? .ci/run starts it)", self.server, self.admin));
+        self.run_on(&self.admin, sql).unwrap_or_else(|e| {
+            panic!(
+                "{:?} server at {} failed `{sql}`: {e} (is it running? .ci/run starts it)",
+                self.server, self.admin
+            )
+        });
     }
 
     fn run_on(&self, url: &str, sql: &str) -> Result<(), sqlx::Error> {
@@ -148,12 +152,16 @@ impl ServerDb {
             match server {
                 Server::Postgres => {
                     let mut c = sqlx::PgConnection::connect(&url).await?;
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut c)
+                        .await?;
                     c.close().await
                 }
                 Server::MariaDb => {
                     let mut c = sqlx::MySqlConnection::connect(&url).await?;
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut c)
+                        .await?;
                     c.close().await
                 }
             }
