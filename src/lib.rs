@@ -169,7 +169,9 @@ pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
 
 /// The adapter library in the data dir.
 pub fn adapter_library() -> Result<llm::library::Library> {
-    Ok(llm::library::Library::new(paths::data_dir()?.join("adapters")))
+    Ok(llm::library::Library::new(
+        paths::data_dir()?.join("adapters"),
+    ))
 }
 
 /// Applies `--adapter NAME` (or, without it, the database's default adapter) to `engine`.
@@ -201,7 +203,10 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
             let defaults = lib.defaults();
             let names = lib.names();
             if names.is_empty() {
-                println!("no adapters in {} (import one with `sqlora adapters import DIR`)", lib.dir().display());
+                println!(
+                    "no adapters in {} (import one with `sqlora adapters import DIR`)",
+                    lib.dir().display()
+                );
             }
             for n in names {
                 let meta = lib.meta(&n);
@@ -213,10 +218,28 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
                     .collect();
                 println!(
                     "{n:<24} {}  base {}  {}{}",
-                    cfg.as_ref().map_or_else(|e| format!("(unreadable: {e})"), |c| format!("r={} alpha={} on {}", c.r, c.lora_alpha, c.target_modules.join(","))),
-                    meta.as_ref().map_or_else(|| "?".into(), |m| format!("{} h{} x{}", m.base.architecture, m.base.hidden_size, m.base.layers)),
+                    cfg.as_ref().map_or_else(
+                        |e| format!("(unreadable: {e})"),
+                        |c| format!(
+                            "r={} alpha={} on {}",
+                            c.r,
+                            c.lora_alpha,
+                            c.target_modules.join(",")
+                        )
+                    ),
+                    meta.as_ref().map_or_else(
+                        || "?".into(),
+                        |m| format!(
+                            "{} h{} x{}",
+                            m.base.architecture, m.base.hidden_size, m.base.layers
+                        )
+                    ),
                     meta.as_ref().map_or("", |m| m.created_at.as_str()),
-                    if dbs.is_empty() { String::new() } else { format!("  default for {}", dbs.join(", ")) }
+                    if dbs.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  default for {}", dbs.join(", "))
+                    }
                 );
             }
             Ok(())
@@ -228,12 +251,18 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
             if let Some(m) = lib.meta(&name) {
                 println!("{}", serde_json::to_string_pretty(&m)?);
             }
-            println!("{} adapted projections, scale {}, weights sha256 {}", a.weights.len(), a.config.scale(), a.sha256);
+            println!(
+                "{} adapted projections, scale {}, weights sha256 {}",
+                a.weights.len(),
+                a.config.scale(),
+                a.sha256
+            );
             Ok(())
         }
         AdaptersCommand::Import { path, name, model } => {
             let name = name.unwrap_or_else(|| {
-                path.file_name().map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned())
+                path.file_name()
+                    .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned())
             });
             let engine = load_engine(&model)?;
             let dest = lib.import(&path, &name, &llm::library::base_of(&engine))?;
@@ -242,7 +271,10 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
         }
         AdaptersCommand::Export { name, dir } => {
             lib.export(&name, &dir)?;
-            eprintln!("sqlora: `{name}` written to {} (PEFT layout)", dir.display());
+            eprintln!(
+                "sqlora: `{name}` written to {} (PEFT layout)",
+                dir.display()
+            );
             Ok(())
         }
         AdaptersCommand::Remove { name } => {
@@ -253,12 +285,17 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
         AdaptersCommand::Use { name, db } => {
             let url = match &db.db {
                 Some(u) => u.clone(),
-                None => db::demo::ensure(&paths::data_dir()?)?.to_string_lossy().into_owned(),
+                None => db::demo::ensure(&paths::data_dir()?)?
+                    .to_string_lossy()
+                    .into_owned(),
             };
             let identity = db::identity(&url)?;
             let choice = (name != "none").then_some(name.as_str());
             lib.set_default(&identity, choice)?;
-            eprintln!("sqlora: {identity} now uses {}", choice.map_or("the base model".into(), |n| format!("adapter `{n}`")));
+            eprintln!(
+                "sqlora: {identity} now uses {}",
+                choice.map_or("the base model".into(), |n| format!("adapter `{n}`"))
+            );
             Ok(())
         }
     }
@@ -271,7 +308,11 @@ fn ask(args: AskArgs) -> Result<()> {
     }
     let mut p = open_pipeline(&args.common)?;
     let mut engine = load_engine(&args.common.model)?;
-    apply_adapter(&mut engine, args.common.model.adapter.as_deref(), Some(&p.describe_db()))?;
+    apply_adapter(
+        &mut engine,
+        args.common.model.adapter.as_deref(),
+        Some(&p.describe_db()),
+    )?;
     p.set_engine(engine);
     if args.compare {
         let Some((with, base)) = p.compare(&question, &cancel::Cancel::new()) else {
@@ -286,7 +327,10 @@ fn ask(args: AskArgs) -> Result<()> {
             (Ok(a), Ok(b)) => eval::compare::results_match(&b.outcome.rows, &a.outcome.rows, false),
             _ => false,
         };
-        let adapter = p.engine().and_then(|e| e.adapter_name()).unwrap_or_default();
+        let adapter = p
+            .engine()
+            .and_then(|e| e.adapter_name())
+            .unwrap_or_default();
         match args.format {
             shell::render::Format::Json => println!(
                 "{}",
@@ -294,7 +338,10 @@ fn ask(args: AskArgs) -> Result<()> {
                     "with_adapter": side(&with), "base": side(&base), "results_agree": agree})
             ),
             _ => {
-                for (label, r) in [(format!("adapter {adapter}"), &with), ("base model".to_string(), &base)] {
+                for (label, r) in [
+                    (format!("adapter {adapter}"), &with),
+                    ("base model".to_string(), &base),
+                ] {
                     println!("== {label}");
                     match r {
                         Ok(a) => {
@@ -349,23 +396,21 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         };
         let (a, b) = (read(&files[0])?, read(&files[1])?);
         let flips = report::flips(&a, &b);
-        println!(
-            "A: {} — {} — EX {:.1}% ({}/{})",
-            files[0].display(),
-            a.model,
-            a.summary.overall.ex(),
-            a.summary.overall.correct,
-            a.summary.overall.total
-        );
-        println!(
-            "B: {} — {} — EX {:.1}% ({}/{})",
-            files[1].display(),
-            b.model,
-            b.summary.overall.ex(),
-            b.summary.overall.correct,
-            b.summary.overall.total
-        );
-        let fixed = flips.iter().filter(|f| f.after == eval::Verdict::Correct).count();
+        for (label, file, r) in [("A", &files[0], &a), ("B", &files[1], &b)] {
+            let o = &r.summary.overall;
+            println!(
+                "{label}: {} — {} — EX {:.1}% ({}/{})",
+                file.display(),
+                r.model,
+                o.ex(),
+                o.correct,
+                o.total
+            );
+        }
+        let fixed = flips
+            .iter()
+            .filter(|f| f.after == eval::Verdict::Correct)
+            .count();
         println!(
             "{} shared questions: {} now correct, {} now wrong",
             report::shared(&a, &b),
@@ -373,10 +418,22 @@ fn evaluate(args: EvalArgs) -> Result<()> {
             flips.len() - fixed
         );
         for f in &flips {
-            let mark = if f.after == eval::Verdict::Correct { "+" } else { "-" };
+            let mark = if f.after == eval::Verdict::Correct {
+                "+"
+            } else {
+                "-"
+            };
             println!("{mark} #{} {}", f.index, f.question);
-            println!("    A ({}): {}", f.before.name(), f.before_sql.as_deref().unwrap_or("-"));
-            println!("    B ({}): {}", f.after.name(), f.after_sql.as_deref().unwrap_or("-"));
+            println!(
+                "    A ({}): {}",
+                f.before.name(),
+                f.before_sql.as_deref().unwrap_or("-")
+            );
+            println!(
+                "    B ({}): {}",
+                f.after.name(),
+                f.after_sql.as_deref().unwrap_or("-")
+            );
         }
         return Ok(());
     }
@@ -394,7 +451,10 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         items.truncate(n);
     }
     if items.is_empty() {
-        bail!("no questions left after --offset {} (the set has {available})", args.offset);
+        bail!(
+            "no questions left after --offset {} (the set has {available})",
+            args.offset
+        );
     }
     let mut engine = load_engine(&args.model)?;
     let adapter = apply_adapter(&mut engine, args.model.adapter.as_deref(), None)?;
@@ -451,7 +511,11 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         // The same questions with the adapter taken off.
         let mut engine = evaluator.into_engine().context("the model was lost")?;
         engine.set_adapter(None)?;
-        let mut base_eval = eval::Evaluator::new(engine, args.run.limits().map_err(anyhow::Error::msg)?, args.run.repairs);
+        let mut base_eval = eval::Evaluator::new(
+            engine,
+            args.run.limits().map_err(anyhow::Error::msg)?,
+            args.run.repairs,
+        );
         eprintln!("sqlora: now the base model on the same questions");
         let (base_records, _) = eval::run_all(&mut base_eval, &items, &cancel, |_, _| {})?;
         let base_summary = Summary::of(&base_records);
@@ -478,7 +542,11 @@ fn evaluate(args: EvalArgs) -> Result<()> {
             flips.len()
         );
         for f in &flips {
-            let mark = if f.after == eval::Verdict::Correct { "+" } else { "-" };
+            let mark = if f.after == eval::Verdict::Correct {
+                "+"
+            } else {
+                "-"
+            };
             println!("{mark} #{} {}", f.index, f.question);
         }
     }
@@ -514,7 +582,10 @@ pub fn open_feedback(opts: &FeedbackOpts) -> Result<feedback::Store> {
 fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
     use feedback::{Filter, Verdict};
     let identity = |url: &Option<String>| -> Result<Option<String>> {
-        url.as_deref().map(db::identity).transpose().map_err(anyhow::Error::from)
+        url.as_deref()
+            .map(db::identity)
+            .transpose()
+            .map_err(anyhow::Error::from)
     };
     match cmd {
         FeedbackCommand::Record {
@@ -580,7 +651,9 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
                         let sql = e.correction.clone().or_else(|| e.final_sql.clone());
                         vec![
                             db::Value::Int(e.id),
-                            db::Value::Text(e.updated_at.replace('T', " ").chars().take(16).collect()),
+                            db::Value::Text(
+                                e.updated_at.replace('T', " ").chars().take(16).collect(),
+                            ),
                             db::Value::Text(e.verdict.as_str().into()),
                             db::Value::Text(e.db_identity.clone()),
                             db::Value::Text(e.question.clone()),
@@ -616,7 +689,11 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
                 Some(path) => {
                     std::fs::write(&path, text)
                         .with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("sqlora: {} pairs written to {}", pairs.len(), path.display());
+                    eprintln!(
+                        "sqlora: {} pairs written to {}",
+                        pairs.len(),
+                        path.display()
+                    );
                 }
                 None => print!("{text}"),
             }
@@ -626,15 +703,22 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
             let mut store = open_feedback(&feedback)?;
             let (counts, fresh) = store.stats()?;
             let o = db::Outcome {
-                columns: ["database", "verdict", "answers"].map(String::from).to_vec(),
+                columns: ["database", "verdict", "answers"]
+                    .map(String::from)
+                    .to_vec(),
                 rows: counts
                     .into_iter()
-                    .map(|(d, v, n)| vec![db::Value::Text(d), db::Value::Text(v), db::Value::Int(n)])
+                    .map(|(d, v, n)| {
+                        vec![db::Value::Text(d), db::Value::Text(v), db::Value::Int(n)]
+                    })
                     .collect(),
                 truncated: false,
             };
             println!("{}", shell::render::table(&o, None));
-            println!("{fresh} training pairs not yet used in a training run ({})", store.describe());
+            println!(
+                "{fresh} training pairs not yet used in a training run ({})",
+                store.describe()
+            );
             Ok(())
         }
     }

@@ -37,7 +37,6 @@ pub struct MySqlDb {
     label: String,
 }
 
-
 /// The database's identity without connecting (see [`super::identity`]).
 pub fn identity(url: &str) -> Result<String, DbError> {
     let normal = url.replacen("mariadb://", "mysql://", 1);
@@ -47,7 +46,11 @@ pub fn identity(url: &str) -> Result<String, DbError> {
     })?;
     Ok(format!(
         "{}://{}@{}:{}/{}",
-        if url.starts_with("mariadb") { "mariadb" } else { "mysql" },
+        if url.starts_with("mariadb") {
+            "mariadb"
+        } else {
+            "mysql"
+        },
         opts.get_username(),
         opts.get_host(),
         opts.get_port(),
@@ -76,7 +79,11 @@ impl MySqlDb {
         };
         let label = format!(
             "{}://{}@{}:{}/{}",
-            if url.starts_with("mariadb") { "mariadb" } else { "mysql" },
+            if url.starts_with("mariadb") {
+                "mariadb"
+            } else {
+                "mysql"
+            },
             opts.get_username(),
             opts.get_host(),
             opts.get_port(),
@@ -101,11 +108,13 @@ impl MySqlDb {
         }
         let opts = self.opts.clone();
         let connect = async move {
-            let mut conn =
-                tokio::time::timeout(remote::CONNECT_TIMEOUT, MySqlConnection::connect_with(&opts))
-                    .await
-                    .map_err(|_| "timed out".to_string())?
-                    .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let mut conn = tokio::time::timeout(
+                remote::CONNECT_TIMEOUT,
+                MySqlConnection::connect_with(&opts),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
             let setup = async {
                 let (id, version): (u64, String) =
                     sqlx::query_as("SELECT CONNECTION_ID(), VERSION()")
@@ -122,10 +131,13 @@ impl MySqlDb {
             .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
             Ok::<_, String>((conn, setup))
         };
-        let (conn, (id, mariadb)) = self.rt.block_on(connect).map_err(|reason| DbError::Connect {
-            target: self.label.clone(),
-            reason,
-        })?;
+        let (conn, (id, mariadb)) =
+            self.rt
+                .block_on(connect)
+                .map_err(|reason| DbError::Connect {
+                    target: self.label.clone(),
+                    reason,
+                })?;
         self.conn = Some(conn);
         self.connection_id = id;
         self.mariadb = mariadb;
@@ -147,7 +159,10 @@ impl MySqlDb {
         self.ensure_connected()?;
         let mut conn = self.conn.take().expect("connected");
         let limit = if self.mariadb {
-            format!("SET SESSION max_statement_time = {:.3}", timeout.as_secs_f64())
+            format!(
+                "SET SESSION max_statement_time = {:.3}",
+                timeout.as_secs_f64()
+            )
         } else {
             format!(
                 "SET SESSION max_execution_time = {}",
@@ -158,16 +173,19 @@ impl MySqlDb {
         let id = self.connection_id;
         let work = async move {
             let begin = async {
-                sqlx::raw_sql(AssertSqlSafe(limit)).execute(&mut conn).await?;
+                sqlx::raw_sql(AssertSqlSafe(limit))
+                    .execute(&mut conn)
+                    .await?;
                 sqlx::raw_sql("START TRANSACTION READ ONLY")
                     .execute(&mut conn)
                     .await
             }
             .await;
-            if let Err(e) = begin {
-                return (conn, Err(e));
-            }
-            let (mut conn, result) = f(conn).await;
+            let (mut conn, result) = match begin {
+                Ok(_) => f(conn).await,
+                Err(e) => (conn, Err(e)),
+            };
+            // Always, also after an error: nothing stays open on the connection.
             let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
             (conn, result.and_then(|v| rollback.map(|_| v)))
         };
@@ -182,29 +200,11 @@ impl MySqlDb {
         let finished = self
             .rt
             .block_on(remote::with_cancel(work, cancel, timeout, stop_server));
-        match finished {
-            Some((conn, Ok(v))) => {
-                self.conn = Some(conn);
-                Ok(v)
-            }
-            Some((mut conn, Err(e))) => {
-                if remote::is_connection_error(&e) {
-                    return Err(DbError::Query(format!(
-                        "lost the connection to {}: {}",
-                        self.label,
-                        remote::one_line(&describe_sqlx(&e))
-                    )));
-                }
-                let _ = self.rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut conn));
-                self.conn = Some(conn);
-                Err(classify(&e, timeout, cancel))
-            }
-            None => Err(if cancel.is_set() {
-                DbError::Cancelled
-            } else {
-                DbError::Timeout(timeout)
-            }),
-        }
+        let (conn, result) = remote::settle(finished, &self.label, timeout, cancel, |e| {
+            classify(e, timeout, cancel)
+        });
+        self.conn = conn;
+        result
     }
 }
 
@@ -232,13 +232,17 @@ fn decode(type_name: &str, bytes: &[u8]) -> Value {
     match type_name {
         "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "BOOLEAN" | "YEAR"
         | "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" => {
-            text().parse().map_or_else(|_| Value::Text(text()), Value::Int)
+            text()
+                .parse()
+                .map_or_else(|_| Value::Text(text()), Value::Int)
         }
         // Unsigned 64-bit may not fit an i64: keep it exact.
         "BIGINT UNSIGNED" => text()
             .parse()
             .map_or_else(|_| Value::Decimal(text()), Value::Int),
-        "FLOAT" | "DOUBLE" => text().parse().map_or_else(|_| Value::Text(text()), Value::Float),
+        "FLOAT" | "DOUBLE" => text()
+            .parse()
+            .map_or_else(|_| Value::Text(text()), Value::Float),
         "DECIMAL" => Value::Decimal(text()),
         "BIT" => Value::Int(bytes.iter().fold(0i64, |acc, b| (acc << 8) | i64::from(*b))),
         "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "GEOMETRY" => {
@@ -540,16 +544,22 @@ impl MySqlDb {
                 })
                 .collect();
             let sql = format!("SELECT {}", parts.join(", "));
-            let got = self.read_only(Duration::from_secs(5), &Cancel::new(), |mut conn| async move {
-                let r = async {
-                    let row = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_one(&mut conn).await?;
-                    (0..row.len())
-                        .map(|i| text(&row, i))
-                        .collect::<Result<Vec<_>, _>>()
-                }
-                .await;
-                (conn, r)
-            });
+            let got = self.read_only(
+                Duration::from_secs(5),
+                &Cancel::new(),
+                |mut conn| async move {
+                    let r = async {
+                        let row = sqlx::raw_sql(AssertSqlSafe(sql))
+                            .fetch_one(&mut conn)
+                            .await?;
+                        (0..row.len())
+                            .map(|i| text(&row, i))
+                            .collect::<Result<Vec<_>, _>>()
+                    }
+                    .await;
+                    (conn, r)
+                },
+            );
             let Ok(values) = got else { continue };
             for ((c, date_like), joined) in wanted.into_iter().zip(values) {
                 let mut vals: Vec<String> = joined

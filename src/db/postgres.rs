@@ -14,7 +14,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
+};
 
 use super::remote::{self, describe_sqlx, query_error as map_err};
 use super::{Database, DbError, Dialect, Limits, Outcome, Value};
@@ -79,20 +81,24 @@ impl PgDb {
         }
         let opts = self.opts.clone();
         let connect = async move {
-            let mut conn = tokio::time::timeout(remote::CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
-                .await
-                .map_err(|_| "timed out".to_string())?
-                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let mut conn =
+                tokio::time::timeout(remote::CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
+                    .await
+                    .map_err(|_| "timed out".to_string())?
+                    .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
             let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
                 .fetch_one(&mut conn)
                 .await
                 .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
             Ok::<_, String>((conn, pid))
         };
-        let (conn, pid) = self.rt.block_on(connect).map_err(|reason| DbError::Connect {
-            target: self.label.clone(),
-            reason,
-        })?;
+        let (conn, pid) = self
+            .rt
+            .block_on(connect)
+            .map_err(|reason| DbError::Connect {
+                target: self.label.clone(),
+                reason,
+            })?;
         self.conn = Some(conn);
         self.pid = pid;
         Ok(())
@@ -123,10 +129,11 @@ impl PgDb {
                     .await
             }
             .await;
-            if let Err(e) = begin {
-                return (conn, Err(e));
-            }
-            let (mut conn, result) = f(conn).await;
+            let (mut conn, result) = match begin {
+                Ok(_) => f(conn).await,
+                Err(e) => (conn, Err(e)),
+            };
+            // Always, also after an error: nothing stays open on the connection.
             let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
             (conn, result.and_then(|v| rollback.map(|_| v)))
         };
@@ -142,32 +149,11 @@ impl PgDb {
         let finished = self
             .rt
             .block_on(remote::with_cancel(work, cancel, timeout, cancel_server));
-        match finished {
-            Some((conn, Ok(v))) => {
-                self.conn = Some(conn);
-                Ok(v)
-            }
-            Some((mut conn, Err(e))) => {
-                // A broken connection is dropped and made again for the next statement.
-                if remote::is_connection_error(&e) {
-                    return Err(DbError::Query(format!(
-                        "lost the connection to {}: {}",
-                        self.label,
-                        remote::one_line(&describe_sqlx(&e))
-                    )));
-                }
-                // After an error inside the transaction the ROLLBACK above did not run.
-                let _ = self.rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut conn));
-                self.conn = Some(conn);
-                Err(classify(&e, timeout, cancel))
-            }
-            // The server did not answer in time even after a cancel: the connection is gone.
-            None => Err(if cancel.is_set() {
-                DbError::Cancelled
-            } else {
-                DbError::Timeout(timeout)
-            }),
-        }
+        let (conn, result) = remote::settle(finished, &self.label, timeout, cancel, |e| {
+            classify(e, timeout, cancel)
+        });
+        self.conn = conn;
+        result
     }
 
     fn default_schema(&self) -> &str {
@@ -198,7 +184,6 @@ pub fn identity(url: &str) -> Result<String, DbError> {
             reason: remote::one_line(&e.to_string()),
         })
 }
-
 
 /// 57014 is `query_canceled`: our timeout or our Ctrl-C.
 fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
@@ -231,7 +216,10 @@ fn decode(type_name: &str, text: &[u8]) -> Value {
             "f" => Some(Value::Bool(false)),
             _ => None,
         },
-        "BYTEA" => s.strip_prefix("\\x").and_then(remote::unhex).map(Value::Bytes),
+        "BYTEA" => s
+            .strip_prefix("\\x")
+            .and_then(remote::unhex)
+            .map(Value::Bytes),
         _ => None,
     };
     parsed.unwrap_or_else(|| Value::Text(s.into_owned()))
@@ -533,7 +521,13 @@ impl PgDb {
                 continue;
             }
             let from = table.schema.as_ref().map_or_else(
-                || format!("{}.{}", quote(self.schemas.first().map_or("public", |s| s)), quote(&table.name)),
+                || {
+                    format!(
+                        "{}.{}",
+                        quote(self.schemas.first().map_or("public", |s| s)),
+                        quote(&table.name)
+                    )
+                },
                 |ns| format!("{}.{}", quote(ns), quote(&table.name)),
             );
             let parts: Vec<String> = wanted
@@ -549,16 +543,20 @@ impl PgDb {
                 })
                 .collect();
             let sql = format!("SELECT {}", parts.join(", "));
-            let got = self.read_only(Duration::from_secs(5), &Cancel::new(), move |mut conn| async move {
-                let r = async {
-                    let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut conn).await?;
-                    (0..row.len())
-                        .map(|i| row.try_get::<Vec<String>, _>(i))
-                        .collect::<Result<Vec<_>, _>>()
-                }
-                .await;
-                (conn, r)
-            });
+            let got = self.read_only(
+                Duration::from_secs(5),
+                &Cancel::new(),
+                move |mut conn| async move {
+                    let r = async {
+                        let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut conn).await?;
+                        (0..row.len())
+                            .map(|i| row.try_get::<Vec<String>, _>(i))
+                            .collect::<Result<Vec<_>, _>>()
+                    }
+                    .await;
+                    (conn, r)
+                },
+            );
             let Ok(values) = got else { continue };
             for ((c, date_like), mut vals) in wanted.into_iter().zip(values) {
                 let keep = if date_like {

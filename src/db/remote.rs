@@ -36,7 +36,10 @@ pub fn redact(url: &str) -> String {
             let path = path.split('?').next().unwrap_or("");
             format!("{scheme}://{user}@{host}{path}")
         }
-        None => format!("{scheme}://{authority}{}", path.split('?').next().unwrap_or("")),
+        None => format!(
+            "{scheme}://{authority}{}",
+            path.split('?').next().unwrap_or("")
+        ),
     }
 }
 
@@ -107,6 +110,38 @@ pub async fn with_cancel<W: Future, C: Future<Output = ()>>(
     }
 }
 
+/// Turns what [`with_cancel`] gave back into the statement's result and the connection to
+/// keep: a connection that broke or never answered is dropped (the next statement connects
+/// again); `classify` names the backend's own timeout and cancel errors.
+pub fn settle<C, T>(
+    finished: Option<(C, Result<T, sqlx::Error>)>,
+    label: &str,
+    timeout: Duration,
+    cancel: &Cancel,
+    classify: impl FnOnce(&sqlx::Error) -> DbError,
+) -> (Option<C>, Result<T, DbError>) {
+    match finished {
+        Some((conn, Ok(v))) => (Some(conn), Ok(v)),
+        Some((_, Err(e))) if is_connection_error(&e) => (
+            None,
+            Err(DbError::Query(format!(
+                "lost the connection to {label}: {}",
+                one_line(&describe_sqlx(&e))
+            ))),
+        ),
+        Some((conn, Err(e))) => (Some(conn), Err(classify(&e))),
+        // The server did not answer in time even after a cancel: the connection is gone.
+        None => (
+            None,
+            Err(if cancel.is_set() {
+                DbError::Cancelled
+            } else {
+                DbError::Timeout(timeout)
+            }),
+        ),
+    }
+}
+
 /// The first keyword of a statement, past blanks, comments and opening parentheses.
 pub fn first_keyword(sql: &str) -> &str {
     let mut s = sql;
@@ -146,13 +181,19 @@ mod tests {
             redact("postgres://ann:s3cret@db.example:5432/shop?sslmode=require"),
             "postgres://ann@db.example:5432/shop"
         );
-        assert_eq!(redact("mysql://root@127.0.0.1/x"), "mysql://root@127.0.0.1/x");
+        assert_eq!(
+            redact("mysql://root@127.0.0.1/x"),
+            "mysql://root@127.0.0.1/x"
+        );
         assert_eq!(redact("mysql://h:1"), "mysql://h:1");
     }
 
     #[test]
     fn first_keyword_skips_comments() {
-        assert_eq!(first_keyword("  -- hi\n /* x */ (EXPLAIN SELECT 1"), "EXPLAIN");
+        assert_eq!(
+            first_keyword("  -- hi\n /* x */ (EXPLAIN SELECT 1"),
+            "EXPLAIN"
+        );
         assert_eq!(first_keyword("select 1"), "select");
         assert_eq!(first_keyword("-- only a comment"), "");
     }
