@@ -138,6 +138,10 @@ pub struct ModelOpts {
     /// (default: the database's default adapter, if one was set with `adapters use`).
     #[arg(long, env = "SQLORA_ADAPTER", value_name = "NAME|none")]
     pub adapter: Option<String>,
+    /// Fold the adapter into the weights: answers come at the base model's speed, memory stays
+    /// that of the base on CPU, but the adapter cannot be switched or compared in this session.
+    #[arg(long)]
+    pub merge: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -365,6 +369,7 @@ mod tests {
                 model: Some(s.into()),
                 offline: false,
                 adapter: None,
+                merge: false,
             }
             .choice()
         };

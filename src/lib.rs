@@ -180,6 +180,7 @@ pub fn apply_adapter(
     engine: &mut llm::Engine,
     choice: Option<&str>,
     db_identity: Option<&str>,
+    merge: bool,
 ) -> Result<Option<String>> {
     let lib = adapter_library()?;
     let name = match choice.map(str::trim) {
@@ -193,6 +194,9 @@ pub fn apply_adapter(
     let base = llm::library::base_of(engine);
     let adapter = lib.load_for(&name, &base)?;
     engine.set_adapter(Some(adapter))?;
+    if merge {
+        engine.merge_adapter()?;
+    }
     Ok(Some(name))
 }
 
@@ -224,7 +228,7 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
                             "r={} alpha={} on {}",
                             c.r,
                             c.lora_alpha,
-                            c.target_modules.join(",")
+                            c.target_modules
                         )
                     ),
                     meta.as_ref().map_or_else(
@@ -306,12 +310,16 @@ fn ask(args: AskArgs) -> Result<()> {
     if question.trim().is_empty() {
         bail!("the question is empty");
     }
+    if args.compare && args.common.model.merge {
+        bail!("--compare runs the base model too: it cannot be combined with --merge");
+    }
     let mut p = open_pipeline(&args.common)?;
     let mut engine = load_engine(&args.common.model)?;
     apply_adapter(
         &mut engine,
         args.common.model.adapter.as_deref(),
         Some(&p.describe_db()),
+        args.common.model.merge,
     )?;
     p.set_engine(engine);
     if args.compare {
@@ -387,6 +395,9 @@ fn ask(args: AskArgs) -> Result<()> {
 
 fn evaluate(args: EvalArgs) -> Result<()> {
     use eval::report::{self, Report, Summary};
+    if args.compare_base && args.model.merge {
+        bail!("--compare-base runs the base model too: it cannot be combined with --merge");
+    }
     if let Some(files) = &args.compare {
         let read = |p: &PathBuf| -> Result<Report> {
             let text =
@@ -457,7 +468,12 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         );
     }
     let mut engine = load_engine(&args.model)?;
-    let adapter = apply_adapter(&mut engine, args.model.adapter.as_deref(), None)?;
+    let adapter = apply_adapter(
+        &mut engine,
+        args.model.adapter.as_deref(),
+        None,
+        args.model.merge,
+    )?;
     let model = match &adapter {
         Some(a) => format!("{} + adapter {a}", engine.info().name),
         None => engine.info().name.clone(),
@@ -507,6 +523,23 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     }
     let summary = Summary::of(&records);
     println!("{}", summary.render());
+    let slice_key = format!(
+        "{set}{}",
+        match (args.offset, args.limit) {
+            (0, None) => String::new(),
+            (o, Some(l)) => format!("[{o}..{}]", o + l),
+            (o, None) => format!("[{o}..]"),
+        }
+    );
+    let mut eval_record = serde_json::json!({
+        "at": clock::now_iso(),
+        "model": model,
+        "merged": args.model.merge,
+        "questions": summary.overall.total,
+        "correct": summary.overall.correct,
+        "ex": summary.overall.ex(),
+        "repairs": args.run.repairs,
+    });
     if args.compare_base && complete {
         // The same questions with the adapter taken off.
         let mut engine = evaluator.into_engine().context("the model was lost")?;
@@ -541,6 +574,8 @@ fn evaluate(args: EvalArgs) -> Result<()> {
             summary.overall.total,
             flips.len()
         );
+        eval_record["base_correct"] = base_summary.overall.correct.into();
+        eval_record["base_ex"] = base_summary.overall.ex().into();
         for f in &flips {
             let mark = if f.after == eval::Verdict::Correct {
                 "+"
@@ -548,6 +583,12 @@ fn evaluate(args: EvalArgs) -> Result<()> {
                 "-"
             };
             println!("{mark} #{} {}", f.index, f.question);
+        }
+    }
+    if let (Some(name), true) = (&adapter, complete) {
+        match adapter_library().and_then(|lib| Ok(lib.record_eval(name, &slice_key, eval_record)?)) {
+            Ok(()) => eprintln!("sqlora: recorded in adapter `{name}`'s sqlora.json"),
+            Err(e) => eprintln!("sqlora: could not record the result in adapter `{name}`: {e}"),
         }
     }
     if let Some(out) = &args.out {

@@ -303,3 +303,41 @@ fn the_adapter_library_from_the_command_line() {
     }
     run_ok(sqlora(&data).args(["adapters", "remove", "zero"]));
 }
+
+#[test]
+fn merged_adapters_give_the_same_answers_and_cannot_be_switched() {
+    let mut e = engine();
+    let ids: Vec<u32> = e
+        .tokenizer()
+        .encode("SELECT name FROM customers WHERE country =")
+        .unwrap();
+    let ad = adapter(&e, 8, false, 4);
+    e.set_adapter(Some(ad.clone())).unwrap();
+    let unmerged = logits(&e, &ids);
+    e.merge_adapter().unwrap();
+    assert!(e.is_merged());
+    let merged = logits(&e, &ids);
+    // Prefill runs the merged f32 weights: the same sums in another order.
+    let d = max_rel_diff(&merged, &unmerged);
+    assert!(d < 1e-3, "merged logits differ by {d}");
+    // Decode runs the merged weights requantized to Q8_0: same greedy choice here.
+    let mut cache = KvCache::default();
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .fold((0, f32::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m })
+            .0
+    };
+    e.model().forward(&ids[..ids.len() - 1], &mut cache).unwrap();
+    let step: Vec<f32> = e
+        .model()
+        .forward(&ids[ids.len() - 1..], &mut cache)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(argmax(&step), argmax(&unmerged));
+    let err = e.set_adapter(None).unwrap_err().to_string();
+    assert!(err.contains("--merge"), "{err}");
+    let err = e.set_adapter(Some(ad)).unwrap_err().to_string();
+    assert!(err.contains("merged"), "{err}");
+}

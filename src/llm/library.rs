@@ -45,7 +45,8 @@ pub fn base_of(engine: &Engine) -> BaseIdentity {
         architecture: format!("{:?}", c.arch).to_lowercase(),
         hidden_size: c.hidden,
         layers: engine.model().n_layers(),
-        gguf_sha256: None,
+        gguf_sha256: super::registry::known_sha256(&engine.info().path, engine.info().file_size)
+            .map(str::to_string),
     }
 }
 
@@ -225,6 +226,28 @@ impl Library {
         let path = self.path(name).join(META_FILE);
         let text = serde_json::to_string_pretty(meta).map_err(|e| io(&path, e))?;
         std::fs::write(&path, text + "\n").map_err(|e| io(&path, e))
+    }
+
+    /// Records an evaluation of adapter `name` in its `sqlora.json`, under `eval.<key>` (the
+    /// latest result per set and slice replaces the one before).
+    pub fn record_eval(
+        &self,
+        name: &str,
+        key: &str,
+        result: serde_json::Value,
+    ) -> Result<(), LlmError> {
+        valid_name(name)?;
+        let path = self.path(name).join(META_FILE);
+        let mut meta = self
+            .meta(name)
+            .ok_or_else(|| io(&path, "missing or unreadable, cannot record the evaluation"))?;
+        let mut evals = match meta.eval.take() {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        evals.insert(key.to_string(), result);
+        meta.eval = Some(serde_json::Value::Object(evals));
+        self.write_meta(name, &meta)
     }
 
     /// Copies adapter `name`'s PEFT files (and `sqlora.json`) to `to`.

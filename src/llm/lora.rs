@@ -91,7 +91,7 @@ pub struct AdapterConfig {
     pub lora_alpha: f64,
     #[serde(default)]
     pub lora_dropout: f64,
-    pub target_modules: Vec<String>,
+    pub target_modules: TargetModules,
     #[serde(default)]
     pub use_rslora: bool,
     #[serde(default)]
@@ -100,8 +100,8 @@ pub struct AdapterConfig {
     pub bias: String,
     #[serde(default = "default_peft_type")]
     pub peft_type: String,
-    #[serde(default = "default_task_type")]
-    pub task_type: String,
+    #[serde(default)]
+    pub task_type: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
 }
@@ -112,8 +112,23 @@ fn default_bias() -> String {
 fn default_peft_type() -> String {
     "LORA".into()
 }
-fn default_task_type() -> String {
-    "CAUSAL_LM".into()
+
+/// PEFT's `target_modules`: a list of module names, or one string (`"all-linear"` or a regex
+/// over module paths). Either way the tensors present decide what is adapted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    List(Vec<String>),
+    Pattern(String),
+}
+
+impl std::fmt::Display for TargetModules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetModules::List(v) => f.write_str(&v.join(",")),
+            TargetModules::Pattern(p) => write!(f, "{p:?}"),
+        }
+    }
 }
 
 impl AdapterConfig {
@@ -122,12 +137,14 @@ impl AdapterConfig {
             r,
             lora_alpha,
             lora_dropout: 0.0,
-            target_modules: targets.iter().map(|t| t.module().to_string()).collect(),
+            target_modules: TargetModules::List(
+                targets.iter().map(|t| t.module().to_string()).collect(),
+            ),
             use_rslora: false,
             base_model_name_or_path: None,
             bias: default_bias(),
             peft_type: default_peft_type(),
-            task_type: default_task_type(),
+            task_type: Some("CAUSAL_LM".into()),
             other: BTreeMap::new(),
         }
     }
@@ -211,7 +228,33 @@ impl Adapter {
                 format!("bias \"{}\" is not supported (only \"none\")", config.bias),
             ));
         }
-        for m in &config.target_modules {
+        // PEFT options that change what the weights mean: refuse rather than compute something
+        // else than PEFT would.
+        let on = |k: &str| match config.other.get(k) {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::Object(m)) => !m.is_empty(),
+            Some(serde_json::Value::Array(a)) => !a.is_empty(),
+            Some(serde_json::Value::Null) | None => false,
+            Some(_) => true,
+        };
+        for (key, what) in [
+            ("use_dora", "DoRA (use_dora)"),
+            ("fan_in_fan_out", "fan_in_fan_out weights"),
+            ("lora_bias", "LoRA biases (lora_bias)"),
+            ("rank_pattern", "per-module ranks (rank_pattern)"),
+            ("alpha_pattern", "per-module alphas (alpha_pattern)"),
+            ("modules_to_save", "fully trained extra modules (modules_to_save)"),
+            ("layer_replication", "layer_replication"),
+        ] {
+            if on(key) {
+                return Err(bad(dir, format!("{what} is not supported by sqlora")));
+            }
+        }
+        let listed: &[String] = match &config.target_modules {
+            TargetModules::List(v) => v,
+            TargetModules::Pattern(_) => &[],
+        };
+        for m in listed {
             if Target::from_module(m).is_none() {
                 return Err(bad(
                     dir,

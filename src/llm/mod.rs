@@ -158,6 +158,8 @@ pub struct Engine {
     /// The adapter applied, if any (its sha256 keys the prompt caches too).
     adapter: Option<lora::Adapter>,
     adapter_label: Option<String>,
+    /// The adapter is folded into the weights (`--merge`) and cannot be changed any more.
+    merged: bool,
 }
 
 impl Engine {
@@ -206,6 +208,7 @@ impl Engine {
             generated: 0,
             adapter: None,
             adapter_label: None,
+            merged: false,
         })
     }
 
@@ -215,6 +218,7 @@ impl Engine {
         let h = Sha256::new()
             .chain_update(&self.identity)
             .chain_update(self.adapter.as_ref().map_or("", |a| a.sha256.as_str()))
+            .chain_update(if self.merged { "|merged" } else { "" })
             .chain_update([0u8])
             .chain_update(prefix)
             .finalize();
@@ -293,11 +297,39 @@ impl Engine {
     /// Applies a LoRA adapter (or removes it with `None`). The cached prompt state belongs to
     /// the previous weights and is dropped.
     pub fn set_adapter(&mut self, adapter: Option<lora::Adapter>) -> Result<(), LlmError> {
+        if self.merged {
+            return Err(LlmError::Adapter(format!(
+                "adapter {} is merged into the weights (--merge); start sqlora again without \
+                 --merge to switch adapters",
+                self.adapter_label.as_deref().unwrap_or("?")
+            )));
+        }
         self.model.set_adapter(adapter.as_ref())?;
         self.adapter_label = adapter.as_ref().map(|a| a.label.clone());
         self.adapter = adapter;
         self.prefix = None;
         Ok(())
+    }
+
+    /// Folds the applied adapter into the weights: the forward then costs what the base costs
+    /// (no extra matrix products per projection), and on CPU it takes no more memory than the
+    /// base (the merged weights replace the f32 and Q8_0 copies). The adapter can no longer be
+    /// changed or removed in this session.
+    pub fn merge_adapter(&mut self) -> Result<(), LlmError> {
+        if self.adapter.is_none() {
+            return Err(LlmError::Adapter("no adapter to merge".into()));
+        }
+        if !self.merged {
+            self.model.merge_adapter()?;
+            self.merged = true;
+            self.prefix = None;
+        }
+        Ok(())
+    }
+
+    /// Whether the adapter is merged into the weights.
+    pub fn is_merged(&self) -> bool {
+        self.merged
     }
 
     pub fn adapter(&self) -> Option<&lora::Adapter> {

@@ -183,6 +183,28 @@ impl Form {
         })
     }
 
+    /// This form with `delta` (`[out, in]`, f32) added to its weight: dense stays dense; a
+    /// quantized form is dequantized, summed and requantized to Q8_0 (re-quantizing to a
+    /// 4-bit type would round most of a small delta away).
+    fn merged(&self, delta: &Tensor) -> candle_core::Result<Self> {
+        Ok(match self {
+            Form::Dense(w) => Form::Dense((w + delta.to_dtype(w.dtype())?)?),
+            Form::Quant(m) => {
+                let dense = match m.as_ref() {
+                    QMatMul::QTensor(q) => q.dequantize(delta.device())?,
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+                };
+                let dense = (dense + delta)?;
+                if dense.dim(1)? % GgmlDType::Q8_0.block_size() == 0 {
+                    let q8 = QTensor::quantize(&dense, GgmlDType::Q8_0)?;
+                    Form::Quant(Arc::new(QMatMul::from_qtensor(q8)?))
+                } else {
+                    Form::Dense(dense)
+                }
+            }
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Form::Quant(m) => m.forward(x),
@@ -219,6 +241,8 @@ pub struct Projection {
     /// `[out, in]` of the base weight.
     dims: (usize, usize),
     lora: Option<Lora>,
+    /// `narrow` is a clone of `wide` (same weights, shared storage).
+    narrow_is_wide: bool,
 }
 
 impl Projection {
@@ -243,6 +267,7 @@ impl Projection {
             bias,
             dims,
             lora: None,
+            narrow_is_wide: plan.decode == plan.prefill,
         })
     }
 
@@ -272,6 +297,22 @@ impl Projection {
             b: pair.b.to_device(device)?,
             scale,
         });
+        Ok(())
+    }
+
+    /// Folds the LoRA delta into the weights (`W + scale·B·A`) and drops the adapter, so that
+    /// the forward costs what the base costs. The 4-bit GGUF weight itself is not kept.
+    fn merge_lora(&mut self) -> candle_core::Result<()> {
+        let Some(l) = self.lora.take() else {
+            return Ok(());
+        };
+        let delta = (l.b.matmul(&l.a)? * l.scale)?;
+        self.wide = self.wide.merged(&delta)?;
+        self.narrow = if self.narrow_is_wide {
+            self.wide.clone()
+        } else {
+            self.narrow.merged(&delta)?
+        };
         Ok(())
     }
 
@@ -512,6 +553,18 @@ impl Model {
             }
         }
         self.layers = staged;
+        Ok(())
+    }
+
+    /// Folds the applied adapter into the weights of every projection (see
+    /// [`Projection::merge_lora`]). Afterwards the model behaves as a base model that already
+    /// holds the adapter; it cannot be taken off again without reloading.
+    pub fn merge_adapter(&mut self) -> Result<(), LlmError> {
+        for layer in &mut self.layers {
+            for t in super::lora::Target::ALL {
+                layer.projection_mut(t).merge_lora()?;
+            }
+        }
         Ok(())
     }
 

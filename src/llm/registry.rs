@@ -104,6 +104,17 @@ pub fn find(name: &str) -> Option<&'static ModelSpec> {
     MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(name))
 }
 
+/// The pinned sha256 of a model file sqlora knows, recognised by file name and size (`pull`
+/// verified the sha256 when it fetched the file; a file of another conversion has another
+/// name or size).
+pub fn known_sha256(path: &Path, size: u64) -> Option<&'static str> {
+    let name = path.file_name()?.to_str()?;
+    MODELS
+        .iter()
+        .find(|m| m.file == name && m.size == size)
+        .map(|m| m.sha256)
+}
+
 pub fn names() -> String {
     MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
 }

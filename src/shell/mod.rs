@@ -76,6 +76,7 @@ pub fn run(args: ShellArgs) -> Result<()> {
                 &mut engine,
                 args.common.model.adapter.as_deref(),
                 Some(&db_id),
+                args.common.model.merge,
             ) {
                 Ok(Some(name)) => eprintln!("adapter `{name}` applied"),
                 Ok(None) => {}
@@ -589,7 +590,7 @@ impl Shell {
             eprintln!("sqlora: no model loaded");
             return;
         };
-        match crate::apply_adapter(engine, Some(arg), None) {
+        match crate::apply_adapter(engine, Some(arg), None, false) {
             Ok(Some(name)) => eprintln!("adapter `{name}` applied; re-reading the schema into it…"),
             Ok(None) => {
                 if let Err(e) = engine.set_adapter(None) {

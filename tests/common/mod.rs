@@ -11,6 +11,7 @@ pub fn model_path() -> PathBuf {
         model: std::env::var("SQLORA_TEST_MODEL").ok(),
         offline: true,
         adapter: None,
+        merge: false,
     };
     sqlora::model_path(&opts).unwrap_or_else(|e| {
         panic!("these tests need the real model: {e:#} (run `cargo run --release -- model pull`)")
