@@ -2,7 +2,8 @@
 //! speed, and question→rows latency (p50/p90). Run with `scripts/bench-cpu`.
 //!
 //! Environment: `BENCH_MODEL` (name or path, default qwen2.5-coder-0.5b), `BENCH_FORMATS=1`
-//! to also time the other weight representations on a 128-token prompt.
+//! to also time the other weight representations on a 128-token prompt, `BENCH_ADAPTER=R` to
+//! time a random rank-R LoRA adapter on all 7 projections, applied and then merged.
 
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         model: std::env::var("BENCH_MODEL").ok(),
         offline: false,
         adapter: None,
+        merge: false,
     };
     let path = sqlora::model_path(&opts)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -97,6 +99,13 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    if let Some(r) = std::env::var("BENCH_ADAPTER")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        bench_adapter(&path, &ids, r)?;
+    }
+
     // Question → rows, with the schema prefix cached as in the shell.
     let cancel = Cancel::new();
     let t = Instant::now();
@@ -137,5 +146,57 @@ fn main() -> anyhow::Result<()> {
         lat[lat.len() - 1],
         toks as f64 / dsecs.max(1e-9)
     );
+    Ok(())
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Prefill and decode speed and resident memory with a random adapter, unmerged then merged.
+fn bench_adapter(path: &std::path::Path, ids: &[u32], r: usize) -> anyhow::Result<()> {
+    use candle_core::{Device, Tensor};
+    use sqlora::llm::lora::{Adapter, AdapterConfig, LoraPair, Target};
+    let mut e = Engine::load(path, &LoadOptions::default())?;
+    let speed = |e: &Engine, label: &str| -> anyhow::Result<()> {
+        let t = Instant::now();
+        e.prefill_only(&ids[..256])?;
+        let pre = 256.0 / t.elapsed().as_secs_f64();
+        let dec = 64.0 / e.decode_n(&ids[..32], 64)?;
+        println!(
+            "  {label}: prefill {pre:.0} tok/s, decode {dec:.1} tok/s, process RSS {:.0} MB",
+            rss_mb()
+        );
+        Ok(())
+    };
+    println!("adapter r={r} on all 7 projections of every layer (a second engine):");
+    speed(&e, "base")?;
+    let mut weights = std::collections::BTreeMap::new();
+    for layer in 0..e.model().n_layers() {
+        for t in Target::ALL {
+            let (out, inp) = e.model().projection_dims(layer, t).unwrap();
+            let a = (Tensor::randn(0f32, 1.0, (r, inp), &Device::Cpu)? * 0.01)?;
+            let b = (Tensor::randn(0f32, 1.0, (out, r), &Device::Cpu)? * 0.01)?;
+            weights.insert((layer, t), LoraPair { a, b });
+        }
+    }
+    e.set_adapter(Some(Adapter {
+        config: AdapterConfig::new(r, 2.0 * r as f64, &Target::ALL),
+        weights,
+        sha256: "bench".into(),
+        label: "bench".into(),
+    }))?;
+    speed(&e, "with adapter")?;
+    let t = Instant::now();
+    e.merge_adapter()?;
+    println!("  merged in {:.2} s", t.elapsed().as_secs_f64());
+    speed(&e, "merged")?;
     Ok(())
 }
