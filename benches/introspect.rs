@@ -1,7 +1,9 @@
 //! Introspection speed on a 1000-table schema, on PostgreSQL and MariaDB (the local servers,
 //! or `SQLORA_TEST_PG` / `SQLORA_TEST_MYSQL`). Creates a scratch database with 1000 tables
 //! (5 columns each, a primary key, a foreign key to the previous table, comments on some),
-//! times `Database::introspect` five times, prints min and median, and drops the database.
+//! times `Database::introspect` five times, prints min and median, then times building the
+//! value index (distinct values of every text column) and choosing the tables for 20 questions
+//! within the default context budget, and drops the database.
 //! Run with `cargo bench --bench introspect` (`BENCH_TABLES=N` to change the size).
 
 use std::time::Instant;
@@ -26,6 +28,10 @@ fn script(tables: usize, postgres: bool) -> String {
         s.push_str(&format!(
             "CREATE TABLE t{i:04} (id INT PRIMARY KEY, name VARCHAR(80) NOT NULL, \
              created DATE, amount DECIMAL(12,2){fk}){comment};\n"
+        ));
+        s.push_str(&format!(
+            "INSERT INTO t{i:04} (id, name) VALUES (1, 'alpha {i}'), (2, 'beta'), (3, 'gamma'), \
+             (4, 'city{i}'), (5, 'delta {i}');\n"
         ));
         if postgres && i % 10 == 0 {
             s.push_str(&format!(
@@ -127,6 +133,33 @@ fn main() -> anyhow::Result<()> {
                 times[0],
                 times[2],
                 context / 1024
+            );
+            let mut p = sqlora::pipeline::Pipeline::new(db, None)?;
+            let cancel = sqlora::cancel::Cancel::new();
+            let t = Instant::now();
+            p.prepare_selection(&cancel)?;
+            println!(
+                "{label}: value index of {} text columns built in {:.2} s",
+                shape.0,
+                t.elapsed().as_secs_f64()
+            );
+            let mut sel = Vec::new();
+            for q in 0..20 {
+                let question = format!(
+                    "How many rows of table t{:04} are in city{} and have amount over 10?",
+                    q * 37 % tables,
+                    q * 37 % tables
+                );
+                let t = Instant::now();
+                p.context_for(&question, &cancel)?;
+                sel.push(t.elapsed().as_secs_f64() * 1000.0);
+                let chosen = p.last_selection.as_ref().map_or(0, |s| s.tables.len());
+                assert!(chosen > 0, "nothing chosen for {question}");
+            }
+            sel.sort_by(f64::total_cmp);
+            println!(
+                "{label}: table selection per question: median {:.1} ms, max {:.1} ms over 20",
+                sel[10], sel[19]
             );
             Ok(())
         })();

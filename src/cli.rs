@@ -142,6 +142,15 @@ pub struct ModelOpts {
     /// that of the base on CPU, but the adapter cannot be switched or compared in this session.
     #[arg(long)]
     pub merge: bool,
+    /// Where the model runs: auto (CUDA when this build has it and a GPU answers, else CPU),
+    /// cpu, cuda or cuda:N.
+    #[arg(
+        long,
+        env = "SQLORA_DEVICE",
+        default_value = "auto",
+        value_name = "auto|cpu|cuda[:N]"
+    )]
+    pub device: crate::llm::device::DeviceChoice,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -155,6 +164,10 @@ pub struct RunOpts {
     /// When generated SQL fails, show the model the error and let it retry this many times.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub repairs: usize,
+    /// Token budget for the schema in the prompt: a larger schema gets, per question, the
+    /// tables that matter most (with the join paths between them) instead of all of them.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_CONTEXT_TOKENS, value_name = "N")]
+    pub context_tokens: usize,
 }
 
 /// Where to ask, with what model, under which limits: shared by `shell` and `ask`.
@@ -370,6 +383,7 @@ mod tests {
                 offline: false,
                 adapter: None,
                 merge: false,
+                device: crate::llm::device::DeviceChoice::Auto,
             }
             .choice()
         };

@@ -56,6 +56,8 @@ pub fn open_pipeline(common: &cli::CommonArgs) -> Result<pipeline::Pipeline> {
     let mut p = pipeline::Pipeline::new(open_database(&common.db)?, None)?;
     p.limits = limits;
     p.repairs = common.run.repairs;
+    p.context_tokens = common.run.context_tokens;
+    p.values_cache = paths::cache_dir().ok().map(|d| d.join("values"));
     Ok(p)
 }
 
@@ -160,11 +162,16 @@ pub fn model_path(opts: &ModelOpts) -> Result<PathBuf> {
 /// Loads the model `--model` names.
 pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
     let path = model_path(opts)?;
+    let (device, chosen) = llm::device::select(opts.device)?;
     let load = llm::LoadOptions {
+        plan: llm::device::plan_for(&device),
+        device,
         kv_dir: paths::cache_dir().ok().map(|d| d.join("kv")),
-        ..llm::LoadOptions::default()
     };
-    llm::Engine::load(&path, &load).with_context(|| format!("loading model {}", path.display()))
+    let mut engine = llm::Engine::load(&path, &load)
+        .with_context(|| format!("loading model {}", path.display()))?;
+    engine.set_device_label(chosen);
+    Ok(engine)
 }
 
 /// The adapter library in the data dir.
@@ -224,12 +231,7 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
                     "{n:<24} {}  base {}  {}{}",
                     cfg.as_ref().map_or_else(
                         |e| format!("(unreadable: {e})"),
-                        |c| format!(
-                            "r={} alpha={} on {}",
-                            c.r,
-                            c.lora_alpha,
-                            c.target_modules
-                        )
+                        |c| format!("r={} alpha={} on {}", c.r, c.lora_alpha, c.target_modules)
                     ),
                     meta.as_ref().map_or_else(
                         || "?".into(),
@@ -371,9 +373,20 @@ fn ask(args: AskArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match args.format {
         shell::render::Format::Json => {
+            // The tables the model was shown: the selection, or the whole schema.
+            let tables: Vec<String> = if answer.tables.is_empty() {
+                p.schema()
+                    .tables
+                    .iter()
+                    .map(|t| t.qualified_name(p.dialect()))
+                    .collect()
+            } else {
+                answer.tables.clone()
+            };
             let obj = serde_json::json!({
                 "question": answer.question,
                 "sql": answer.sql,
+                "tables": tables,
                 "columns": answer.outcome.columns,
                 "rows": shell::render::rows_json(&answer.outcome),
                 "row_count": answer.outcome.rows.len(),
@@ -479,8 +492,9 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         None => engine.info().name.clone(),
     };
     eprintln!(
-        "sqlora: evaluating {} of {available} questions from {set} with {model}",
-        items.len()
+        "sqlora: evaluating {} of {available} questions from {set} with {model} on {}",
+        items.len(),
+        engine.info().device
     );
     let cancel = cancel::Cancel::new();
     {
@@ -493,6 +507,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         });
     }
     let mut evaluator = eval::Evaluator::new(engine, limits, args.run.repairs);
+    evaluator.context_tokens = args.run.context_tokens;
     let bar = ProgressBar::new(items.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
@@ -586,7 +601,9 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         }
     }
     if let (Some(name), true) = (&adapter, complete) {
-        match adapter_library().and_then(|lib| Ok(lib.record_eval(name, &slice_key, eval_record)?)) {
+        match adapter_library()
+            .and_then(|lib| Ok(lib.record_eval(name, &slice_key, eval_record)?))
+        {
             Ok(()) => eprintln!("sqlora: recorded in adapter `{name}`'s sqlora.json"),
             Err(e) => eprintln!("sqlora: could not record the result in adapter `{name}`: {e}"),
         }

@@ -11,6 +11,7 @@ use crate::cancel::Cancel;
 use crate::db::{Database, DbError, Dialect, Limits, Outcome};
 use crate::guard::{self, GuardError};
 use crate::llm::{prompt, Engine, GenOptions, Generation, LlmError, StopRule};
+use crate::schema::select::{ColumnValues, Selection, Selector, ValueIndex};
 use crate::schema::{self, Schema};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,8 @@ pub struct Answer {
     pub generation: Generation,
     pub query_secs: f64,
     pub total_secs: f64,
+    /// The tables the model was shown, when the schema was too large to show whole.
+    pub tables: Vec<String>,
 }
 
 /// Result of running SQL the user typed.
@@ -101,7 +104,23 @@ pub struct Pipeline {
     pub repairs: usize,
     /// Generations the last `ask` took (1 + repairs tried), whether it succeeded or not.
     pub last_generations: usize,
+    /// Token budget of the schema context; larger schemas get a per-question table selection.
+    pub context_tokens: usize,
+    /// Built on first need, for schemas over the budget.
+    selector: Option<Selector>,
+    /// What the last question was shown, and why (for `\context`).
+    pub last_selection: Option<Selection>,
+    /// Where the value index of this database is kept between runs.
+    pub values_cache: Option<std::path::PathBuf>,
 }
+
+/// The default schema budget: enough for most single databases, small enough for a small
+/// model to read well and prefill fast.
+pub const DEFAULT_CONTEXT_TOKENS: usize = 2048;
+
+/// Distinct values read per text column, and rows scanned per column to find them.
+const VALUES_PER_COLUMN: usize = 1000;
+const ROWS_SCANNED: usize = 20_000;
 
 impl Pipeline {
     /// Introspects `db` and renders its context; the model can be attached later.
@@ -124,7 +143,152 @@ impl Pipeline {
             gen,
             repairs: 2,
             last_generations: 0,
+            context_tokens: DEFAULT_CONTEXT_TOKENS,
+            selector: None,
+            last_selection: None,
+            values_cache: None,
         })
+    }
+
+    /// Tokens of `text` by the model's tokenizer, or an estimate (≈3.5 bytes a token) without
+    /// a model.
+    fn count_tokens(&self, text: &str) -> usize {
+        match self.engine.as_ref().map(|e| e.tokenizer().encode(text)) {
+            Some(Ok(ids)) => ids.len(),
+            _ => text.len() * 2 / 7,
+        }
+    }
+
+    /// Whether questions get a table selection (the whole schema is over the budget).
+    pub fn selects_tables(&self) -> bool {
+        self.context.len() * 2 / 7 > self.context_tokens
+            && self.count_tokens(&self.context) > self.context_tokens
+    }
+
+    /// Reads (or loads from the cache) the value index and prepares the table ranking.
+    pub fn prepare_selection(&mut self, cancel: &Cancel) -> Result<(), AskError> {
+        if self.selector.is_some() {
+            return Ok(());
+        }
+        let columns = match self.load_values() {
+            Some(c) => c,
+            None => {
+                let c = self.read_values(cancel);
+                self.save_values(&c);
+                c
+            }
+        };
+        let index = ValueIndex::new(&columns);
+        let dialect = self.dialect();
+        let counter = |t: &str| self.count_tokens(t);
+        let selector = Selector::new(&self.schema, dialect, index, &counter);
+        self.selector = Some(selector);
+        Ok(())
+    }
+
+    /// Distinct values of the text columns, bounded per column; a column that fails to read
+    /// (permissions, a timeout) is skipped.
+    fn read_values(&mut self, cancel: &Cancel) -> Vec<ColumnValues> {
+        let dialect = self.dialect();
+        let limits = Limits {
+            max_rows: VALUES_PER_COLUMN,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let mut out = Vec::new();
+        for (i, t) in self.schema.tables.iter().enumerate() {
+            for c in t
+                .columns
+                .iter()
+                .filter(|c| is_text(&c.data_type, !c.enum_values.is_empty()))
+            {
+                if cancel.is_set() {
+                    return out;
+                }
+                if !c.enum_values.is_empty() {
+                    out.push(ColumnValues {
+                        table: i,
+                        column: format!("{}.{}", t.name, c.name),
+                        values: c.enum_values.clone(),
+                    });
+                    continue;
+                }
+                let col = schema::ident(&c.name, dialect);
+                let sql = format!(
+                    "SELECT DISTINCT {col} FROM (SELECT {col} FROM {} WHERE {col} IS NOT NULL \
+                     LIMIT {ROWS_SCANNED}) AS s LIMIT {VALUES_PER_COLUMN}",
+                    t.qualified_name(dialect)
+                );
+                if let Ok(o) = self.db.query(&sql, &limits, cancel) {
+                    let values = o
+                        .rows
+                        .iter()
+                        .filter_map(|r| r.first())
+                        .map(|v| v.display())
+                        .filter(|v| v.chars().count() <= 80)
+                        .collect();
+                    out.push(ColumnValues {
+                        table: i,
+                        column: format!("{}.{}", t.name, c.name),
+                        values,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn values_file(&self) -> Option<std::path::PathBuf> {
+        use sha2::{Digest, Sha256};
+        let dir = self.values_cache.as_ref()?;
+        let h = Sha256::new()
+            .chain_update(self.db.describe())
+            .chain_update([0u8])
+            .chain_update(&self.context)
+            .finalize();
+        let name: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Some(dir.join(format!("{name}.json")))
+    }
+
+    fn load_values(&self) -> Option<Vec<ColumnValues>> {
+        let text = std::fs::read_to_string(self.values_file()?).ok()?;
+        let cols: Vec<ColumnValues> = serde_json::from_str(&text).ok()?;
+        cols.iter()
+            .all(|c| c.table < self.schema.tables.len())
+            .then_some(cols)
+    }
+
+    /// Best effort: without the cache the index is only read again next time.
+    fn save_values(&self, cols: &[ColumnValues]) {
+        let (Some(file), Some(dir)) = (self.values_file(), self.values_cache.as_ref()) else {
+            return;
+        };
+        if std::fs::create_dir_all(dir).is_ok() {
+            if let Ok(text) = serde_json::to_string(cols) {
+                let tmp = file.with_extension("tmp");
+                if std::fs::write(&tmp, text).is_ok() {
+                    let _ = std::fs::rename(tmp, file);
+                }
+            }
+        }
+    }
+
+    /// The context for `question`: the whole schema when it fits the budget, else the tables
+    /// chosen for it.
+    pub fn context_for(&mut self, question: &str, cancel: &Cancel) -> Result<String, AskError> {
+        if !self.selects_tables() {
+            self.last_selection = None;
+            return Ok(self.context.clone());
+        }
+        self.prepare_selection(cancel)?;
+        let selection = self
+            .selector
+            .as_ref()
+            .map(|s| s.select(question, self.context_tokens));
+        let context = selection
+            .as_ref()
+            .map_or_else(|| self.context.clone(), |s| s.context.clone());
+        self.last_selection = selection;
+        Ok(context)
     }
 
     pub fn schema(&self) -> &Schema {
@@ -165,27 +329,35 @@ impl Pipeline {
     pub fn refresh(&mut self) -> Result<(), DbError> {
         self.schema = self.db.introspect()?;
         self.context = schema::render_context(&self.schema, self.db.dialect());
+        // The value index is read again (and re-cached) on the next question.
+        if let Some(f) = self.values_file() {
+            let _ = std::fs::remove_file(f);
+        }
+        self.selector = None;
+        self.last_selection = None;
         if let Some(e) = self.engine.as_mut() {
             e.clear_prefix_cache();
         }
         Ok(())
     }
 
-    fn prompt_for(&self, engine: &Engine, question: &str) -> prompt::Prompt {
-        prompt::build_prompt(
-            engine.template(),
-            question,
-            &self.context,
-            self.dialect(),
-            &[],
-        )
+    fn prompt_for(&self, engine: &Engine, question: &str, context: &str) -> prompt::Prompt {
+        prompt::build_prompt(engine.template(), question, context, self.dialect(), &[])
     }
 
     /// Runs the schema part of the prompt through the model now, so the first question is fast.
-    /// Returns the number of cached tokens.
+    /// Returns the number of cached tokens. A schema over the budget has no fixed part: its
+    /// value index and table ranking are prepared instead, and 0 is returned.
     pub fn warm_up(&mut self, cancel: &Cancel) -> Result<usize, AskError> {
+        if self.engine.is_none() {
+            return Err(AskError::NoModel);
+        }
+        if self.selects_tables() {
+            self.prepare_selection(cancel)?;
+            return Ok(0);
+        }
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
-        let p = self.prompt_for(engine, "");
+        let p = self.prompt_for(engine, "", &self.context);
         let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
         Ok(engine.warm_prefix(&p.prefix, cancel)?)
     }
@@ -196,9 +368,18 @@ impl Pipeline {
     /// returned if every attempt fails.
     pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
         let t0 = Instant::now();
+        if self.engine.is_none() {
+            return Err(AskError::NoModel);
+        }
+        let context = self.context_for(question, cancel)?;
+        let tables: Vec<String> = self
+            .last_selection
+            .as_ref()
+            .map(|s| s.tables.iter().map(|c| c.table.clone()).collect())
+            .unwrap_or_default();
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
         let template = engine.template();
-        let base = self.prompt_for(engine, question);
+        let base = self.prompt_for(engine, question, &context);
         let mut prompt = base.clone();
         let mut attempts = Vec::new();
         let mut total = Generation::default();
@@ -229,6 +410,7 @@ impl Pipeline {
                         generation: total,
                         query_secs: run.query_secs,
                         total_secs: t0.elapsed().as_secs_f64(),
+                        tables,
                     })
                 }
                 Err(e) if attempts.len() < self.repairs && e.repairable() => {
@@ -321,4 +503,14 @@ impl Pipeline {
             query_secs: t.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Whether a column's values are worth indexing for value linking (text-like types, enums).
+fn is_text(data_type: &str, is_enum: bool) -> bool {
+    let t = data_type.to_ascii_lowercase();
+    is_enum
+        || ["char", "text", "string", "clob", "citext", "enum", "set("]
+            .iter()
+            .any(|k| t.contains(k))
+        || t.is_empty()
 }

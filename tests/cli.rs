@@ -48,6 +48,60 @@ fn ask_json_prints_one_object_with_the_rows() {
         .query_row("SELECT count(*) FROM customers", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v["rows"][0][0], n);
+    // The demo schema fits the default budget: the model saw every table.
+    let tables = v["tables"].as_array().unwrap();
+    assert!(
+        tables.len() >= 4 && tables.iter().any(|t| t == "customers"),
+        "{tables:?}"
+    );
+}
+
+#[test]
+fn a_schema_over_the_budget_shows_the_model_the_tables_the_question_needs() {
+    let _ = common::model_path();
+    let dir = tempfile::tempdir().unwrap();
+    let out = sqlora(dir.path())
+        .args([
+            "ask",
+            "--offline",
+            "--context-tokens",
+            "450",
+            "--format",
+            "json",
+            "How many orders have the status 'shipped'?",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let tables: Vec<&str> = v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(tables.contains(&"orders"), "{tables:?}");
+    let db = dir.path().join("demo.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let all: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        (tables.len() as i64) < all,
+        "every table was shown: {tables:?}"
+    );
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM orders WHERE status = 'shipped'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v["rows"][0][0], n, "{}", v["sql"]);
 }
 
 fn shell(dir: &std::path::Path, args: &[&str], input: &str) -> Output {

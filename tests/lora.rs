@@ -328,7 +328,9 @@ fn merged_adapters_give_the_same_answers_and_cannot_be_switched() {
             .fold((0, f32::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m })
             .0
     };
-    e.model().forward(&ids[..ids.len() - 1], &mut cache).unwrap();
+    e.model()
+        .forward(&ids[..ids.len() - 1], &mut cache)
+        .unwrap();
     let step: Vec<f32> = e
         .model()
         .forward(&ids[ids.len() - 1..], &mut cache)

@@ -58,7 +58,10 @@ fn tiny_model(dir: &Path) -> Model {
     }
     let u = |k: &str| gguf_file::Value::U32(config[k].as_u64().unwrap() as u32);
     let metadata = [
-        ("general.architecture", gguf_file::Value::String("qwen2".into())),
+        (
+            "general.architecture",
+            gguf_file::Value::String("qwen2".into()),
+        ),
         ("qwen2.embedding_length", u("hidden_size")),
         ("qwen2.feed_forward_length", u("intermediate_size")),
         ("qwen2.block_count", u("num_hidden_layers")),
@@ -171,7 +174,11 @@ fn adapters_saved_by_peft_reproduce_peft_logits() {
         assert!(max_abs(&adapted, &rows(&want["base"])) > 0.1);
     }
     model.set_adapter(None).unwrap();
-    assert_matches(&model, &rows(&want["base"]), "base model after removing the adapter");
+    assert_matches(
+        &model,
+        &rows(&want["base"]),
+        "base model after removing the adapter",
+    );
 
     // Merged into the weights, the adapter still gives PEFT's logits.
     let adapter = Adapter::load(&fixture().join("plain")).unwrap();
@@ -211,7 +218,10 @@ fn adapter_written_by_sqlora_keeps_the_logits_peft_reproduced() {
     let recorded: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("expected.json")).unwrap()).unwrap();
     let adapter = Adapter::load(&out).unwrap();
-    assert_eq!(adapter.config.target_modules.to_string().split(',').count(), 7);
+    assert_eq!(
+        adapter.config.target_modules.to_string().split(',').count(),
+        7
+    );
     model.set_adapter(Some(&adapter)).unwrap();
     assert_matches(&model, &rows(&recorded["logits"]), "sqlora-written adapter");
     // Saving it again gives the same tensors under the same PEFT names.
@@ -234,7 +244,11 @@ fn peft_adapters_with_options_sqlora_cannot_honour_are_refused() {
     for (key, value, says) in [
         ("use_dora", Value::Bool(true), "DoRA"),
         ("fan_in_fan_out", Value::Bool(true), "fan_in_fan_out"),
-        ("rank_pattern", serde_json::json!({"q_proj": 8}), "rank_pattern"),
+        (
+            "rank_pattern",
+            serde_json::json!({"q_proj": 8}),
+            "rank_pattern",
+        ),
         ("bias", Value::String("all".into()), "bias"),
         ("peft_type", Value::String("IA3".into()), "peft_type"),
         ("target_modules", serde_json::json!(["c_attn"]), "c_attn"),

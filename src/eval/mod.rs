@@ -48,6 +48,9 @@ pub struct Item {
     /// Set by the question set; a top-level ORDER BY in the gold SQL also makes order matter.
     pub order_matters: bool,
     pub hardness: Option<Hardness>,
+    /// Where the gold SQL runs, when not on `db` (the same data in another database, e.g. a
+    /// Spider database loaded into PostgreSQL while its gold SQL is SQLite's).
+    pub gold_db: Option<String>,
 }
 
 /// Loads the Spider dev questions whose database is present, in the dataset's order.
@@ -87,6 +90,7 @@ pub fn load_spider_dev(data: &Path) -> Result<Vec<Item>, EvalError> {
             gold: field("query")?,
             order_matters: false,
             hardness: Some(hardness::hardness(&row["sql"])),
+            gold_db: None,
         });
     }
     Ok(items)
@@ -102,10 +106,13 @@ struct JsonlRow {
     order_matters: bool,
     #[serde(default)]
     hardness: Option<String>,
+    #[serde(default)]
+    gold_db: Option<String>,
 }
 
-/// Loads a question set with one `{"question", "db", "query", "order_matters"?, "hardness"?}`
-/// object a line. A relative SQLite path in `db` is taken relative to the file.
+/// Loads a question set with one `{"question", "db", "query", "order_matters"?, "hardness"?,
+/// "gold_db"?}` object a line. A relative SQLite path in `db` or `gold_db` is taken relative to
+/// the file.
 pub fn load_jsonl(file: &Path) -> Result<Vec<Item>, EvalError> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| EvalError::Set(format!("cannot read {}: {e}", file.display())))?;
@@ -134,6 +141,7 @@ pub fn load_jsonl(file: &Path) -> Result<Vec<Item>, EvalError> {
             gold: row.query,
             order_matters: row.order_matters,
             hardness,
+            gold_db: row.gold_db.as_deref().map(|g| resolve_db(base, g)),
         });
     }
     if items.is_empty() {
@@ -222,6 +230,9 @@ pub struct Record {
     pub attempts: usize,
     pub tokens: usize,
     pub latency_ms: u64,
+    /// The tables the model was shown, when the schema was over the context budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<String>,
 }
 
 /// Runs questions one after another, reusing the model and each database's connections (and
@@ -233,10 +244,13 @@ pub struct Evaluator {
     /// Limits for the gold query (more rows: a gold result is never cut short silently).
     pub gold_limits: Limits,
     pub repairs: usize,
+    /// The schema context budget (see [`Pipeline::context_tokens`]).
+    pub context_tokens: usize,
 }
 
 struct Open {
     url: String,
+    gold_url: String,
     pipeline: Pipeline,
     gold: Box<dyn Database>,
 }
@@ -253,6 +267,7 @@ impl Evaluator {
             limits,
             gold_limits,
             repairs,
+            context_tokens: crate::pipeline::DEFAULT_CONTEXT_TOKENS,
         }
     }
 
@@ -271,23 +286,30 @@ impl Evaluator {
         }
     }
 
-    fn open(&mut self, url: &str) -> Result<&mut Open, String> {
-        if self.open.as_ref().is_some_and(|o| o.url == url) {
+    fn open(&mut self, url: &str, gold_url: &str) -> Result<&mut Open, String> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.url == url && o.gold_url == gold_url)
+        {
             return Ok(self.open.as_mut().expect("checked"));
         }
         if let Some(mut old) = self.open.take() {
             self.engine = old.pipeline.take_engine();
         }
         let db = db::open(url).map_err(|e| e.to_string())?;
-        let gold = db::open(url).map_err(|e| e.to_string())?;
+        let gold = db::open(gold_url).map_err(|e| e.to_string())?;
         let mut pipeline = Pipeline::new(db, None).map_err(|e| e.to_string())?;
         if let Some(engine) = self.engine.take() {
             pipeline.set_engine(engine);
         }
         pipeline.limits = self.limits.clone();
         pipeline.repairs = self.repairs;
+        pipeline.context_tokens = self.context_tokens;
+        pipeline.values_cache = crate::paths::cache_dir().ok().map(|d| d.join("values"));
         Ok(self.open.insert(Open {
             url: url.to_string(),
+            gold_url: gold_url.to_string(),
             pipeline,
             gold,
         }))
@@ -308,9 +330,11 @@ impl Evaluator {
             attempts: 0,
             tokens: 0,
             latency_ms: 0,
+            tables: Vec::new(),
         };
         let gold_limits = self.gold_limits.clone();
-        let open = match self.open(&item.db) {
+        let gold_url = item.gold_db.clone().unwrap_or_else(|| item.db.clone());
+        let open = match self.open(&item.db, &gold_url) {
             Ok(o) => o,
             Err(e) => {
                 record.error = Some(format!("cannot open the database: {e}"));
@@ -343,6 +367,7 @@ impl Evaluator {
         match answer {
             Ok(a) => {
                 record.predicted = Some(a.sql);
+                record.tables = a.tables;
                 let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
                 record.verdict = if compare::results_match(&gold.rows, &a.outcome.rows, order) {
                     Verdict::Correct

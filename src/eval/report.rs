@@ -221,6 +221,7 @@ mod tests {
             attempts: 1,
             tokens: 10,
             latency_ms: ms,
+            tables: Vec::new(),
         }
     }
 

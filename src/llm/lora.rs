@@ -243,7 +243,10 @@ impl Adapter {
             ("lora_bias", "LoRA biases (lora_bias)"),
             ("rank_pattern", "per-module ranks (rank_pattern)"),
             ("alpha_pattern", "per-module alphas (alpha_pattern)"),
-            ("modules_to_save", "fully trained extra modules (modules_to_save)"),
+            (
+                "modules_to_save",
+                "fully trained extra modules (modules_to_save)",
+            ),
             ("layer_replication", "layer_replication"),
         ] {
             if on(key) {

@@ -3,6 +3,7 @@
 //!
 //! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
 
+pub mod device;
 pub mod library;
 pub mod lora;
 pub mod model;
@@ -135,6 +136,8 @@ pub struct ModelInfo {
     pub arch: Arch,
     pub file_size: u64,
     pub load_secs: f64,
+    /// Where the model runs, in words ("CPU", "CUDA device 0").
+    pub device: String,
 }
 
 struct PrefixState {
@@ -196,6 +199,11 @@ impl Engine {
             arch: model.config.arch,
             file_size,
             load_secs: start.elapsed().as_secs_f64(),
+            device: if opts.device.is_cuda() {
+                "CUDA".into()
+            } else {
+                "CPU".into()
+            },
         };
         Ok(Self {
             model,
@@ -287,6 +295,11 @@ impl Engine {
     /// Forgets the cached prompt prefix (e.g. after the schema changed).
     pub fn clear_prefix_cache(&mut self) {
         self.prefix = None;
+    }
+
+    /// Replaces the device description shown to the user.
+    pub fn set_device_label(&mut self, label: String) {
+        self.info.device = label;
     }
 
     /// The applied adapter's library name, if any.

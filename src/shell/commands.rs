@@ -49,6 +49,16 @@ pub const COMMANDS: &[MetaCommand] = &[
         },
     },
     MetaCommand {
+        name: "context",
+        aliases: &[],
+        args: "",
+        help: "what the model was given for the last question, and why each table was chosen",
+        run: |sh, _| {
+            sh.print_context();
+            Flow::Continue
+        },
+    },
+    MetaCommand {
         name: "sql",
         aliases: &[],
         args: "SQL",

@@ -84,13 +84,20 @@ pub fn run(args: ShellArgs) -> Result<()> {
             }
             pipeline.set_engine(engine);
             eprintln!(
-                "model {} ({}) loaded in {:.1} s; reading the schema into it…",
+                "model {} ({}) loaded on {} in {:.1} s; reading the schema into it…",
                 info.name,
                 info.path.display(),
+                info.device,
                 info.load_secs
             );
             let t = std::time::Instant::now();
             match pipeline.warm_up(&cancel) {
+                Ok(0) if pipeline.selects_tables() => eprintln!(
+                    "schema context: over the budget of {} tokens, so the tables are chosen per \
+                     question (\\context shows them); value index ready in {:.1} s",
+                    pipeline.context_tokens,
+                    t.elapsed().as_secs_f64()
+                ),
                 Ok(n) => eprintln!(
                     "schema context: {n} tokens, cached in {:.1} s",
                     t.elapsed().as_secs_f64()
@@ -724,6 +731,36 @@ impl Shell {
                 crate::schema::render_table(t, self.pipeline.dialect())
             ),
             None => eprintln!("sqlora: no table named `{table}`; \\tables lists them"),
+        }
+    }
+
+    fn print_context(&self) {
+        match &self.pipeline.last_selection {
+            None if self.pipeline.selects_tables() => {
+                eprintln!("no question asked yet: the tables are chosen per question")
+            }
+            None => {
+                println!("{}", self.pipeline.context());
+                eprintln!(
+                    "the whole schema ({} tables) fits the budget of {} tokens: the model sees \
+                     all of it",
+                    self.pipeline.schema().tables.len(),
+                    self.pipeline.context_tokens
+                );
+            }
+            Some(sel) => {
+                println!("{}", sel.context);
+                println!(
+                    "-- {} of {} tables, {} of {} tokens:",
+                    sel.tables.len(),
+                    self.pipeline.schema().tables.len(),
+                    sel.tokens,
+                    self.pipeline.context_tokens
+                );
+                for c in &sel.tables {
+                    println!("--   {:<32} {:5.2}  {}", c.table, c.score, c.why.join("; "));
+                }
+            }
         }
     }
 

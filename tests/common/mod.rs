@@ -12,6 +12,7 @@ pub fn model_path() -> PathBuf {
         offline: true,
         adapter: None,
         merge: false,
+        device: sqlora::llm::device::DeviceChoice::Auto,
     };
     sqlora::model_path(&opts).unwrap_or_else(|e| {
         panic!("these tests need the real model: {e:#} (run `cargo run --release -- model pull`)")

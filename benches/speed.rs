@@ -1,7 +1,9 @@
-//! CPU benchmark for the default model on the demo database: load time, prefill and decode
-//! speed, and question→rows latency (p50/p90). Run with `scripts/bench-cpu`.
+//! Speed of the default model on the demo database: load time, prefill and decode speed, and
+//! question→rows latency (p50/p90). Run with `scripts/bench-cpu`, or `scripts/bench-gpu` on a
+//! GPU machine with a `--features cuda` build.
 //!
-//! Environment: `BENCH_MODEL` (name or path, default qwen2.5-coder-0.5b), `BENCH_FORMATS=1`
+//! Environment: `BENCH_MODEL` (name or path, default qwen2.5-coder-0.5b), `BENCH_DEVICE`
+//! (cpu, cuda, cuda:N; default cpu), `BENCH_FORMATS=1`
 //! to also time the other weight representations on a 128-token prompt, `BENCH_ADAPTER=R` to
 //! time a random rank-R LoRA adapter on all 7 projections, applied and then merged.
 
@@ -9,6 +11,7 @@ use std::time::Instant;
 
 use sqlora::cancel::Cancel;
 use sqlora::cli::ModelOpts;
+use sqlora::llm::device::{plan_for, select, DeviceChoice};
 use sqlora::llm::{Engine, LoadOptions, WeightFormat, WeightPlan};
 use sqlora::pipeline::Pipeline;
 
@@ -23,18 +26,31 @@ fn main() -> anyhow::Result<()> {
         offline: false,
         adapter: None,
         merge: false,
+        device: DeviceChoice::Cpu,
     };
     let path = sqlora::model_path(&opts)?;
+    let choice: DeviceChoice = std::env::var("BENCH_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let (device, chosen) = select(choice)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "sqlora CPU benchmark — model {} — {threads} CPU threads",
+        "sqlora benchmark — model {} — {chosen} — {threads} CPU threads",
         path.display()
     );
+    let load_opts = LoadOptions {
+        plan: plan_for(&device),
+        device: device.clone(),
+        kv_dir: None,
+    };
 
     let t = Instant::now();
-    let engine = Engine::load(&path, &LoadOptions::default())?;
+    let engine = Engine::load(&path, &load_opts)?;
     println!(
-        "load (prefill f32 + decode Q8_0 weights): {:.2} s",
+        "load (prefill {:?} + decode {:?} weights): {:.2} s",
+        load_opts.plan.prefill,
+        load_opts.plan.decode,
         t.elapsed().as_secs_f64()
     );
 
@@ -54,15 +70,17 @@ fn main() -> anyhow::Result<()> {
     let ids = p.engine().unwrap().tokenizer().encode(&prompt.text())?;
     let e = p.engine().unwrap();
     e.prefill_only(&ids[..16])?; // warm-up
-    let t = Instant::now();
-    e.prefill_only(&ids)?;
-    let s = t.elapsed().as_secs_f64();
-    println!(
-        "prefill: {} tokens in {:.2} s = {:.0} tok/s",
-        ids.len(),
-        s,
-        ids.len() as f64 / s
-    );
+    e.prefill_only(&ids[..555.min(ids.len())])?;
+    for n in [555.min(ids.len()), ids.len()] {
+        let t = Instant::now();
+        e.prefill_only(&ids[..n])?;
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "prefill: {n} tokens in {:.3} s = {:.0} tok/s",
+            s,
+            n as f64 / s
+        );
+    }
 
     let n = 64;
     let s = e.decode_n(&ids[..32], n)?;
@@ -85,7 +103,7 @@ fn main() -> anyhow::Result<()> {
                 &path,
                 &LoadOptions {
                     plan,
-                    ..LoadOptions::default()
+                    ..load_opts.clone()
                 },
             )?;
             let load = t.elapsed().as_secs_f64();
@@ -103,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
     {
-        bench_adapter(&path, &ids, r)?;
+        bench_adapter(&path, &load_opts, &ids, r)?;
     }
 
     // Question → rows, with the schema prefix cached as in the shell.
@@ -161,10 +179,15 @@ fn rss_mb() -> f64 {
 }
 
 /// Prefill and decode speed and resident memory with a random adapter, unmerged then merged.
-fn bench_adapter(path: &std::path::Path, ids: &[u32], r: usize) -> anyhow::Result<()> {
+fn bench_adapter(
+    path: &std::path::Path,
+    load_opts: &LoadOptions,
+    ids: &[u32],
+    r: usize,
+) -> anyhow::Result<()> {
     use candle_core::{Device, Tensor};
     use sqlora::llm::lora::{Adapter, AdapterConfig, LoraPair, Target};
-    let mut e = Engine::load(path, &LoadOptions::default())?;
+    let mut e = Engine::load(path, load_opts)?;
     let speed = |e: &Engine, label: &str| -> anyhow::Result<()> {
         let t = Instant::now();
         e.prefill_only(&ids[..256])?;

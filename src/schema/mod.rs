@@ -3,6 +3,8 @@
 //!
 //! Knows nothing of drivers or connections.
 
+pub mod select;
+
 use std::fmt::Write;
 
 use crate::db::Dialect;

@@ -1,0 +1,130 @@
+//! Which device runs the model: `--device auto|cpu|cuda[:N]`.
+//!
+//! CUDA exists only in builds with the `cuda` feature (`cargo build --release --features
+//! cuda`); the default build is CPU-only. `auto` takes the first CUDA device when the build has
+//! CUDA and a device answers, and the CPU otherwise.
+
+use candle_core::Device;
+
+use super::{LlmError, WeightFormat, WeightPlan};
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "auto" | "" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}` (auto, cpu, cuda, cuda:N)")),
+        }
+    }
+}
+
+/// Whether this build can run on CUDA at all.
+pub const CUDA_BUILD: bool = cfg!(feature = "cuda");
+
+/// The device for `choice`, and a line saying which one was chosen and why.
+pub fn select(choice: DeviceChoice) -> Result<(Device, String), LlmError> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Device::Cpu, "CPU".into())),
+        DeviceChoice::Cuda(n) => {
+            if !CUDA_BUILD {
+                return Err(LlmError::Unsupported(
+                    "this sqlora was built without CUDA; build it with `cargo build --release \
+                     --features cuda`, or use --device cpu"
+                        .into(),
+                ));
+            }
+            let d = Device::new_cuda(n).map_err(|e| {
+                LlmError::Unsupported(format!("CUDA device {n} is not usable: {}", one_line(&e)))
+            })?;
+            Ok((d, format!("CUDA device {n}")))
+        }
+        DeviceChoice::Auto => {
+            if CUDA_BUILD {
+                match Device::new_cuda(0) {
+                    Ok(d) => return Ok((d, "CUDA device 0 (auto)".into())),
+                    Err(e) => {
+                        return Ok((
+                            Device::Cpu,
+                            format!("CPU (auto: no CUDA device answered: {})", one_line(&e)),
+                        ))
+                    }
+                }
+            }
+            Ok((Device::Cpu, "CPU (auto; this build has no CUDA)".into()))
+        }
+    }
+}
+
+/// The weight representation per phase for `device`. CPU: f32 for prefill, Q8_0 for decode
+/// (see [`WeightPlan::cpu_default`]). CUDA: dense f32 weights for both phases, read by cuBLAS;
+/// `SQLORA_WEIGHTS=PREFILL,DECODE` (native, q8_0, f32) overrides either, for benchmarks.
+pub fn plan_for(device: &Device) -> WeightPlan {
+    let mut plan = if device.is_cuda() {
+        WeightPlan {
+            prefill: WeightFormat::F32,
+            decode: WeightFormat::F32,
+            wide_rows: 4,
+        }
+    } else {
+        WeightPlan::cpu_default()
+    };
+    if let Ok(v) = std::env::var("SQLORA_WEIGHTS") {
+        let mut parts = v.split(',').map(|p| p.parse::<WeightFormat>());
+        if let Some(Ok(f)) = parts.next() {
+            plan.prefill = f;
+        }
+        if let Some(Ok(f)) = parts.next() {
+            plan.decode = f;
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_parse_and_cpu_builds_refuse_cuda_clearly() {
+        assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
+        assert_eq!("CPU".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
+        assert!("tpu"
+            .parse::<DeviceChoice>()
+            .unwrap_err()
+            .contains("unknown device"));
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        let (d, why) = select(DeviceChoice::Cpu).unwrap();
+        assert!(d.is_cpu() && why == "CPU");
+        if !CUDA_BUILD {
+            let err = select(DeviceChoice::Cuda(0)).unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+            assert!(!err.contains('\n'));
+            let (d, why) = select(DeviceChoice::Auto).unwrap();
+            assert!(d.is_cpu() && why.contains("no CUDA"), "{why}");
+        }
+    }
+}

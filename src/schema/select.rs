@@ -1,0 +1,589 @@
+//! Choosing the tables a question needs when the whole schema does not fit the prompt budget.
+//!
+//! Each table is a BM25 document (the `bm25` crate) made of its name, its namespace, its
+//! column names, comments and the tables its foreign keys reach, with identifiers split into
+//! words (`customer_id`, `OrderLines` → `customer id`, `order lines`). Question words that name
+//! a value stored in a text column (value linking, from a bounded index of distinct values)
+//! add to that table's score, and a table next to a relevant one by foreign key gains a share of
+//! its score. Tables are then taken best first while they fit the token budget, each with the
+//! tables on the shortest foreign-key path to those already chosen, so that a join the question
+//! needs is always in the prompt. A schema that fits the budget is rendered whole.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use bm25::{Document, Language, SearchEngine, SearchEngineBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::{render_table, Schema};
+use crate::db::Dialect;
+
+/// Distinct values of one text column, as read from the database (bounded by the reader).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnValues {
+    /// Index of the table in [`Schema::tables`].
+    pub table: usize,
+    pub column: String,
+    pub values: Vec<String>,
+}
+
+/// Where a value was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ValueRef {
+    table: usize,
+    column: String,
+    value: String,
+}
+
+/// Question phrases → the columns whose values they name.
+#[derive(Debug, Default)]
+pub struct ValueIndex {
+    /// Normalised whole value → where it occurs.
+    whole: HashMap<String, Vec<ValueRef>>,
+    /// A distinctive word of a longer value → where it occurs.
+    words: HashMap<String, Vec<ValueRef>>,
+    pub columns: usize,
+    pub values: usize,
+}
+
+/// A value word links a question to columns only when it occurs in at most this many values.
+const RARE_WORD: usize = 4;
+
+fn norm(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Words too common to link a question to a column on their own.
+const STOP: &[&str] = &[
+    "the", "and", "for", "with", "from", "that", "this", "have", "has", "are", "was", "were",
+    "what", "which", "who", "whom", "how", "many", "much", "all", "each", "every", "list", "show",
+    "give", "find", "name", "names", "number", "their", "there", "than", "more", "most", "least",
+    "less", "not", "any", "some", "order", "by", "of", "in", "on", "to", "is", "a", "an", "or",
+    "as", "at", "be", "it", "its", "do", "does", "did", "yes", "no", "none", "null", "true",
+    "false", "other", "unknown", "average", "total", "count", "year", "years", "id",
+];
+
+fn is_stop(w: &str) -> bool {
+    STOP.contains(&w)
+}
+
+/// Lower-case word tokens of `s` (letters and digits).
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+impl ValueIndex {
+    pub fn new(columns: &[ColumnValues]) -> Self {
+        let mut ix = ValueIndex::default();
+        for cv in columns {
+            ix.columns += 1;
+            for v in &cv.values {
+                let n = norm(v);
+                // Numbers and one-letter codes match too much by accident.
+                if n.chars().count() < 2 || n.chars().all(|c| !c.is_alphabetic()) {
+                    continue;
+                }
+                ix.values += 1;
+                let r = ValueRef {
+                    table: cv.table,
+                    column: cv.column.clone(),
+                    value: v.clone(),
+                };
+                let ws = words(&n);
+                if ws.len() > 1 {
+                    for w in ws.iter().filter(|w| w.len() >= 4 && !is_stop(w)) {
+                        let e = ix.words.entry(w.clone()).or_default();
+                        if e.len() < 64 && !e.contains(&r) {
+                            e.push(r.clone());
+                        }
+                    }
+                }
+                let e = ix.whole.entry(n).or_default();
+                if e.len() < 64 {
+                    e.push(r);
+                }
+            }
+        }
+        ix
+    }
+
+    /// Values the question names: whole values (phrases of up to 6 words, or quoted text),
+    /// then single distinctive words of longer values. Each `(ref, whole?)`.
+    fn matches(&self, question: &str) -> Vec<(ValueRef, bool)> {
+        let mut out: Vec<(ValueRef, bool)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut push = |r: &ValueRef, whole: bool, out: &mut Vec<(ValueRef, bool)>| {
+            if seen.insert((r.table, r.column.clone(), r.value.clone())) {
+                out.push((r.clone(), whole));
+            }
+        };
+        let q = norm(question);
+        for quoted in q.split(['"', '\'', '`']).skip(1).step_by(2) {
+            if let Some(rs) = self.whole.get(quoted.trim()) {
+                rs.iter().for_each(|r| push(r, true, &mut out));
+            }
+        }
+        let ws = words(&q);
+        for n in (1..=6).rev() {
+            for gram in ws.windows(n) {
+                if n == 1 && (is_stop(&gram[0]) || gram[0].len() < 3) {
+                    continue;
+                }
+                if let Some(rs) = self.whole.get(&gram.join(" ")) {
+                    rs.iter().for_each(|r| push(r, true, &mut out));
+                }
+            }
+        }
+        // A word found in many values ("live", "new") says nothing about which column.
+        for w in ws.iter().filter(|w| w.len() >= 4 && !is_stop(w)) {
+            if let Some(rs) = self.words.get(w).filter(|rs| rs.len() <= RARE_WORD) {
+                rs.iter().for_each(|r| push(r, false, &mut out));
+            }
+        }
+        out
+    }
+}
+
+/// Splits an identifier into words: `customer_id` → `customer id`, `OrderLines` → `order lines`.
+pub fn split_ident(name: &str) -> String {
+    let mut out = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if c == '_' || c == '-' || c == '.' || c.is_whitespace() {
+            out.push(' ');
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower {
+            out.push(' ');
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// One chosen table and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Chosen {
+    /// As the query writes it (`schema.table` outside the default schema).
+    pub table: String,
+    pub score: f32,
+    pub why: Vec<String>,
+}
+
+/// What the model is given for one question.
+#[derive(Debug, Clone, Serialize)]
+pub struct Selection {
+    pub tables: Vec<Chosen>,
+    /// Value hints and the chosen tables' `CREATE TABLE` text.
+    pub context: String,
+    /// Tokens of `context` (by the model's tokenizer when one was given).
+    pub tokens: usize,
+    /// The whole schema fits the budget and is shown whole.
+    pub whole: bool,
+}
+
+/// Ranks a schema's tables for questions; built once per schema (and value index).
+pub struct Selector {
+    engine: SearchEngine<usize>,
+    values: ValueIndex,
+    /// Undirected foreign-key graph over table indices.
+    adjacent: Vec<Vec<usize>>,
+    rendered: Vec<String>,
+    tokens: Vec<usize>,
+    names: Vec<String>,
+    whole_tokens: usize,
+    whole: String,
+}
+
+impl Selector {
+    /// Prepares the documents, the foreign-key graph and each table's rendering and size.
+    /// `count_tokens` measures text as the model will see it.
+    pub fn new(
+        schema: &Schema,
+        dialect: Dialect,
+        values: ValueIndex,
+        count_tokens: &dyn Fn(&str) -> usize,
+    ) -> Self {
+        let n = schema.tables.len();
+        let mut adjacent = vec![Vec::new(); n];
+        for (i, t) in schema.tables.iter().enumerate() {
+            for fk in &t.foreign_keys {
+                let target = match &fk.ref_schema {
+                    Some(ns) => format!("{ns}.{}", fk.ref_table),
+                    None => match &t.schema {
+                        Some(ns) => format!("{ns}.{}", fk.ref_table),
+                        None => fk.ref_table.clone(),
+                    },
+                };
+                if let Some(j) = schema
+                    .tables
+                    .iter()
+                    .position(|u| same_table(u, &target) || same_table(u, &fk.ref_table))
+                {
+                    if i != j && !adjacent[i].contains(&j) {
+                        adjacent[i].push(j);
+                        adjacent[j].push(i);
+                    }
+                }
+            }
+        }
+        let docs: Vec<Document<usize>> = schema
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let name = split_ident(&t.name);
+                let mut doc = format!("{name} {name} {name}");
+                if let Some(ns) = &t.schema {
+                    doc.push(' ');
+                    doc.push_str(&split_ident(ns));
+                }
+                if let Some(c) = &t.comment {
+                    doc.push(' ');
+                    doc.push_str(c);
+                }
+                for c in &t.columns {
+                    doc.push(' ');
+                    doc.push_str(&split_ident(&c.name));
+                    if let Some(cm) = &c.comment {
+                        doc.push(' ');
+                        doc.push_str(cm);
+                    }
+                }
+                for &j in &adjacent[i] {
+                    doc.push(' ');
+                    doc.push_str(&split_ident(&schema.tables[j].name));
+                }
+                Document::new(i, doc)
+            })
+            .collect();
+        let engine = SearchEngineBuilder::<usize>::with_documents(Language::English, docs).build();
+        let rendered: Vec<String> = schema
+            .tables
+            .iter()
+            .map(|t| render_table(t, dialect))
+            .collect();
+        let tokens: Vec<usize> = rendered.iter().map(|r| count_tokens(r)).collect();
+        let whole = rendered.join("\n");
+        let whole_tokens = count_tokens(&whole);
+        Self {
+            engine,
+            values,
+            adjacent,
+            rendered,
+            tokens,
+            names: schema
+                .tables
+                .iter()
+                .map(|t| t.qualified_name(dialect))
+                .collect(),
+            whole_tokens,
+            whole,
+        }
+    }
+
+    /// Tokens of the whole schema's rendering.
+    pub fn whole_tokens(&self) -> usize {
+        self.whole_tokens
+    }
+
+    pub fn value_index(&self) -> &ValueIndex {
+        &self.values
+    }
+
+    /// The tables for `question` within `budget` tokens (the whole schema when it fits).
+    pub fn select(&self, question: &str, budget: usize) -> Selection {
+        let n = self.names.len();
+        if self.whole_tokens <= budget || n == 0 {
+            return Selection {
+                tables: self
+                    .names
+                    .iter()
+                    .map(|t| Chosen {
+                        table: t.clone(),
+                        score: 0.0,
+                        why: vec!["the whole schema fits".into()],
+                    })
+                    .collect(),
+                context: self.whole.clone(),
+                tokens: self.whole_tokens,
+                whole: true,
+            };
+        }
+        let mut score = vec![0f32; n];
+        let mut why: Vec<Vec<String>> = vec![Vec::new(); n];
+        let hits = self.engine.search(question, n);
+        let top = hits.first().map_or(1.0, |h| h.score.max(1e-6));
+        for h in &hits {
+            let i = h.document.id;
+            score[i] += h.score / top;
+            why[i].push(format!("words {:.2}", h.score / top));
+        }
+        let values = self.values.matches(question);
+        let mut hinted: Vec<(usize, String)> = Vec::new();
+        // Per table: the first whole value counts most, more columns a little; words of longer
+        // values (only rare words, see `ValueIndex::matches`) count little, once.
+        let mut whole_cols: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); n];
+        let mut word_hit = vec![false; n];
+        let mut shown = vec![0usize; n];
+        for (r, whole) in &values {
+            let t = r.table;
+            if *whole {
+                if whole_cols[t].insert(r.column.as_str()) {
+                    score[t] += if whole_cols[t].len() == 1 { 0.6 } else { 0.1 };
+                    hinted.push((t, format!("'{}' is a value of {}", r.value, r.column)));
+                }
+            } else if !word_hit[t] {
+                word_hit[t] = true;
+                score[t] += 0.15;
+            }
+            if shown[t] < 3 {
+                why[t].push(format!(
+                    "{} '{}' in {}",
+                    if *whole { "value" } else { "word of" },
+                    r.value,
+                    r.column
+                ));
+            }
+            shown[t] += 1;
+        }
+        for t in 0..n {
+            if shown[t] > 3 {
+                why[t].push(format!("{} more value matches", shown[t] - 3));
+            }
+        }
+        // A share of each table's score goes to its foreign-key neighbours.
+        let base = score.clone();
+        for i in 0..n {
+            let best = self.adjacent[i]
+                .iter()
+                .map(|&j| (base[j], j))
+                .fold((0f32, usize::MAX), |m, x| if x.0 > m.0 { x } else { m });
+            if best.0 > 0.0 {
+                score[i] += 0.25 * best.0;
+                why[i].push(format!("joins {}", self.names[best.1]));
+            }
+        }
+        let mut order: Vec<usize> = (0..n).filter(|&i| score[i] > 0.0).collect();
+        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
+        let hint_budget = 40;
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut used = 0usize;
+        let mut bridged: Vec<(usize, usize)> = Vec::new();
+        for &i in &order {
+            if chosen.contains(&i) {
+                continue;
+            }
+            let bridge = self.bridge(&chosen, i);
+            let cost: usize = std::iter::once(i)
+                .chain(bridge.iter().copied())
+                .map(|t| self.tokens[t] + 1)
+                .sum();
+            if used + cost + hint_budget > budget {
+                continue;
+            }
+            used += cost;
+            chosen.push(i);
+            for b in bridge {
+                bridged.push((b, i));
+                chosen.push(b);
+            }
+        }
+        for (b, for_table) in bridged {
+            why[b].push(format!("on the join path to {}", self.names[for_table]));
+        }
+        chosen.sort_unstable();
+        let mut context = String::new();
+        for (t, hint) in &hinted {
+            if chosen.contains(t) {
+                context.push_str(&format!("-- {hint}\n"));
+            }
+        }
+        if !context.is_empty() {
+            context.push('\n');
+        }
+        context.push_str(
+            &chosen
+                .iter()
+                .map(|&i| self.rendered[i].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        let mut tables: Vec<Chosen> = chosen
+            .iter()
+            .map(|&i| Chosen {
+                table: self.names[i].clone(),
+                score: score[i],
+                why: std::mem::take(&mut why[i]),
+            })
+            .collect();
+        tables.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Selection {
+            tables,
+            context,
+            tokens: used,
+            whole: false,
+        }
+    }
+
+    /// The tables (not yet chosen) on the shortest foreign-key path from `to` to the chosen set,
+    /// at most 3 steps; empty when `to` is adjacent, unreachable, or nothing is chosen yet.
+    fn bridge(&self, chosen: &[usize], to: usize) -> Vec<usize> {
+        if chosen.is_empty() {
+            return Vec::new();
+        }
+        let mut prev = vec![usize::MAX; self.names.len()];
+        let mut depth = vec![usize::MAX; self.names.len()];
+        let mut queue = VecDeque::from([to]);
+        depth[to] = 0;
+        while let Some(u) = queue.pop_front() {
+            if chosen.contains(&u) {
+                let mut path = Vec::new();
+                let mut v = prev[u];
+                while v != to && v != usize::MAX {
+                    path.push(v);
+                    v = prev[v];
+                }
+                return path;
+            }
+            if depth[u] >= 3 {
+                continue;
+            }
+            for &w in &self.adjacent[u] {
+                if depth[w] == usize::MAX {
+                    depth[w] = depth[u] + 1;
+                    prev[w] = u;
+                    queue.push_back(w);
+                }
+            }
+        }
+        Vec::new()
+    }
+}
+
+fn same_table(t: &super::Table, name: &str) -> bool {
+    match name.split_once('.') {
+        Some((ns, bare)) => {
+            t.name.eq_ignore_ascii_case(bare)
+                && t.schema
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(ns))
+        }
+        None => t.name.eq_ignore_ascii_case(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Column, ForeignKey, Table, TableKind};
+
+    fn table(ns: Option<&str>, name: &str, cols: &[&str], fks: &[(&str, &str)]) -> Table {
+        Table {
+            schema: ns.map(String::from),
+            name: name.into(),
+            kind: TableKind::Table,
+            columns: cols
+                .iter()
+                .map(|c| Column {
+                    name: c.to_string(),
+                    data_type: "TEXT".into(),
+                    not_null: false,
+                    default: None,
+                    comment: None,
+                    samples: vec![],
+                    enum_values: vec![],
+                })
+                .collect(),
+            primary_key: vec![cols[0].to_string()],
+            foreign_keys: fks
+                .iter()
+                .map(|(col, target)| ForeignKey {
+                    columns: vec![col.to_string()],
+                    ref_schema: None,
+                    ref_table: target.to_string(),
+                    ref_columns: vec!["id".into()],
+                })
+                .collect(),
+            comment: None,
+        }
+    }
+
+    /// A shop among unrelated filler tables.
+    fn schema() -> Schema {
+        let mut tables = vec![
+            table(None, "customers", &["id", "name", "city"], &[]),
+            table(
+                None,
+                "orders",
+                &["id", "customer_id", "status"],
+                &[("customer_id", "customers")],
+            ),
+            table(
+                None,
+                "order_lines",
+                &["id", "order_id", "product_id", "quantity"],
+                &[("order_id", "orders"), ("product_id", "products")],
+            ),
+            table(None, "products", &["id", "title", "price"], &[]),
+        ];
+        for i in 0..60 {
+            tables.push(table(
+                None,
+                &format!("sensor_{i}"),
+                &["id", "reading", "unit", "calibrated_at"],
+                &[],
+            ));
+        }
+        Schema { tables }
+    }
+
+    fn chars(s: &str) -> usize {
+        s.len() / 4
+    }
+
+    #[test]
+    fn picks_the_named_tables_and_the_join_path_between_them() {
+        let s = schema();
+        let values = ValueIndex::new(&[ColumnValues {
+            table: 0,
+            column: "customers.city".into(),
+            values: vec!["Rio de Janeiro".into(), "Paris".into()],
+        }]);
+        let sel = Selector::new(&s, Dialect::Sqlite, values, &chars);
+        assert!(sel.whole_tokens() > 300);
+        let pick = sel.select("Which products did customers in Rio de Janeiro buy?", 300);
+        assert!(!pick.whole);
+        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        for t in ["customers", "products", "orders", "order_lines"] {
+            assert!(names.contains(&t), "{t} missing from {names:?}");
+        }
+        assert!(pick.tokens <= 300);
+        assert!(pick
+            .context
+            .contains("'Rio de Janeiro' is a value of customers.city"));
+        let c = pick.tables.iter().find(|c| c.table == "customers").unwrap();
+        assert!(
+            c.why.iter().any(|w| w.contains("Rio de Janeiro")),
+            "{:?}",
+            c.why
+        );
+        assert!(!names.iter().any(|n| n.starts_with("sensor")), "{names:?}");
+        // A generous budget shows the whole schema, as before.
+        assert!(sel.select("anything", 100_000).whole);
+    }
+
+    #[test]
+    fn identifiers_split_into_words() {
+        assert_eq!(split_ident("customer_id"), "customer id");
+        assert_eq!(split_ident("OrderLines"), "order lines");
+        assert_eq!(split_ident("HTTPStatus2xx"), "httpstatus2xx");
+    }
+}
