@@ -99,21 +99,26 @@ fn main() -> anyhow::Result<()> {
                 wide_rows: 1,
             };
             let t = Instant::now();
-            let e = Engine::load(
-                &path,
-                &LoadOptions {
-                    plan,
-                    ..load_opts.clone()
-                },
-            )?;
-            let load = t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            e.prefill_only(&ids[..128])?;
-            let pre = 128.0 / t.elapsed().as_secs_f64();
-            let dec = 32.0 / e.decode_n(&ids[..16], 32)?;
-            println!(
-                "  all {fmt:?}: load {load:.1} s, prefill {pre:.0} tok/s, decode {dec:.1} tok/s"
-            );
+            let run = || -> anyhow::Result<(f64, f64)> {
+                let e = Engine::load(
+                    &path,
+                    &LoadOptions {
+                        plan,
+                        ..load_opts.clone()
+                    },
+                )?;
+                let t = Instant::now();
+                e.prefill_only(&ids[..128])?;
+                let pre = 128.0 / t.elapsed().as_secs_f64();
+                Ok((pre, 32.0 / e.decode_n(&ids[..16], 32)?))
+            };
+            match run() {
+                Ok((pre, dec)) => println!(
+                    "  all {fmt:?}: load+run {:.1} s, prefill {pre:.0} tok/s, decode {dec:.1} tok/s",
+                    t.elapsed().as_secs_f64()
+                ),
+                Err(e) => println!("  all {fmt:?}: failed: {e}"),
+            }
         }
     }
 

@@ -359,6 +359,12 @@ impl Evaluator {
         let before = open.pipeline.engine().map_or(0, Engine::tokens_generated);
         let answer = open.pipeline.ask(&item.question, cancel);
         record.attempts = open.pipeline.last_generations;
+        record.tables = open
+            .pipeline
+            .last_selection
+            .as_ref()
+            .map(|s| s.tables.iter().map(|c| c.table.clone()).collect())
+            .unwrap_or_default();
         record.tokens = open
             .pipeline
             .engine()
@@ -367,7 +373,6 @@ impl Evaluator {
         match answer {
             Ok(a) => {
                 record.predicted = Some(a.sql);
-                record.tables = a.tables;
                 let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
                 record.verdict = if compare::results_match(&gold.rows, &a.outcome.rows, order) {
                     Verdict::Correct

@@ -170,6 +170,10 @@ impl Form {
             WeightFormat::F32 => Form::Dense(q.dequantize(device)?),
             _ if native_dense => Form::Dense(q.dequantize(device)?),
             WeightFormat::Native => Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?)),
+            // See `merged`: no Q8_0 re-quantization on CUDA; its native kernels are used.
+            WeightFormat::Q8_0 if device.is_cuda() => {
+                Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?))
+            }
             WeightFormat::Q8_0 => {
                 let cols = q.shape().dims().last().copied().unwrap_or(0);
                 if q.dtype() == GgmlDType::Q8_0 || cols % GgmlDType::Q8_0.block_size() != 0 {
@@ -195,7 +199,9 @@ impl Form {
                     QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
                 };
                 let dense = (dense + delta)?;
-                if dense.dim(1)? % GgmlDType::Q8_0.block_size() == 0 {
+                // candle's Q8_0 quantization of CUDA tensors gives non-finite values (measured
+                // on the H200): merged weights stay dense there.
+                if !dense.device().is_cuda() && dense.dim(1)? % GgmlDType::Q8_0.block_size() == 0 {
                     let q8 = QTensor::quantize(&dense, GgmlDType::Q8_0)?;
                     Form::Quant(Arc::new(QMatMul::from_qtensor(q8)?))
                 } else {

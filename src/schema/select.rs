@@ -45,6 +45,9 @@ pub struct ValueIndex {
     pub values: usize,
 }
 
+/// Tables scoring below this share of the best table's score are left out.
+const RELATIVE_CUTOFF: f32 = 0.2;
+
 /// A value word links a question to columns only when it occurs in at most this many values.
 const RARE_WORD: usize = 4;
 
@@ -377,9 +380,14 @@ impl Selector {
         let mut chosen: Vec<usize> = Vec::new();
         let mut used = 0usize;
         let mut bridged: Vec<(usize, usize)> = Vec::new();
+        let best = order.first().map_or(0.0, |&i| score[i]);
         for &i in &order {
             if chosen.contains(&i) {
                 continue;
+            }
+            // Far weaker than the best match: more likely to distract the model than to help.
+            if score[i] < RELATIVE_CUTOFF * best {
+                break;
             }
             let bridge = self.bridge(&chosen, i);
             let cost: usize = std::iter::once(i)
