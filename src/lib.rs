@@ -15,6 +15,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod schema;
 pub mod shell;
+pub mod train;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ pub mod model;
 pub mod prompt;
 pub mod registry;
 pub mod tokenizer;
+pub mod trainable;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

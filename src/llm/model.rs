@@ -158,7 +158,7 @@ impl WeightPlan {
 }
 
 #[derive(Debug, Clone)]
-enum Form {
+pub(super) enum Form {
     Quant(Arc<QMatMul>),
     Dense(Tensor),
 }
@@ -211,7 +211,7 @@ impl Form {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Form::Quant(m) => m.forward(x),
             Form::Dense(w) => {
@@ -240,12 +240,12 @@ struct Lora {
 /// optionally a LoRA adapter on top of the untouched base weight.
 #[derive(Debug, Clone)]
 pub struct Projection {
-    wide: Form,
+    pub(super) wide: Form,
     narrow: Form,
     wide_rows: usize,
-    bias: Option<Tensor>,
+    pub(super) bias: Option<Tensor>,
     /// `[out, in]` of the base weight.
-    dims: (usize, usize),
+    pub(super) dims: (usize, usize),
     lora: Option<Lora>,
     /// `narrow` is a clone of `wide` (same weights, shared storage).
     narrow_is_wide: bool,
@@ -349,7 +349,7 @@ impl Projection {
 }
 
 impl Layer {
-    fn projection(&self, t: super::lora::Target) -> &Projection {
+    pub(super) fn projection(&self, t: super::lora::Target) -> &Projection {
         use super::lora::Target;
         match t {
             Target::Q => &self.q,
@@ -377,13 +377,13 @@ impl Layer {
 }
 
 #[derive(Debug, Clone)]
-struct Layer {
-    attn_norm: Tensor,
+pub(super) struct Layer {
+    pub(super) attn_norm: Tensor,
     q: Projection,
     k: Projection,
     v: Projection,
     o: Projection,
-    ffn_norm: Tensor,
+    pub(super) ffn_norm: Tensor,
     gate: Projection,
     up: Projection,
     down: Projection,
@@ -443,12 +443,12 @@ impl KvCache {
 #[derive(Debug)]
 pub struct Model {
     pub config: ModelConfig,
-    embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: Projection,
-    cos: Tensor,
-    sin: Tensor,
+    pub(super) embed: Tensor,
+    pub(super) layers: Vec<Layer>,
+    pub(super) norm: Tensor,
+    pub(super) lm_head: Projection,
+    pub(super) cos: Tensor,
+    pub(super) sin: Tensor,
     device: Device,
 }
 
