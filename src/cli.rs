@@ -38,6 +38,73 @@ pub enum Command {
     /// Manage the LoRA adapter library (PEFT format).
     #[command(subcommand)]
     Adapters(AdaptersCommand),
+    /// Train a LoRA adapter (QLoRA: the base stays quantized) on question/SQL pairs.
+    Train(TrainArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// `feedback` (accepted and corrected answers from the feedback store), or JSONL files of
+    /// {"question","context","answer","dialect"?}, comma-separated.
+    #[arg(
+        long,
+        value_name = "feedback|FILE.jsonl[,…]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub data: Vec<String>,
+    /// Name of the new adapter in the library.
+    #[arg(long, value_name = "NAME")]
+    pub out: String,
+    #[command(flatten)]
+    pub model: ModelOpts,
+    #[command(flatten)]
+    pub feedback: FeedbackOpts,
+    /// Only the feedback of this database (with --data feedback).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
+    #[arg(long, default_value_t = 16)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 32.0)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub dropout: f32,
+    /// Projections to adapt: q,k,v,o,gate,up,down.
+    #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down")]
+    pub targets: Vec<String>,
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Optimizer steps (default: from --epochs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 1.0)]
+    pub epochs: f64,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Longer examples (prompt + answer tokens) are left out.
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: crate::train::Schedule,
+    /// Share of the examples held out for the eval loss.
+    #[arg(long, default_value_t = 0.05)]
+    pub eval_split: f64,
+    /// Compute the eval loss every N steps (and at the end).
+    #[arg(long, default_value_t = 50)]
+    pub eval_every: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use at most this many examples (after shuffling with the seed).
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,6 +47,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Model(ModelCommand::List)) => model_list(),
         Some(Command::Adapters(cmd)) => adapters_command(cmd),
+        Some(Command::Train(args)) => train_command(args),
     }
 }
 
@@ -810,5 +811,231 @@ fn model_list() -> Result<()> {
     for n in others {
         println!("  other   {n} (use --model {})", dir.join(&n).display());
     }
+    Ok(())
+}
+
+fn train_command(args: cli::TrainArgs) -> Result<()> {
+    use llm::lora::Target;
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let lib = adapter_library()?;
+    if lib.path(&args.out).join(llm::lora::CONFIG_FILE).exists() {
+        bail!(
+            "an adapter named `{}` exists already (remove it, or pick another --out)",
+            args.out
+        );
+    }
+    let mut targets = Vec::new();
+    for t in &args.targets {
+        let found = Target::ALL
+            .into_iter()
+            .find(|x| x.module().trim_end_matches("_proj") == t.trim() || x.module() == t.trim());
+        match found {
+            Some(x) => targets.push(x),
+            None => bail!("unknown target `{t}` (q, k, v, o, gate, up, down)"),
+        }
+    }
+    // The pairs, and a hash of them for the record.
+    let mut pairs: Vec<train::Pair> = Vec::new();
+    let mut sources = Vec::new();
+    for d in &args.data {
+        if d == "feedback" {
+            let mut store = open_feedback(&args.feedback)?;
+            let filter = feedback::Filter {
+                db: match &args.db {
+                    Some(u) => Some(db::identity(u)?),
+                    None => None,
+                },
+                ..Default::default()
+            };
+            let got = store.export(&filter)?;
+            sources.push(format!("feedback ({} pairs)", got.len()));
+            pairs.extend(got.into_iter().map(|p| train::Pair {
+                question: p.question,
+                context: p.context,
+                answer: p.answer,
+                dialect: Some(p.dialect),
+            }));
+        } else {
+            let got = train::read_pairs(std::path::Path::new(d))?;
+            sources.push(format!("{d} ({} pairs)", got.len()));
+            pairs.extend(got);
+        }
+    }
+    if pairs.is_empty() {
+        bail!("no training pairs in {}", args.data.join(", "));
+    }
+    let data_sha = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for p in &pairs {
+            h.update(p.question.as_bytes());
+            h.update([0]);
+            h.update(p.context.as_bytes());
+            h.update([0]);
+            h.update(p.answer.as_bytes());
+            h.update([1]);
+        }
+        format!("{:x}", h.finalize())
+    };
+    // QLoRA: the base weights stay in the GGUF's quantization on every device.
+    let path = model_path(&args.model)?;
+    let (device, chosen) = llm::device::select(args.model.device)?;
+    let engine = llm::Engine::load(
+        &path,
+        &llm::LoadOptions {
+            plan: llm::WeightPlan {
+                prefill: llm::WeightFormat::Native,
+                decode: llm::WeightFormat::Native,
+                wide_rows: 1,
+            },
+            device,
+            kv_dir: None,
+        },
+    )
+    .with_context(|| format!("loading model {}", path.display()))?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    pairs.shuffle(&mut rng);
+    if let Some(n) = args.limit {
+        pairs.truncate(n);
+    }
+    let mut examples = Vec::new();
+    let mut too_long = 0;
+    for p in &pairs {
+        match train::example(p, engine.tokenizer(), engine.template(), args.max_len)? {
+            Some(e) => examples.push(e),
+            None => too_long += 1,
+        }
+    }
+    if examples.is_empty() {
+        bail!("every example is longer than --max-len {}", args.max_len);
+    }
+    let n_eval = ((examples.len() as f64 * args.eval_split).round() as usize)
+        .min(examples.len().saturating_sub(1));
+    let eval_set = examples.split_off(examples.len() - n_eval);
+    let per_step = args.batch.max(1) * args.grad_accum.max(1);
+    let steps = args.steps.unwrap_or_else(|| {
+        ((examples.len() as f64 * args.epochs) / per_step as f64).ceil() as usize
+    });
+    let opts = train::Options {
+        rank: args.rank,
+        alpha: args.alpha,
+        dropout: args.dropout,
+        targets,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        steps: steps.max(1),
+        batch: args.batch.max(1),
+        grad_accum: args.grad_accum.max(1),
+        warmup: args.warmup,
+        schedule: args.schedule,
+        clip: args.clip,
+        seed: args.seed,
+        loss_chunk: 256,
+    };
+    eprintln!(
+        "sqlora: training `{}` on {} ({} examples, {} held out, {too_long} longer than {} left \
+         out) for {} steps of {} examples, model {} on {chosen}",
+        args.out,
+        sources.join(", "),
+        examples.len(),
+        eval_set.len(),
+        args.max_len,
+        opts.steps,
+        per_step,
+        engine.info().name
+    );
+    let cancel = cancel::Cancel::new();
+    {
+        let c = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if c.is_set() {
+                std::process::exit(130);
+            }
+            c.set();
+        });
+    }
+    let bar = ProgressBar::new(opts.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ETA {eta} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let staging = tempfile::tempdir()?;
+    let metrics_path = staging.path().join("metrics.jsonl");
+    let mut metrics = std::fs::File::create(&metrics_path)?;
+    let t0 = std::time::Instant::now();
+    let mut last: Option<train::StepReport> = None;
+    let mut last_eval = None;
+    let lora = train::train(
+        engine.model(),
+        &examples,
+        &eval_set,
+        &opts,
+        args.eval_every,
+        &cancel,
+        &mut |r| {
+            if let Some(e) = r.eval_loss {
+                last_eval = Some(e);
+            }
+            bar.set_message(format!(
+                "loss {:.3}{} · {:.0} tok/s",
+                r.loss,
+                last_eval.map_or(String::new(), |e| format!(" · eval {e:.3}")),
+                r.tokens_per_sec
+            ));
+            bar.inc(1);
+            if let Ok(line) = serde_json::to_string(r) {
+                let _ = writeln!(metrics, "{line}");
+            }
+            last = Some(r.clone());
+        },
+    )?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let Some(last) = last else {
+        bail!("interrupted before the first step; nothing saved");
+    };
+    if cancel.is_set() {
+        eprintln!(
+            "sqlora: interrupted after {} of {} steps; saving what was learnt",
+            last.step, opts.steps
+        );
+    }
+    let adapter = lora.to_adapter(&args.out)?;
+    let meta = llm::library::Meta {
+        base: llm::library::base_of(&engine),
+        created_at: clock::now_iso(),
+        source: format!("sqlora train on {}", sources.join(", ")),
+        training: Some(serde_json::json!({
+            "data": sources,
+            "data_sha256": data_sha,
+            "examples": examples.len(),
+            "eval_examples": eval_set.len(),
+            "left_out_too_long": too_long,
+            "options": opts,
+            "steps_done": last.step,
+            "final_loss": last.loss,
+            "eval_loss": last_eval,
+            "tokens_per_sec": last.tokens_per_sec,
+            "seconds": secs,
+            "device": chosen,
+        })),
+        eval: None,
+    };
+    let dest = lib.add(&args.out, &adapter, &meta)?;
+    let _ = std::fs::copy(&metrics_path, dest.join("metrics.jsonl"));
+    println!(
+        "adapter `{}` saved to {} — {} steps in {:.0} s, loss {:.3}{}, {:.0} tokens/s",
+        args.out,
+        dest.display(),
+        last.step,
+        secs,
+        last.loss,
+        last_eval.map_or(String::new(), |e| format!(", eval loss {e:.3}")),
+        last.tokens_per_sec
+    );
     Ok(())
 }

@@ -308,3 +308,102 @@ fn top1_hits(model: &Model, lora: &LoraParams, data: &[Example]) -> usize {
     }
     hits
 }
+
+/// `sqlora train` end to end on the real model (one step, so it stays quick on CPU): the
+/// adapter lands in the library in PEFT's format with its training record and metrics, and
+/// `ask --adapter` answers with it.
+#[test]
+fn train_command_adds_an_adapter_that_ask_can_use() {
+    let _ = common::model_path();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.jsonl");
+    let ctx = "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);";
+    let lines: Vec<String> = [
+        (
+            "How many customers are there?",
+            "SELECT count(*) FROM customers",
+        ),
+        (
+            "Which countries do customers live in?",
+            "SELECT DISTINCT country FROM customers",
+        ),
+        (
+            "Name the customers from Spain.",
+            "SELECT name FROM customers WHERE country = 'Spain'",
+        ),
+    ]
+    .iter()
+    .map(|(q, a)| serde_json::json!({"question": q, "context": ctx, "answer": a}).to_string())
+    .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sqlora"))
+            .env("SQLORA_DATA_DIR", dir.path())
+            .env_remove("SQLORA_ADAPTER")
+            .env_remove("DATABASE_URL")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "train",
+        "--offline",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        "shop",
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--eval-split",
+        "0.34",
+        "--lr",
+        "1e-4",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lib = dir.path().join("adapters/shop");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lib.join("sqlora.json")).unwrap()).unwrap();
+    assert_eq!(meta["training"]["examples"], 2);
+    assert_eq!(meta["training"]["eval_examples"], 1);
+    assert_eq!(meta["training"]["options"]["rank"], 16);
+    assert_eq!(meta["training"]["data_sha256"].as_str().unwrap().len(), 64);
+    assert!(meta["training"]["final_loss"].as_f64().unwrap().is_finite());
+    assert_eq!(meta["base"]["hidden_size"], 896);
+    let metrics = std::fs::read_to_string(lib.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 1);
+    let adapter = Adapter::load(&lib).unwrap();
+    assert_eq!(adapter.weights.len(), 24 * 7);
+    assert_eq!(adapter.config.r, 16);
+    // The same name again is refused, and the first adapter is kept.
+    let again = run(&[
+        "train",
+        "--offline",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        "shop",
+        "--steps",
+        "1",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let ask = run(&[
+        "ask",
+        "--offline",
+        "--adapter",
+        "shop",
+        "--format",
+        "json",
+        "How many customers are there?",
+    ]);
+    assert!(
+        ask.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ask.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&ask.stdout).unwrap();
+    assert_eq!(v["row_count"], 1);
+}

@@ -222,6 +222,20 @@ impl Library {
         Ok(dest)
     }
 
+    /// Saves a new adapter (made by sqlora) as `name` with its `sqlora.json`.
+    pub fn add(&self, name: &str, adapter: &Adapter, meta: &Meta) -> Result<PathBuf, LlmError> {
+        valid_name(name)?;
+        let dest = self.path(name);
+        if dest.join(CONFIG_FILE).exists() {
+            return Err(LlmError::Adapter(format!(
+                "an adapter named `{name}` exists already"
+            )));
+        }
+        adapter.save(&dest)?;
+        self.write_meta(name, meta)?;
+        Ok(dest)
+    }
+
     pub fn write_meta(&self, name: &str, meta: &Meta) -> Result<(), LlmError> {
         let path = self.path(name).join(META_FILE);
         let text = serde_json::to_string_pretty(meta).map_err(|e| io(&path, e))?;
