@@ -44,15 +44,21 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// `feedback` (accepted and corrected answers from the feedback store), or JSONL files of
-    /// {"question","context","answer","dialect"?}, comma-separated.
+    /// `feedback` (accepted and corrected answers from the feedback store), `spider-train`
+    /// (Spider's 7000 training questions, with each database's schema read and rendered live
+    /// as inference does), or JSONL files of {"question","context","answer","dialect"?};
+    /// comma-separated.
     #[arg(
         long,
-        value_name = "feedback|FILE.jsonl[,…]",
+        value_name = "feedback|spider-train|FILE.jsonl[,…]",
         value_delimiter = ',',
         required = true
     )]
     pub data: Vec<String>,
+    /// Directory holding spider/ for `--data spider-train` (default: $SQLORA_EVAL_DATA, else
+    /// ../shared/data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Name of the new adapter in the library.
     #[arg(long, value_name = "NAME")]
     pub out: String,

@@ -856,6 +856,11 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
                 answer: p.answer,
                 dialect: Some(p.dialect),
             }));
+        } else if d == "spider-train" {
+            let dir = args.data_dir.clone().unwrap_or_else(eval::default_data_dir);
+            let got = spider_train_pairs(&dir, args.limit)?;
+            sources.push(format!("spider-train ({} pairs)", got.len()));
+            pairs.extend(got);
         } else {
             let got = train::read_pairs(std::path::Path::new(d))?;
             sources.push(format!("{d} ({} pairs)", got.len()));
@@ -1038,4 +1043,55 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         last.tokens_per_sec
     );
     Ok(())
+}
+
+/// Spider's training questions with the context sqlora itself renders for each database (the
+/// same introspection and rendering, and table selection for a schema over the budget, as at
+/// inference). Questions whose database is missing are skipped.
+fn spider_train_pairs(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec<train::Pair>> {
+    let file = dir.join("spider/train_spider_min.json");
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "cannot read Spider train at {} (pass --data-dir, the directory holding spider/)",
+            file.display()
+        )
+    })?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not Spider JSON", file.display()))?;
+    let mut open: std::collections::HashMap<String, Option<pipeline::Pipeline>> =
+        Default::default();
+    let cancel = cancel::Cancel::new();
+    let mut pairs = Vec::new();
+    for r in rows {
+        let (Some(q), Some(sql), Some(db)) = (
+            r["question"].as_str(),
+            r["query"].as_str(),
+            r["db_id"].as_str(),
+        ) else {
+            continue;
+        };
+        let p = open.entry(db.to_string()).or_insert_with(|| {
+            let path = dir.join(format!("spider/database/{db}/{db}.sqlite"));
+            if !path.is_file() {
+                return None;
+            }
+            db::open(&path.to_string_lossy())
+                .ok()
+                .and_then(|d| pipeline::Pipeline::new(d, None).ok())
+        });
+        let Some(p) = p.as_mut() else { continue };
+        let context = p
+            .context_for(q, &cancel)
+            .map_err(|e| anyhow::anyhow!("{db}: {e}"))?;
+        pairs.push(train::Pair {
+            question: q.to_string(),
+            context,
+            answer: sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            dialect: Some("sqlite".into()),
+        });
+        if limit.is_some_and(|n| pairs.len() >= n * 4) {
+            break;
+        }
+    }
+    Ok(pairs)
 }

@@ -131,6 +131,12 @@ impl Dropout<'_> {
         if self.p <= 0.0 {
             return Ok(x.clone());
         }
+        // On a GPU the mask is drawn there (candle's generator, seeded by the trainer through
+        // `Device::set_seed`): drawing hundreds of millions of numbers on the host and copying
+        // them over would dominate a training step.
+        if !x.device().is_cpu() {
+            return candle_nn::ops::dropout(x, self.p);
+        }
         use rand::Rng;
         let keep = 1.0 - self.p;
         let mask: Vec<f32> = (0..x.elem_count())

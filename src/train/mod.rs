@@ -279,6 +279,10 @@ pub fn train(
         return Err(LlmError::Generation("no training examples".into()));
     }
     let mut rng = StdRng::seed_from_u64(opts.seed);
+    if !model.device().is_cpu() {
+        // Dropout masks are drawn on the device there; the CPU uses `rng`.
+        let _ = model.device().set_seed(opts.seed);
+    }
     let mut config = AdapterConfig::new(opts.rank, opts.alpha, &opts.targets);
     config.lora_dropout = opts.dropout as f64;
     let lora = LoraParams::init(model, config, &opts.targets, &mut rng)?;
