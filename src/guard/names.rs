@@ -449,16 +449,27 @@ impl<'s> Checker<'s> {
             }
         }
         let ns = (parts.len() >= 2).then(|| parts[parts.len() - 2]);
-        let found = self.schema.tables.iter().find(|t| {
+        let matches = |t: &&crate::schema::Table, bare_elsewhere: bool| {
             self.same(last, &t.name)
                 && match (ns, &t.schema) {
                     (None, None) => true,
                     (Some(n), Some(s)) => self.same(n, s),
                     // `public.t` for a table in the default schema.
                     (Some(_), None) => true,
-                    (None, Some(_)) => false,
+                    // PostgreSQL finds a bare name in any schema on the search_path (every
+                    // introspected schema is on it), the default one first.
+                    (None, Some(_)) => bare_elsewhere,
                 }
-        });
+        };
+        let found = self
+            .schema
+            .tables
+            .iter()
+            .find(|t| matches(t, false))
+            .or_else(|| {
+                let pg = self.dialect == Dialect::Postgres;
+                self.schema.tables.iter().find(|t| matches(t, pg))
+            });
         if let Some(t) = found {
             return Cols {
                 names: t.columns.iter().map(|c| c.name.clone()).collect(),
@@ -729,6 +740,17 @@ mod tests {
         ] {
             assert_eq!(run(sql, Dialect::Sqlite), Ok(()), "{sql}");
         }
+    }
+
+    #[test]
+    fn postgres_finds_bare_names_along_the_search_path() {
+        // `crm.lead` is on the search_path (introspected), so PostgreSQL resolves `lead`;
+        // SQLite has no such path.
+        assert_eq!(run("SELECT email FROM lead", Dialect::Postgres), Ok(()));
+        assert!(run("SELECT email FROM lead", Dialect::Sqlite).is_err());
+        assert!(run("SELECT nope FROM lead", Dialect::Postgres)
+            .unwrap_err()
+            .contains("unknown column `nope`"));
     }
 
     #[test]

@@ -48,6 +48,12 @@ pub struct ValueIndex {
 /// Tables scoring below this share of the best table's score are left out.
 const RELATIVE_CUTOFF: f32 = 0.2;
 
+/// Tables outside the best table's namespace must score at least this share of its score.
+const OTHER_NAMESPACE_CUTOFF: f32 = 0.7;
+
+/// A namespace whose evidence is at least this share of the best namespace's is shown as well.
+const RUNNER_UP: f32 = 0.85;
+
 /// A value word links a question to columns only when it occurs in at most this many values.
 const RARE_WORD: usize = 4;
 
@@ -201,6 +207,8 @@ pub struct Selector {
     rendered: Vec<String>,
     tokens: Vec<usize>,
     names: Vec<String>,
+    /// Each table's namespace (`None`: the default one).
+    namespaces: Vec<Option<String>>,
     whole_tokens: usize,
     whole: String,
 }
@@ -287,6 +295,7 @@ impl Selector {
                 .iter()
                 .map(|t| t.qualified_name(dialect))
                 .collect(),
+            namespaces: schema.tables.iter().map(|t| t.schema.clone()).collect(),
             whole_tokens,
             whole,
         }
@@ -381,6 +390,32 @@ impl Selector {
         let mut used = 0usize;
         let mut bridged: Vec<(usize, usize)> = Vec::new();
         let best = order.first().map_or(0.0, |&i| score[i]);
+        // The namespace with the most evidence: the sum of its three best tables' scores.
+        let mut per: HashMap<Option<&str>, Vec<f32>> = HashMap::new();
+        for &i in &order {
+            per.entry(self.namespaces[i].as_deref())
+                .or_default()
+                .push(score[i]);
+        }
+        let ns_score: HashMap<Option<&str>, f32> = per
+            .into_iter()
+            .map(|(ns, v)| (ns, v.iter().take(3).sum::<f32>()))
+            .collect();
+        let (home_score, home) = ns_score
+            .iter()
+            .map(|(ns, s)| (*s, *ns))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| b.1.cmp(&a.1)))
+            .map_or((0.0, None), |(s, ns)| (s, ns.map(str::to_string)));
+        // A close runner-up namespace is shown too: the question may be about either.
+        let runner_up = |ns: &Option<String>| {
+            ns_score
+                .get(&ns.as_deref())
+                .is_some_and(|s| *s >= RUNNER_UP * home_score)
+        };
+        let best = order
+            .iter()
+            .find(|&&i| self.namespaces[i] == home)
+            .map_or(best, |&i| score[i]);
         for &i in &order {
             if chosen.contains(&i) {
                 continue;
@@ -388,6 +423,15 @@ impl Selector {
             // Far weaker than the best match: more likely to distract the model than to help.
             if score[i] < RELATIVE_CUTOFF * best {
                 break;
+            }
+            // A question is nearly always about one namespace (foreign keys rarely cross them):
+            // a table elsewhere must nearly match the best one to be shown.
+            if self.namespaces[i] != home
+                && score[i] < OTHER_NAMESPACE_CUTOFF * best
+                && !runner_up(&self.namespaces[i])
+            {
+                why[i].push("left out: in another schema than the best match".into());
+                continue;
             }
             let bridge = self.bridge(&chosen, i);
             let cost: usize = std::iter::once(i)
@@ -586,6 +630,53 @@ mod tests {
         assert!(!names.iter().any(|n| n.starts_with("sensor")), "{names:?}");
         // A generous budget shows the whole schema, as before.
         assert!(sel.select("anything", 100_000).whole);
+    }
+
+    #[test]
+    fn one_namespace_is_shown_when_the_question_is_about_it() {
+        let mut tables = Vec::new();
+        for ns in ["concerts", "music"] {
+            tables.push(table(
+                Some(ns),
+                "singer",
+                &["singer_id", "name", "country", "age"],
+                &[],
+            ));
+        }
+        tables.push(table(
+            Some("concerts"),
+            "concert",
+            &["concert_id", "concert_name", "stadium_id", "year"],
+            &[],
+        ));
+        tables.push(table(
+            Some("concerts"),
+            "singer_in_concert",
+            &["concert_id", "singer_id"],
+            &[("singer_id", "singer"), ("concert_id", "concert")],
+        ));
+        tables.push(table(
+            Some("music"),
+            "song",
+            &["song_id", "title", "sales"],
+            &[],
+        ));
+        for i in 0..30 {
+            tables.push(table(
+                Some("zoo"),
+                &format!("animal_{i}"),
+                &["id", "species"],
+                &[],
+            ));
+        }
+        let s = Schema { tables };
+        let sel = Selector::new(&s, Dialect::Postgres, ValueIndex::default(), &chars);
+        let pick = sel.select("How many singers performed in each concert?", 200);
+        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        assert!(names.contains(&"concerts.singer_in_concert"), "{names:?}");
+        assert!(names.contains(&"concerts.concert"), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("zoo.")), "{names:?}");
+        assert!(!names.contains(&"music.song"), "{names:?}");
     }
 
     #[test]
