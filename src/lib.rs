@@ -498,16 +498,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         items.len(),
         engine.info().device
     );
-    let cancel = cancel::Cancel::new();
-    {
-        let c = cancel.clone();
-        let _ = ctrlc::set_handler(move || {
-            if c.is_set() {
-                std::process::exit(130);
-            }
-            c.set();
-        });
-    }
+    let cancel = interruptible();
     let mut evaluator = eval::Evaluator::new(engine, limits, args.run.repairs);
     evaluator.context_tokens = args.run.context_tokens;
     let bar = ProgressBar::new(items.len() as u64);
@@ -950,16 +941,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         per_step,
         engine.info().name
     );
-    let cancel = cancel::Cancel::new();
-    {
-        let c = cancel.clone();
-        let _ = ctrlc::set_handler(move || {
-            if c.is_set() {
-                std::process::exit(130);
-            }
-            c.set();
-        });
-    }
+    let cancel = interruptible();
     let bar = ProgressBar::new(opts.steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -1094,4 +1076,18 @@ fn spider_train_pairs(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec
         }
     }
     Ok(pairs)
+}
+
+/// A cancel flag that the first Ctrl-C sets (long runs stop and report what they did); a
+/// second Ctrl-C exits at once.
+fn interruptible() -> cancel::Cancel {
+    let cancel = cancel::Cancel::new();
+    let c = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if c.is_set() {
+            std::process::exit(130);
+        }
+        c.set();
+    });
+    cancel
 }
