@@ -112,6 +112,8 @@ pub struct Pipeline {
     pub last_selection: Option<Selection>,
     /// Where the value index of this database is kept between runs.
     pub values_cache: Option<std::path::PathBuf>,
+    /// Tokens of the whole schema context, once measured (reset with the schema or model).
+    context_size: std::sync::OnceLock<usize>,
 }
 
 /// The default schema budget: enough for most single databases, small enough for a small
@@ -147,6 +149,7 @@ impl Pipeline {
             selector: None,
             last_selection: None,
             values_cache: None,
+            context_size: std::sync::OnceLock::new(),
         })
     }
 
@@ -161,8 +164,14 @@ impl Pipeline {
 
     /// Whether questions get a table selection (the whole schema is over the budget).
     pub fn selects_tables(&self) -> bool {
-        self.context.len() * 2 / 7 > self.context_tokens
-            && self.count_tokens(&self.context) > self.context_tokens
+        if self.context.len() * 2 / 7 <= self.context_tokens {
+            return false;
+        }
+        // Tokenizing a large schema costs milliseconds per kilobyte: once per schema and model.
+        let n = *self
+            .context_size
+            .get_or_init(|| self.count_tokens(&self.context));
+        n > self.context_tokens
     }
 
     /// Reads (or loads from the cache) the value index and prepares the table ranking.
@@ -317,6 +326,9 @@ impl Pipeline {
 
     pub fn set_engine(&mut self, engine: Engine) {
         self.engine = Some(engine);
+        // Sizes measured without the model's tokenizer were estimates.
+        self.context_size = std::sync::OnceLock::new();
+        self.selector = None;
     }
 
     /// Hands the model back (to reuse it on another database).
@@ -335,6 +347,7 @@ impl Pipeline {
         }
         self.selector = None;
         self.last_selection = None;
+        self.context_size = std::sync::OnceLock::new();
         if let Some(e) = self.engine.as_mut() {
             e.clear_prefix_cache();
         }
