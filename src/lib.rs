@@ -818,10 +818,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     }
     let mut targets = Vec::new();
     for t in &args.targets {
-        let found = Target::ALL
-            .into_iter()
-            .find(|x| x.module().trim_end_matches("_proj") == t.trim() || x.module() == t.trim());
-        match found {
+        match Target::from_name(t) {
             Some(x) => targets.push(x),
             None => bail!("unknown target `{t}` (q, k, v, o, gate, up, down)"),
         }

@@ -83,6 +83,16 @@ impl Target {
     fn from_module(m: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.module() == m)
     }
+
+    /// A target as a user names it: PEFT's module name (`q_proj`) or its short form (`q`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let name = name.trim();
+        Self::from_module(name).or_else(|| {
+            Self::ALL
+                .into_iter()
+                .find(|t| t.module().trim_end_matches("_proj") == name)
+        })
+    }
 }
 
 /// PEFT's `adapter_config.json` (the fields sqlora reads and writes; others are kept as is).
@@ -372,6 +382,9 @@ mod tests {
                 assert_eq!(parse_name(&tensor_name(7, t, w)), Some((7, t, w)));
             }
         }
+        assert_eq!(Target::from_name("gate"), Some(Target::Gate));
+        assert_eq!(Target::from_name(" q_proj"), Some(Target::Q));
+        assert_eq!(Target::from_name("c_attn"), None);
         assert_eq!(
             parse_name("base_model.model.model.layers.3.mlp.down_proj.lora_B.default.weight"),
             Some((3, Target::Down, 'B'))

@@ -430,7 +430,6 @@ impl Selector {
                 && score[i] < OTHER_NAMESPACE_CUTOFF * best
                 && !runner_up(&self.namespaces[i])
             {
-                why[i].push("left out: in another schema than the best match".into());
                 continue;
             }
             let bridge = self.bridge(&chosen, i);
