@@ -111,6 +111,16 @@ pub struct TrainArgs {
     /// Use at most this many examples (after shuffling with the seed).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Save a checkpoint every N steps (0: only on Ctrl-C); also at the end.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub checkpoint_every: usize,
+    /// Continue the run of this --out from its last checkpoint (same data and options).
+    #[arg(long)]
+    pub resume: bool,
+    /// Keep every layer's activations for the backward pass instead of recomputing them:
+    /// faster, at several times the memory.
+    #[arg(long)]
+    pub keep_activations: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -810,7 +810,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let lib = adapter_library()?;
-    if lib.path(&args.out).join(llm::lora::CONFIG_FILE).exists() {
+    if !args.resume && lib.path(&args.out).join(llm::lora::CONFIG_FILE).exists() {
         bail!(
             "an adapter named `{}` exists already (remove it, or pick another --out)",
             args.out
@@ -925,6 +925,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         clip: args.clip,
         seed: args.seed,
         loss_chunk: 256,
+        recompute: !args.keep_activations,
     };
     eprintln!(
         "sqlora: training `{}` on {} ({} examples, {} held out, {too_long} longer than {} left \
@@ -938,6 +939,55 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         per_step,
         engine.info().name
     );
+    // The run's folder: its checkpoint, metrics and loss curve, until the adapter is saved.
+    let run_dir = paths::data_dir()?.join("runs").join(&args.out);
+    let checkpoint = run_dir.join("checkpoint");
+    let run_id = format!(
+        "{data_sha} {} max_len={} eval_split={} limit={:?} model={}",
+        serde_json::to_string(&opts)?,
+        args.max_len,
+        args.eval_split,
+        args.limit,
+        engine.info().name
+    );
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let mut trainer = if args.resume {
+        if !checkpoint.join(train::CHECKPOINT_STATE).is_file() {
+            bail!(
+                "no checkpoint of `{}` to resume in {}",
+                args.out,
+                checkpoint.display()
+            );
+        }
+        let t = train::Trainer::resume(engine.model(), &opts, &checkpoint, &run_id)?;
+        eprintln!(
+            "sqlora: resuming `{}` at step {} of {}",
+            args.out, t.step, opts.steps
+        );
+        t
+    } else {
+        let _ = std::fs::remove_dir_all(&run_dir);
+        train::Trainer::new(engine.model(), &opts)?
+    };
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating {}", run_dir.display()))?;
+    // On resume the metrics of the steps after the checkpoint are dropped: they are redone.
+    let kept: Vec<String> = std::fs::read_to_string(&metrics_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| (s as usize) <= trainer.step)
+        })
+        .map(str::to_string)
+        .collect();
+    let mut metrics = std::fs::File::create(&metrics_path)
+        .with_context(|| format!("creating {}", metrics_path.display()))?;
+    for l in &kept {
+        writeln!(metrics, "{l}")?;
+    }
     let cancel = interruptible();
     let bar = ProgressBar::new(opts.steps as u64);
     bar.set_style(
@@ -947,20 +997,19 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         .expect("static template")
         .progress_chars("=> "),
     );
-    let staging = tempfile::tempdir()?;
-    let metrics_path = staging.path().join("metrics.jsonl");
-    let mut metrics = std::fs::File::create(&metrics_path)?;
-    let t0 = std::time::Instant::now();
+    bar.set_position(trainer.step as u64);
+    bar.reset_eta();
+    let start_step = trainer.step;
     let mut last: Option<train::StepReport> = None;
     let mut last_eval = None;
-    let lora = train::train(
-        engine.model(),
+    let every = args.checkpoint_every;
+    train::run(
+        &mut trainer,
         &examples,
         &eval_set,
-        &opts,
         args.eval_every,
         &cancel,
-        &mut |r| {
+        &mut |t, r| {
             if let Some(e) = r.eval_loss {
                 last_eval = Some(e);
             }
@@ -968,26 +1017,40 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
                 "loss {:.3}{} · {:.0} tok/s",
                 r.loss,
                 last_eval.map_or(String::new(), |e| format!(" · eval {e:.3}")),
-                r.tokens_per_sec
+                t.tokens_seen as f64 / t.seconds.max(1e-9)
             ));
             bar.inc(1);
             if let Ok(line) = serde_json::to_string(r) {
                 let _ = writeln!(metrics, "{line}");
             }
             last = Some(r.clone());
+            if every > 0 && r.step % every == 0 && !t.done() {
+                t.save_checkpoint(&checkpoint, &run_id)?;
+            }
+            Ok(())
         },
     )?;
     bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
+    drop(metrics);
+    let secs = trainer.seconds;
     let Some(last) = last else {
-        bail!("interrupted before the first step; nothing saved");
+        if trainer.step > start_step || start_step == 0 {
+            bail!("interrupted before the first step; nothing saved");
+        }
+        bail!("the checkpoint is at the last step already");
     };
+    let _ = train::plot::loss_curve(&metrics_path, &run_dir.join("loss.png"), &args.out)
+        .map_err(|e| eprintln!("sqlora: no loss curve: {e}"));
     if cancel.is_set() {
+        trainer.save_checkpoint(&checkpoint, &run_id)?;
         eprintln!(
-            "sqlora: interrupted after {} of {} steps; saving what was learnt",
+            "sqlora: interrupted after {} of {} steps; checkpoint saved (continue with --resume), \
+             and the adapter so far is saved too",
             last.step, opts.steps
         );
     }
+    let lora = &trainer.lora;
+    let tokens_per_sec = trainer.tokens_seen as f64 / secs.max(1e-9);
     let adapter = lora.to_adapter(&args.out)?;
     let meta = llm::library::Meta {
         base: llm::library::base_of(&engine),
@@ -1003,14 +1066,21 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
             "steps_done": last.step,
             "final_loss": last.loss,
             "eval_loss": last_eval,
-            "tokens_per_sec": last.tokens_per_sec,
+            "tokens_per_sec": tokens_per_sec,
             "seconds": secs,
             "device": chosen,
         })),
         eval: None,
     };
+    if lib.path(&args.out).join(llm::lora::CONFIG_FILE).exists() {
+        lib.remove(&args.out)?;
+    }
     let dest = lib.add(&args.out, &adapter, &meta)?;
     let _ = std::fs::copy(&metrics_path, dest.join("metrics.jsonl"));
+    let _ = std::fs::copy(run_dir.join("loss.png"), dest.join("loss.png"));
+    if !cancel.is_set() {
+        let _ = std::fs::remove_dir_all(&checkpoint);
+    }
     println!(
         "adapter `{}` saved to {} — {} steps in {:.0} s, loss {:.3}{}, {:.0} tokens/s",
         args.out,
@@ -1019,7 +1089,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         secs,
         last.loss,
         last_eval.map_or(String::new(), |e| format!(", eval loss {e:.3}")),
-        last.tokens_per_sec
+        tokens_per_sec
     );
     Ok(())
 }

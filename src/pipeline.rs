@@ -403,7 +403,10 @@ impl Pipeline {
             self.last_generations += 1;
             total.add(&generation);
             let result = match guard::extract_sql(&generation.text) {
-                Some(sql) => self.run_sql(&sql, cancel),
+                Some(sql) => {
+                    let sql = self.qualified(sql);
+                    self.run_sql(&sql, cancel)
+                }
                 None => {
                     let said = generation.text.lines().next().unwrap_or("").trim();
                     Err(AskError::NoSql(if said.is_empty() {
@@ -468,6 +471,15 @@ impl Pipeline {
             Ok(()) => (with, base),
             Err(e) => (with, Err(AskError::Model(e))),
         })
+    }
+
+    /// Generated SQL with the bare names of the selection's one namespace qualified (the model
+    /// was shown that namespace's tables without it; see [`guard::qualify`]).
+    fn qualified(&self, sql: String) -> String {
+        match self.last_selection.as_ref().and_then(|s| s.namespace.as_deref()) {
+            Some(ns) => guard::qualify::qualify(&sql, self.dialect(), &self.schema, ns).unwrap_or(sql),
+            None => sql,
+        }
     }
 
     /// The real columns of the tables a failed query names, to steer the model's repair.

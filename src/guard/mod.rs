@@ -7,6 +7,7 @@
 //! Never touches a database.
 
 pub mod names;
+pub mod qualify;
 
 use std::ops::ControlFlow;
 

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, Var, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var, D};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::lora::{Adapter, AdapterConfig, LoraPair, Target};
 use super::model::{Arch, Form, Model, Projection};
@@ -92,6 +94,20 @@ impl LoraParams {
         Ok(Self { pairs, config })
     }
 
+    /// Trainable copies of an adapter's matrices on `dev` (to resume a run).
+    pub fn from_adapter(adapter: &Adapter, dev: &Device) -> Result<Self, LlmError> {
+        let mut pairs = BTreeMap::new();
+        for (k, p) in &adapter.weights {
+            let a = Var::from_tensor(&p.a.to_dtype(DType::F32)?.to_device(dev)?)?;
+            let b = Var::from_tensor(&p.b.to_dtype(DType::F32)?.to_device(dev)?)?;
+            pairs.insert(*k, (a, b));
+        }
+        Ok(Self {
+            pairs,
+            config: adapter.config.clone(),
+        })
+    }
+
     pub fn vars(&self) -> Vec<Var> {
         self.pairs
             .values()
@@ -120,24 +136,59 @@ impl LoraParams {
     }
 }
 
-/// Dropout on the LoRA input, with masks drawn from a seeded generator.
-pub struct Dropout<'a> {
+/// Dropout on the LoRA input. The masks follow from a seed and the layer: a layer recomputed in
+/// the backward pass (activation recomputation) draws exactly the masks it drew going forward.
+pub struct Dropout {
     pub p: f32,
-    pub rng: &'a mut dyn rand::RngCore,
+    seed: u64,
+    rng: StdRng,
 }
 
-impl Dropout<'_> {
+/// A well-mixed seed for `(seed, k)` (SplitMix64's finaliser).
+pub fn mix_seed(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Dropout {
+    pub fn new(p: f32, seed: u64) -> Self {
+        Self {
+            p,
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// No dropout (evaluation).
+    pub fn off() -> Self {
+        Self::new(0.0, 0)
+    }
+
+    /// Starts the masks of `layer` afresh.
+    fn start_layer(&mut self, dev: &Device, layer: usize) -> candle_core::Result<()> {
+        if self.p <= 0.0 {
+            return Ok(());
+        }
+        let s = mix_seed(self.seed, layer as u64);
+        self.rng = StdRng::seed_from_u64(s);
+        if !dev.is_cpu() {
+            dev.set_seed(s)?;
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
         if self.p <= 0.0 {
             return Ok(x.clone());
         }
-        // On a GPU the mask is drawn there (candle's generator, seeded by the trainer through
-        // `Device::set_seed`): drawing hundreds of millions of numbers on the host and copying
-        // them over would dominate a training step.
+        // On a GPU the mask is drawn there (candle's generator, seeded per layer): drawing
+        // hundreds of millions of numbers on the host and copying them over would dominate a
+        // training step.
         if !x.device().is_cpu() {
             return candle_nn::ops::dropout(x, self.p);
         }
-        use rand::Rng;
         let keep = 1.0 - self.p;
         let mask: Vec<f32> = (0..x.elem_count())
             .map(|_| {
@@ -150,6 +201,13 @@ impl Dropout<'_> {
             .collect();
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
+}
+
+/// What every layer of one training batch shares: the causal mask and the RoPE tables.
+pub struct LayerInputs {
+    mask: Tensor,
+    cos: Tensor,
+    sin: Tensor,
 }
 
 fn frozen(p: &Projection, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -188,6 +246,108 @@ impl Model {
         }
     }
 
+    /// The mask and RoPE tables for sequences of `seq` tokens.
+    pub fn layer_inputs(&self, seq: usize) -> Result<LayerInputs, LlmError> {
+        if seq > self.max_positions() {
+            return Err(LlmError::Generation(format!(
+                "a training sequence of {seq} tokens is longer than the model's {}",
+                self.max_positions()
+            )));
+        }
+        let mask: Vec<f32> = (0..seq)
+            .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        Ok(LayerInputs {
+            mask: Tensor::from_vec(mask, (seq, seq), self.device())?,
+            cos: self.cos.narrow(0, 0, seq)?,
+            sin: self.sin.narrow(0, 0, seq)?,
+        })
+    }
+
+    /// Token embeddings `[batch, seq, hidden]` of `ids` `[batch, seq]`.
+    pub fn embed_train(&self, ids: &Tensor) -> Result<Tensor, LlmError> {
+        let (b, seq) = ids.dims2()?;
+        Ok(self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, seq, self.config.hidden))?)
+    }
+
+    /// Layer `i` over `x` `[batch, seq, hidden]`, with the LoRA matrices on the graph.
+    pub fn layer_train(
+        &self,
+        i: usize,
+        x: &Tensor,
+        inputs: &LayerInputs,
+        lora: &LoraParams,
+        drop: &mut Dropout,
+    ) -> Result<Tensor, LlmError> {
+        let c = &self.config;
+        let (b, seq, _) = x.dims3()?;
+        let layer = &self.layers[i];
+        drop.start_layer(x.device(), i)?;
+        let eps = c.rms_eps as f32;
+        let rep = c.n_head / c.n_kv_head;
+        let (cos, sin) = (&inputs.cos, &inputs.sin);
+        let h = candle_nn::ops::rms_norm_slow(x, &layer.attn_norm, eps)?;
+        let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            t.reshape((b, seq, n, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = heads(self.project_train(i, Target::Q, &h, lora, drop)?, c.n_head)?;
+        let k = heads(
+            self.project_train(i, Target::K, &h, lora, drop)?,
+            c.n_kv_head,
+        )?;
+        let v = heads(
+            self.project_train(i, Target::V, &h, lora, drop)?,
+            c.n_kv_head,
+        )?;
+        let (q, k) = match c.arch {
+            Arch::Qwen2 => (
+                candle_nn::rotary_emb::rope_slow(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_slow(&k, cos, sin)?,
+            ),
+            Arch::Llama => (
+                candle_nn::rotary_emb::rope_i_slow(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i_slow(&k, cos, sin)?,
+            ),
+        };
+        // Grouped-query attention: each KV head serves `rep` query heads.
+        let expand = |t: Tensor| -> candle_core::Result<Tensor> {
+            if rep == 1 {
+                return Ok(t);
+            }
+            t.unsqueeze(2)?
+                .expand((b, c.n_kv_head, rep, seq, c.head_dim))?
+                .reshape((b, c.n_head, seq, c.head_dim))
+        };
+        let (k, v) = (expand(k)?, expand(v)?);
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&inputs.mask)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let y = att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, seq, c.n_head * c.head_dim))?;
+        let x = (x + self.project_train(i, Target::O, &y, lora, drop)?)?;
+        let h = candle_nn::ops::rms_norm_slow(&x, &layer.ffn_norm, eps)?;
+        let g = self.project_train(i, Target::Gate, &h, lora, drop)?;
+        let g = (&g * candle_nn::ops::sigmoid(&g)?)?;
+        let u = self.project_train(i, Target::Up, &h, lora, drop)?;
+        Ok((&x + self.project_train(i, Target::Down, &(g * u)?, lora, drop)?)?)
+    }
+
+    /// The output norm of the last layer's states.
+    pub fn norm_train(&self, x: &Tensor) -> Result<Tensor, LlmError> {
+        Ok(candle_nn::ops::rms_norm_slow(
+            x,
+            &self.norm,
+            self.config.rms_eps as f32,
+        )?)
+    }
+
     /// Final hidden states `[batch, seq, hidden]` (after the output norm) for `ids`, sequences
     /// of equal length padded at the end (a causal mask then keeps padding out of every real
     /// position), with the LoRA matrices in `lora` on the graph.
@@ -197,77 +357,13 @@ impl Model {
         lora: &LoraParams,
         drop: &mut Dropout,
     ) -> Result<Tensor, LlmError> {
-        let c = &self.config;
-        let (b, seq) = ids.dims2()?;
-        if seq > self.max_positions() {
-            return Err(LlmError::Generation(format!(
-                "a training sequence of {seq} tokens is longer than the model's {}",
-                self.max_positions()
-            )));
+        let (_, seq) = ids.dims2()?;
+        let inputs = self.layer_inputs(seq)?;
+        let mut x = self.embed_train(ids)?;
+        for i in 0..self.layers.len() {
+            x = self.layer_train(i, &x, &inputs, lora, drop)?;
         }
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, seq, c.hidden))?;
-        let mask: Vec<f32> = (0..seq)
-            .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (seq, seq), self.device())?;
-        let cos = self.cos.narrow(0, 0, seq)?;
-        let sin = self.sin.narrow(0, 0, seq)?;
-        let eps = c.rms_eps as f32;
-        let rep = c.n_head / c.n_kv_head;
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm_slow(&x, &layer.attn_norm, eps)?;
-            let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                t.reshape((b, seq, n, c.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let q = heads(self.project_train(i, Target::Q, &h, lora, drop)?, c.n_head)?;
-            let k = heads(
-                self.project_train(i, Target::K, &h, lora, drop)?,
-                c.n_kv_head,
-            )?;
-            let v = heads(
-                self.project_train(i, Target::V, &h, lora, drop)?,
-                c.n_kv_head,
-            )?;
-            let (q, k) = match c.arch {
-                Arch::Qwen2 => (
-                    candle_nn::rotary_emb::rope_slow(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_slow(&k, &cos, &sin)?,
-                ),
-                Arch::Llama => (
-                    candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?,
-                ),
-            };
-            // Grouped-query attention: each KV head serves `rep` query heads.
-            let expand = |t: Tensor| -> candle_core::Result<Tensor> {
-                if rep == 1 {
-                    return Ok(t);
-                }
-                t.unsqueeze(2)?
-                    .expand((b, c.n_kv_head, rep, seq, c.head_dim))?
-                    .reshape((b, c.n_head, seq, c.head_dim))
-            };
-            let (k, v) = (expand(k)?, expand(v)?);
-            let scale = 1.0 / (c.head_dim as f64).sqrt();
-            let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-            let y = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, seq, c.n_head * c.head_dim))?;
-            x = (x + self.project_train(i, Target::O, &y, lora, drop)?)?;
-            let h = candle_nn::ops::rms_norm_slow(&x, &layer.ffn_norm, eps)?;
-            let g = self.project_train(i, Target::Gate, &h, lora, drop)?;
-            let g = (&g * candle_nn::ops::sigmoid(&g)?)?;
-            let u = self.project_train(i, Target::Up, &h, lora, drop)?;
-            x = (x + self.project_train(i, Target::Down, &(g * u)?, lora, drop)?)?;
-        }
-        Ok(candle_nn::ops::rms_norm_slow(&x, &self.norm, eps)?)
+        self.norm_train(&x)
     }
 
     /// Logits `[rows, vocab]` of final hidden states `[rows, hidden]` through the frozen output

@@ -196,6 +196,10 @@ pub struct Selection {
     pub tokens: usize,
     /// The whole schema fits the budget and is shown whole.
     pub whole: bool,
+    /// The one namespace (not the default one) every chosen table is in. Its tables are then
+    /// shown with bare names, as a database of their own, and the bare names a query writes
+    /// must be qualified with it before it runs ([`crate::guard::qualify`]).
+    pub namespace: Option<String>,
 }
 
 /// Ranks a schema's tables for questions; built once per schema (and value index).
@@ -206,6 +210,8 @@ pub struct Selector {
     adjacent: Vec<Vec<usize>>,
     rendered: Vec<String>,
     tokens: Vec<usize>,
+    /// Each table rendered without its namespace, and its tokens (for a one-namespace choice).
+    bare: Vec<(String, usize)>,
     names: Vec<String>,
     /// Each table's namespace (`None`: the default one).
     namespaces: Vec<Option<String>>,
@@ -282,6 +288,25 @@ impl Selector {
             .map(|t| render_table(t, dialect))
             .collect();
         let tokens: Vec<usize> = rendered.iter().map(|r| count_tokens(r)).collect();
+        let bare = schema
+            .tables
+            .iter()
+            .zip(rendered.iter().zip(&tokens))
+            .map(|(t, (r, &n))| {
+                if t.schema.is_none() {
+                    return (r.clone(), n);
+                }
+                let text = render_table(
+                    &super::Table {
+                        schema: None,
+                        ..t.clone()
+                    },
+                    dialect,
+                );
+                let n = count_tokens(&text);
+                (text, n)
+            })
+            .collect();
         let whole = rendered.join("\n");
         let whole_tokens = count_tokens(&whole);
         Self {
@@ -290,6 +315,7 @@ impl Selector {
             adjacent,
             rendered,
             tokens,
+            bare,
             names: schema
                 .tables
                 .iter()
@@ -327,6 +353,7 @@ impl Selector {
                 context: self.whole.clone(),
                 tokens: self.whole_tokens,
                 whole: true,
+                namespace: None,
             };
         }
         let mut score = vec![0f32; n];
@@ -451,6 +478,22 @@ impl Selector {
             why[b].push(format!("on the join path to {}", self.names[for_table]));
         }
         chosen.sort_unstable();
+        let namespace = match chosen.first() {
+            Some(&f) => self.namespaces[f]
+                .clone()
+                .filter(|_| chosen.iter().all(|&i| self.namespaces[i] == self.namespaces[f])),
+            None => None,
+        };
+        let rendered: Vec<&str> = chosen
+            .iter()
+            .map(|&i| match namespace {
+                Some(_) => self.bare[i].0.as_str(),
+                None => self.rendered[i].as_str(),
+            })
+            .collect();
+        if namespace.is_some() {
+            used = chosen.iter().map(|&i| self.bare[i].1 + 1).sum();
+        }
         let mut context = String::new();
         for (t, hint) in &hinted {
             if chosen.contains(t) {
@@ -460,13 +503,7 @@ impl Selector {
         if !context.is_empty() {
             context.push('\n');
         }
-        context.push_str(
-            &chosen
-                .iter()
-                .map(|&i| self.rendered[i].as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
+        context.push_str(&rendered.join("\n"));
         let mut tables: Vec<Chosen> = chosen
             .iter()
             .map(|&i| Chosen {
@@ -481,6 +518,7 @@ impl Selector {
             context,
             tokens: used,
             whole: false,
+            namespace,
         }
     }
 
@@ -676,6 +714,21 @@ mod tests {
         assert!(names.contains(&"concerts.concert"), "{names:?}");
         assert!(!names.iter().any(|n| n.starts_with("zoo.")), "{names:?}");
         assert!(!names.contains(&"music.song"), "{names:?}");
+        // All in one namespace: shown as a database of its own, with bare names.
+        assert!(names.iter().all(|n| n.starts_with("concerts.")), "{names:?}");
+        assert_eq!(pick.namespace.as_deref(), Some("concerts"));
+        assert!(pick.context.contains("CREATE TABLE concert ("), "{}", pick.context);
+        assert!(!pick.context.contains("concerts."), "{}", pick.context);
+        // Two namespaces: every name is qualified.
+        let both = sel.select("singers of concerts and songs of music", 400);
+        let ns: BTreeSet<&str> = both
+            .tables
+            .iter()
+            .filter_map(|c| c.table.split_once('.').map(|x| x.0))
+            .collect();
+        assert_eq!(ns.len(), 2, "{ns:?}");
+        assert_eq!(both.namespace, None);
+        assert!(both.context.contains("CREATE TABLE music."), "{}", both.context);
     }
 
     #[test]

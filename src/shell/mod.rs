@@ -760,6 +760,12 @@ impl Shell {
                 for c in &sel.tables {
                     println!("--   {:<32} {:5.2}  {}", c.table, c.score, c.why.join("; "));
                 }
+                if let Some(ns) = &sel.namespace {
+                    println!(
+                        "-- all in schema {ns}: shown to the model without it; sqlora qualifies \
+                         the bare names the model writes"
+                    );
+                }
             }
         }
     }

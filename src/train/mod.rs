@@ -9,12 +9,14 @@
 //! computed in chunks whose logits are freed one by one (their gradient is carried back to the
 //! hidden states, then through the model in one backward pass).
 
+pub mod plot;
+
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{DType, Tensor, TensorId, Var};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -22,9 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cancel::Cancel;
 use crate::db::Dialect;
-use crate::llm::lora::{AdapterConfig, Target};
+use crate::llm::lora::{Adapter, AdapterConfig, Target};
 use crate::llm::prompt::{self, ChatTemplate};
-use crate::llm::trainable::{Dropout, LoraParams};
+use crate::llm::trainable::{mix_seed, Dropout, LoraParams};
 use crate::llm::{LlmError, Model, TextTokenizer};
 
 /// One training sequence: prompt and answer tokens, the loss starting at `answer_start`.
@@ -124,6 +126,8 @@ pub struct Options {
     pub seed: u64,
     /// Rows of the output layer computed at once.
     pub loss_chunk: usize,
+    /// Keep only each layer's input going forward and run the layer again going back.
+    pub recompute: bool,
 }
 
 impl Options {
@@ -153,7 +157,9 @@ pub struct StepReport {
     /// Answer tokens the loss covered in this step, and all non-padding tokens.
     pub target_tokens: usize,
     pub tokens: usize,
+    /// Non-padding tokens per second in this step, and its wall time.
     pub tokens_per_sec: f64,
+    pub step_secs: f64,
     pub eval_loss: Option<f64>,
 }
 
@@ -167,8 +173,49 @@ pub fn batches(examples: &[Example], batch: usize, rng: &mut StdRng) -> Vec<Vec<
     out
 }
 
-/// Mean answer-token loss of `batch` and its gradients (`None` for `grads` when not asked).
-/// Returns (loss, gradients, answer tokens, all tokens).
+/// Gradients of the LoRA matrices, by tensor.
+#[derive(Default)]
+pub struct Grads(HashMap<TensorId, Tensor>);
+
+impl Grads {
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        self.0.get(&t.id())
+    }
+
+    /// Adds `g` to the gradient of `t`.
+    fn add(&mut self, t: &Tensor, g: &Tensor) -> candle_core::Result<()> {
+        let sum = match self.0.remove(&t.id()) {
+            Some(acc) => (acc + g)?,
+            None => g.clone(),
+        };
+        self.0.insert(t.id(), sum);
+        Ok(())
+    }
+
+    fn take_from(&mut self, store: &GradStore, vars: &[Var]) -> candle_core::Result<()> {
+        for v in vars {
+            if let Some(g) = store.get(v.as_tensor()) {
+                self.add(v.as_tensor(), g)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The loss of one batch, and its gradients when asked for.
+pub struct BatchLoss {
+    /// Mean loss over the answer tokens.
+    pub loss: f64,
+    pub grads: Option<Grads>,
+    /// Answer tokens the loss covers, and all non-padding tokens.
+    pub targets: usize,
+    pub tokens: usize,
+}
+
+/// Mean answer-token loss of `batch` and, with `with_grads`, its gradients. With `recompute`
+/// only each layer's input is kept going forward, and each layer is run again in the backward
+/// pass (activation recomputation): memory for one layer's activations instead of all of them,
+/// for about a third more compute.
 pub fn batch_loss(
     model: &Model,
     lora: &LoraParams,
@@ -176,7 +223,8 @@ pub fn batch_loss(
     drop: &mut Dropout,
     chunk: usize,
     with_grads: bool,
-) -> Result<(f64, Option<GradStore>, usize, usize), LlmError> {
+    recompute: bool,
+) -> Result<BatchLoss, LlmError> {
     let dev = model.device().clone();
     let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
     let b = batch.len();
@@ -198,7 +246,22 @@ pub fn batch_loss(
         return Err(LlmError::Generation("a batch without answer tokens".into()));
     }
     let ids = Tensor::from_vec(ids, (b, len), &dev)?;
-    let hidden = model.hidden_train(&ids, lora, drop)?;
+    let inputs = model.layer_inputs(len)?;
+    let vars = lora.vars();
+    // Going forward: the whole graph, or (recomputing) each layer's input only.
+    let mut saved: Vec<Tensor> = Vec::new();
+    let (top, hidden) = if recompute && with_grads {
+        let mut x = model.embed_train(&ids)?;
+        for i in 0..model.n_layers() {
+            let y = model.layer_train(i, &x, &inputs, lora, drop)?.detach();
+            saved.push(std::mem::replace(&mut x, y));
+        }
+        let top = Var::from_tensor(&x)?;
+        let hidden = model.norm_train(top.as_tensor())?;
+        (Some(top), hidden)
+    } else {
+        (None, model.hidden_train(&ids, lora, drop)?)
+    };
     let h = hidden.dim(2)?;
     let rows_t = Tensor::from_vec(rows, n, &dev)?;
     let sel = hidden.reshape((b * len, h))?.index_select(&rows_t, 0)?;
@@ -229,15 +292,44 @@ pub fn batch_loss(
         }
     }
     let loss = total / n as f64;
+    let result = |grads| BatchLoss {
+        loss,
+        grads,
+        targets: n,
+        tokens,
+    };
     if !with_grads {
-        return Ok((loss, None, n, tokens));
+        return Ok(result(None));
     }
     let grad_h =
         grad_h.ok_or_else(|| LlmError::Generation("no gradient reached the model".into()))?;
-    // d(mean loss)/d(params) = Jᵀ · (dL/dh) / n, through one backward pass.
+    // d(mean loss)/d(params) = Jᵀ · (dL/dh) / n, through backward passes of surrogates.
     let surrogate = (sel * (grad_h / n as f64)?.detach())?.sum_all()?;
-    let grads = surrogate.backward()?;
-    Ok((loss, Some(grads), n, tokens))
+    let store = surrogate.backward()?;
+    let mut grads = Grads::default();
+    grads.take_from(&store, &vars)?;
+    if let Some(top) = top {
+        // Layer by layer, last to first: run the layer again from its saved input, and carry
+        // the gradient on to that input.
+        let mut g = store
+            .get(top.as_tensor())
+            .ok_or_else(|| LlmError::Generation("no gradient reached the last layer".into()))?
+            .clone();
+        std::mem::drop(store);
+        for (i, x) in saved.iter().enumerate().rev() {
+            let x = Var::from_tensor(x)?;
+            let y = model.layer_train(i, x.as_tensor(), &inputs, lora, drop)?;
+            let store = (y * g.detach())?.sum_all()?.backward()?;
+            grads.take_from(&store, &vars)?;
+            if i > 0 {
+                g = store
+                    .get(x.as_tensor())
+                    .ok_or_else(|| LlmError::Generation(format!("no gradient at layer {i}")))?
+                    .clone();
+            }
+        }
+    }
+    Ok(result(Some(grads)))
 }
 
 /// Mean answer-token loss over `examples` (no dropout, no gradients).
@@ -248,19 +340,311 @@ pub fn eval_loss(
     batch: usize,
     chunk: usize,
 ) -> Result<f64, LlmError> {
-    let mut rng = StdRng::seed_from_u64(0);
-    let mut drop = Dropout {
-        p: 0.0,
-        rng: &mut rng,
-    };
+    let mut drop = Dropout::off();
     let (mut sum, mut n) = (0f64, 0usize);
     for c in examples.chunks(batch.max(1)) {
         let refs: Vec<&Example> = c.iter().collect();
-        let (loss, _, k, _) = batch_loss(model, lora, &refs, &mut drop, chunk, false)?;
-        sum += loss * k as f64;
-        n += k;
+        let r = batch_loss(model, lora, &refs, &mut drop, chunk, false, false)?;
+        sum += r.loss * r.targets as f64;
+        n += r.targets;
     }
     Ok(if n == 0 { f64::NAN } else { sum / n as f64 })
+}
+
+/// AdamW (decoupled weight decay, as candle's and PyTorch's), with its moments kept where a
+/// checkpoint can save them.
+pub struct AdamW {
+    pub lr: f64,
+    pub weight_decay: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    /// Steps taken.
+    t: usize,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+impl AdamW {
+    pub fn new(vars: &[Var], lr: f64, weight_decay: f64) -> candle_core::Result<Self> {
+        let zeros = || -> candle_core::Result<Vec<Tensor>> {
+            vars.iter().map(|v| v.as_tensor().zeros_like()).collect()
+        };
+        Ok(Self {
+            lr,
+            weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            t: 0,
+            m: zeros()?,
+            v: zeros()?,
+        })
+    }
+
+    pub fn step(&mut self, vars: &[Var], grads: &Grads) -> candle_core::Result<()> {
+        self.t += 1;
+        let c1 = 1.0 - self.beta1.powi(self.t as i32);
+        let c2 = 1.0 - self.beta2.powi(self.t as i32);
+        for (i, var) in vars.iter().enumerate() {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
+            let theta = (var.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
+            var.set(&(theta - (update * self.lr)?)?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+}
+
+/// A run in progress: the adapter, the optimizer and where in the schedule it is. A step's
+/// batches and dropout masks follow from the seed and the step alone, so a run resumed from a
+/// checkpoint continues exactly as it would have.
+pub struct Trainer<'m> {
+    model: &'m Model,
+    pub lora: LoraParams,
+    opt: AdamW,
+    pub opts: Options,
+    /// Optimizer steps done.
+    pub step: usize,
+    /// Non-padding tokens trained on, and seconds spent, over the whole run (resumes included).
+    pub tokens_seen: usize,
+    pub seconds: f64,
+    epoch: Option<(usize, Vec<Vec<usize>>)>,
+}
+
+/// The run state a checkpoint keeps beside the adapter and the optimizer's moments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub step: usize,
+    pub tokens_seen: usize,
+    pub seconds: f64,
+    /// Identifies the run: the options and the data it trains on.
+    pub run: String,
+}
+
+pub const CHECKPOINT_STATE: &str = "state.json";
+const CHECKPOINT_OPTIMIZER: &str = "optimizer.safetensors";
+
+impl<'m> Trainer<'m> {
+    /// A fresh adapter (PEFT's initialisation, from the seed).
+    pub fn new(model: &'m Model, opts: &Options) -> Result<Self, LlmError> {
+        let mut rng = StdRng::seed_from_u64(opts.seed);
+        let mut config = AdapterConfig::new(opts.rank, opts.alpha, &opts.targets);
+        config.lora_dropout = opts.dropout as f64;
+        let lora = LoraParams::init(model, config, &opts.targets, &mut rng)?;
+        let opt = AdamW::new(&lora.vars(), opts.lr, opts.weight_decay)?;
+        Ok(Self {
+            model,
+            lora,
+            opt,
+            opts: opts.clone(),
+            step: 0,
+            tokens_seen: 0,
+            seconds: 0.0,
+            epoch: None,
+        })
+    }
+
+    /// Continues the run saved in `dir` by [`Trainer::save_checkpoint`]; `run` must be the
+    /// identity it was saved with (same options and data).
+    pub fn resume(
+        model: &'m Model,
+        opts: &Options,
+        dir: &Path,
+        run: &str,
+    ) -> Result<Self, LlmError> {
+        let io = |e: std::io::Error| LlmError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        let state: CheckpointState =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(CHECKPOINT_STATE)).map_err(io)?)
+                .map_err(|e| LlmError::Generation(format!("{}: {e}", dir.display())))?;
+        if state.run != run {
+            return Err(LlmError::Generation(format!(
+                "the checkpoint in {} is of a run with other options or data; start afresh \
+                 (without --resume) or train with what it was started with",
+                dir.display()
+            )));
+        }
+        let adapter = Adapter::load(dir)?;
+        let lora = LoraParams::from_adapter(&adapter, model.device())?;
+        let mut opt = AdamW::new(&lora.vars(), opts.lr, opts.weight_decay)?;
+        let moments = candle_core::safetensors::load(dir.join(CHECKPOINT_OPTIMIZER), model.device())?;
+        for (i, _) in lora.vars().iter().enumerate() {
+            let get = |k: String| {
+                moments
+                    .get(&k)
+                    .cloned()
+                    .ok_or_else(|| LlmError::Generation(format!("{}: no {k}", dir.display())))
+            };
+            opt.m[i] = get(format!("m.{i}"))?;
+            opt.v[i] = get(format!("v.{i}"))?;
+        }
+        opt.t = state.step;
+        Ok(Self {
+            model,
+            lora,
+            opt,
+            opts: opts.clone(),
+            step: state.step,
+            tokens_seen: state.tokens_seen,
+            seconds: state.seconds,
+            epoch: None,
+        })
+    }
+
+    /// Saves the adapter (PEFT format), the optimizer's moments and the position in the run into
+    /// `dir`, replacing what was there only once all of it is written.
+    pub fn save_checkpoint(&self, dir: &Path, run: &str) -> Result<(), LlmError> {
+        let io = |e: std::io::Error| LlmError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io)?;
+        let staging = tempfile::tempdir_in(parent).map_err(io)?;
+        self.lora.to_adapter("checkpoint")?.save(staging.path())?;
+        let mut moments = HashMap::new();
+        for i in 0..self.opt.m.len() {
+            moments.insert(format!("m.{i}"), self.opt.m[i].clone());
+            moments.insert(format!("v.{i}"), self.opt.v[i].clone());
+        }
+        candle_core::safetensors::save(&moments, staging.path().join(CHECKPOINT_OPTIMIZER))?;
+        let state = CheckpointState {
+            step: self.step,
+            tokens_seen: self.tokens_seen,
+            seconds: self.seconds,
+            run: run.to_string(),
+        };
+        std::fs::write(
+            staging.path().join(CHECKPOINT_STATE),
+            serde_json::to_string_pretty(&state).expect("plain data"),
+        )
+        .map_err(io)?;
+        let old = parent.join(format!(
+            ".{}.old",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")
+        ));
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(io)?;
+        }
+        std::fs::rename(staging.keep(), dir).map_err(io)?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    pub fn done(&self) -> bool {
+        self.step >= self.opts.steps
+    }
+
+    /// The `k`-th micro-batch of the run: epochs of length-grouped batches, each epoch's order
+    /// drawn from the seed and the epoch number.
+    fn micro_batch(&mut self, train: &[Example], k: usize) -> Vec<usize> {
+        let per_epoch = train.len().div_ceil(self.opts.batch.max(1)).max(1);
+        let epoch = k / per_epoch;
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut rng = StdRng::seed_from_u64(mix_seed(self.opts.seed, 1 << 32 | epoch as u64));
+            self.epoch = Some((epoch, batches(train, self.opts.batch, &mut rng)));
+        }
+        let (_, order) = self.epoch.as_ref().expect("just set");
+        order[k % per_epoch].clone()
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches of `train`.
+    pub fn step(&mut self, train: &[Example]) -> Result<StepReport, LlmError> {
+        if train.is_empty() {
+            return Err(LlmError::Generation("no training examples".into()));
+        }
+        let t0 = Instant::now();
+        let opts = self.opts.clone();
+        let vars = self.lora.vars();
+        let accum = opts.grad_accum.max(1);
+        let mut acc = Grads::default();
+        let (mut loss_sum, mut targets, mut tokens) = (0f64, 0usize, 0usize);
+        for j in 0..accum {
+            let k = self.step * accum + j;
+            let idx = self.micro_batch(train, k);
+            let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
+            let mut drop = Dropout::new(opts.dropout, mix_seed(opts.seed, k as u64));
+            let r = batch_loss(
+                self.model,
+                &self.lora,
+                &batch,
+                &mut drop,
+                opts.loss_chunk,
+                true,
+                opts.recompute,
+            )?;
+            let grads = r.grads.expect("asked for gradients");
+            for v in &vars {
+                if let Some(g) = grads.get(v.as_tensor()) {
+                    acc.add(v.as_tensor(), g)?;
+                }
+            }
+            loss_sum += r.loss;
+            targets += r.targets;
+            tokens += r.tokens;
+        }
+        // Average over micro-batches, then clip the global norm.
+        let k = accum as f64;
+        let mut sq = 0f64;
+        for v in &vars {
+            if let Some(g) = acc.0.remove(&v.as_tensor().id()) {
+                let g = (g / k)?;
+                sq += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+                acc.0.insert(v.as_tensor().id(), g);
+            }
+        }
+        let norm = sq.sqrt();
+        if opts.clip > 0.0 && norm > opts.clip {
+            let f = opts.clip / norm;
+            for g in acc.0.values_mut() {
+                *g = (&*g * f)?;
+            }
+        }
+        let lr = opts.lr_at(self.step);
+        self.opt.lr = lr;
+        self.opt.step(&vars, &acc)?;
+        self.step += 1;
+        self.tokens_seen += tokens;
+        let secs = t0.elapsed().as_secs_f64();
+        self.seconds += secs;
+        Ok(StepReport {
+            step: self.step,
+            steps: opts.steps,
+            loss: loss_sum / k,
+            lr,
+            grad_norm: norm,
+            target_tokens: targets,
+            tokens,
+            tokens_per_sec: tokens as f64 / secs,
+            step_secs: secs,
+            eval_loss: None,
+        })
+    }
+
+    /// Mean answer-token loss of the adapter so far over `eval`.
+    pub fn eval_loss(&self, eval: &[Example]) -> Result<f64, LlmError> {
+        eval_loss(
+            self.model,
+            &self.lora,
+            eval,
+            self.opts.batch,
+            self.opts.loss_chunk,
+        )
+    }
 }
 
 /// Trains a fresh adapter on `train` for `opts.steps` optimizer steps, calling `on_step` after
@@ -275,113 +659,31 @@ pub fn train(
     cancel: &Cancel,
     on_step: &mut dyn FnMut(&StepReport),
 ) -> Result<LoraParams, LlmError> {
-    if train.is_empty() {
-        return Err(LlmError::Generation("no training examples".into()));
+    let mut t = Trainer::new(model, opts)?;
+    run(&mut t, train, eval, eval_every, cancel, &mut |_, r| {
+        on_step(r);
+        Ok(())
+    })?;
+    Ok(t.lora)
+}
+
+/// Steps `trainer` to the end of its schedule (or until `cancel`), with the eval loss every
+/// `eval_every` steps and at the end; `on_step` sees the trainer after each step.
+pub fn run(
+    trainer: &mut Trainer,
+    train: &[Example],
+    eval: &[Example],
+    eval_every: usize,
+    cancel: &Cancel,
+    on_step: &mut dyn FnMut(&Trainer, &StepReport) -> Result<(), LlmError>,
+) -> Result<(), LlmError> {
+    while !trainer.done() && !cancel.is_set() {
+        let mut r = trainer.step(train)?;
+        let last = trainer.done();
+        if !eval.is_empty() && (last || (eval_every > 0 && r.step % eval_every == 0)) {
+            r.eval_loss = Some(trainer.eval_loss(eval)?);
+        }
+        on_step(trainer, &r)?;
     }
-    let mut rng = StdRng::seed_from_u64(opts.seed);
-    if !model.device().is_cpu() {
-        // Dropout masks are drawn on the device there; the CPU uses `rng`.
-        let _ = model.device().set_seed(opts.seed);
-    }
-    let mut config = AdapterConfig::new(opts.rank, opts.alpha, &opts.targets);
-    config.lora_dropout = opts.dropout as f64;
-    let lora = LoraParams::init(model, config, &opts.targets, &mut rng)?;
-    let vars = lora.vars();
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )?;
-    let mut queue: Vec<Vec<usize>> = Vec::new();
-    let t0 = Instant::now();
-    let mut seen_tokens = 0usize;
-    for step in 0..opts.steps {
-        if cancel.is_set() {
-            break;
-        }
-        let mut acc: Option<GradStore> = None;
-        let (mut loss_sum, mut targets, mut tokens) = (0f64, 0usize, 0usize);
-        for _ in 0..opts.grad_accum.max(1) {
-            if queue.is_empty() {
-                queue = batches(train, opts.batch, &mut rng);
-                queue.reverse();
-            }
-            let idx = queue.pop().expect("refilled");
-            let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
-            let mut drop = Dropout {
-                p: opts.dropout,
-                rng: &mut rng,
-            };
-            let (loss, grads, n, t) =
-                batch_loss(model, &lora, &batch, &mut drop, opts.loss_chunk, true)?;
-            let grads = grads.expect("asked for gradients");
-            loss_sum += loss;
-            targets += n;
-            tokens += t;
-            acc = Some(match acc {
-                None => grads,
-                Some(mut a) => {
-                    for v in &vars {
-                        if let (Some(x), Some(y)) = (a.get(v.as_tensor()), grads.get(v.as_tensor()))
-                        {
-                            let s = (x + y)?;
-                            a.insert(v.as_tensor(), s);
-                        }
-                    }
-                    a
-                }
-            });
-        }
-        let mut grads = acc.expect("at least one micro-batch");
-        let k = opts.grad_accum.max(1) as f64;
-        // Average over micro-batches, then clip the global norm.
-        let mut sq = 0f64;
-        for v in &vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                let g = (g / k)?;
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(DType::F64)?
-                    .to_scalar::<f64>()?;
-                grads.insert(v.as_tensor(), g);
-            }
-        }
-        let norm = sq.sqrt();
-        if opts.clip > 0.0 && norm > opts.clip {
-            let f = opts.clip / norm;
-            for v in &vars {
-                if let Some(g) = grads.get(v.as_tensor()) {
-                    let g = (g * f)?;
-                    grads.insert(v.as_tensor(), g);
-                }
-            }
-        }
-        let lr = opts.lr_at(step);
-        opt.set_learning_rate(lr);
-        opt.step(&grads)?;
-        seen_tokens += tokens;
-        let last = step + 1 == opts.steps;
-        let eval_loss =
-            if !eval.is_empty() && (last || (eval_every > 0 && (step + 1) % eval_every == 0)) {
-                Some(eval_loss(model, &lora, eval, opts.batch, opts.loss_chunk)?)
-            } else {
-                None
-            };
-        on_step(&StepReport {
-            step: step + 1,
-            steps: opts.steps,
-            loss: loss_sum / k,
-            lr,
-            grad_norm: norm,
-            target_tokens: targets,
-            tokens,
-            tokens_per_sec: seen_tokens as f64 / t0.elapsed().as_secs_f64(),
-            eval_loss,
-        });
-    }
-    Ok(lora)
+    Ok(())
 }
