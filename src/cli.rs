@@ -52,16 +52,26 @@ pub struct TrainArgs {
         long,
         value_name = "feedback|spider-train|FILE.jsonl[,…]",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "auto"
     )]
     pub data: Vec<String>,
     /// Directory holding spider/ for `--data spider-train` (default: $SQLORA_EVAL_DATA, else
     /// ../shared/data).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Name of the new adapter in the library.
-    #[arg(long, value_name = "NAME")]
-    pub out: String,
+    /// Name of the new adapter in the library (with --auto, default: auto-DATE-TIME).
+    #[arg(long, value_name = "NAME", required_unless_present = "auto")]
+    pub out: Option<String>,
+    /// Periodic run: train only when at least --min-new accepted or corrected answers (of
+    /// --db's database, or of all) were logged since the last run, on the feedback (plus any
+    /// --data, e.g. spider-train with --limit, against forgetting); mark them used; make the
+    /// new adapter the database's default unless its loss on held-out feedback is worse than
+    /// the current default's.
+    #[arg(long)]
+    pub auto: bool,
+    /// With --auto: the new pairs needed to start a run.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub min_new: usize,
     #[command(flatten)]
     pub model: ModelOpts,
     #[command(flatten)]
@@ -111,7 +121,7 @@ pub struct TrainArgs {
     /// Use at most this many examples (after shuffling with the seed).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Save a checkpoint every N steps (0: only on Ctrl-C); also at the end.
+    /// Save a checkpoint every N steps (0: never), and on Ctrl-C.
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub checkpoint_every: usize,
     /// Continue the run of this --out from its last checkpoint (same data and options).

@@ -805,16 +805,46 @@ fn model_list() -> Result<()> {
     Ok(())
 }
 
-fn train_command(args: cli::TrainArgs) -> Result<()> {
+fn train_command(mut args: cli::TrainArgs) -> Result<()> {
     use llm::lora::Target;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let lib = adapter_library()?;
-    if !args.resume && lib.path(&args.out).join(llm::lora::CONFIG_FILE).exists() {
-        bail!(
-            "an adapter named `{}` exists already (remove it, or pick another --out)",
-            args.out
-        );
+    let db_filter = args.db.as_deref().map(db::identity).transpose()?;
+    // A periodic run starts only once enough new judged answers exist, and remembers when it
+    // read them (answers judged later wait for the next run).
+    let mut auto_read_at = None;
+    if args.auto {
+        let mut store = open_feedback(&args.feedback)?;
+        let fresh = store.fresh_pairs(db_filter.as_deref())?;
+        let scope = db_filter.as_deref().unwrap_or("all databases");
+        if fresh < args.min_new as i64 {
+            println!(
+                "sqlora: {fresh} new accepted or corrected answers for {scope} since the last \
+                 run; training waits for {} (--min-new)",
+                args.min_new
+            );
+            return Ok(());
+        }
+        auto_read_at = Some(clock::now_iso());
+        if !args.data.iter().any(|d| d == "feedback") {
+            args.data.insert(0, "feedback".into());
+        }
+        if args.out.is_none() {
+            args.out = Some(format!(
+                "auto-{}",
+                clock::now_iso()
+                    .chars()
+                    .filter(|c| c.is_ascii_digit())
+                    .take(14)
+                    .collect::<String>()
+            ));
+        }
+        eprintln!("sqlora: {fresh} new accepted or corrected answers for {scope}: training");
+    }
+    let out = args.out.clone().context("--out names the new adapter")?;
+    if !args.resume && lib.path(&out).join(llm::lora::CONFIG_FILE).exists() {
+        bail!("an adapter named `{out}` exists already (remove it, or pick another --out)");
     }
     let mut targets = Vec::new();
     for t in &args.targets {
@@ -823,36 +853,39 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
             None => bail!("unknown target `{t}` (q, k, v, o, gate, up, down)"),
         }
     }
-    // The pairs, and a hash of them for the record.
-    let mut pairs: Vec<train::Pair> = Vec::new();
+    // The pairs, and a hash of them for the record. Feedback pairs are tagged with their
+    // database: the held-out pairs come from them when there are any.
+    let mut pairs: Vec<(Option<String>, train::Pair)> = Vec::new();
     let mut sources = Vec::new();
     for d in &args.data {
         if d == "feedback" {
             let mut store = open_feedback(&args.feedback)?;
             let filter = feedback::Filter {
-                db: match &args.db {
-                    Some(u) => Some(db::identity(u)?),
-                    None => None,
-                },
+                db: db_filter.clone(),
                 ..Default::default()
             };
             let got = store.export(&filter)?;
             sources.push(format!("feedback ({} pairs)", got.len()));
-            pairs.extend(got.into_iter().map(|p| train::Pair {
-                question: p.question,
-                context: p.context,
-                answer: p.answer,
-                dialect: Some(p.dialect),
+            pairs.extend(got.into_iter().map(|p| {
+                (
+                    Some(p.db),
+                    train::Pair {
+                        question: p.question,
+                        context: p.context,
+                        answer: p.answer,
+                        dialect: Some(p.dialect),
+                    },
+                )
             }));
         } else if d == "spider-train" {
             let dir = args.data_dir.clone().unwrap_or_else(eval::default_data_dir);
             let got = spider_train_pairs(&dir, args.limit)?;
             sources.push(format!("spider-train ({} pairs)", got.len()));
-            pairs.extend(got);
+            pairs.extend(got.into_iter().map(|p| (None, p)));
         } else {
             let got = train::read_pairs(std::path::Path::new(d))?;
             sources.push(format!("{d} ({} pairs)", got.len()));
-            pairs.extend(got);
+            pairs.extend(got.into_iter().map(|p| (None, p)));
         }
     }
     if pairs.is_empty() {
@@ -861,7 +894,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     let data_sha = {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        for p in &pairs {
+        for (_, p) in &pairs {
             h.update(p.question.as_bytes());
             h.update([0]);
             h.update(p.context.as_bytes());
@@ -892,20 +925,38 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     if let Some(n) = args.limit {
         pairs.truncate(n);
     }
-    let mut examples = Vec::new();
+    let mut tagged = Vec::new();
     let mut too_long = 0;
-    for p in &pairs {
+    for (db, p) in &pairs {
         match train::example(p, engine.tokenizer(), engine.template(), args.max_len)? {
-            Some(e) => examples.push(e),
+            Some(e) => tagged.push((db.clone(), e)),
             None => too_long += 1,
         }
     }
-    if examples.is_empty() {
+    if tagged.is_empty() {
         bail!("every example is longer than --max-len {}", args.max_len);
     }
-    let n_eval = ((examples.len() as f64 * args.eval_split).round() as usize)
-        .min(examples.len().saturating_sub(1));
-    let eval_set = examples.split_off(examples.len() - n_eval);
+    // Held out: a share of the feedback pairs when there are any (the team's own questions
+    // are what the adapter is for), else of all.
+    let from_feedback = tagged.iter().any(|(db, _)| db.is_some());
+    let pool = tagged
+        .iter()
+        .filter(|(db, _)| db.is_some() || !from_feedback)
+        .count();
+    let n_eval = ((pool as f64 * args.eval_split).round() as usize).min(pool.saturating_sub(1));
+    let mut eval_set = Vec::new();
+    let mut held_dbs = std::collections::BTreeSet::new();
+    let mut examples = Vec::new();
+    for (db, e) in tagged.into_iter().rev() {
+        if eval_set.len() < n_eval && (db.is_some() || !from_feedback) {
+            held_dbs.extend(db);
+            eval_set.push(e);
+        } else {
+            examples.push(e);
+        }
+    }
+    examples.reverse();
+    eval_set.reverse();
     let per_step = args.batch.max(1) * args.grad_accum.max(1);
     let steps = args.steps.unwrap_or_else(|| {
         ((examples.len() as f64 * args.epochs) / per_step as f64).ceil() as usize
@@ -930,7 +981,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     eprintln!(
         "sqlora: training `{}` on {} ({} examples, {} held out, {too_long} longer than {} left \
          out) for {} steps of {} examples, model {} on {chosen}",
-        args.out,
+        out,
         sources.join(", "),
         examples.len(),
         eval_set.len(),
@@ -940,7 +991,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         engine.info().name
     );
     // The run's folder: its checkpoint, metrics and loss curve, until the adapter is saved.
-    let run_dir = paths::data_dir()?.join("runs").join(&args.out);
+    let run_dir = paths::data_dir()?.join("runs").join(&out);
     let checkpoint = run_dir.join("checkpoint");
     let run_id = format!(
         "{data_sha} {} max_len={} eval_split={} limit={:?} model={}",
@@ -954,23 +1005,21 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     let mut trainer = if args.resume {
         if !checkpoint.join(train::CHECKPOINT_STATE).is_file() {
             bail!(
-                "no checkpoint of `{}` to resume in {}",
-                args.out,
+                "no checkpoint of `{out}` to resume in {}",
                 checkpoint.display()
             );
         }
         let t = train::Trainer::resume(engine.model(), &opts, &checkpoint, &run_id)?;
         eprintln!(
-            "sqlora: resuming `{}` at step {} of {}",
-            args.out, t.step, opts.steps
+            "sqlora: resuming `{out}` at step {} of {}",
+            t.step, opts.steps
         );
         t
     } else {
         let _ = std::fs::remove_dir_all(&run_dir);
         train::Trainer::new(engine.model(), &opts)?
     };
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // On resume the metrics of the steps after the checkpoint are dropped: they are redone.
     let kept: Vec<String> = std::fs::read_to_string(&metrics_path)
         .unwrap_or_default()
@@ -1039,7 +1088,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         }
         bail!("the checkpoint is at the last step already");
     };
-    let _ = train::plot::loss_curve(&metrics_path, &run_dir.join("loss.png"), &args.out)
+    let _ = train::plot::loss_curve(&metrics_path, &run_dir.join("loss.png"), &out)
         .map_err(|e| eprintln!("sqlora: no loss curve: {e}"));
     if cancel.is_set() {
         trainer.save_checkpoint(&checkpoint, &run_id)?;
@@ -1051,7 +1100,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     }
     let lora = &trainer.lora;
     let tokens_per_sec = trainer.tokens_seen as f64 / secs.max(1e-9);
-    let adapter = lora.to_adapter(&args.out)?;
+    let adapter = lora.to_adapter(&out)?;
     let meta = llm::library::Meta {
         base: llm::library::base_of(&engine),
         created_at: clock::now_iso(),
@@ -1072,10 +1121,10 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         })),
         eval: None,
     };
-    if lib.path(&args.out).join(llm::lora::CONFIG_FILE).exists() {
-        lib.remove(&args.out)?;
+    if lib.path(&out).join(llm::lora::CONFIG_FILE).exists() {
+        lib.remove(&out)?;
     }
-    let dest = lib.add(&args.out, &adapter, &meta)?;
+    let dest = lib.add(&out, &adapter, &meta)?;
     let _ = std::fs::copy(&metrics_path, dest.join("metrics.jsonl"));
     let _ = std::fs::copy(run_dir.join("loss.png"), dest.join("loss.png"));
     if !cancel.is_set() {
@@ -1083,7 +1132,7 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
     }
     println!(
         "adapter `{}` saved to {} — {} steps in {:.0} s, loss {:.3}{}, {:.0} tokens/s",
-        args.out,
+        out,
         dest.display(),
         last.step,
         secs,
@@ -1091,6 +1140,87 @@ fn train_command(args: cli::TrainArgs) -> Result<()> {
         last_eval.map_or(String::new(), |e| format!(", eval loss {e:.3}")),
         tokens_per_sec
     );
+    if let Some(read_at) = auto_read_at {
+        if cancel.is_set() {
+            println!("sqlora: interrupted: the pairs stay new and no default changes");
+            return Ok(());
+        }
+        let used =
+            open_feedback(&args.feedback)?.mark_trained(db_filter.as_deref(), &read_at, &out)?;
+        println!("sqlora: {used} feedback pairs marked as used by `{out}`");
+        adopt_if_not_worse(
+            &lib, &engine, &out, &trainer, &eval_set, &held_dbs, last_eval,
+        )?;
+    }
+    Ok(())
+}
+
+/// After a periodic run: for each database whose feedback was held out, makes the new adapter
+/// its default unless the current default (or the base model, when none is set) has a lower
+/// loss on the held-out pairs.
+fn adopt_if_not_worse(
+    lib: &llm::library::Library,
+    engine: &llm::Engine,
+    out: &str,
+    trainer: &train::Trainer,
+    eval_set: &[train::Example],
+    dbs: &std::collections::BTreeSet<String>,
+    new_loss: Option<f64>,
+) -> Result<()> {
+    let Some(new_loss) = new_loss.filter(|_| !eval_set.is_empty()) else {
+        println!(
+            "sqlora: no held-out feedback pairs to compare on (too few pairs for --eval-split); \
+             `{out}` is kept but not made a default"
+        );
+        return Ok(());
+    };
+    let base = llm::library::base_of(engine);
+    let defaults = lib.defaults();
+    let mut losses: std::collections::HashMap<Option<String>, f64> = Default::default();
+    for db in dbs {
+        let current = defaults.get(db).cloned();
+        let loss = match losses.get(&current) {
+            Some(l) => *l,
+            None => {
+                let lora = match &current {
+                    Some(name) => match lib.load_for(name, &base) {
+                        Ok(a) => {
+                            llm::trainable::LoraParams::from_adapter(&a, engine.model().device())?
+                        }
+                        Err(e) => {
+                            eprintln!("sqlora: the current default `{name}` cannot be loaded ({e}); comparing with the base model");
+                            llm::trainable::LoraParams::none()
+                        }
+                    },
+                    None => llm::trainable::LoraParams::none(),
+                };
+                let l = train::eval_loss(
+                    engine.model(),
+                    &lora,
+                    eval_set,
+                    trainer.opts.batch,
+                    trainer.opts.loss_chunk,
+                )?;
+                losses.insert(current.clone(), l);
+                l
+            }
+        };
+        let was = current
+            .as_deref()
+            .map_or("the base model".to_string(), |n| format!("`{n}`"));
+        if new_loss <= loss {
+            lib.set_default(db, Some(out))?;
+            println!(
+                "sqlora: `{out}` is now the default for {db}: held-out loss {new_loss:.4}, \
+                 {was} {loss:.4}"
+            );
+        } else {
+            println!(
+                "sqlora: {was} stays the default for {db}: its held-out loss {loss:.4} is lower \
+                 than `{out}`'s {new_loss:.4} (`{out}` is kept in the library)"
+            );
+        }
+    }
     Ok(())
 }
 

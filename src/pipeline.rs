@@ -476,8 +476,14 @@ impl Pipeline {
     /// Generated SQL with the bare names of the selection's one namespace qualified (the model
     /// was shown that namespace's tables without it; see [`guard::qualify`]).
     fn qualified(&self, sql: String) -> String {
-        match self.last_selection.as_ref().and_then(|s| s.namespace.as_deref()) {
-            Some(ns) => guard::qualify::qualify(&sql, self.dialect(), &self.schema, ns).unwrap_or(sql),
+        match self
+            .last_selection
+            .as_ref()
+            .and_then(|s| s.namespace.as_deref())
+        {
+            Some(ns) => {
+                guard::qualify::qualify(&sql, self.dialect(), &self.schema, ns).unwrap_or(sql)
+            }
             None => sql,
         }
     }

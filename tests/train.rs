@@ -127,8 +127,8 @@ fn lora_gradients_match_finite_differences() {
     let data = examples(2, 3);
     let batch: Vec<&Example> = data.iter().collect();
     let loss_of = |lora: &LoraParams, grads: bool| {
-        let r = train::batch_loss(&model, lora, &batch, &mut Dropout::off(), 3, grads, false)
-            .unwrap();
+        let r =
+            train::batch_loss(&model, lora, &batch, &mut Dropout::off(), 3, grads, false).unwrap();
         (r.loss, r.grads)
     };
     let grads = loss_of(&lora, true).1.unwrap();
@@ -146,7 +146,7 @@ fn lora_gradients_match_finite_differences() {
                 let (i, j) = ((k * 7 + layer) % rows, (k * 13 + 5) % cols);
                 let base: Vec<Vec<f32>> = var.as_tensor().to_vec2().unwrap();
                 let eps = 1e-2f32;
-                let mut at = |d: f32| {
+                let at = |d: f32| {
                     let mut w = base.clone();
                     w[i][j] += d;
                     var.set(&Tensor::new(w, &Device::Cpu).unwrap()).unwrap();
@@ -363,6 +363,10 @@ fn train_command_adds_an_adapter_that_ask_can_use() {
     assert_eq!(meta["base"]["hidden_size"], 896);
     let metrics = std::fs::read_to_string(lib.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 1);
+    let png = std::fs::read(lib.join("loss.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    // A finished run leaves no checkpoint behind.
+    assert!(!dir.path().join("runs/shop/checkpoint").exists());
     let adapter = Adapter::load(&lib).unwrap();
     assert_eq!(adapter.weights.len(), 24 * 7);
     assert_eq!(adapter.config.r, 16);
@@ -395,4 +399,253 @@ fn train_command_adds_an_adapter_that_ask_can_use() {
     );
     let v: serde_json::Value = serde_json::from_slice(&ask.stdout).unwrap();
     assert_eq!(v["row_count"], 1);
+}
+
+#[test]
+fn recomputing_activations_gives_the_gradients_of_the_whole_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny::model(dir.path(), GgmlDType::Q8_0, &native());
+    let mut rng = StdRng::seed_from_u64(3);
+    let lora = LoraParams::init(
+        &model,
+        AdapterConfig::new(4, 8.0, &Target::ALL),
+        &Target::ALL,
+        &mut rng,
+    )
+    .unwrap();
+    for (_, b) in lora.pairs.values() {
+        let (o, r) = b.as_tensor().dims2().unwrap();
+        b.set(&(Tensor::randn(0f32, 1.0, (o, r), &Device::Cpu).unwrap() * 0.1).unwrap())
+            .unwrap();
+    }
+    let data = examples(3, 5);
+    let batch: Vec<&Example> = data.iter().collect();
+    // Dropout on: the recomputed layers must draw the masks they drew going forward.
+    let run = |recompute: bool| {
+        train::batch_loss(
+            &model,
+            &lora,
+            &batch,
+            &mut Dropout::new(0.3, 11),
+            4,
+            true,
+            recompute,
+        )
+        .unwrap()
+    };
+    let (whole, again) = (run(false), run(true));
+    assert_eq!(whole.loss, again.loss);
+    let (gw, ga) = (whole.grads.unwrap(), again.grads.unwrap());
+    let mut worst = 0f32;
+    let mut n = 0;
+    for v in lora.vars() {
+        let a: Vec<f32> = gw
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = ga
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            worst = worst.max((x - y).abs() / x.abs().max(1e-3));
+        }
+        n += 1;
+    }
+    eprintln!(
+        "{n} gradients, recomputed vs kept activations: worst relative difference {worst:.1e}"
+    );
+    assert_eq!(n, 2 * 2 * Target::ALL.len());
+    assert!(worst < 1e-4, "{worst}");
+    // A different dropout seed gives different gradients (the masks are really applied).
+    let other = train::batch_loss(
+        &model,
+        &lora,
+        &batch,
+        &mut Dropout::new(0.3, 12),
+        4,
+        true,
+        true,
+    )
+    .unwrap();
+    assert_ne!(other.loss, whole.loss);
+}
+
+#[test]
+fn a_run_resumed_from_a_checkpoint_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny::model(dir.path(), GgmlDType::Q8_0, &native());
+    let data = examples(7, 21);
+    let mut opts = options(6);
+    opts.dropout = 0.1;
+    opts.grad_accum = 2;
+    opts.weight_decay = 0.01;
+    opts.recompute = true;
+    opts.schedule = Schedule::Cosine;
+    let mut whole = train::Trainer::new(&model, &opts).unwrap();
+    let straight: Vec<f64> = (0..6).map(|_| whole.step(&data).unwrap().loss).collect();
+
+    let mut first = train::Trainer::new(&model, &opts).unwrap();
+    let mut resumed: Vec<f64> = (0..3).map(|_| first.step(&data).unwrap().loss).collect();
+    let ckpt = dir.path().join("run/checkpoint");
+    first.save_checkpoint(&ckpt, "run-1").unwrap();
+    drop(first);
+    // Another run's identity is refused.
+    assert!(train::Trainer::resume(&model, &opts, &ckpt, "run-2").is_err());
+    let mut second = train::Trainer::resume(&model, &opts, &ckpt, "run-1").unwrap();
+    assert_eq!(second.step, 3);
+    while !second.done() {
+        resumed.push(second.step(&data).unwrap().loss);
+    }
+    assert_eq!(resumed, straight);
+    // And the adapters are the same.
+    for (k, (a, b)) in &whole.lora.pairs {
+        let (a2, b2) = &second.lora.pairs[k];
+        for (x, y) in [(a, a2), (b, b2)] {
+            let d: f32 = (x.as_tensor() - y.as_tensor())
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(d, 0.0, "{k:?}");
+        }
+    }
+}
+
+/// `sqlora train --auto`: nothing until enough new judged answers exist; then a run on them that
+/// marks them used and adopts the adapter as the database's default only if its held-out loss
+/// is not worse than the current default's.
+#[test]
+fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
+    let _ = common::model_path();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);
+         INSERT INTO customers VALUES (1, 'Ana', 'Spain'), (2, 'Ben', 'Chile');",
+    )
+    .unwrap();
+    drop(conn);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sqlora"))
+            .env("SQLORA_DATA_DIR", dir.path())
+            .env_remove("SQLORA_ADAPTER")
+            .env_remove("DATABASE_URL")
+            .env_remove("SQLORA_FEEDBACK_DB")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let db_arg = db.to_str().unwrap();
+    let record = |q: &str, sql: &str| {
+        run(&[
+            "feedback",
+            "record",
+            "--db",
+            db_arg,
+            "--question",
+            q,
+            "--sql",
+            sql,
+        ]);
+    };
+    record(
+        "How many customers are there?",
+        "SELECT count(*) FROM customers",
+    );
+    record(
+        "List the countries.",
+        "SELECT DISTINCT country FROM customers",
+    );
+    let auto = [
+        "train",
+        "--auto",
+        "--min-new",
+        "3",
+        "--db",
+        db_arg,
+        "--offline",
+    ];
+    let waiting = run(&auto);
+    assert!(
+        waiting.contains("2 new accepted or corrected answers"),
+        "{waiting}"
+    );
+    assert!(waiting.contains("waits for 3"), "{waiting}");
+    assert!(!dir.path().join("adapters").join("fb1").exists());
+
+    record(
+        "Who lives in Spain?",
+        "SELECT name FROM customers WHERE country = 'Spain'",
+    );
+    record("Name every customer.", "SELECT name FROM customers");
+    let mut args = auto.to_vec();
+    args.extend([
+        "--out",
+        "fb1",
+        "--steps",
+        "1",
+        "--batch",
+        "1",
+        "--eval-split",
+        "0.5",
+        "--lr",
+        "1e-4",
+    ]);
+    let trained = run(&args);
+    assert!(
+        trained.contains("4 feedback pairs marked as used by `fb1`"),
+        "{trained}"
+    );
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapters/fb1/sqlora.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["training"]["eval_examples"], 2);
+    assert_eq!(meta["training"]["examples"], 2);
+    // The decision follows the two held-out losses it prints.
+    let line = trained
+        .lines()
+        .find(|l| l.contains("held-out loss"))
+        .unwrap_or_else(|| panic!("{trained}"));
+    let nums: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|w| w.contains('.') && w.len() > 2)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    let defaults =
+        std::fs::read_to_string(dir.path().join("adapters/defaults.json")).unwrap_or_default();
+    if line.contains("is now the default") {
+        // "held-out loss NEW, the base model OLD"
+        assert!(nums[0] <= nums[1], "{line}");
+        assert!(defaults.contains("\"fb1\""), "{defaults}");
+    } else {
+        // "its held-out loss OLD is lower than NEW's"
+        assert!(line.contains("stays the default"), "{line}");
+        assert!(nums[0] < nums[1], "{line}");
+        assert!(!defaults.contains("fb1"), "{defaults}");
+    }
+    // The pairs are used: the next periodic run waits again.
+    let again = run(&auto);
+    assert!(
+        again.contains("0 new accepted or corrected answers"),
+        "{again}"
+    );
 }

@@ -564,6 +564,47 @@ impl Store {
         Ok((counts, fresh))
     }
 
+    /// Accepted and corrected answers not yet used by a training run (of database `db`, or
+    /// of every database).
+    pub fn fresh_pairs(&mut self, db: Option<&str>) -> Result<i64, FeedbackError> {
+        self.rt
+            .block_on(
+                sqlx::query(
+                    "SELECT COUNT(*) FROM feedback WHERE verdict IN ('accepted', 'corrected') \
+                     AND trained_in IS NULL AND ($1 = '' OR db_identity = $1)",
+                )
+                .bind(db.unwrap_or_default().to_string())
+                .fetch_one(&mut self.conn),
+            )
+            .and_then(|r| r.try_get(0))
+            .map_err(store_err)
+    }
+
+    /// Marks the accepted and corrected answers not yet used (of `db`, or all), judged at or
+    /// before `until` (ISO 8601, when the run read them), as used by the training run that
+    /// made `adapter`; returns how many.
+    pub fn mark_trained(
+        &mut self,
+        db: Option<&str>,
+        until: &str,
+        adapter: &str,
+    ) -> Result<u64, FeedbackError> {
+        self.rt
+            .block_on(
+                sqlx::query(
+                    "UPDATE feedback SET trained_in = $1 WHERE verdict IN ('accepted', \
+                     'corrected') AND trained_in IS NULL AND ($2 = '' OR db_identity = $2) \
+                     AND updated_at <= $3",
+                )
+                .bind(adapter.to_string())
+                .bind(db.unwrap_or_default().to_string())
+                .bind(until.to_string())
+                .execute(&mut self.conn),
+            )
+            .map(|r| r.rows_affected())
+            .map_err(store_err)
+    }
+
     /// SQLite's `PRAGMA integrity_check` (PostgreSQL keeps its own): `ok` when sound.
     pub fn integrity_check(&mut self) -> Result<String, FeedbackError> {
         if self.kind != Kind::Sqlite {

@@ -135,11 +135,21 @@ mod tests {
         let s = schema();
         // Already qualified, or a table of another namespace: nothing to do.
         assert_eq!(
-            qualify("SELECT * FROM music.song", Dialect::Postgres, &s, "concert_singer"),
+            qualify(
+                "SELECT * FROM music.song",
+                Dialect::Postgres,
+                &s,
+                "concert_singer"
+            ),
             None
         );
         assert_eq!(
-            qualify("SELECT * FROM song", Dialect::Postgres, &s, "concert_singer"),
+            qualify(
+                "SELECT * FROM song",
+                Dialect::Postgres,
+                &s,
+                "concert_singer"
+            ),
             None
         );
         // A CTE named like a table is the CTE.
@@ -155,7 +165,12 @@ mod tests {
         );
         // Unparseable text is the guard's to report.
         assert_eq!(
-            qualify("SELEC * FROM singer", Dialect::Postgres, &s, "concert_singer"),
+            qualify(
+                "SELEC * FROM singer",
+                Dialect::Postgres,
+                &s,
+                "concert_singer"
+            ),
             None
         );
     }

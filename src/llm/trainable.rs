@@ -94,6 +94,14 @@ impl LoraParams {
         Ok(Self { pairs, config })
     }
 
+    /// No adapter (the base model), for comparisons.
+    pub fn none() -> Self {
+        Self {
+            pairs: BTreeMap::new(),
+            config: AdapterConfig::new(1, 1.0, &[]),
+        }
+    }
+
     /// Trainable copies of an adapter's matrices on `dev` (to resume a run).
     pub fn from_adapter(adapter: &Adapter, dev: &Device) -> Result<Self, LlmError> {
         let mut pairs = BTreeMap::new();
@@ -267,10 +275,11 @@ impl Model {
     /// Token embeddings `[batch, seq, hidden]` of `ids` `[batch, seq]`.
     pub fn embed_train(&self, ids: &Tensor) -> Result<Tensor, LlmError> {
         let (b, seq) = ids.dims2()?;
-        Ok(self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, seq, self.config.hidden))?)
+        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            seq,
+            self.config.hidden,
+        ))?)
     }
 
     /// Layer `i` over `x` `[batch, seq, hidden]`, with the LoRA matrices on the graph.

@@ -479,9 +479,11 @@ impl Selector {
         }
         chosen.sort_unstable();
         let namespace = match chosen.first() {
-            Some(&f) => self.namespaces[f]
-                .clone()
-                .filter(|_| chosen.iter().all(|&i| self.namespaces[i] == self.namespaces[f])),
+            Some(&f) => self.namespaces[f].clone().filter(|_| {
+                chosen
+                    .iter()
+                    .all(|&i| self.namespaces[i] == self.namespaces[f])
+            }),
             None => None,
         };
         let rendered: Vec<&str> = chosen
@@ -715,9 +717,16 @@ mod tests {
         assert!(!names.iter().any(|n| n.starts_with("zoo.")), "{names:?}");
         assert!(!names.contains(&"music.song"), "{names:?}");
         // All in one namespace: shown as a database of its own, with bare names.
-        assert!(names.iter().all(|n| n.starts_with("concerts.")), "{names:?}");
+        assert!(
+            names.iter().all(|n| n.starts_with("concerts.")),
+            "{names:?}"
+        );
         assert_eq!(pick.namespace.as_deref(), Some("concerts"));
-        assert!(pick.context.contains("CREATE TABLE concert ("), "{}", pick.context);
+        assert!(
+            pick.context.contains("CREATE TABLE concert ("),
+            "{}",
+            pick.context
+        );
         assert!(!pick.context.contains("concerts."), "{}", pick.context);
         // Two namespaces: every name is qualified.
         let both = sel.select("singers of concerts and songs of music", 400);
@@ -728,7 +737,11 @@ mod tests {
             .collect();
         assert_eq!(ns.len(), 2, "{ns:?}");
         assert_eq!(both.namespace, None);
-        assert!(both.context.contains("CREATE TABLE music."), "{}", both.context);
+        assert!(
+            both.context.contains("CREATE TABLE music."),
+            "{}",
+            both.context
+        );
     }
 
     #[test]

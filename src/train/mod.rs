@@ -476,7 +476,8 @@ impl<'m> Trainer<'m> {
         let adapter = Adapter::load(dir)?;
         let lora = LoraParams::from_adapter(&adapter, model.device())?;
         let mut opt = AdamW::new(&lora.vars(), opts.lr, opts.weight_decay)?;
-        let moments = candle_core::safetensors::load(dir.join(CHECKPOINT_OPTIMIZER), model.device())?;
+        let moments =
+            candle_core::safetensors::load(dir.join(CHECKPOINT_OPTIMIZER), model.device())?;
         for (i, _) in lora.vars().iter().enumerate() {
             let get = |k: String| {
                 moments
@@ -530,7 +531,9 @@ impl<'m> Trainer<'m> {
         .map_err(io)?;
         let old = parent.join(format!(
             ".{}.old",
-            dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("checkpoint")
         ));
         let _ = std::fs::remove_dir_all(&old);
         if dir.exists() {

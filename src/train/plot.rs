@@ -24,7 +24,8 @@ fn register_font() {
 
 /// Draws the curve of `metrics` (the run's `metrics.jsonl`) into `png`.
 pub fn loss_curve(metrics: &Path, png: &Path, title: &str) -> Result<(), String> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| format!("{}: {e}", metrics.display()))?;
+    let text =
+        std::fs::read_to_string(metrics).map_err(|e| format!("{}: {e}", metrics.display()))?;
     let mut train: Vec<(f64, f64)> = Vec::new();
     let mut eval: Vec<(f64, f64)> = Vec::new();
     for line in text.lines() {
@@ -47,7 +48,10 @@ pub fn loss_curve(metrics: &Path, png: &Path, title: &str) -> Result<(), String>
     let smooth: Vec<(f64, f64)> = (0..train.len())
         .map(|i| {
             let w = &train[i.saturating_sub(WINDOW - 1)..=i];
-            (train[i].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64)
+            (
+                train[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
         })
         .collect();
     let x_max = train.last().map_or(1.0, |p| p.0).max(1.0);
@@ -78,7 +82,10 @@ pub fn loss_curve(metrics: &Path, png: &Path, title: &str) -> Result<(), String>
         .map_err(|e| err(&e))?;
     let light = RGBColor(150, 180, 230);
     chart
-        .draw_series(LineSeries::new(train.iter().copied(), light.stroke_width(1)))
+        .draw_series(LineSeries::new(
+            train.iter().copied(),
+            light.stroke_width(1),
+        ))
         .map_err(|e| err(&e))?
         .label("train loss")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], light.stroke_width(2)));
