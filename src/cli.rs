@@ -131,6 +131,14 @@ pub struct TrainArgs {
     /// faster, at several times the memory.
     #[arg(long)]
     pub keep_activations: bool,
+    /// On CUDA, compute matrix products in full f32 instead of on TF32 tensor cores.
+    #[arg(long)]
+    pub exact_f32: bool,
+    /// Write the tokenized training examples ({"ids", "answer_start"} a line) to this file and
+    /// stop: the exact sequences, for comparing with another trainer
+    /// (scripts/hf-train-anchor.py).
+    #[arg(long, value_name = "FILE")]
+    pub dump_examples: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

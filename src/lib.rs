@@ -907,6 +907,10 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
     // QLoRA: the base weights stay in the GGUF's quantization on every device.
     let path = model_path(&args.model)?;
     let (device, chosen) = llm::device::select(args.model.device)?;
+    if device.is_cuda() && !args.exact_f32 {
+        // Tensor cores: f32 storage and accumulation, inputs rounded to TF32.
+        candle_core::cuda::set_gemm_reduced_precision_f32(true);
+    }
     let engine = llm::Engine::load(
         &path,
         &llm::LoadOptions {
@@ -957,6 +961,26 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
     }
     examples.reverse();
     eval_set.reverse();
+    if let Some(file) = &args.dump_examples {
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?,
+        );
+        for e in &examples {
+            writeln!(
+                w,
+                "{}",
+                serde_json::json!({"ids": e.ids, "answer_start": e.answer_start})
+            )?;
+        }
+        w.flush()?;
+        println!(
+            "{} training examples written to {} ({} held out not written)",
+            examples.len(),
+            file.display(),
+            eval_set.len()
+        );
+        return Ok(());
+    }
     let per_step = args.batch.max(1) * args.grad_accum.max(1);
     let steps = args.steps.unwrap_or_else(|| {
         ((examples.len() as f64 * args.epochs) / per_step as f64).ceil() as usize

@@ -173,6 +173,32 @@ pub fn batches(examples: &[Example], batch: usize, rng: &mut StdRng) -> Vec<Vec<
     out
 }
 
+/// With `SQLORA_TRAIN_TRACE=1`, each phase of a batch is timed (the device synchronised first)
+/// and printed to stderr.
+struct Lap {
+    on: bool,
+    at: Instant,
+}
+
+impl Lap {
+    fn new() -> Self {
+        static ON: std::sync::LazyLock<bool> =
+            std::sync::LazyLock::new(|| std::env::var_os("SQLORA_TRAIN_TRACE").is_some_and(|v| v == "1"));
+        Self {
+            on: *ON,
+            at: Instant::now(),
+        }
+    }
+
+    fn done(&mut self, dev: &candle_core::Device, what: &str) {
+        if self.on {
+            let _ = dev.synchronize();
+            eprintln!("sqlora: train trace: {what} {:.1} ms", self.at.elapsed().as_secs_f64() * 1e3);
+            self.at = Instant::now();
+        }
+    }
+}
+
 /// Gradients of the LoRA matrices, by tensor.
 #[derive(Default)]
 pub struct Grads(HashMap<TensorId, Tensor>);
@@ -245,6 +271,7 @@ pub fn batch_loss(
     if n == 0 {
         return Err(LlmError::Generation("a batch without answer tokens".into()));
     }
+    let mut lap = Lap::new();
     let ids = Tensor::from_vec(ids, (b, len), &dev)?;
     let inputs = model.layer_inputs(len)?;
     let vars = lora.vars();
@@ -262,6 +289,7 @@ pub fn batch_loss(
     } else {
         (None, model.hidden_train(&ids, lora, drop)?)
     };
+    lap.done(&dev, &format!("forward [{b}x{len}]"));
     let h = hidden.dim(2)?;
     let rows_t = Tensor::from_vec(rows, n, &dev)?;
     let sel = hidden.reshape((b * len, h))?.index_select(&rows_t, 0)?;
@@ -292,6 +320,7 @@ pub fn batch_loss(
         }
     }
     let loss = total / n as f64;
+    lap.done(&dev, &format!("loss over {n} answer tokens"));
     let result = |grads| BatchLoss {
         loss,
         grads,
@@ -308,6 +337,7 @@ pub fn batch_loss(
     let store = surrogate.backward()?;
     let mut grads = Grads::default();
     grads.take_from(&store, &vars)?;
+    lap.done(&dev, "backward");
     if let Some(top) = top {
         // Layer by layer, last to first: run the layer again from its saved input, and carry
         // the gradient on to that input.
@@ -328,6 +358,7 @@ pub fn batch_loss(
                     .clone();
             }
         }
+        lap.done(&dev, "recompute and backward through the layers");
     }
     Ok(result(Some(grads)))
 }
