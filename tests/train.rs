@@ -133,6 +133,7 @@ fn lora_gradients_match_finite_differences() {
     };
     let grads = loss_of(&lora, true).1.unwrap();
     let mut checked = 0;
+    let mut large = 0;
     let mut worst = 0f64;
     for (&(layer, t), (a, b)) in &lora.pairs {
         if !(layer == 1 || t == Target::Q || t == Target::Down) {
@@ -155,18 +156,31 @@ fn lora_gradients_match_finite_differences() {
                 let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
                 var.set(&Tensor::new(base, &Device::Cpu).unwrap()).unwrap();
                 let an = g[i][j] as f64;
-                let rel = (fd - an).abs() / fd.abs().max(an.abs()).max(1e-3);
-                worst = worst.max(rel);
+                // The loss (about 5) is an f32: its last bit, over 2·eps, limits the numeric
+                // derivative to about ±3e-5, so the comparison allows that much besides 2%.
+                let resolution = 5.0 * f32::EPSILON as f64 / (2.0 * eps as f64);
+                let scale = fd.abs().max(an.abs());
+                if scale >= 1e-3 {
+                    worst = worst.max((fd - an).abs() / scale);
+                    large += 1;
+                }
                 assert!(
-                    rel < 2e-2,
+                    (fd - an).abs() <= 2e-2 * scale + resolution,
                     "layer {layer} {t:?} [{i},{j}]: analytic {an}, numeric {fd}"
                 );
                 checked += 1;
             }
         }
     }
-    eprintln!("{checked} LoRA gradients checked; worst relative difference {worst:.2e}");
+    eprintln!(
+        "{checked} LoRA gradients checked; worst relative difference {worst:.2e} among the \
+         {large} of magnitude 1e-3 or more"
+    );
     assert!(checked >= 20);
+    assert!(
+        large >= checked / 2,
+        "{large} of {checked} large enough to compare tightly"
+    );
 }
 
 #[test]

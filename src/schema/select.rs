@@ -296,13 +296,15 @@ impl Selector {
                 if t.schema.is_none() {
                     return (r.clone(), n);
                 }
-                let text = render_table(
-                    &super::Table {
-                        schema: None,
-                        ..t.clone()
-                    },
-                    dialect,
-                );
+                // Bare names throughout: references within the namespace lose it too.
+                let mut bare = t.clone();
+                bare.schema = None;
+                for fk in &mut bare.foreign_keys {
+                    if fk.ref_schema == t.schema {
+                        fk.ref_schema = None;
+                    }
+                }
+                let text = render_table(&bare, dialect);
                 let n = count_tokens(&text);
                 (text, n)
             })
@@ -598,7 +600,8 @@ mod tests {
                 .iter()
                 .map(|(col, target)| ForeignKey {
                     columns: vec![col.to_string()],
-                    ref_schema: None,
+                    // As PostgreSQL introspection records a reference within a namespace.
+                    ref_schema: ns.map(String::from),
                     ref_table: target.to_string(),
                     ref_columns: vec!["id".into()],
                 })

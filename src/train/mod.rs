@@ -182,8 +182,9 @@ struct Lap {
 
 impl Lap {
     fn new() -> Self {
-        static ON: std::sync::LazyLock<bool> =
-            std::sync::LazyLock::new(|| std::env::var_os("SQLORA_TRAIN_TRACE").is_some_and(|v| v == "1"));
+        static ON: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+            std::env::var_os("SQLORA_TRAIN_TRACE").is_some_and(|v| v == "1")
+        });
         Self {
             on: *ON,
             at: Instant::now(),
@@ -193,7 +194,10 @@ impl Lap {
     fn done(&mut self, dev: &candle_core::Device, what: &str) {
         if self.on {
             let _ = dev.synchronize();
-            eprintln!("sqlora: train trace: {what} {:.1} ms", self.at.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "sqlora: train trace: {what} {:.1} ms",
+                self.at.elapsed().as_secs_f64() * 1e3
+            );
             self.at = Instant::now();
         }
     }
@@ -277,15 +281,19 @@ pub fn batch_loss(
     let vars = lora.vars();
     // Going forward: the whole graph, or (recomputing) each layer's input only.
     let mut saved: Vec<Tensor> = Vec::new();
-    let (top, hidden) = if recompute && with_grads {
+    // Without gradients nothing is kept either: each layer's graph is let go at once.
+    let (top, hidden) = if recompute || !with_grads {
         let mut x = model.embed_train(&ids)?;
         for i in 0..model.n_layers() {
             let y = model.layer_train(i, &x, &inputs, lora, drop)?.detach();
-            saved.push(std::mem::replace(&mut x, y));
+            let x_in = std::mem::replace(&mut x, y);
+            if with_grads {
+                saved.push(x_in);
+            }
         }
         let top = Var::from_tensor(&x)?;
         let hidden = model.norm_train(top.as_tensor())?;
-        (Some(top), hidden)
+        (with_grads.then_some(top), hidden)
     } else {
         (None, model.hidden_train(&ids, lora, drop)?)
     };
