@@ -445,8 +445,31 @@ impl Selector {
             .iter()
             .find(|&&i| self.namespaces[i] == home)
             .map_or(best, |&i| score[i]);
+        // A schema of its own (not the default one) that the question is clearly about and
+        // that fits the budget is shown whole, as if it were the database: the model then sees
+        // every table and column it might need, not only the best-matching ones.
+        let contested = ns_score
+            .iter()
+            .any(|(ns, s)| ns.map(str::to_string) != home && *s >= RUNNER_UP * home_score);
+        let mut whole_schema = false;
+        if home.is_some() && !contested {
+            let members: Vec<usize> = (0..n).filter(|&i| self.namespaces[i] == home).collect();
+            let cost: usize = members.iter().map(|&i| self.bare[i].1 + 1).sum();
+            if cost + hint_budget <= budget {
+                for &i in &members {
+                    if score[i] <= 0.0 {
+                        why[i].push("the rest of its schema (which fits whole)".into());
+                    }
+                }
+                used = cost;
+                chosen = members;
+                whole_schema = true;
+            }
+        }
         for &i in &order {
-            if chosen.contains(&i) {
+            // After a whole schema, only a table elsewhere that nearly matches the best one
+            // (below) can still join.
+            if chosen.contains(&i) || (whole_schema && self.namespaces[i] == home) {
                 continue;
             }
             // Far weaker than the best match: more likely to distract the model than to help.
@@ -745,6 +768,68 @@ mod tests {
             "{}",
             both.context
         );
+    }
+
+    #[test]
+    fn a_schema_that_fits_is_shown_whole() {
+        let mut tables = vec![
+            table(
+                Some("shop"),
+                "orders",
+                &["order_id", "status", "placed_at"],
+                &[],
+            ),
+            table(
+                Some("shop"),
+                "refunds",
+                &["refund_id", "order_id", "amount"],
+                &[("order_id", "orders")],
+            ),
+            table(Some("shop"), "couriers", &["courier_id", "name"], &[]),
+        ];
+        for i in 0..40 {
+            tables.push(table(
+                Some("lab"),
+                &format!("sample_{i}"),
+                &["id", "reading"],
+                &[],
+            ));
+        }
+        let s = Schema { tables };
+        let sel = Selector::new(&s, Dialect::Postgres, ValueIndex::default(), &chars);
+        // Every table of the schema the question is about, including one it does not name.
+        let pick = sel.select("How many orders were refunded?", 300);
+        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(names.contains(&"shop.couriers"), "{names:?}");
+        let c = pick
+            .tables
+            .iter()
+            .find(|c| c.table == "shop.couriers")
+            .unwrap();
+        assert!(
+            c.why.iter().any(|w| w.contains("fits whole")),
+            "{:?}",
+            c.why
+        );
+        assert_eq!(pick.namespace.as_deref(), Some("shop"));
+        // Too small a budget for the whole schema: only what the question needs.
+        // The schema whole, as shown (bare names), and one token short of it with the hints.
+        let whole: usize = s.tables[..3]
+            .iter()
+            .map(|t| {
+                let mut bare = t.clone();
+                bare.schema = None;
+                bare.foreign_keys
+                    .iter_mut()
+                    .for_each(|f| f.ref_schema = None);
+                chars(&render_table(&bare, Dialect::Postgres)) + 1
+            })
+            .sum();
+        let tight = sel.select("How many orders were refunded?", whole + 39);
+        let names: Vec<&str> = tight.tables.iter().map(|c| c.table.as_str()).collect();
+        assert!(!names.contains(&"shop.couriers"), "{names:?}");
+        assert!(names.contains(&"shop.orders"), "{names:?}");
     }
 
     #[test]
