@@ -11,7 +11,7 @@ use crate::cancel::Cancel;
 use crate::db::{Database, DbError, Dialect, Limits, Outcome};
 use crate::guard::{self, GuardError};
 use crate::llm::{prompt, Engine, GenOptions, Generation, LlmError, StopRule};
-use crate::schema::select::{ColumnValues, Selection, Selector, ValueIndex};
+use crate::schema::select::{self, ColumnValues, Selection, Selector, ValueIndex};
 use crate::schema::{self, Schema};
 
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +190,9 @@ impl Pipeline {
         let index = ValueIndex::new(&columns);
         let dialect = self.dialect();
         let counter = |t: &str| self.count_tokens(t);
-        let selector = Selector::new(&self.schema, dialect, index, &counter);
+        // The chosen tables are shown with example values even where introspection had none.
+        let schema = select::with_samples(&self.schema, &columns);
+        let selector = Selector::new(&schema, dialect, index, &counter);
         self.selector = Some(selector);
         Ok(())
     }

@@ -177,6 +177,50 @@ pub fn split_ident(name: &str) -> String {
     out
 }
 
+/// Distinct example values shown per text column, and the most shown when that is all of them
+/// (as introspection shows them).
+const SAMPLES: usize = 3;
+const ALL_SAMPLES: usize = 8;
+
+/// `schema` with sample values for the text columns that introspection left without any (a
+/// large PostgreSQL schema that was never analysed gets none), taken from the value index's
+/// distinct values: sorted, every one when there are at most 8, else the first 3.
+pub fn with_samples(schema: &Schema, columns: &[ColumnValues]) -> Schema {
+    let mut out = schema.clone();
+    for cv in columns {
+        let Some(t) = out.tables.get_mut(cv.table) else {
+            continue;
+        };
+        let name = cv
+            .column
+            .strip_prefix(&format!("{}.", t.name))
+            .unwrap_or(&cv.column)
+            .to_string();
+        if t.primary_key.contains(&name) {
+            continue;
+        }
+        let Some(c) = t.columns.iter_mut().find(|c| c.name == name) else {
+            continue;
+        };
+        if !c.samples.is_empty() || !c.enum_values.is_empty() {
+            continue;
+        }
+        let mut vals: Vec<String> = cv
+            .values
+            .iter()
+            .filter(|v| (1..=40).contains(&v.chars().count()))
+            .cloned()
+            .collect();
+        vals.sort();
+        vals.dedup();
+        if vals.len() > ALL_SAMPLES {
+            vals.truncate(SAMPLES);
+        }
+        c.samples = vals;
+    }
+    out
+}
+
 /// One chosen table and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Chosen {
@@ -830,6 +874,36 @@ mod tests {
         let names: Vec<&str> = tight.tables.iter().map(|c| c.table.as_str()).collect();
         assert!(!names.contains(&"shop.couriers"), "{names:?}");
         assert!(names.contains(&"shop.orders"), "{names:?}");
+    }
+
+    #[test]
+    fn value_index_fills_missing_samples() {
+        let mut s = schema();
+        s.tables[0].columns[2].samples = vec!["Oslo".into()];
+        let cols = vec![
+            ColumnValues {
+                table: 0,
+                column: "customers.city".into(),
+                values: vec!["Rio".into(), "Paris".into()],
+            },
+            ColumnValues {
+                table: 0,
+                column: "customers.name".into(),
+                values: (0..20).map(|i| format!("n{i:02}")).rev().collect(),
+            },
+            ColumnValues {
+                table: 1,
+                column: "orders.status".into(),
+                values: vec!["shipped".into(), "open".into(), "x".repeat(41)],
+            },
+        ];
+        let filled = with_samples(&s, &cols);
+        // Introspection's own samples are kept.
+        assert_eq!(filled.tables[0].columns[2].samples, ["Oslo"]);
+        // Many values: the first three in order; few: all of them (too long ones left out).
+        assert_eq!(filled.tables[0].columns[1].samples, ["n00", "n01", "n02"]);
+        assert_eq!(filled.tables[1].columns[2].samples, ["open", "shipped"]);
+        assert!(render_table(&filled.tables[1], Dialect::Sqlite).contains("'open', 'shipped'"));
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn loss_curve(metrics: &Path, png: &Path, title: &str) -> Result<(), String>
     chart
         .configure_mesh()
         .x_desc("optimizer step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("loss on answer tokens (nats)")
         .label_style(("sans-serif", 15))
         .draw()
