@@ -87,27 +87,11 @@ fn frozen_quantized_linear_backward_matches_the_dense_reference() {
         .backward()
         .unwrap();
     let dx_ref = g_ref.get(x.as_tensor()).unwrap().flatten_all().unwrap();
-    let err: f32 = (dx - dx_ref)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let err = max_abs_diff(&dx, &dx_ref);
     eprintln!("max |dx - dx_dense| = {err:.2e}");
     assert!(err < 1e-4, "{err}");
     // The forward is candle's quantized kernel (x is quantized to 8 bits on the way): close.
-    let fwd: f32 = (y - y_ref)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let fwd = max_abs_diff(&y, &y_ref);
     assert!(fwd < 0.05, "{fwd}");
 }
 
@@ -282,6 +266,20 @@ fn training_memorises_a_small_set_and_the_saved_adapter_reproduces_it() {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     eprintln!("training vs inference logits: max |difference| {d:.2e}");
     assert!(d < 1e-4, "{d}");
+}
+
+/// The largest absolute difference between two tensors of one shape.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 /// Answer tokens the model ranks first, after the prompt and the answer so far.
@@ -522,16 +520,7 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
     for (k, (a, b)) in &whole.lora.pairs {
         let (a2, b2) = &second.lora.pairs[k];
         for (x, y) in [(a, a2), (b, b2)] {
-            let d: f32 = (x.as_tensor() - y.as_tensor())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = max_abs_diff(x.as_tensor(), y.as_tensor());
             assert_eq!(d, 0.0, "{k:?}");
         }
     }

@@ -221,6 +221,18 @@ pub fn with_samples(schema: &Schema, columns: &[ColumnValues]) -> Schema {
     out
 }
 
+/// `t` as a table of a database of its own: no namespace, nor on references within it.
+fn without_namespace(t: &super::Table) -> super::Table {
+    let mut bare = t.clone();
+    bare.schema = None;
+    for fk in &mut bare.foreign_keys {
+        if fk.ref_schema == t.schema {
+            fk.ref_schema = None;
+        }
+    }
+    bare
+}
+
 /// One chosen table and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Chosen {
@@ -340,15 +352,7 @@ impl Selector {
                 if t.schema.is_none() {
                     return (r.clone(), n);
                 }
-                // Bare names throughout: references within the namespace lose it too.
-                let mut bare = t.clone();
-                bare.schema = None;
-                for fk in &mut bare.foreign_keys {
-                    if fk.ref_schema == t.schema {
-                        fk.ref_schema = None;
-                    }
-                }
-                let text = render_table(&bare, dialect);
+                let text = render_table(&without_namespace(t), dialect);
                 let n = count_tokens(&text);
                 (text, n)
             })
@@ -861,14 +865,7 @@ mod tests {
         // The schema whole, as shown (bare names), and one token short of it with the hints.
         let whole: usize = s.tables[..3]
             .iter()
-            .map(|t| {
-                let mut bare = t.clone();
-                bare.schema = None;
-                bare.foreign_keys
-                    .iter_mut()
-                    .for_each(|f| f.ref_schema = None);
-                chars(&render_table(&bare, Dialect::Postgres)) + 1
-            })
+            .map(|t| chars(&render_table(&without_namespace(t), Dialect::Postgres)) + 1)
             .sum();
         let tight = sel.select("How many orders were refunded?", whole + 39);
         let names: Vec<&str> = tight.tables.iter().map(|c| c.table.as_str()).collect();
