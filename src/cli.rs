@@ -194,6 +194,10 @@ pub struct EvalArgs {
     /// With --adapter: also run the base model and report both EX values and the flips.
     #[arg(long, requires = "set")]
     pub compare_base: bool,
+    /// Questions on one database answered together, their first generations in one batch
+    /// (default: 32 on a GPU, 8 on CPU; 1 answers them one at a time).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub batch: Option<u16>,
     /// List the questions whose correctness differs between two --out reports.
     #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with_all = ["set", "limit", "out"])]
     pub compare: Option<Vec<PathBuf>>,

@@ -493,10 +493,23 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         Some(a) => format!("{} + adapter {a}", engine.info().name),
         None => engine.info().name.clone(),
     };
+    let batch = args.batch.map_or(
+        if engine.model().device().is_cuda() {
+            32
+        } else {
+            8
+        },
+        usize::from,
+    );
     eprintln!(
-        "sqlora: evaluating {} of {available} questions from {set} with {model} on {}",
+        "sqlora: evaluating {} of {available} questions from {set} with {model} on {}{}",
         items.len(),
-        engine.info().device
+        engine.info().device,
+        if batch > 1 {
+            format!(", in batches of up to {batch}")
+        } else {
+            String::new()
+        }
     );
     let cancel = interruptible();
     let mut evaluator = eval::Evaluator::new(engine, limits, args.run.repairs);
@@ -511,7 +524,7 @@ fn evaluate(args: EvalArgs) -> Result<()> {
     if args.compare_base && adapter.is_none() {
         bail!("--compare-base needs --adapter NAME");
     }
-    let (records, complete) = eval::run_all(&mut evaluator, &items, &cancel, |_, done| {
+    let (records, complete) = eval::run_all(&mut evaluator, &items, batch, &cancel, |_, done| {
         let s = Summary::of(done);
         bar.set_message(format!(
             "EX {:.1}% ({}/{})",
@@ -557,8 +570,9 @@ fn evaluate(args: EvalArgs) -> Result<()> {
             args.run.limits().map_err(anyhow::Error::msg)?,
             args.run.repairs,
         );
+        base_eval.context_tokens = args.run.context_tokens;
         eprintln!("sqlora: now the base model on the same questions");
-        let (base_records, _) = eval::run_all(&mut base_eval, &items, &cancel, |_, _| {})?;
+        let (base_records, _) = eval::run_all(&mut base_eval, &items, batch, &cancel, |_, _| {})?;
         let base_summary = Summary::of(&base_records);
         let as_report = |records: Vec<eval::Record>, summary: Summary, model: String| Report {
             set: set.clone(),

@@ -85,6 +85,26 @@ pub struct Answer {
     pub tables: Vec<String>,
 }
 
+/// One question's outcome from [`Pipeline::ask_many`], with what it cost.
+#[derive(Debug)]
+pub struct Asked {
+    pub result: Result<Answer, AskError>,
+    /// The tables the model was shown (empty when it was shown the whole schema).
+    pub tables: Vec<String>,
+    /// Generations it took (1 + repairs tried).
+    pub generations: usize,
+    /// Tokens generated over all of them.
+    pub new_tokens: usize,
+}
+
+/// A question with the prompt built for it.
+struct Posed {
+    question: String,
+    tables: Vec<String>,
+    namespace: Option<String>,
+    base: prompt::Prompt,
+}
+
 /// Result of running SQL the user typed.
 #[derive(Debug, Clone)]
 pub struct SqlRun {
@@ -383,30 +403,76 @@ impl Pipeline {
     /// returned if every attempt fails.
     pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
         let t0 = Instant::now();
+        self.last_generations = 0;
+        let posed = self.pose(question, cancel)?;
+        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+        let first = engine.generate(&posed.base, &self.gen, cancel)?;
+        let asked = self.settle(posed, first, t0, cancel);
+        self.last_generations = asked.generations;
+        asked.result
+    }
+
+    /// Answers several questions as [`Pipeline::ask`] does each, with their first generations
+    /// run as one batch (see [`Engine::generate_batch`]); repairs, the few that need them, run
+    /// one by one. Errs as a whole only when there is no model or the batch generation itself
+    /// fails (cancellation included).
+    pub fn ask_many(
+        &mut self,
+        questions: &[&str],
+        cancel: &Cancel,
+    ) -> Result<Vec<Asked>, AskError> {
+        let t0 = Instant::now();
+        self.last_generations = 0;
+        if self.engine.is_none() {
+            return Err(AskError::NoModel);
+        }
+        let posed = questions
+            .iter()
+            .map(|q| self.pose(q, cancel))
+            .collect::<Result<Vec<_>, _>>()?;
+        let prompts: Vec<prompt::Prompt> = posed.iter().map(|p| p.base.clone()).collect();
+        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+        let firsts = engine.generate_batch(&prompts, &self.gen, cancel)?;
+        Ok(posed
+            .into_iter()
+            .zip(firsts)
+            .map(|(p, first)| self.settle(p, first, t0, cancel))
+            .collect())
+    }
+
+    /// The context and prompt for `question` (with the table selection when the schema is over
+    /// the budget).
+    fn pose(&mut self, question: &str, cancel: &Cancel) -> Result<Posed, AskError> {
         if self.engine.is_none() {
             return Err(AskError::NoModel);
         }
         let context = self.context_for(question, cancel)?;
-        let tables: Vec<String> = self
-            .last_selection
-            .as_ref()
+        let selection = self.last_selection.as_ref();
+        let tables = selection
             .map(|s| s.tables.iter().map(|c| c.table.clone()).collect())
             .unwrap_or_default();
+        let namespace = selection.and_then(|s| s.namespace.clone());
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
-        let template = engine.template();
-        let base = self.prompt_for(engine, question, &context);
-        let mut prompt = base.clone();
+        Ok(Posed {
+            question: question.to_string(),
+            base: self.prompt_for(engine, question, &context),
+            tables,
+            namespace,
+        })
+    }
+
+    /// Checks and runs the SQL of `first`, the answer to `posed`, and repairs it as
+    /// [`Pipeline::ask`] describes.
+    fn settle(&mut self, posed: Posed, first: Generation, t0: Instant, cancel: &Cancel) -> Asked {
         let mut attempts = Vec::new();
         let mut total = Generation::default();
-        self.last_generations = 0;
-        loop {
-            let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
-            let generation = engine.generate(&prompt, &self.gen, cancel)?;
-            self.last_generations += 1;
+        let mut generation = first;
+        let mut generations = 1;
+        let result = loop {
             total.add(&generation);
             let result = match guard::extract_sql(&generation.text) {
                 Some(sql) => {
-                    let sql = self.qualified(sql);
+                    let sql = self.qualified(sql, posed.namespace.as_deref());
                     self.run_sql(&sql, cancel)
                 }
                 None => {
@@ -418,38 +484,56 @@ impl Pipeline {
                     }))
                 }
             };
-            match result {
+            let e = match result {
                 Ok(run) => {
-                    return Ok(Answer {
-                        question: question.to_string(),
+                    break Ok(Answer {
+                        question: posed.question.clone(),
                         sql: run.sql,
                         attempts,
                         outcome: run.outcome,
-                        generation: total,
+                        generation: total.clone(),
                         query_secs: run.query_secs,
                         total_secs: t0.elapsed().as_secs_f64(),
-                        tables,
+                        tables: posed.tables.clone(),
                     })
                 }
-                Err(e) if attempts.len() < self.repairs && e.repairable() => {
-                    let sql = e.sql().unwrap_or_default().to_string();
-                    // A model that repeats a failed query will not fix it by being asked again.
-                    if attempts.iter().any(|a: &Attempt| a.sql == sql) {
-                        return Err(e);
-                    }
-                    let error = e.short();
-                    let hint = self.columns_hint(&sql);
-                    let shown = if hint.is_empty() {
-                        error.clone()
-                    } else {
-                        format!("{error}\n{hint}")
-                    };
-                    prompt =
-                        prompt::build_repair_prompt(template, &base, &sql, &shown, self.dialect());
-                    attempts.push(Attempt { sql, error });
-                }
-                Err(e) => return Err(e),
+                Err(e) if attempts.len() < self.repairs && e.repairable() => e,
+                Err(e) => break Err(e),
+            };
+            let sql = e.sql().unwrap_or_default().to_string();
+            // A model that repeats a failed query will not fix it by being asked again.
+            if attempts.iter().any(|a: &Attempt| a.sql == sql) {
+                break Err(e);
             }
+            let error = e.short();
+            let hint = self.columns_hint(&sql);
+            let shown = if hint.is_empty() {
+                error.clone()
+            } else {
+                format!("{error}\n{hint}")
+            };
+            let Some(engine) = self.engine.as_mut() else {
+                break Err(AskError::NoModel);
+            };
+            let prompt = prompt::build_repair_prompt(
+                engine.template(),
+                &posed.base,
+                &sql,
+                &shown,
+                self.db.dialect(),
+            );
+            attempts.push(Attempt { sql, error });
+            generation = match engine.generate(&prompt, &self.gen, cancel) {
+                Ok(g) => g,
+                Err(e) => break Err(AskError::Model(e)),
+            };
+            generations += 1;
+        };
+        Asked {
+            result,
+            tables: posed.tables,
+            generations,
+            new_tokens: total.new_tokens,
         }
     }
 
@@ -477,12 +561,8 @@ impl Pipeline {
 
     /// Generated SQL with the bare names of the selection's one namespace qualified (the model
     /// was shown that namespace's tables without it; see [`guard::qualify`]).
-    fn qualified(&self, sql: String) -> String {
-        match self
-            .last_selection
-            .as_ref()
-            .and_then(|s| s.namespace.as_deref())
-        {
+    fn qualified(&self, sql: String, namespace: Option<&str>) -> String {
+        match namespace {
             Some(ns) => {
                 guard::qualify::qualify(&sql, self.dialect(), &self.schema, ns).unwrap_or(sql)
             }

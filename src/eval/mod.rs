@@ -317,8 +317,137 @@ impl Evaluator {
 
     /// Answers one question and judges it. Errs only when the model fails or on cancel.
     pub fn run(&mut self, item: &Item, cancel: &Cancel) -> Result<Record, EvalError> {
+        let mut records = self.run_batch(std::slice::from_ref(item), cancel)?;
+        Ok(records.remove(0))
+    }
+
+    /// Answers `items`, which share one database (and gold database), with their first
+    /// generations run as one batch (see [`Pipeline::ask_many`]), and judges each. A question's
+    /// latency is its share of the batch's time. Errs only when the model fails or on cancel.
+    pub fn run_batch(&mut self, items: &[Item], cancel: &Cancel) -> Result<Vec<Record>, EvalError> {
         let t0 = Instant::now();
-        let mut record = Record {
+        let mut records: Vec<Record> = items.iter().map(Record::pending).collect();
+        let Some(first) = items.first() else {
+            return Ok(records);
+        };
+        let gold_url = first.gold_db.clone().unwrap_or_else(|| first.db.clone());
+        if let Some(other) = items
+            .iter()
+            .find(|i| i.db != first.db || i.gold_db.as_ref().unwrap_or(&i.db) != &gold_url)
+        {
+            return Err(EvalError::Set(format!(
+                "question {} is on another database than question {} of its batch",
+                other.index, first.index
+            )));
+        }
+        let gold_limits = self.gold_limits.clone();
+        let open = match self.open(&first.db, &gold_url) {
+            Ok(o) => o,
+            Err(e) => {
+                for r in &mut records {
+                    r.error = Some(format!("cannot open the database: {e}"));
+                }
+                return Ok(records);
+            }
+        };
+        // Questions whose gold SQL fails are left out of EX, and not asked.
+        let mut golds = Vec::new();
+        for (pos, (item, record)) in items.iter().zip(records.iter_mut()).enumerate() {
+            match open.gold.query(&item.gold, &gold_limits, cancel) {
+                Ok(g) if g.truncated => {
+                    record.error = Some(format!(
+                        "gold result has more than {} rows",
+                        gold_limits.max_rows
+                    ))
+                }
+                Ok(g) => golds.push((pos, item, g)),
+                Err(DbError::Cancelled) => return Err(EvalError::Cancelled),
+                Err(e) => record.error = Some(format!("gold SQL failed: {e}")),
+            }
+        }
+        let questions: Vec<&str> = golds.iter().map(|(_, i, _)| i.question.as_str()).collect();
+        let asked = match open.pipeline.ask_many(&questions, cancel) {
+            Ok(a) => a,
+            Err(e) => {
+                // Failing before any generation (the table selection could not read the
+                // database, say) fails each question the same way.
+                let message = e.to_string();
+                for (pos, _, _) in &golds {
+                    let r = &mut records[*pos];
+                    r.verdict = verdict_of(&e)?;
+                    r.error = Some(message.lines().next().unwrap_or("").to_string());
+                }
+                return Ok(records);
+            }
+        };
+        let share = t0.elapsed().as_secs_f64() * 1000.0 / items.len() as f64;
+        for r in &mut records {
+            r.latency_ms = share.round() as u64;
+        }
+        for ((pos, item, gold), asked) in golds.into_iter().zip(asked) {
+            let record = &mut records[pos];
+            record.attempts = asked.generations;
+            record.tables = asked.tables;
+            record.tokens = asked.new_tokens;
+            match asked.result {
+                Ok(a) => {
+                    record.predicted = Some(a.sql);
+                    let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
+                    record.verdict = if compare::results_match(&gold.rows, &a.outcome.rows, order) {
+                        Verdict::Correct
+                    } else {
+                        Verdict::Wrong
+                    };
+                    if a.outcome.truncated {
+                        record.error = Some(format!(
+                            "prediction stopped at {} rows",
+                            self.limits.max_rows
+                        ));
+                    }
+                }
+                Err(e) => {
+                    record.verdict = verdict_of(&e)?;
+                    record.predicted = match &e {
+                        AskError::NoSql(said) => Some(said.clone()),
+                        e => e.sql().map(str::to_string),
+                    };
+                    record.error = Some(e.to_string().lines().next().unwrap_or("").to_string());
+                }
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// How a failed question is judged; the model failing or a cancel end the evaluation instead.
+fn verdict_of(e: &AskError) -> Result<Verdict, EvalError> {
+    Ok(match e {
+        AskError::Model(LlmError::Cancelled)
+        | AskError::Db {
+            error: DbError::Cancelled,
+            ..
+        } => return Err(EvalError::Cancelled),
+        AskError::Model(e) => return Err(EvalError::Model(LlmError::Generation(e.to_string()))),
+        AskError::NoModel => return Err(EvalError::Set("no model loaded".into())),
+        AskError::NoSql(_) => Verdict::NoSql,
+        AskError::Guard { error, .. } => match error {
+            GuardError::Empty => Verdict::NoSql,
+            GuardError::Parse(_) => Verdict::ParseError,
+            GuardError::MultipleStatements(_) | GuardError::Refused(_) => Verdict::Refused,
+            GuardError::UnknownNames(_) => Verdict::UnknownName,
+        },
+        AskError::Db {
+            error: DbError::Timeout(_),
+            ..
+        } => Verdict::Timeout,
+        AskError::Db { .. } => Verdict::ExecError,
+    })
+}
+
+impl Record {
+    /// A record for `item` before it is answered (a gold failure if nothing else is learnt).
+    fn pending(item: &Item) -> Self {
+        Record {
             index: item.index,
             db: item.db.clone(),
             question: item.question.clone(),
@@ -331,110 +460,36 @@ impl Evaluator {
             tokens: 0,
             latency_ms: 0,
             tables: Vec::new(),
-        };
-        let gold_limits = self.gold_limits.clone();
-        let gold_url = item.gold_db.clone().unwrap_or_else(|| item.db.clone());
-        let open = match self.open(&item.db, &gold_url) {
-            Ok(o) => o,
-            Err(e) => {
-                record.error = Some(format!("cannot open the database: {e}"));
-                return Ok(record);
-            }
-        };
-        let gold = match open.gold.query(&item.gold, &gold_limits, cancel) {
-            Ok(g) if g.truncated => {
-                record.error = Some(format!(
-                    "gold result has more than {} rows",
-                    gold_limits.max_rows
-                ));
-                return Ok(record);
-            }
-            Ok(g) => g,
-            Err(DbError::Cancelled) => return Err(EvalError::Cancelled),
-            Err(e) => {
-                record.error = Some(format!("gold SQL failed: {e}"));
-                return Ok(record);
-            }
-        };
-        let before = open.pipeline.engine().map_or(0, Engine::tokens_generated);
-        let answer = open.pipeline.ask(&item.question, cancel);
-        record.attempts = open.pipeline.last_generations;
-        record.tables = open
-            .pipeline
-            .last_selection
-            .as_ref()
-            .map(|s| s.tables.iter().map(|c| c.table.clone()).collect())
-            .unwrap_or_default();
-        record.tokens = open
-            .pipeline
-            .engine()
-            .map_or(0, |e| e.tokens_generated() - before);
-        record.latency_ms = (t0.elapsed().as_secs_f64() * 1000.0).round() as u64;
-        match answer {
-            Ok(a) => {
-                record.predicted = Some(a.sql);
-                let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
-                record.verdict = if compare::results_match(&gold.rows, &a.outcome.rows, order) {
-                    Verdict::Correct
-                } else {
-                    Verdict::Wrong
-                };
-                if a.outcome.truncated {
-                    record.error = Some(format!(
-                        "prediction stopped at {} rows",
-                        self.limits.max_rows
-                    ));
-                }
-            }
-            Err(AskError::Model(LlmError::Cancelled)) => return Err(EvalError::Cancelled),
-            Err(AskError::Db {
-                error: DbError::Cancelled,
-                ..
-            }) => return Err(EvalError::Cancelled),
-            Err(AskError::Model(e)) => return Err(EvalError::Model(e)),
-            Err(AskError::NoModel) => return Err(EvalError::Set("no model loaded".into())),
-            Err(e) => {
-                record.predicted = e.sql().map(str::to_string);
-                record.verdict = match &e {
-                    AskError::NoSql(said) => {
-                        record.predicted = Some(said.clone());
-                        Verdict::NoSql
-                    }
-                    AskError::Guard { error, .. } => match error {
-                        GuardError::Empty => Verdict::NoSql,
-                        GuardError::Parse(_) => Verdict::ParseError,
-                        GuardError::MultipleStatements(_) | GuardError::Refused(_) => {
-                            Verdict::Refused
-                        }
-                        GuardError::UnknownNames(_) => Verdict::UnknownName,
-                    },
-                    AskError::Db {
-                        error: DbError::Timeout(_),
-                        ..
-                    } => Verdict::Timeout,
-                    _ => Verdict::ExecError,
-                };
-                record.error = Some(e.to_string().lines().next().unwrap_or("").to_string());
-            }
         }
-        Ok(record)
     }
 }
 
-/// Evaluates `items` in order, calling `progress` after each; stops early (keeping what was
-/// done) on cancel. Returns the records and whether the run was complete.
+/// Evaluates `items` in order, calling `progress` after each; consecutive questions on one
+/// database are answered in batches of up to `batch` (1: one at a time). Stops early (keeping
+/// what was done) on cancel. Returns the records and whether the run was complete.
 pub fn run_all(
     evaluator: &mut Evaluator,
     items: &[Item],
+    batch: usize,
     cancel: &Cancel,
     mut progress: impl FnMut(&Record, &[Record]),
 ) -> Result<(Vec<Record>, bool), EvalError> {
     let mut records: Vec<Record> = Vec::with_capacity(items.len());
-    for item in items {
-        match evaluator.run(item, cancel) {
-            Ok(r) => {
-                records.push(r);
-                progress(records.last().expect("pushed"), &records);
+    let mut rest = items;
+    while let Some(first) = rest.first() {
+        let same = rest
+            .iter()
+            .take(batch.max(1))
+            .take_while(|i| i.db == first.db && i.gold_db == first.gold_db)
+            .count();
+        let (chunk, tail) = rest.split_at(same);
+        rest = tail;
+        match evaluator.run_batch(chunk, cancel) {
+            Ok(done) => {
+                for r in done {
+                    records.push(r);
+                    progress(records.last().expect("pushed"), &records);
+                }
             }
             Err(EvalError::Cancelled) => return Ok((records, false)),
             Err(e) => return Err(e),

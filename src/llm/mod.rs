@@ -19,7 +19,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 
 use crate::cancel::Cancel;
-pub use model::{Arch, KvCache, Model, ModelConfig, WeightFormat, WeightPlan};
+pub use model::{Arch, BatchCache, KvCache, Model, ModelConfig, WeightFormat, WeightPlan};
 pub use prompt::{ChatTemplate, Prompt};
 pub use tokenizer::TextTokenizer;
 
@@ -450,6 +450,134 @@ impl Engine {
         })
     }
 
+    /// Greedy generation for several prompts at once: prompts that share a prefix run as one
+    /// batch (the prefix's KV state computed or reused once, then every question and every
+    /// decode step of the whole group in one forward), so that on a GPU n answers cost little
+    /// more than one. Each answer is what [`Engine::generate`] gives for its prompt alone, up to
+    /// floating-point summation order. Answers leave the batch as they finish.
+    pub fn generate_batch(
+        &mut self,
+        prompts: &[Prompt],
+        opts: &GenOptions,
+        cancel: &Cancel,
+    ) -> Result<Vec<Generation>, LlmError> {
+        let mut out: Vec<Option<Generation>> = vec![None; prompts.len()];
+        // Groups of one prefix, in order of first appearance.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, p) in prompts.iter().enumerate() {
+            match groups.iter_mut().find(|(prefix, _)| *prefix == p.prefix) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((&p.prefix, vec![i])),
+            }
+        }
+        for (_, members) in groups {
+            if members.len() == 1 {
+                let i = members[0];
+                out[i] = Some(self.generate(&prompts[i], opts, cancel)?);
+                continue;
+            }
+            let group: Vec<&Prompt> = members.iter().map(|&i| &prompts[i]).collect();
+            for (i, g) in members
+                .iter()
+                .zip(self.generate_group(&group, opts, cancel)?)
+            {
+                out[*i] = Some(g);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|g| g.expect("every prompt is in a group"))
+            .collect())
+    }
+
+    /// [`Engine::generate_batch`] for prompts of one prefix.
+    fn generate_group(
+        &mut self,
+        prompts: &[&Prompt],
+        opts: &GenOptions,
+        cancel: &Cancel,
+    ) -> Result<Vec<Generation>, LlmError> {
+        let t0 = Instant::now();
+        let n = prompts.len();
+        let (prefix_ids, prefix_cache, computed) = self.prefix_cache(&prompts[0].prefix, cancel)?;
+        let suffixes = prompts
+            .iter()
+            .map(|p| self.tokenizer.encode(&p.suffix))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cache = BatchCache::broadcast(&prefix_cache, n)?;
+        let mut logits = self.model.forward_batch(&suffixes, &mut cache)?;
+        let prefill_secs = t0.elapsed().as_secs_f64();
+        let mut gens: Vec<Generation> = suffixes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Generation {
+                // The prefix is counted once, on the first answer of the group that computed it.
+                prefill_tokens: s.len()
+                    + if computed && i == 0 {
+                        prefix_ids.len()
+                    } else {
+                        0
+                    },
+                cached_tokens: if computed && i == 0 {
+                    0
+                } else {
+                    prefix_ids.len()
+                },
+                prefill_secs,
+                ..Generation::default()
+            })
+            .collect();
+        let t1 = Instant::now();
+        let max_pos = self.model.max_positions();
+        // `active[k]`: the prompt whose sequence is row k of the batch.
+        let mut active: Vec<usize> = (0..n).collect();
+        let mut answers: Vec<Vec<u32>> = vec![Vec::new(); n];
+        while !active.is_empty() {
+            if cancel.is_set() {
+                return Err(LlmError::Cancelled);
+            }
+            let next = argmax_rows(&logits)?;
+            let mut keep = Vec::with_capacity(active.len());
+            let mut feed = Vec::with_capacity(active.len());
+            for (row, &i) in active.iter().enumerate() {
+                let token = next[row];
+                let budget = opts
+                    .max_new_tokens
+                    .min(max_pos.saturating_sub(cache.seq_len(row) - answers[i].len()));
+                let mut done = self.tokenizer.is_stop(token) || answers[i].len() >= budget;
+                if !done {
+                    answers[i].push(token);
+                    let text = format!(
+                        "{}{}",
+                        prompts[i].answer_start(),
+                        self.tokenizer.decode(&answers[i])?
+                    );
+                    done = (opts.stop_at_fence_close && closes_fence(&text))
+                        || opts.stop_when.as_ref().is_some_and(|rule| (rule.0)(&text))
+                        || answers[i].len() >= budget;
+                }
+                if done {
+                    gens[i].decode_secs = t1.elapsed().as_secs_f64();
+                } else {
+                    keep.push(row);
+                    feed.push(vec![token]);
+                }
+            }
+            if keep.is_empty() {
+                break;
+            }
+            cache.retain(&keep)?;
+            active = keep.iter().map(|&row| active[row]).collect();
+            logits = self.model.forward_batch(&feed, &mut cache)?;
+        }
+        for (g, (ids, p)) in gens.iter_mut().zip(answers.iter().zip(prompts)) {
+            g.text = format!("{}{}", p.answer_start(), self.tokenizer.decode(ids)?);
+            g.new_tokens = ids.len();
+            self.generated += ids.len();
+        }
+        Ok(gens)
+    }
+
     /// Runs `tokens` through the model from an empty cache (benchmarks use this).
     pub fn prefill_only(&self, tokens: &[u32]) -> Result<(), LlmError> {
         let mut cache = KvCache::default();
@@ -489,6 +617,19 @@ fn argmax(logits: &Tensor) -> Result<u32, LlmError> {
         ));
     }
     Ok(id)
+}
+
+/// [`argmax`] for each row of `[batch, vocab]` logits, on the logits' device (one small
+/// transfer per step rather than the whole vocabulary of every row).
+fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>, LlmError> {
+    let ids = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+    let best = logits.max(candle_core::D::Minus1)?.to_vec1::<f32>()?;
+    if best.iter().any(|v| !v.is_finite()) {
+        return Err(LlmError::Generation(
+            "model produced non-finite logits".into(),
+        ));
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -439,6 +439,94 @@ impl KvCache {
     }
 }
 
+/// Keys and values of several sequences generated together, in one padded layout: each layer
+/// holds `[batch, kv_heads, columns, head_dim]`, and column `j` holds, for each sequence, either
+/// one of its tokens or padding that its queries never see. Sequences of different lengths (a
+/// shared prompt prefix followed by questions of different lengths, answers that stop at
+/// different steps) share one tensor per layer, so a forward step costs one set of kernels for
+/// the whole batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Per sequence, per column: whether the column holds a real token of that sequence.
+    valid: Vec<Vec<bool>>,
+    /// Per sequence: the position (for RoPE) its next token takes.
+    next_pos: Vec<usize>,
+}
+
+impl BatchCache {
+    /// An empty cache for `batch` sequences.
+    pub fn new(batch: usize) -> Self {
+        Self {
+            layers: Vec::new(),
+            valid: vec![Vec::new(); batch],
+            next_pos: vec![0; batch],
+        }
+    }
+
+    /// `batch` copies of one sequence's cache (a prompt prefix the batch shares).
+    pub fn broadcast(prefix: &KvCache, batch: usize) -> candle_core::Result<Self> {
+        let layers = prefix
+            .layers
+            .iter()
+            .map(|slot| {
+                slot.as_ref()
+                    .map(|(k, v)| -> candle_core::Result<(Tensor, Tensor)> {
+                        Ok((
+                            k.repeat((batch, 1, 1, 1))?.contiguous()?,
+                            v.repeat((batch, 1, 1, 1))?.contiguous()?,
+                        ))
+                    })
+                    .transpose()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            valid: vec![vec![true; prefix.len]; batch],
+            next_pos: vec![prefix.len; batch],
+        })
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// Columns held (the longest sequence's length plus padding).
+    pub fn columns(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    /// Tokens of sequence `i` so far (its next position).
+    pub fn seq_len(&self, i: usize) -> usize {
+        self.next_pos[i]
+    }
+
+    /// Keeps only the sequences at `keep` (indices into the batch, in the new order): finished
+    /// answers leave the batch so that later steps do not compute them.
+    pub fn retain(&mut self, keep: &[usize]) -> candle_core::Result<()> {
+        if keep.len() == self.batch_size() && keep.iter().enumerate().all(|(i, &k)| i == k) {
+            return Ok(());
+        }
+        if let Some(device) = self
+            .layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.device().clone())
+        {
+            let idx: Vec<u32> = keep.iter().map(|&i| i as u32).collect();
+            let idx = Tensor::new(idx.as_slice(), &device)?;
+            for (k, v) in self.layers.iter_mut().flatten() {
+                *k = k.index_select(&idx, 0)?;
+                *v = v.index_select(&idx, 0)?;
+            }
+        }
+        self.valid = keep.iter().map(|&i| self.valid[i].clone()).collect();
+        self.next_pos = keep.iter().map(|&i| self.next_pos[i]).collect();
+        Ok(())
+    }
+}
+
 /// A loaded model: weights in the chosen representation, ready for [`Model::forward`].
 #[derive(Debug)]
 pub struct Model {
@@ -651,6 +739,97 @@ impl Model {
         Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
     }
 
+    /// Runs one step for a batch: `ids[i]` (at least one token) after the tokens sequence `i`
+    /// already has in `cache`, and returns the logits of each sequence's last token as a
+    /// `[batch, vocab]` f32 tensor. Shorter inputs are padded on the left, so every sequence's
+    /// last token sits in the last column; padding is masked out of every real query and never
+    /// advances a sequence's positions, so each sequence gets the logits it would get alone (up
+    /// to floating-point summation order).
+    pub fn forward_batch(
+        &self,
+        ids: &[Vec<u32>],
+        cache: &mut BatchCache,
+    ) -> Result<Tensor, LlmError> {
+        let b = ids.len();
+        if b == 0 || ids.iter().any(Vec::is_empty) {
+            return Err(LlmError::Generation("empty input in a batch".into()));
+        }
+        if cache.batch_size() != b {
+            return Err(LlmError::Generation(format!(
+                "a batch of {b} inputs for a cache of {} sequences",
+                cache.batch_size()
+            )));
+        }
+        let seq = ids.iter().map(Vec::len).max().unwrap_or(1);
+        for (i, t) in ids.iter().enumerate() {
+            let need = cache.next_pos[i] + t.len();
+            if need > self.max_positions() {
+                return Err(LlmError::Generation(format!(
+                    "prompt and answer need {need} positions, the model takes {}",
+                    self.max_positions()
+                )));
+            }
+        }
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![None; self.layers.len()];
+        }
+        let old = cache.columns();
+        let cols = old + seq;
+        let mut flat = Vec::with_capacity(b * seq);
+        let mut positions = Vec::with_capacity(b * seq);
+        for (i, t) in ids.iter().enumerate() {
+            let pad = seq - t.len();
+            let p0 = cache.next_pos[i];
+            flat.extend(std::iter::repeat_n(t[0], pad).chain(t.iter().copied()));
+            positions.extend(std::iter::repeat_n(p0 as u32, pad));
+            positions.extend((0..t.len()).map(|k| (p0 + k) as u32));
+            cache.valid[i].extend((0..seq).map(|c| c >= pad));
+            cache.next_pos[i] += t.len();
+        }
+        // Query column `c` sees key `j` when `j` is a real token of its sequence at or before
+        // it; a padding query also sees itself, so that its (discarded) output stays finite and
+        // never poisons a real query through 0·NaN.
+        let mut mask = Vec::with_capacity(b * seq * cols);
+        for valid in &cache.valid {
+            for c in old..cols {
+                mask.extend((0..cols).map(|j| {
+                    if j == c || (j < c && valid[j]) {
+                        0f32
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                }));
+            }
+        }
+        let rep = self.config.n_head / self.config.n_kv_head;
+        let mask = Tensor::from_vec(mask, (b, 1, seq, cols), &self.device)?
+            .repeat((1, 1, rep, 1))?
+            .contiguous()?;
+        let pos = Tensor::from_vec(positions, b * seq, &self.device)?;
+        let half = self.cos.dim(1)?;
+        let cos = self.cos.index_select(&pos, 0)?.reshape((b, seq, half))?;
+        let sin = self.sin.index_select(&pos, 0)?.reshape((b, seq, half))?;
+        let ids_t = Tensor::from_vec(flat, b * seq, &self.device)?;
+        let mut x = self
+            .embed
+            .index_select(&ids_t, 0)?
+            .reshape((b, seq, self.config.hidden))?;
+        let eps = self.config.rms_eps as f32;
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let a = self.attention(layer, &h, Some(&mask), &cos, &sin, slot)?;
+            x = (x + a)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let m = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            x = (x + m)?;
+        }
+        let last = x.narrow(1, seq - 1, 1)?.contiguous()?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        let logits = self.lm_head.forward(&last)?;
+        Ok(logits.reshape((b, ()))?.to_dtype(DType::F32)?)
+    }
+
     fn attention(
         &self,
         layer: &Layer,
@@ -691,9 +870,11 @@ impl Model {
         let q = q.reshape((b, c.n_kv_head, rep * seq, c.head_dim))?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(mask) = mask {
-            let mask = mask.repeat((rep, 1))?;
-            att = att.broadcast_add(&mask)?;
+        match mask {
+            // Batched: `[b, 1, rep·seq, keys]`, already laid out like the query rows.
+            Some(mask) if mask.rank() == 4 => att = att.broadcast_add(mask)?,
+            Some(mask) => att = att.broadcast_add(&mask.repeat((rep, 1))?)?,
+            None => {}
         }
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?.reshape((b, c.n_head, seq, c.head_dim))?;
