@@ -90,6 +90,17 @@ fn main() -> anyhow::Result<()> {
         n as f64 / s
     );
 
+    // Batched decode (what `eval --batch` runs): steps of one token for every sequence.
+    for b in [8, 32] {
+        let s = e.decode_batch_n(&ids[..32], b, 32)?;
+        println!(
+            "decode, batch {b}: {} tokens in {:.2} s = {:.1} tok/s",
+            32 * b,
+            s,
+            (32 * b) as f64 / s
+        );
+    }
+
     if std::env::var("BENCH_FORMATS").is_ok_and(|v| v == "1") {
         use WeightFormat::*;
         for fmt in [Native, Q8_0, F32] {

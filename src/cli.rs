@@ -131,9 +131,13 @@ pub struct TrainArgs {
     /// faster, at several times the memory.
     #[arg(long)]
     pub keep_activations: bool,
-    /// On CUDA, compute matrix products in full f32 instead of on TF32 tensor cores.
+    /// On CUDA, compute f32 matrix products in full f32 instead of on TF32 tensor cores.
     #[arg(long)]
     pub exact_f32: bool,
+    /// Dtype of activations and matrix products (default: bf16 on a GPU, f32 on CPU). LoRA
+    /// master weights, optimizer state, attention normalisation and the loss stay f32.
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub compute: Option<crate::train::Compute>,
     /// Write the tokenized training examples ({"ids", "answer_start"} a line) to this file and
     /// stop: the exact sequences, for comparing with another trainer
     /// (scripts/hf-train-anchor.py).

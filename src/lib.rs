@@ -438,8 +438,9 @@ fn evaluate(args: EvalArgs) -> Result<()> {
             .filter(|f| f.after == eval::Verdict::Correct)
             .count();
         println!(
-            "{} shared questions: {} now correct, {} now wrong",
+            "{} shared questions ({} with the same SQL): {} now correct, {} now wrong",
             report::shared(&a, &b),
+            report::same_sql(&a, &b),
             fixed,
             flips.len() - fixed
         );
@@ -1015,10 +1016,17 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
         seed: args.seed,
         loss_chunk: 256,
         recompute: !args.keep_activations,
+        compute: args
+            .compute
+            .unwrap_or(if engine.model().device().is_cuda() {
+                train::Compute::Bf16
+            } else {
+                train::Compute::F32
+            }),
     };
     eprintln!(
         "sqlora: training `{}` on {} ({} examples, {} held out, {too_long} longer than {} left \
-         out) for {} steps of {} examples, model {} on {chosen}",
+         out) for {} steps of {} examples, model {} on {chosen}, computing in {:?}",
         out,
         sources.join(", "),
         examples.len(),
@@ -1026,7 +1034,8 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
         args.max_len,
         opts.steps,
         per_step,
-        engine.info().name
+        engine.info().name,
+        opts.compute
     );
     // The run's folder: its checkpoint, metrics and loss curve, until the adapter is saved.
     let run_dir = paths::data_dir()?.join("runs").join(&out);
@@ -1238,6 +1247,7 @@ fn adopt_if_not_worse(
                     eval_set,
                     trainer.opts.batch,
                     trainer.opts.loss_chunk,
+                    trainer.opts.compute,
                 )?;
                 losses.insert(current.clone(), l);
                 l

@@ -148,7 +148,10 @@ fn jsonl_set_runs_on_its_own_database_and_compare_lists_flips() {
     std::fs::write(&b, b_report.to_string()).unwrap();
     let out = run(sqlora().args(["eval", "--compare"]).arg(&a).arg(&b));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("0 now correct, 1 now wrong"), "{stdout}");
+    assert!(
+        stdout.contains("3 shared questions (1 with the same SQL): 0 now correct, 1 now wrong"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("- #1 List the names of the 5 most expensive products."),
         "{stdout}"

@@ -204,6 +204,24 @@ pub fn shared(a: &Report, b: &Report) -> usize {
         .count()
 }
 
+/// How many questions of both reports got the very same predicted SQL (to check that two
+/// devices, batch sizes or builds answer alike).
+pub fn same_sql(a: &Report, b: &Report) -> usize {
+    let by_key: BTreeMap<(usize, &str), &Record> = b
+        .records
+        .iter()
+        .map(|r| ((r.index, r.question.as_str()), r))
+        .collect();
+    a.records
+        .iter()
+        .filter(|ra| {
+            by_key
+                .get(&(ra.index, ra.question.as_str()))
+                .is_some_and(|rb| ra.predicted.is_some() && rb.predicted == ra.predicted)
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

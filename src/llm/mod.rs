@@ -595,6 +595,22 @@ impl Engine {
         }
         Ok(t.elapsed().as_secs_f64())
     }
+
+    /// Runs `tokens` for `batch` sequences at once, then `n` batched decode steps (each
+    /// sequence fed its own greedy token), and returns the seconds the steps took (benchmarks).
+    pub fn decode_batch_n(&self, tokens: &[u32], batch: usize, n: usize) -> Result<f64, LlmError> {
+        let mut cache = BatchCache::new(batch);
+        let mut logits = self
+            .model
+            .forward_batch(&vec![tokens.to_vec(); batch], &mut cache)?;
+        let t = Instant::now();
+        for _ in 0..n {
+            let next = argmax_rows(&logits)?;
+            let feed: Vec<Vec<u32>> = next.into_iter().map(|t| vec![t]).collect();
+            logits = self.model.forward_batch(&feed, &mut cache)?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    }
 }
 
 /// True once `text` holds an opening ``` fence and a closing one after it.

@@ -10,8 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use candle_core::backend::BackendStorage;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -19,9 +20,47 @@ use super::lora::{Adapter, AdapterConfig, LoraPair, Target};
 use super::model::{Arch, Form, Model, Projection};
 use super::LlmError;
 
-/// `y = x·Wᵀ` with `W` frozen and quantized. Forward: candle's quantized kernels. Backward:
-/// `dx = g·W` from `W` dequantized on the fly (never kept), and no gradient for `W`.
+/// `y = x·Wᵀ` with `W` frozen and quantized, as QLoRA runs it: the 4-bit weight is all that is
+/// kept; the forward dequantizes it into the input's dtype for one dense product (cuBLAS on a
+/// GPU) and drops it, and the backward dequantizes it again to give `dx = g·W`. No gradient for
+/// `W` (candle's own quantized matmul has no backward at all).
 pub struct FrozenLinear(pub Arc<QTensor>);
+
+impl FrozenLinear {
+    /// The weight `[out, in]` on `dev` in `dtype`, for one product.
+    fn weight(&self, dev: &Device, dtype: DType) -> candle_core::Result<Tensor> {
+        let w = self.0.dequantize(dev)?;
+        if w.dtype() == dtype {
+            Ok(w)
+        } else {
+            w.to_dtype(dtype)
+        }
+    }
+}
+
+/// `x·wᵀ` on storages: `x` contiguous with `k` columns, `w` `[n, k]`.
+fn dense_product<S: BackendStorage>(
+    x: &S,
+    xl: &Layout,
+    w: &S,
+    wl: &Layout,
+) -> candle_core::Result<(S, Shape)> {
+    if !xl.is_contiguous() {
+        candle_core::bail!("frozen-quantized-linear needs a contiguous input");
+    }
+    let dims = xl.dims();
+    let k = dims[dims.len() - 1];
+    let m = xl.shape().elem_count() / k.max(1);
+    let (n, kw) = wl.shape().dims2()?;
+    if kw != k {
+        candle_core::bail!("frozen-quantized-linear: input has {k} columns, the weight {kw}");
+    }
+    let x2 = Layout::contiguous_with_offset((m, k), xl.start_offset());
+    let y = x.matmul(w, (1, m, n, k), &x2, &wl.transpose(0, 1)?)?;
+    let mut out = dims.to_vec();
+    out[dims.len() - 1] = n;
+    Ok((y, Shape::from(out)))
+}
 
 impl CustomOp1 for FrozenLinear {
     fn name(&self) -> &'static str {
@@ -29,7 +68,12 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.0.cpu_fwd(s, l)
+        let w = self.weight(&Device::Cpu, s.dtype())?;
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Cpu(ws) => dense_product(s, l, ws, wl),
+            _ => candle_core::bail!("frozen-quantized-linear: weight is not on the CPU"),
+        }
     }
 
     #[cfg(feature = "cuda")]
@@ -38,7 +82,13 @@ impl CustomOp1 for FrozenLinear {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        self.0.cuda_fwd(s, l)
+        let dev = Device::Cuda(s.device().clone());
+        let w = self.weight(&dev, s.dtype())?;
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Cuda(ws) => dense_product(s, l, ws, wl),
+            _ => candle_core::bail!("frozen-quantized-linear: weight is not on the GPU"),
+        }
     }
 
     fn bwd(
@@ -47,7 +97,7 @@ impl CustomOp1 for FrozenLinear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let w = self.0.dequantize(grad.device())?; // [out, in]
+        let w = self.weight(grad.device(), grad.dtype())?; // [out, in]
         let dims = grad.dims().to_vec();
         let out = dims[dims.len() - 1];
         let rows = grad.elem_count() / out;
@@ -207,11 +257,12 @@ impl Dropout {
                 }
             })
             .collect();
-        x * Tensor::from_vec(mask, x.shape(), x.device())?
+        x * Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?
     }
 }
 
-/// What every layer of one training batch shares: the causal mask and the RoPE tables.
+/// What every layer of one training batch shares: the causal mask (f32: attention scores are
+/// normalised in f32) and the RoPE tables (in the compute dtype).
 pub struct LayerInputs {
     mask: Tensor,
     cos: Tensor,
@@ -219,14 +270,22 @@ pub struct LayerInputs {
 }
 
 fn frozen(p: &Projection, x: &Tensor) -> candle_core::Result<Tensor> {
+    let dense = |w: &Tensor| -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let k = dims[dims.len() - 1];
+        let y = x
+            .reshape((x.elem_count() / k, k))?
+            .matmul(&w.to_dtype(x.dtype())?.t()?)?;
+        let mut out = dims.to_vec();
+        out[dims.len() - 1] = w.dim(0)?;
+        y.reshape(out)
+    };
     match &p.wide {
         Form::Quant(m) => match m.as_ref() {
             QMatMul::QTensor(q) => x.contiguous()?.apply_op1(FrozenLinear(q.clone())),
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => {
-                x.broadcast_matmul(&w.to_dtype(x.dtype())?.t()?)
-            }
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => dense(w),
         },
-        dense => dense.forward(x),
+        Form::Dense(w) => dense(w),
     }
 }
 
@@ -242,20 +301,22 @@ impl Model {
         let p = self.layers[layer].projection(t);
         let mut y = frozen(p, x)?;
         if let Some((a, b)) = lora.pairs.get(&(layer, t)) {
+            // f32 master weights, used in the compute dtype (the cast's backward brings the
+            // gradients back to f32).
             let xd = drop.apply(x)?;
             let delta = xd
-                .broadcast_matmul(&a.as_tensor().t()?)?
-                .broadcast_matmul(&b.as_tensor().t()?)?;
+                .broadcast_matmul(&a.as_tensor().to_dtype(x.dtype())?.t()?)?
+                .broadcast_matmul(&b.as_tensor().to_dtype(x.dtype())?.t()?)?;
             y = (y + (delta * lora.config.scale())?)?;
         }
         match &p.bias {
-            Some(bias) => y.broadcast_add(bias),
+            Some(bias) => y.broadcast_add(&bias.to_dtype(y.dtype())?),
             None => Ok(y),
         }
     }
 
-    /// The mask and RoPE tables for sequences of `seq` tokens.
-    pub fn layer_inputs(&self, seq: usize) -> Result<LayerInputs, LlmError> {
+    /// The mask and RoPE tables for sequences of `seq` tokens computed in `dtype`.
+    pub fn layer_inputs(&self, seq: usize, dtype: DType) -> Result<LayerInputs, LlmError> {
         if seq > self.max_positions() {
             return Err(LlmError::Generation(format!(
                 "a training sequence of {seq} tokens is longer than the model's {}",
@@ -267,19 +328,20 @@ impl Model {
             .collect();
         Ok(LayerInputs {
             mask: Tensor::from_vec(mask, (seq, seq), self.device())?,
-            cos: self.cos.narrow(0, 0, seq)?,
-            sin: self.sin.narrow(0, 0, seq)?,
+            cos: self.cos.narrow(0, 0, seq)?.to_dtype(dtype)?,
+            sin: self.sin.narrow(0, 0, seq)?.to_dtype(dtype)?,
         })
     }
 
-    /// Token embeddings `[batch, seq, hidden]` of `ids` `[batch, seq]`.
-    pub fn embed_train(&self, ids: &Tensor) -> Result<Tensor, LlmError> {
+    /// Token embeddings `[batch, seq, hidden]` of `ids` `[batch, seq]`, in `dtype`: the dtype
+    /// the layers then compute in (bf16 on a GPU, f32 on CPU).
+    pub fn embed_train(&self, ids: &Tensor, dtype: DType) -> Result<Tensor, LlmError> {
         let (b, seq) = ids.dims2()?;
-        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            seq,
-            self.config.hidden,
-        ))?)
+        Ok(self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, seq, self.config.hidden))?
+            .to_dtype(dtype)?)
     }
 
     /// Layer `i` over `x` `[batch, seq, hidden]`, with the LoRA matrices on the graph.
@@ -298,7 +360,8 @@ impl Model {
         let eps = c.rms_eps as f32;
         let rep = c.n_head / c.n_kv_head;
         let (cos, sin) = (&inputs.cos, &inputs.sin);
-        let h = candle_nn::ops::rms_norm_slow(x, &layer.attn_norm, eps)?;
+        let norm = |w: &Tensor| w.to_dtype(x.dtype());
+        let h = candle_nn::ops::rms_norm_slow(x, &norm(&layer.attn_norm)?, eps)?;
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
             t.reshape((b, seq, n, c.head_dim))?
                 .transpose(1, 2)?
@@ -334,24 +397,26 @@ impl Model {
         };
         let (k, v) = (expand(k)?, expand(v)?);
         let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&inputs.mask)?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let att = (q.matmul(&k.t()?)? * scale)?
+            .to_dtype(DType::F32)?
+            .broadcast_add(&inputs.mask)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?.to_dtype(x.dtype())?;
         let y = att
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, seq, c.n_head * c.head_dim))?;
         let x = (x + self.project_train(i, Target::O, &y, lora, drop)?)?;
-        let h = candle_nn::ops::rms_norm_slow(&x, &layer.ffn_norm, eps)?;
+        let h = candle_nn::ops::rms_norm_slow(&x, &norm(&layer.ffn_norm)?, eps)?;
         let g = self.project_train(i, Target::Gate, &h, lora, drop)?;
         let g = (&g * candle_nn::ops::sigmoid(&g)?)?;
         let u = self.project_train(i, Target::Up, &h, lora, drop)?;
         Ok((&x + self.project_train(i, Target::Down, &(g * u)?, lora, drop)?)?)
     }
 
-    /// The output norm of the last layer's states.
+    /// The output norm of the last layer's states, in f32 (the loss is computed in f32).
     pub fn norm_train(&self, x: &Tensor) -> Result<Tensor, LlmError> {
         Ok(candle_nn::ops::rms_norm_slow(
-            x,
+            &x.to_dtype(DType::F32)?,
             &self.norm,
             self.config.rms_eps as f32,
         )?)
@@ -365,10 +430,11 @@ impl Model {
         ids: &Tensor,
         lora: &LoraParams,
         drop: &mut Dropout,
+        dtype: DType,
     ) -> Result<Tensor, LlmError> {
         let (_, seq) = ids.dims2()?;
-        let inputs = self.layer_inputs(seq)?;
-        let mut x = self.embed_train(ids)?;
+        let inputs = self.layer_inputs(seq, dtype)?;
+        let mut x = self.embed_train(ids, dtype)?;
         for i in 0..self.layers.len() {
             x = self.layer_train(i, &x, &inputs, lora, drop)?;
         }
@@ -379,5 +445,17 @@ impl Model {
     /// layer (differentiable with respect to the hidden states).
     pub fn logits_train(&self, hidden: &Tensor) -> Result<Tensor, LlmError> {
         Ok(frozen(&self.lm_head, hidden)?)
+    }
+
+    /// The output layer's weight `[vocab, hidden]` dequantized to f32, for the loss of one
+    /// batch to use in all its chunks (instead of dequantizing 136M values per chunk).
+    pub fn head_weight(&self) -> Result<Tensor, LlmError> {
+        Ok(match &self.lm_head.wide {
+            Form::Quant(m) => match m.as_ref() {
+                QMatMul::QTensor(q) => q.dequantize(self.device())?,
+                QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.to_dtype(DType::F32)?,
+            },
+            Form::Dense(w) => w.to_dtype(DType::F32)?,
+        })
     }
 }

@@ -109,6 +109,24 @@ pub enum Schedule {
     Constant,
 }
 
+/// The dtype training computes in. The LoRA master weights, the optimizer state, the loss and
+/// the attention normalisation stay f32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Compute {
+    F32,
+    Bf16,
+}
+
+impl Compute {
+    pub fn dtype(self) -> DType {
+        match self {
+            Compute::F32 => DType::F32,
+            Compute::Bf16 => DType::BF16,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Options {
     pub rank: usize,
@@ -128,6 +146,8 @@ pub struct Options {
     pub loss_chunk: usize,
     /// Keep only each layer's input going forward and run the layer again going back.
     pub recompute: bool,
+    /// Activations and products in bf16 (GPU) or f32.
+    pub compute: Compute,
 }
 
 impl Options {
@@ -254,6 +274,7 @@ pub fn batch_loss(
     chunk: usize,
     with_grads: bool,
     recompute: bool,
+    compute: DType,
 ) -> Result<BatchLoss, LlmError> {
     let dev = model.device().clone();
     let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
@@ -277,13 +298,13 @@ pub fn batch_loss(
     }
     let mut lap = Lap::new();
     let ids = Tensor::from_vec(ids, (b, len), &dev)?;
-    let inputs = model.layer_inputs(len)?;
+    let inputs = model.layer_inputs(len, compute)?;
     let vars = lora.vars();
     // Going forward: the whole graph, or (recomputing) each layer's input only.
     let mut saved: Vec<Tensor> = Vec::new();
     // Without gradients nothing is kept either: each layer's graph is let go at once.
     let (top, hidden) = if recompute || !with_grads {
-        let mut x = model.embed_train(&ids)?;
+        let mut x = model.embed_train(&ids, compute)?;
         for i in 0..model.n_layers() {
             let y = model.layer_train(i, &x, &inputs, lora, drop)?.detach();
             let x_in = std::mem::replace(&mut x, y);
@@ -295,7 +316,7 @@ pub fn batch_loss(
         let hidden = model.norm_train(top.as_tensor())?;
         (with_grads.then_some(top), hidden)
     } else {
-        (None, model.hidden_train(&ids, lora, drop)?)
+        (None, model.hidden_train(&ids, lora, drop, compute)?)
     };
     lap.done(&dev, &format!("forward [{b}x{len}]"));
     let h = hidden.dim(2)?;
@@ -305,12 +326,13 @@ pub fn batch_loss(
     // The loss of each chunk of rows, with its gradient with respect to the hidden states;
     // the chunk's logits are dropped before the next one.
     let detached = Var::from_tensor(&sel.detach())?;
+    let head = model.head_weight()?.t()?;
     let mut grad_h: Option<Tensor> = None;
     let mut total = 0f64;
     for start in (0..n).step_by(chunk.max(1)) {
         let m = chunk.min(n - start);
         let hs = detached.as_tensor().narrow(0, start, m)?;
-        let logits = model.logits_train(&hs)?;
+        let logits = hs.matmul(&head)?;
         let lse = logits.log_sum_exp(1)?;
         let picked = logits
             .gather(&targets.narrow(0, start, m)?, 1)?
@@ -378,12 +400,22 @@ pub fn eval_loss(
     examples: &[Example],
     batch: usize,
     chunk: usize,
+    compute: Compute,
 ) -> Result<f64, LlmError> {
     let mut drop = Dropout::off();
     let (mut sum, mut n) = (0f64, 0usize);
     for c in examples.chunks(batch.max(1)) {
         let refs: Vec<&Example> = c.iter().collect();
-        let r = batch_loss(model, lora, &refs, &mut drop, chunk, false, false)?;
+        let r = batch_loss(
+            model,
+            lora,
+            &refs,
+            &mut drop,
+            chunk,
+            false,
+            false,
+            compute.dtype(),
+        )?;
         sum += r.loss * r.targets as f64;
         n += r.targets;
     }
@@ -624,6 +656,7 @@ impl<'m> Trainer<'m> {
                 opts.loss_chunk,
                 true,
                 opts.recompute,
+                opts.compute.dtype(),
             )?;
             let grads = r.grads.expect("asked for gradients");
             for v in &vars {
@@ -685,6 +718,7 @@ impl<'m> Trainer<'m> {
             eval,
             self.opts.batch,
             self.opts.loss_chunk,
+            self.opts.compute,
         )
     }
 }
