@@ -63,8 +63,8 @@ fn a_ragged_batch_gives_each_sequence_its_own_logits() {
     let mut cache = BatchCache::broadcast(&prefix_cache, 3).unwrap();
     let first = model.forward_batch(&suffixes, &mut cache).unwrap();
     assert_eq!(first.dims(), &[3, alone[0][0].dim(0).unwrap()]);
-    for s in 0..3 {
-        let d = max_abs_diff(&first.get(s).unwrap(), &alone[s][0]);
+    for (s, logits) in alone.iter().enumerate() {
+        let d = max_abs_diff(&first.get(s).unwrap(), &logits[0]);
         assert!(d < 1e-4, "sequence {s}, suffix: logits differ by {d}");
     }
     assert_eq!(cache.seq_len(0), prefix.len() + 5);
@@ -72,8 +72,8 @@ fn a_ragged_batch_gives_each_sequence_its_own_logits() {
     let out = model
         .forward_batch(&[vec![50], vec![60], vec![70]], &mut cache)
         .unwrap();
-    for s in 0..3 {
-        let d = max_abs_diff(&out.get(s).unwrap(), &alone[s][1]);
+    for (s, logits) in alone.iter().enumerate() {
+        let d = max_abs_diff(&out.get(s).unwrap(), &logits[1]);
         assert!(d < 1e-4, "sequence {s}, step 1: logits differ by {d}");
     }
     // Sequence 1 finishes; 0 and 2 go on.

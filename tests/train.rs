@@ -34,6 +34,15 @@ fn native() -> WeightPlan {
     }
 }
 
+fn pass(chunk: usize, grads: bool, recompute: bool, dtype: DType) -> train::Pass {
+    train::Pass {
+        chunk,
+        grads,
+        recompute,
+        dtype,
+    }
+}
+
 fn options(steps: usize) -> Options {
     Options {
         rank: 4,
@@ -128,10 +137,7 @@ fn lora_gradients_match_finite_differences() {
             lora,
             &batch,
             &mut Dropout::off(),
-            3,
-            grads,
-            false,
-            F32,
+            pass(3, grads, false, F32),
         )
         .unwrap();
         (r.loss, r.grads)
@@ -462,10 +468,7 @@ fn recomputing_activations_gives_the_gradients_of_the_whole_graph() {
             &lora,
             &batch,
             &mut Dropout::new(0.3, 11),
-            4,
-            true,
-            recompute,
-            F32,
+            pass(4, true, recompute, F32),
         )
         .unwrap()
     };
@@ -505,10 +508,7 @@ fn recomputing_activations_gives_the_gradients_of_the_whole_graph() {
         &lora,
         &batch,
         &mut Dropout::new(0.3, 12),
-        4,
-        true,
-        true,
-        F32,
+        pass(4, true, true, F32),
     )
     .unwrap();
     assert_ne!(other.loss, whole.loss);
@@ -698,10 +698,7 @@ fn bf16_compute_follows_the_f32_loss_and_gradients() {
             &lora,
             &batch,
             &mut Dropout::off(),
-            4,
-            true,
-            true,
-            dtype,
+            pass(4, true, true, dtype),
         )
         .unwrap()
     };

@@ -262,6 +262,19 @@ pub struct BatchLoss {
     pub tokens: usize,
 }
 
+/// How [`batch_loss`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    /// Rows of the output layer computed at once.
+    pub chunk: usize,
+    /// Compute the gradients too.
+    pub grads: bool,
+    /// Recompute each layer in the backward pass (see [`batch_loss`]).
+    pub recompute: bool,
+    /// The compute dtype.
+    pub dtype: DType,
+}
+
 /// Mean answer-token loss of `batch` and, with `with_grads`, its gradients. With `recompute`
 /// only each layer's input is kept going forward, and each layer is run again in the backward
 /// pass (activation recomputation): memory for one layer's activations instead of all of them,
@@ -271,11 +284,14 @@ pub fn batch_loss(
     lora: &LoraParams,
     batch: &[&Example],
     drop: &mut Dropout,
-    chunk: usize,
-    with_grads: bool,
-    recompute: bool,
-    compute: DType,
+    pass: Pass,
 ) -> Result<BatchLoss, LlmError> {
+    let Pass {
+        chunk,
+        grads: with_grads,
+        recompute,
+        dtype: compute,
+    } = pass;
     let dev = model.device().clone();
     let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
     let b = batch.len();
@@ -406,16 +422,13 @@ pub fn eval_loss(
     let (mut sum, mut n) = (0f64, 0usize);
     for c in examples.chunks(batch.max(1)) {
         let refs: Vec<&Example> = c.iter().collect();
-        let r = batch_loss(
-            model,
-            lora,
-            &refs,
-            &mut drop,
+        let pass = Pass {
             chunk,
-            false,
-            false,
-            compute.dtype(),
-        )?;
+            grads: false,
+            recompute: false,
+            dtype: compute.dtype(),
+        };
+        let r = batch_loss(model, lora, &refs, &mut drop, pass)?;
         sum += r.loss * r.targets as f64;
         n += r.targets;
     }
@@ -648,16 +661,13 @@ impl<'m> Trainer<'m> {
             let idx = self.micro_batch(train, k);
             let batch: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
             let mut drop = Dropout::new(opts.dropout, mix_seed(opts.seed, k as u64));
-            let r = batch_loss(
-                self.model,
-                &self.lora,
-                &batch,
-                &mut drop,
-                opts.loss_chunk,
-                true,
-                opts.recompute,
-                opts.compute.dtype(),
-            )?;
+            let pass = Pass {
+                chunk: opts.loss_chunk,
+                grads: true,
+                recompute: opts.recompute,
+                dtype: opts.compute.dtype(),
+            };
+            let r = batch_loss(self.model, &self.lora, &batch, &mut drop, pass)?;
             let grads = r.grads.expect("asked for gradients");
             for v in &vars {
                 if let Some(g) = grads.get(v.as_tensor()) {
