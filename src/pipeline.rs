@@ -105,6 +105,35 @@ struct Posed {
     base: prompt::Prompt,
 }
 
+/// A question of [`Pipeline::ask_many`] still being answered.
+struct Open {
+    posed: Posed,
+    /// What the model is asked next: the question, or a repair.
+    prompt: prompt::Prompt,
+    attempts: Vec<Attempt>,
+    total: Generation,
+    generations: usize,
+}
+
+impl Open {
+    fn finish(self, result: Result<Answer, AskError>) -> Asked {
+        Asked {
+            result,
+            tables: self.posed.tables,
+            generations: self.generations,
+            new_tokens: self.total.new_tokens,
+        }
+    }
+}
+
+/// `e` again, for each question of a batch it failed (a cancellation stays one).
+fn same_error(e: &LlmError) -> LlmError {
+    match e {
+        LlmError::Cancelled => LlmError::Cancelled,
+        other => LlmError::Generation(other.to_string()),
+    }
+}
+
 /// Result of running SQL the user typed.
 #[derive(Debug, Clone)]
 pub struct SqlRun {
@@ -402,20 +431,17 @@ impl Pipeline {
     /// the error and asked again, up to `repairs` times (refusals are final); the last error is
     /// returned if every attempt fails.
     pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
-        let t0 = Instant::now();
-        self.last_generations = 0;
-        let posed = self.pose(question, cancel)?;
-        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
-        let first = engine.generate(&posed.base, &self.gen, cancel)?;
-        let asked = self.settle(posed, first, t0, cancel);
+        let asked = self.ask_many(&[question], cancel)?;
+        let asked = asked.into_iter().next().ok_or(AskError::NoModel)?;
         self.last_generations = asked.generations;
         asked.result
     }
 
-    /// Answers several questions as [`Pipeline::ask`] does each, with their first generations
-    /// run as one batch (see [`Engine::generate_batch`]); repairs, the few that need them, run
-    /// one by one. Errs as a whole only when there is no model or the batch generation itself
-    /// fails (cancellation included).
+    /// Answers several questions as [`Pipeline::ask`] does each, in rounds: the first answers
+    /// of all of them are generated as one batch (see [`Engine::generate_batch`]), checked and
+    /// run, then the repairs of those that failed are generated as the next batch, and so on.
+    /// Errs as a whole only when there is no model or the first generation fails (cancellation
+    /// included); a failure in a later round fails the questions of that round.
     pub fn ask_many(
         &mut self,
         questions: &[&str],
@@ -426,17 +452,54 @@ impl Pipeline {
         if self.engine.is_none() {
             return Err(AskError::NoModel);
         }
-        let posed = questions
-            .iter()
-            .map(|q| self.pose(q, cancel))
-            .collect::<Result<Vec<_>, _>>()?;
-        let prompts: Vec<prompt::Prompt> = posed.iter().map(|p| p.base.clone()).collect();
-        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
-        let firsts = engine.generate_batch(&prompts, &self.gen, cancel)?;
-        Ok(posed
+        let mut open: Vec<Open> = Vec::with_capacity(questions.len());
+        for q in questions {
+            let posed = self.pose(q, cancel)?;
+            open.push(Open {
+                prompt: posed.base.clone(),
+                posed,
+                attempts: Vec::new(),
+                total: Generation::default(),
+                generations: 0,
+            });
+        }
+        let mut done: Vec<Option<Asked>> = (0..open.len()).map(|_| None).collect();
+        // `active[k]` is the question `open[k]` answers.
+        let mut active: Vec<usize> = (0..open.len()).collect();
+        let mut first = true;
+        while !active.is_empty() {
+            let prompts: Vec<prompt::Prompt> = open.iter().map(|o| o.prompt.clone()).collect();
+            let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+            let generations = match engine.generate_batch(&prompts, &self.gen, cancel) {
+                Ok(g) => g,
+                Err(e) if first => return Err(AskError::Model(e)),
+                Err(e) => {
+                    for (o, i) in open.drain(..).zip(active.drain(..)) {
+                        done[i] = Some(o.finish(Err(AskError::Model(same_error(&e)))));
+                    }
+                    break;
+                }
+            };
+            first = false;
+            let mut next = Vec::new();
+            let mut next_active = Vec::new();
+            for ((mut o, i), generation) in open.drain(..).zip(active.drain(..)).zip(generations) {
+                o.generations += 1;
+                o.total.add(&generation);
+                match self.check(&mut o, &generation, t0, cancel) {
+                    Some(result) => done[i] = Some(o.finish(result)),
+                    None => {
+                        next.push(o);
+                        next_active.push(i);
+                    }
+                }
+            }
+            open = next;
+            active = next_active;
+        }
+        Ok(done
             .into_iter()
-            .zip(firsts)
-            .map(|(p, first)| self.settle(p, first, t0, cancel))
+            .map(|a| a.expect("every question is finished"))
             .collect())
     }
 
@@ -461,80 +524,63 @@ impl Pipeline {
         })
     }
 
-    /// Checks and runs the SQL of `first`, the answer to `posed`, and repairs it as
-    /// [`Pipeline::ask`] describes.
-    fn settle(&mut self, posed: Posed, first: Generation, t0: Instant, cancel: &Cancel) -> Asked {
-        let mut attempts = Vec::new();
-        let mut total = Generation::default();
-        let mut generation = first;
-        let mut generations = 1;
-        let result = loop {
-            total.add(&generation);
-            let result = match guard::extract_sql(&generation.text) {
-                Some(sql) => {
-                    let sql = self.qualified(sql, posed.namespace.as_deref());
-                    self.run_sql(&sql, cancel)
-                }
-                None => {
-                    let said = generation.text.lines().next().unwrap_or("").trim();
-                    Err(AskError::NoSql(if said.is_empty() {
-                        "nothing".into()
-                    } else {
-                        said.to_string()
-                    }))
-                }
-            };
-            let e = match result {
-                Ok(run) => {
-                    break Ok(Answer {
-                        question: posed.question.clone(),
-                        sql: run.sql,
-                        attempts,
-                        outcome: run.outcome,
-                        generation: total.clone(),
-                        query_secs: run.query_secs,
-                        total_secs: t0.elapsed().as_secs_f64(),
-                        tables: posed.tables.clone(),
-                    })
-                }
-                Err(e) if attempts.len() < self.repairs && e.repairable() => e,
-                Err(e) => break Err(e),
-            };
-            let sql = e.sql().unwrap_or_default().to_string();
-            // A model that repeats a failed query will not fix it by being asked again.
-            if attempts.iter().any(|a: &Attempt| a.sql == sql) {
-                break Err(e);
+    /// Checks and runs the SQL of `generation`, the latest answer of `o`. Returns the final
+    /// result, or `None` after setting `o.prompt` to a repair prompt when the failure is worth
+    /// showing the model (see [`Pipeline::ask`]).
+    fn check(
+        &mut self,
+        o: &mut Open,
+        generation: &Generation,
+        t0: Instant,
+        cancel: &Cancel,
+    ) -> Option<Result<Answer, AskError>> {
+        let result = match guard::extract_sql(&generation.text) {
+            Some(sql) => {
+                let sql = self.qualified(sql, o.posed.namespace.as_deref());
+                self.run_sql(&sql, cancel)
             }
-            let error = e.short();
-            let hint = self.columns_hint(&sql);
-            let shown = if hint.is_empty() {
-                error.clone()
-            } else {
-                format!("{error}\n{hint}")
-            };
-            let Some(engine) = self.engine.as_mut() else {
-                break Err(AskError::NoModel);
-            };
-            let prompt = prompt::build_repair_prompt(
-                engine.template(),
-                &posed.base,
-                &sql,
-                &shown,
-                self.db.dialect(),
-            );
-            attempts.push(Attempt { sql, error });
-            generation = match engine.generate(&prompt, &self.gen, cancel) {
-                Ok(g) => g,
-                Err(e) => break Err(AskError::Model(e)),
-            };
-            generations += 1;
+            None => {
+                let said = generation.text.lines().next().unwrap_or("").trim();
+                Err(AskError::NoSql(if said.is_empty() {
+                    "nothing".into()
+                } else {
+                    said.to_string()
+                }))
+            }
         };
-        Asked {
-            result,
-            tables: posed.tables,
-            generations,
-            new_tokens: total.new_tokens,
+        let e = match result {
+            Ok(run) => {
+                return Some(Ok(Answer {
+                    question: o.posed.question.clone(),
+                    sql: run.sql,
+                    attempts: std::mem::take(&mut o.attempts),
+                    outcome: run.outcome,
+                    generation: o.total.clone(),
+                    query_secs: run.query_secs,
+                    total_secs: t0.elapsed().as_secs_f64(),
+                    tables: o.posed.tables.clone(),
+                }))
+            }
+            Err(e) if o.attempts.len() < self.repairs && e.repairable() => e,
+            Err(e) => return Some(Err(e)),
+        };
+        let sql = e.sql().unwrap_or_default().to_string();
+        // A model that repeats a failed query will not fix it by being asked again.
+        if o.attempts.iter().any(|a| a.sql == sql) {
+            return Some(Err(e));
         }
+        let error = e.short();
+        let hint = self.columns_hint(&sql);
+        let shown = if hint.is_empty() {
+            error.clone()
+        } else {
+            format!("{error}\n{hint}")
+        };
+        let template = self.engine.as_ref()?.template();
+        o.prompt =
+            prompt::build_repair_prompt(template, &o.posed.base, &sql, &shown, self.dialect());
+        o.attempts.push(Attempt { sql, error });
+        None
     }
 
     /// Answers `question` with the adapter and with the base model (the adapter is put back

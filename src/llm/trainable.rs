@@ -261,6 +261,50 @@ impl Dropout {
     }
 }
 
+/// Where the training forward spends its time, when `SQLORA_TRAIN_TRACE=2`: each part of a
+/// layer is followed by a device synchronisation (which slows training; for profiling only)
+/// and its time is added to a per-part total that [`probe::take`] hands out.
+pub mod probe {
+    use std::sync::{LazyLock, Mutex};
+    use std::time::Instant;
+
+    use candle_core::Device;
+
+    static ON: LazyLock<bool> =
+        LazyLock::new(|| std::env::var_os("SQLORA_TRAIN_TRACE").is_some_and(|v| v == "2"));
+    static TOTALS: Mutex<Vec<(&'static str, f64, usize)>> = Mutex::new(Vec::new());
+
+    /// A clock for the parts of one layer (`None` when profiling is off).
+    pub fn start(dev: &Device) -> Option<Instant> {
+        ON.then(|| {
+            let _ = dev.synchronize();
+            Instant::now()
+        })
+    }
+
+    /// Charges the time since the last mark to `part`.
+    pub fn mark(dev: &Device, clock: &mut Option<Instant>, part: &'static str) {
+        if let Some(at) = clock {
+            let _ = dev.synchronize();
+            let secs = at.elapsed().as_secs_f64();
+            let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
+            match totals.iter_mut().find(|(p, _, _)| *p == part) {
+                Some(t) => {
+                    t.1 += secs;
+                    t.2 += 1;
+                }
+                None => totals.push((part, secs, 1)),
+            }
+            *at = Instant::now();
+        }
+    }
+
+    /// The totals so far (part, seconds, times), which are then reset.
+    pub fn take() -> Vec<(&'static str, f64, usize)> {
+        std::mem::take(&mut *TOTALS.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// What every layer of one training batch shares: the causal mask (f32: attention scores are
 /// normalised in f32) and the RoPE tables (in the compute dtype).
 pub struct LayerInputs {
@@ -360,8 +404,11 @@ impl Model {
         let eps = c.rms_eps as f32;
         let rep = c.n_head / c.n_kv_head;
         let (cos, sin) = (&inputs.cos, &inputs.sin);
+        let dev = x.device();
+        let mut clock = probe::start(dev);
         let norm = |w: &Tensor| w.to_dtype(x.dtype());
         let h = candle_nn::ops::rms_norm_slow(x, &norm(&layer.attn_norm)?, eps)?;
+        probe::mark(dev, &mut clock, "rms norms");
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
             t.reshape((b, seq, n, c.head_dim))?
                 .transpose(1, 2)?
@@ -376,6 +423,7 @@ impl Model {
             self.project_train(i, Target::V, &h, lora, drop)?,
             c.n_kv_head,
         )?;
+        probe::mark(dev, &mut clock, "q, k, v projections");
         let (q, k) = match c.arch {
             Arch::Qwen2 => (
                 candle_nn::rotary_emb::rope_slow(&q, cos, sin)?,
@@ -386,6 +434,7 @@ impl Model {
                 candle_nn::rotary_emb::rope_i_slow(&k, cos, sin)?,
             ),
         };
+        probe::mark(dev, &mut clock, "rope");
         // Grouped-query attention: each KV head serves `rep` query heads.
         let expand = |t: Tensor| -> candle_core::Result<Tensor> {
             if rep == 1 {
@@ -405,12 +454,19 @@ impl Model {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, seq, c.n_head * c.head_dim))?;
+        probe::mark(dev, &mut clock, "attention");
         let x = (x + self.project_train(i, Target::O, &y, lora, drop)?)?;
+        probe::mark(dev, &mut clock, "o projection");
         let h = candle_nn::ops::rms_norm_slow(&x, &norm(&layer.ffn_norm)?, eps)?;
+        probe::mark(dev, &mut clock, "rms norms");
         let g = self.project_train(i, Target::Gate, &h, lora, drop)?;
-        let g = (&g * candle_nn::ops::sigmoid(&g)?)?;
         let u = self.project_train(i, Target::Up, &h, lora, drop)?;
-        Ok((&x + self.project_train(i, Target::Down, &(g * u)?, lora, drop)?)?)
+        probe::mark(dev, &mut clock, "gate, up projections");
+        let gu = ((&g * candle_nn::ops::sigmoid(&g)?)? * u)?;
+        probe::mark(dev, &mut clock, "swiglu");
+        let out = (&x + self.project_train(i, Target::Down, &gu, lora, drop)?)?;
+        probe::mark(dev, &mut clock, "down projection");
+        Ok(out)
     }
 
     /// The output norm of the last layer's states, in f32 (the loss is computed in f32).

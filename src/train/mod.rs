@@ -203,7 +203,7 @@ struct Lap {
 impl Lap {
     fn new() -> Self {
         static ON: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-            std::env::var_os("SQLORA_TRAIN_TRACE").is_some_and(|v| v == "1")
+            std::env::var_os("SQLORA_TRAIN_TRACE").is_some_and(|v| v == "1" || v == "2")
         });
         Self {
             on: *ON,
@@ -218,6 +218,12 @@ impl Lap {
                 "sqlora: train trace: {what} {:.1} ms",
                 self.at.elapsed().as_secs_f64() * 1e3
             );
+            for (part, secs, n) in crate::llm::trainable::probe::take() {
+                eprintln!(
+                    "sqlora: train trace:   {part}: {:.1} ms over {n} layer runs",
+                    secs * 1e3
+                );
+            }
             self.at = Instant::now();
         }
     }
