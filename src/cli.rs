@@ -72,6 +72,14 @@ pub struct TrainArgs {
     /// With --auto: the new pairs needed to start a run.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub min_new: usize,
+    /// With --auto: also measure execution accuracy on this question set (`spider-dev`, from
+    /// --data-dir, or a JSONL set as `eval` takes) for the new adapter and the current default;
+    /// the new one is made the default only if it is not worse on either measure.
+    #[arg(long, value_name = "spider-dev|FILE", requires = "auto")]
+    pub eval_set: Option<String>,
+    /// Questions of --eval-set to run (from its start).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub eval_limit: usize,
     #[command(flatten)]
     pub model: ModelOpts,
     #[command(flatten)]

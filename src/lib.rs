@@ -1195,8 +1195,24 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
         let used =
             open_feedback(&args.feedback)?.mark_trained(db_filter.as_deref(), &read_at, &out)?;
         println!("sqlora: {used} feedback pairs marked as used by `{out}`");
+        let ex_set = match &args.eval_set {
+            Some(set) => Some(ExSlice::load(
+                set,
+                args.data_dir.as_deref(),
+                args.eval_limit,
+            )?),
+            None => None,
+        };
+        std::mem::drop(examples);
         adopt_if_not_worse(
-            &lib, &engine, &out, &trainer, &eval_set, &held_dbs, last_eval,
+            &lib,
+            &engine,
+            &out,
+            &trainer,
+            &eval_set,
+            &held_dbs,
+            last_eval,
+            ex_set.map(|s| (s, &args.model)),
         )?;
     }
     Ok(())
@@ -1205,6 +1221,7 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
 /// After a periodic run: for each database whose feedback was held out, makes the new adapter
 /// its default unless the current default (or the base model, when none is set) has a lower
 /// loss on the held-out pairs.
+#[allow(clippy::too_many_arguments)]
 fn adopt_if_not_worse(
     lib: &llm::library::Library,
     engine: &llm::Engine,
@@ -1213,6 +1230,7 @@ fn adopt_if_not_worse(
     eval_set: &[train::Example],
     dbs: &std::collections::BTreeSet<String>,
     new_loss: Option<f64>,
+    ex: Option<(ExSlice, &cli::ModelOpts)>,
 ) -> Result<()> {
     let Some(new_loss) = new_loss.filter(|_| !eval_set.is_empty()) else {
         println!(
@@ -1221,6 +1239,40 @@ fn adopt_if_not_worse(
         );
         return Ok(());
     };
+    // Execution accuracy on the slice, by adapter (None: the base model), measured once each
+    // with an inference engine.
+    let mut ex_of: std::collections::HashMap<Option<String>, (usize, usize)> = Default::default();
+    let mut infer = match &ex {
+        Some((_, model)) => Some(load_engine(model)?),
+        None => None,
+    };
+    let mut measure = |name: Option<&str>| -> Result<Option<(usize, usize)>> {
+        let (Some((slice, _)), Some(engine)) = (&ex, infer.take()) else {
+            return Ok(None);
+        };
+        if let Some(r) = ex_of.get(&name.map(str::to_string)) {
+            infer = Some(engine);
+            return Ok(Some(*r));
+        }
+        let (r, engine) = slice.run(engine, lib, name)?;
+        ex_of.insert(name.map(str::to_string), r);
+        infer = Some(engine);
+        Ok(Some(r))
+    };
+    let new_ex = measure(Some(out))?;
+    if let (Some((c, t)), Some((slice, _))) = (new_ex, &ex) {
+        println!(
+            "sqlora: `{out}` on {}: EX {:.1}% ({c}/{t})",
+            slice.label,
+            100.0 * c as f64 / t.max(1) as f64
+        );
+        let _ = lib.record_eval(
+            out,
+            &slice.label,
+            serde_json::json!({"at": clock::now_iso(), "questions": t, "correct": c,
+                "ex": 100.0 * c as f64 / t.max(1) as f64}),
+        );
+    }
     let base = llm::library::base_of(engine);
     let defaults = lib.defaults();
     let mut losses: std::collections::HashMap<Option<String>, f64> = Default::default();
@@ -1256,20 +1308,83 @@ fn adopt_if_not_worse(
         let was = current
             .as_deref()
             .map_or("the base model".to_string(), |n| format!("`{n}`"));
-        if new_loss <= loss {
+        let ex_pair = match (new_ex, measure(current.as_deref())?) {
+            (Some(n), Some(c)) => Some((n, c)),
+            _ => None,
+        };
+        let ex_note = ex_pair.map_or(String::new(), |((nc, nt), (cc, ct))| {
+            format!("; EX {nc}/{nt} against {cc}/{ct}")
+        });
+        let ex_ok = ex_pair.is_none_or(|((nc, nt), (cc, ct))| nc * ct >= cc * nt);
+        if new_loss <= loss && ex_ok {
             lib.set_default(db, Some(out))?;
             println!(
                 "sqlora: `{out}` is now the default for {db}: held-out loss {new_loss:.4}, \
-                 {was} {loss:.4}"
+                 {was} {loss:.4}{ex_note}"
+            );
+        } else if !ex_ok {
+            println!(
+                "sqlora: {was} stays the default for {db}: `{out}` answers fewer questions \
+                 correctly{ex_note} (held-out loss {new_loss:.4} against {loss:.4}; `{out}` is \
+                 kept in the library)"
             );
         } else {
             println!(
                 "sqlora: {was} stays the default for {db}: its held-out loss {loss:.4} is lower \
-                 than `{out}`'s {new_loss:.4} (`{out}` is kept in the library)"
+                 than `{out}`'s {new_loss:.4}{ex_note} (`{out}` is kept in the library)"
             );
         }
     }
     Ok(())
+}
+
+/// A question set for `train --auto --eval-set`: execution accuracy of an adapter on it.
+struct ExSlice {
+    label: String,
+    items: Vec<eval::Item>,
+}
+
+impl ExSlice {
+    fn load(set: &str, data_dir: Option<&std::path::Path>, limit: usize) -> Result<Self> {
+        let mut items = if set == "spider-dev" {
+            let dir = data_dir.map_or_else(eval::default_data_dir, |d| d.to_path_buf());
+            eval::load_spider_dev(&dir)?
+        } else {
+            eval::load_jsonl(std::path::Path::new(set))?
+        };
+        items.truncate(limit.max(1));
+        Ok(Self {
+            label: format!("{set}[0..{}]", items.len()),
+            items,
+        })
+    }
+
+    /// Runs the slice with adapter `name` (None: none) applied to `engine`, and hands the
+    /// engine back (adapter removed) with (correct, judged).
+    fn run(
+        &self,
+        mut engine: llm::Engine,
+        lib: &llm::library::Library,
+        name: Option<&str>,
+    ) -> Result<((usize, usize), llm::Engine)> {
+        let adapter = match name {
+            Some(n) => Some(lib.load_for(n, &llm::library::base_of(&engine))?),
+            None => None,
+        };
+        engine.set_adapter(adapter)?;
+        let batch = if engine.model().device().is_cuda() {
+            32
+        } else {
+            8
+        };
+        let mut evaluator = eval::Evaluator::new(engine, db::Limits::default(), 2);
+        let cancel = cancel::Cancel::new();
+        let (records, _) = eval::run_all(&mut evaluator, &self.items, batch, &cancel, |_, _| {})?;
+        let mut engine = evaluator.into_engine().context("the model was lost")?;
+        engine.set_adapter(None)?;
+        let s = eval::report::Summary::of(&records);
+        Ok(((s.overall.correct, s.overall.total), engine))
+    }
 }
 
 /// Spider's training questions with the context sqlora itself renders for each database (the

@@ -623,6 +623,18 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
         "SELECT name FROM customers WHERE country = 'Spain'",
     );
     record("Name every customer.", "SELECT name FROM customers");
+    // Execution accuracy on a question set of one's own is part of the decision too.
+    let set = dir.path().join("check.jsonl");
+    std::fs::write(
+        &set,
+        [
+            r#"{"question": "How many customers are there?", "db": "shop.sqlite", "query": "SELECT count(*) FROM customers"}"#,
+            r#"{"question": "Which customers live in Chile?", "db": "shop.sqlite", "query": "SELECT name FROM customers WHERE country = 'Chile'"}"#,
+            r#"{"question": "List every country.", "db": "shop.sqlite", "query": "SELECT DISTINCT country FROM customers"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
     let mut args = auto.to_vec();
     args.extend([
         "--out",
@@ -635,8 +647,20 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
         "0.5",
         "--lr",
         "1e-4",
+        "--eval-set",
+        set.to_str().unwrap(),
+        "--eval-limit",
+        "3",
     ]);
     let trained = run(&args);
+    let ex_line = trained
+        .lines()
+        .find(|l| l.starts_with("sqlora: `fb1` on ") && l.contains("EX "))
+        .unwrap_or_else(|| panic!("{trained}"));
+    assert!(
+        ex_line.contains("check.jsonl[0..3]") && ex_line.contains("/3)"),
+        "{ex_line}"
+    );
     assert!(
         trained.contains("4 feedback pairs marked as used by `fb1`"),
         "{trained}"
@@ -657,13 +681,28 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
         .filter(|w| w.contains('.') && w.len() > 2)
         .filter_map(|w| w.parse().ok())
         .collect();
+    eprintln!("{ex_line}\n{line}");
     assert_eq!(nums.len(), 2, "{line}");
+    // "EX a/3 against b/3": the new adapter's and the base model's.
+    let ex: Vec<usize> = line
+        .split("EX ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{line}"))
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .take(4)
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert_eq!((ex.len(), ex[1], ex[3]), (4, 3, 3), "{line}");
     let defaults =
         std::fs::read_to_string(dir.path().join("adapters/defaults.json")).unwrap_or_default();
     if line.contains("is now the default") {
-        // "held-out loss NEW, the base model OLD"
-        assert!(nums[0] <= nums[1], "{line}");
+        // "held-out loss NEW, the base model OLD; EX NEW/3 against OLD/3"
+        assert!(nums[0] <= nums[1] && ex[0] >= ex[2], "{line}");
         assert!(defaults.contains("\"fb1\""), "{defaults}");
+    } else if line.contains("answers fewer questions correctly") {
+        assert!(ex[0] < ex[2], "{line}");
+        assert!(!defaults.contains("fb1"), "{defaults}");
     } else {
         // "its held-out loss OLD is lower than NEW's"
         assert!(line.contains("stays the default"), "{line}");
