@@ -19,19 +19,6 @@ fn f32_plan() -> WeightPlan {
     }
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 #[test]
 fn a_ragged_batch_gives_each_sequence_its_own_logits() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +51,7 @@ fn a_ragged_batch_gives_each_sequence_its_own_logits() {
     let first = model.forward_batch(&suffixes, &mut cache).unwrap();
     assert_eq!(first.dims(), &[3, alone[0][0].dim(0).unwrap()]);
     for (s, logits) in alone.iter().enumerate() {
-        let d = max_abs_diff(&first.get(s).unwrap(), &logits[0]);
+        let d = common::max_abs_diff(&first.get(s).unwrap(), &logits[0]);
         assert!(d < 1e-4, "sequence {s}, suffix: logits differ by {d}");
     }
     assert_eq!(cache.seq_len(0), prefix.len() + 5);
@@ -73,7 +60,7 @@ fn a_ragged_batch_gives_each_sequence_its_own_logits() {
         .forward_batch(&[vec![50], vec![60], vec![70]], &mut cache)
         .unwrap();
     for (s, logits) in alone.iter().enumerate() {
-        let d = max_abs_diff(&out.get(s).unwrap(), &logits[1]);
+        let d = common::max_abs_diff(&out.get(s).unwrap(), &logits[1]);
         assert!(d < 1e-4, "sequence {s}, step 1: logits differ by {d}");
     }
     // Sequence 1 finishes; 0 and 2 go on.
@@ -83,7 +70,7 @@ fn a_ragged_batch_gives_each_sequence_its_own_logits() {
         let feed = vec![vec![decoded[0][k]], vec![decoded[2][k]]];
         let out = model.forward_batch(&feed, &mut cache).unwrap();
         for (row, s) in [0usize, 2].into_iter().enumerate() {
-            let d = max_abs_diff(&out.get(row).unwrap(), &alone[s][k + 1]);
+            let d = common::max_abs_diff(&out.get(row).unwrap(), &alone[s][k + 1]);
             assert!(
                 d < 1e-4,
                 "sequence {s}, step {}: logits differ by {d}",
@@ -101,8 +88,8 @@ fn a_ragged_batch_gives_each_sequence_its_own_logits() {
         .forward(&[1, 2, 3, 4], &mut KvCache::default())
         .unwrap();
     let b = model.forward(&[9], &mut KvCache::default()).unwrap();
-    assert!(max_abs_diff(&out.get(0).unwrap(), &a) < 1e-4);
-    assert!(max_abs_diff(&out.get(1).unwrap(), &b) < 1e-4);
+    assert!(common::max_abs_diff(&out.get(0).unwrap(), &a) < 1e-4);
+    assert!(common::max_abs_diff(&out.get(1).unwrap(), &b) < 1e-4);
 
     // A batch the cache was not made for, or an empty input, is refused.
     let err = model

@@ -98,11 +98,11 @@ fn frozen_quantized_linear_backward_matches_the_dense_reference() {
         .backward()
         .unwrap();
     let dx_ref = g_ref.get(x.as_tensor()).unwrap().flatten_all().unwrap();
-    let err = max_abs_diff(&dx, &dx_ref);
+    let err = common::max_abs_diff(&dx, &dx_ref);
     eprintln!("max |dx - dx_dense| = {err:.2e}");
     assert!(err < 1e-4, "{err}");
     // The forward is the same dense product, from the weight dequantized inside the op.
-    let fwd = max_abs_diff(&y, &y_ref);
+    let fwd = common::max_abs_diff(&y, &y_ref);
     assert!(fwd < 1e-5, "{fwd}");
     // In bf16 (the GPU's compute dtype) the op computes in bf16, close to the f32 reference.
     let xb = x.as_tensor().to_dtype(DType::BF16).unwrap();
@@ -112,7 +112,7 @@ fn frozen_quantized_linear_backward_matches_the_dense_reference() {
         )))
         .unwrap();
     assert_eq!(yb.dtype(), DType::BF16);
-    let fwd = max_abs_diff(&yb.to_dtype(F32).unwrap(), &y_ref);
+    let fwd = common::max_abs_diff(&yb.to_dtype(F32).unwrap(), &y_ref);
     assert!(fwd < 0.05, "{fwd}");
 }
 
@@ -295,20 +295,6 @@ fn training_memorises_a_small_set_and_the_saved_adapter_reproduces_it() {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     eprintln!("training vs inference logits: max |difference| {d:.2e}");
     assert!(d < 1e-4, "{d}");
-}
-
-/// The largest absolute difference between two tensors of one shape.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 /// Answer tokens the model ranks first, after the prompt and the answer so far.
@@ -545,7 +531,7 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
     for (k, (a, b)) in &whole.lora.pairs {
         let (a2, b2) = &second.lora.pairs[k];
         for (x, y) in [(a, a2), (b, b2)] {
-            let d = max_abs_diff(x.as_tensor(), y.as_tensor());
+            let d = common::max_abs_diff(x.as_tensor(), y.as_tensor());
             assert_eq!(d, 0.0, "{k:?}");
         }
     }

@@ -163,9 +163,8 @@ pub struct Flip {
     pub after_sql: Option<String>,
 }
 
-/// Questions (matched by set position and text) that are correct in one report and not in the
-/// other, in set order.
-pub fn flips(a: &Report, b: &Report) -> Vec<Flip> {
+/// The questions both reports hold (matched by set position and text), in `a`'s order.
+fn matched<'a>(a: &'a Report, b: &'a Report) -> Vec<(&'a Record, &'a Record)> {
     let by_key: BTreeMap<(usize, &str), &Record> = b
         .records
         .iter()
@@ -173,52 +172,37 @@ pub fn flips(a: &Report, b: &Report) -> Vec<Flip> {
         .collect();
     a.records
         .iter()
-        .filter_map(|ra| {
-            let rb = by_key.get(&(ra.index, ra.question.as_str()))?;
-            let (ca, cb) = (
-                ra.verdict == Verdict::Correct,
-                rb.verdict == Verdict::Correct,
-            );
-            (ca != cb).then(|| Flip {
-                index: ra.index,
-                question: ra.question.clone(),
-                before: ra.verdict,
-                after: rb.verdict,
-                before_sql: ra.predicted.clone(),
-                after_sql: rb.predicted.clone(),
-            })
+        .filter_map(|ra| Some((ra, *by_key.get(&(ra.index, ra.question.as_str()))?)))
+        .collect()
+}
+
+/// Questions that are correct in one report and not in the other, in set order.
+pub fn flips(a: &Report, b: &Report) -> Vec<Flip> {
+    matched(a, b)
+        .into_iter()
+        .filter(|(ra, rb)| (ra.verdict == Verdict::Correct) != (rb.verdict == Verdict::Correct))
+        .map(|(ra, rb)| Flip {
+            index: ra.index,
+            question: ra.question.clone(),
+            before: ra.verdict,
+            after: rb.verdict,
+            before_sql: ra.predicted.clone(),
+            after_sql: rb.predicted.clone(),
         })
         .collect()
 }
 
 /// How many questions the two reports share.
 pub fn shared(a: &Report, b: &Report) -> usize {
-    let keys: std::collections::BTreeSet<(usize, &str)> = b
-        .records
-        .iter()
-        .map(|r| (r.index, r.question.as_str()))
-        .collect();
-    a.records
-        .iter()
-        .filter(|r| keys.contains(&(r.index, r.question.as_str())))
-        .count()
+    matched(a, b).len()
 }
 
 /// How many questions of both reports got the very same predicted SQL (to check that two
 /// devices, batch sizes or builds answer alike).
 pub fn same_sql(a: &Report, b: &Report) -> usize {
-    let by_key: BTreeMap<(usize, &str), &Record> = b
-        .records
-        .iter()
-        .map(|r| ((r.index, r.question.as_str()), r))
-        .collect();
-    a.records
-        .iter()
-        .filter(|ra| {
-            by_key
-                .get(&(ra.index, ra.question.as_str()))
-                .is_some_and(|rb| ra.predicted.is_some() && rb.predicted == ra.predicted)
-        })
+    matched(a, b)
+        .into_iter()
+        .filter(|(ra, rb)| ra.predicted.is_some() && rb.predicted == ra.predicted)
         .count()
 }
 
