@@ -829,6 +829,15 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
     // A periodic run starts only once enough new judged answers exist, and remembers when it
     // read them (answers judged later wait for the next run).
     let mut auto_read_at = None;
+    // The question set for the adoption decision is read now: a bad path fails before training.
+    let ex_set = match &args.eval_set {
+        Some(set) => Some(ExSlice::load(
+            set,
+            args.data_dir.as_deref(),
+            args.eval_limit,
+        )?),
+        None => None,
+    };
     if args.auto {
         let mut store = open_feedback(&args.feedback)?;
         let fresh = store.fresh_pairs(db_filter.as_deref())?;
@@ -1195,15 +1204,6 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
         let used =
             open_feedback(&args.feedback)?.mark_trained(db_filter.as_deref(), &read_at, &out)?;
         println!("sqlora: {used} feedback pairs marked as used by `{out}`");
-        let ex_set = match &args.eval_set {
-            Some(set) => Some(ExSlice::load(
-                set,
-                args.data_dir.as_deref(),
-                args.eval_limit,
-            )?),
-            None => None,
-        };
-        std::mem::drop(examples);
         adopt_if_not_worse(
             &lib,
             &engine,

@@ -602,6 +602,19 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
         "{waiting}"
     );
     assert!(waiting.contains("waits for 3"), "{waiting}");
+    // A question set that cannot be read is an error before anything else happens.
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_sqlora"))
+        .env("SQLORA_DATA_DIR", dir.path())
+        .args(auto)
+        .args(["--eval-set", "/nonexistent/check.jsonl"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(
+        err.contains("cannot read /nonexistent/check.jsonl") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     assert!(!dir.path().join("adapters").join("fb1").exists());
 
     record(
