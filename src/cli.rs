@@ -39,7 +39,7 @@ pub enum Command {
     #[command(subcommand)]
     Adapters(AdaptersCommand),
     /// Train a LoRA adapter (QLoRA: the base stays quantized) on question/SQL pairs.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

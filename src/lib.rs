@@ -47,7 +47,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Model(ModelCommand::List)) => model_list(),
         Some(Command::Adapters(cmd)) => adapters_command(cmd),
-        Some(Command::Train(args)) => train_command(args),
+        Some(Command::Train(args)) => train_command(*args),
     }
 }
 

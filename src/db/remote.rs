@@ -162,7 +162,7 @@ pub fn first_keyword(sql: &str) -> &str {
 
 /// Hex text to bytes (`00ff` → `[0, 255]`).
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

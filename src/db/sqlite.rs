@@ -10,6 +10,10 @@ use super::{Database, DbError, Dialect, Limits, Outcome, Value};
 use crate::cancel::Cancel;
 use crate::schema::{Column, ForeignKey, Schema, Table, TableKind};
 
+/// One row of `pragma_foreign_key_list`: constraint id, referenced table, column, referenced
+/// column (absent: the referenced primary key).
+type ForeignKeyRow = (i64, String, String, Option<String>);
+
 /// Distinct example values shown per text column.
 const SAMPLES: usize = 3;
 /// A text column with at most this many distinct values has them all shown.
@@ -84,10 +88,7 @@ impl SqliteDb {
         Ok((cols, pk.into_iter().map(|(_, n)| n).collect()))
     }
 
-    fn foreign_keys(
-        &self,
-        table: &str,
-    ) -> rusqlite::Result<Vec<(i64, String, String, Option<String>)>> {
+    fn foreign_keys(&self, table: &str) -> rusqlite::Result<Vec<ForeignKeyRow>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
         )?;

@@ -15,6 +15,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr};
 
+/// Answers of one database with one verdict: (database, verdict, count).
+pub type VerdictCount = (String, String, i64);
+
 #[derive(Debug, thiserror::Error)]
 pub enum FeedbackError {
     #[error("cannot open the feedback store {target}: {reason}")]
@@ -534,7 +537,7 @@ impl Store {
     }
 
     /// Counts per database and verdict, and the training pairs not yet used in a run.
-    pub fn stats(&mut self) -> Result<(Vec<(String, String, i64)>, i64), FeedbackError> {
+    pub fn stats(&mut self) -> Result<(Vec<VerdictCount>, i64), FeedbackError> {
         let rows = self
             .rt
             .block_on(

@@ -61,7 +61,11 @@ impl ModelConfig {
         let hidden = get("embedding_length")? as usize;
         let n_head = get("attention.head_count")? as usize;
         let n_kv_head = get("attention.head_count_kv").unwrap_or(n_head as u32) as usize;
-        if n_head == 0 || hidden % n_head != 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+        if n_head == 0
+            || !hidden.is_multiple_of(n_head)
+            || n_kv_head == 0
+            || !n_head.is_multiple_of(n_kv_head)
+        {
             return Err(LlmError::Corrupt(format!(
                 "inconsistent head counts: hidden {hidden}, heads {n_head}, kv heads {n_kv_head}"
             )));
