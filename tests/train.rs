@@ -43,6 +43,24 @@ fn pass(chunk: usize, grads: bool, recompute: bool, dtype: DType) -> train::Pass
     }
 }
 
+/// LoRA matrices on every projection, `A` and `B` both drawn from `seed` (PEFT starts `B` at
+/// zero; non-zero, gradients reach both). Seeded, so that a test sees the same values each run.
+fn lora_with_b(model: &Model, rank: usize, alpha: f64, seed: u64) -> LoraParams {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let cfg = AdapterConfig::new(rank, alpha, &Target::ALL);
+    let lora = LoraParams::init(model, cfg, &Target::ALL, &mut rng).unwrap();
+    for (_, b) in lora.pairs.values() {
+        let (o, r) = b.as_tensor().dims2().unwrap();
+        // Uniform with a standard deviation of 0.1.
+        let w: Vec<f32> = (0..o * r)
+            .map(|_| rng.random_range(-0.173..0.173))
+            .collect();
+        b.set(&Tensor::from_vec(w, (o, r), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    lora
+}
+
 fn options(steps: usize) -> Options {
     Options {
         rank: 4,
@@ -120,15 +138,7 @@ fn frozen_quantized_linear_backward_matches_the_dense_reference() {
 fn lora_gradients_match_finite_differences() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::tiny::model(dir.path(), GgmlDType::F32, &dense());
-    let mut rng = StdRng::seed_from_u64(1);
-    let cfg = AdapterConfig::new(2, 4.0, &Target::ALL);
-    let lora = LoraParams::init(&model, cfg, &Target::ALL, &mut rng).unwrap();
-    // Non-zero B, so gradients reach A as well.
-    for (_, b) in lora.pairs.values() {
-        let (o, r) = b.as_tensor().dims2().unwrap();
-        b.set(&(Tensor::randn(0f32, 1.0, (o, r), &Device::Cpu).unwrap() * 0.1).unwrap())
-            .unwrap();
-    }
+    let lora = lora_with_b(&model, 2, 4.0, 1);
     let data = examples(2, 3);
     let batch: Vec<&Example> = data.iter().collect();
     let loss_of = |lora: &LoraParams, grads: bool| {
@@ -432,19 +442,7 @@ fn train_command_adds_an_adapter_that_ask_can_use() {
 fn recomputing_activations_gives_the_gradients_of_the_whole_graph() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::tiny::model(dir.path(), GgmlDType::Q8_0, &native());
-    let mut rng = StdRng::seed_from_u64(3);
-    let lora = LoraParams::init(
-        &model,
-        AdapterConfig::new(4, 8.0, &Target::ALL),
-        &Target::ALL,
-        &mut rng,
-    )
-    .unwrap();
-    for (_, b) in lora.pairs.values() {
-        let (o, r) = b.as_tensor().dims2().unwrap();
-        b.set(&(Tensor::randn(0f32, 1.0, (o, r), &Device::Cpu).unwrap() * 0.1).unwrap())
-            .unwrap();
-    }
+    let lora = lora_with_b(&model, 4, 8.0, 3);
     let data = examples(3, 5);
     let batch: Vec<&Example> = data.iter().collect();
     // Dropout on: the recomputed layers must draw the masks they drew going forward.
@@ -720,14 +718,7 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
 fn bf16_compute_follows_the_f32_loss_and_gradients() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::tiny::model(dir.path(), GgmlDType::Q8_0, &native());
-    let mut rng = StdRng::seed_from_u64(4);
-    let cfg = AdapterConfig::new(4, 8.0, &Target::ALL);
-    let lora = LoraParams::init(&model, cfg, &Target::ALL, &mut rng).unwrap();
-    for (_, b) in lora.pairs.values() {
-        let (o, r) = b.as_tensor().dims2().unwrap();
-        b.set(&(Tensor::randn(0f32, 1.0, (o, r), &Device::Cpu).unwrap() * 0.1).unwrap())
-            .unwrap();
-    }
+    let lora = lora_with_b(&model, 4, 8.0, 4);
     let data = examples(4, 9);
     let batch: Vec<&Example> = data.iter().collect();
     let run = |dtype| {
