@@ -151,8 +151,6 @@ pub struct Pipeline {
     pub gen: GenOptions,
     /// How many times a failed answer is sent back to the model with its error.
     pub repairs: usize,
-    /// Generations the last `ask` took (1 + repairs tried), whether it succeeded or not.
-    pub last_generations: usize,
     /// Token budget of the schema context; larger schemas get a per-question table selection.
     pub context_tokens: usize,
     /// Built on first need, for schemas over the budget.
@@ -193,7 +191,6 @@ impl Pipeline {
             limits: Limits::default(),
             gen,
             repairs: 2,
-            last_generations: 0,
             context_tokens: DEFAULT_CONTEXT_TOKENS,
             selector: None,
             last_selection: None,
@@ -384,7 +381,6 @@ impl Pipeline {
 
     /// Hands the model back (to reuse it on another database).
     pub fn take_engine(&mut self) -> Option<Engine> {
-        self.last_generations = 0;
         self.engine.take()
     }
 
@@ -432,9 +428,7 @@ impl Pipeline {
     /// returned if every attempt fails.
     pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
         let asked = self.ask_many(&[question], cancel)?;
-        let asked = asked.into_iter().next().ok_or(AskError::NoModel)?;
-        self.last_generations = asked.generations;
-        asked.result
+        asked.into_iter().next().ok_or(AskError::NoModel)?.result
     }
 
     /// Answers several questions as [`Pipeline::ask`] does each, in rounds: the first answers
@@ -448,7 +442,6 @@ impl Pipeline {
         cancel: &Cancel,
     ) -> Result<Vec<Asked>, AskError> {
         let t0 = Instant::now();
-        self.last_generations = 0;
         if self.engine.is_none() {
             return Err(AskError::NoModel);
         }

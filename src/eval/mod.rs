@@ -235,8 +235,9 @@ pub struct Record {
     pub tables: Vec<String>,
 }
 
-/// Runs questions one after another, reusing the model and each database's connections (and
-/// its cached schema prompt) while consecutive questions share a database.
+/// Runs questions in order, in batches of one database (see [`Evaluator::run_batch`]), reusing
+/// the model and each database's connections (and its cached schema prompt) while consecutive
+/// questions share a database.
 pub struct Evaluator {
     engine: Option<Engine>,
     open: Option<Open>,
@@ -313,12 +314,6 @@ impl Evaluator {
             pipeline,
             gold,
         }))
-    }
-
-    /// Answers one question and judges it. Errs only when the model fails or on cancel.
-    pub fn run(&mut self, item: &Item, cancel: &Cancel) -> Result<Record, EvalError> {
-        let mut records = self.run_batch(std::slice::from_ref(item), cancel)?;
-        Ok(records.remove(0))
     }
 
     /// Answers `items`, which share one database (and gold database), with their first
