@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         &[],
     );
     let ids = p.engine().unwrap().tokenizer().encode(&prompt.text())?;
-    let e = p.engine().unwrap();
+    let e = p.engine_mut().unwrap();
     e.prefill_only(&ids[..16])?; // warm-up
     e.prefill_only(&ids[..555.min(ids.len())])?;
     for n in [555.min(ids.len()), ids.len()] {
@@ -83,12 +83,35 @@ fn main() -> anyhow::Result<()> {
     }
 
     let n = 64;
+    e.decode_n(&ids[..32], 8)?; // warm-up (captures the CUDA graph)
     let s = e.decode_n(&ids[..32], n)?;
     println!(
-        "decode: {n} tokens in {:.2} s = {:.1} tok/s",
+        "decode ({}): {n} tokens in {:.2} s = {:.1} tok/s",
+        e.decode_path(),
         s,
         n as f64 / s
     );
+    let long = e.decode_n(&ids[..ids.len().min(555)], 256)?;
+    println!(
+        "decode after a {}-token prompt: 256 tokens in {long:.2} s = {:.1} tok/s",
+        ids.len().min(555),
+        256.0 / long
+    );
+    if let Some((worst, same)) = e.check_fast_decode(&ids[..ids.len().min(555)], 32)? {
+        println!(
+            "fused decode vs candle's kernels over 32 steps: same token {same}/32, max |logit \
+             difference| {worst:.4}"
+        );
+        e.set_fast_decode(false);
+        let s = e.decode_n(&ids[..32], n)?;
+        println!(
+            "decode ({}): {n} tokens in {:.2} s = {:.1} tok/s",
+            e.decode_path(),
+            s,
+            n as f64 / s
+        );
+        e.set_fast_decode(true);
+    }
 
     // Batched decode (what `eval --batch` runs): steps of one token for every sequence.
     for b in [8, 32] {
@@ -111,7 +134,7 @@ fn main() -> anyhow::Result<()> {
             };
             let t = Instant::now();
             let run = || -> anyhow::Result<(f64, f64)> {
-                let e = Engine::load(
+                let mut e = Engine::load(
                     &path,
                     &LoadOptions {
                         plan,
@@ -204,7 +227,7 @@ fn bench_adapter(
     use candle_core::{Device, Tensor};
     use sqlora::llm::lora::{Adapter, AdapterConfig, LoraPair, Target};
     let mut e = Engine::load(path, load_opts)?;
-    let speed = |e: &Engine, label: &str| -> anyhow::Result<()> {
+    let speed = |e: &mut Engine, label: &str| -> anyhow::Result<()> {
         let t = Instant::now();
         e.prefill_only(&ids[..256])?;
         let pre = 256.0 / t.elapsed().as_secs_f64();
@@ -216,7 +239,7 @@ fn bench_adapter(
         Ok(())
     };
     println!("adapter r={r} on all 7 projections of every layer (a second engine):");
-    speed(&e, "base")?;
+    speed(&mut e, "base")?;
     let mut weights = std::collections::BTreeMap::new();
     for layer in 0..e.model().n_layers() {
         for t in Target::ALL {
@@ -232,10 +255,10 @@ fn bench_adapter(
         sha256: "bench".into(),
         label: "bench".into(),
     }))?;
-    speed(&e, "with adapter")?;
+    speed(&mut e, "with adapter")?;
     let t = Instant::now();
     e.merge_adapter()?;
     println!("  merged in {:.2} s", t.elapsed().as_secs_f64());
-    speed(&e, "merged")?;
+    speed(&mut e, "merged")?;
     Ok(())
 }

@@ -207,7 +207,8 @@ pub struct EvalArgs {
     #[arg(long, requires = "set")]
     pub compare_base: bool,
     /// Questions on one database answered together, their first generations in one batch
-    /// (default: 32 on a GPU, 8 on CPU; 1 answers them one at a time).
+    /// (default: 1 on a GPU with the fused decoder, 32 on one without, 8 on CPU; 1 answers them
+    /// one at a time).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub batch: Option<u16>,
     /// List the questions whose correctness differs between two --out reports.

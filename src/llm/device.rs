@@ -43,6 +43,29 @@ impl std::str::FromStr for DeviceChoice {
 /// Whether this build can run on CUDA at all.
 pub const CUDA_BUILD: bool = cfg!(feature = "cuda");
 
+/// Why the CUDA libraries cannot be loaded (driver, runtime, cuBLAS, cuRAND, NVRTC), or `None`.
+/// CUDA builds open them at run time through the shim `build.rs` generates, so that a CUDA
+/// build starts, and says this, on a machine without them.
+#[cfg(sqlora_cuda_shim)]
+fn cuda_libraries_missing() -> Option<String> {
+    extern "C" {
+        fn sqlora_cuda_missing() -> *const std::ffi::c_char;
+    }
+    // SAFETY: returns NULL or a NUL-terminated string that lives as long as the process.
+    let p = unsafe { sqlora_cuda_missing() };
+    (!p.is_null()).then(|| {
+        // SAFETY: non-null, NUL-terminated (see above).
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+#[cfg(not(sqlora_cuda_shim))]
+fn cuda_libraries_missing() -> Option<String> {
+    None
+}
+
 /// The device for `choice`, and a line saying which one was chosen and why.
 pub fn select(choice: DeviceChoice) -> Result<(Device, String), LlmError> {
     match choice {
@@ -55,12 +78,24 @@ pub fn select(choice: DeviceChoice) -> Result<(Device, String), LlmError> {
                         .into(),
                 ));
             }
+            if let Some(why) = cuda_libraries_missing() {
+                return Err(LlmError::Unsupported(format!(
+                    "CUDA device {n} is not usable: {why} (is the NVIDIA driver installed and \
+                     are the CUDA libraries on LD_LIBRARY_PATH? --device cpu runs without them)"
+                )));
+            }
             let d = Device::new_cuda(n).map_err(|e| {
                 LlmError::Unsupported(format!("CUDA device {n} is not usable: {}", one_line(&e)))
             })?;
             Ok((d, format!("CUDA device {n}")))
         }
         DeviceChoice::Auto => {
+            if let Some(why) = CUDA_BUILD.then(cuda_libraries_missing).flatten() {
+                return Ok((
+                    Device::Cpu,
+                    format!("CPU (auto: CUDA libraries not found: {why})"),
+                ));
+            }
             if CUDA_BUILD {
                 match Device::new_cuda(0) {
                     Ok(d) => return Ok((d, "CUDA device 0 (auto)".into())),

@@ -3,6 +3,8 @@
 //!
 //! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
 
+#[cfg(feature = "cuda")]
+pub mod cuda_decode;
 pub mod device;
 pub mod library;
 pub mod lora;
@@ -164,6 +166,12 @@ pub struct Engine {
     adapter_label: Option<String>,
     /// The adapter is folded into the weights (`--merge`) and cannot be changed any more.
     merged: bool,
+    /// Single-sequence decode with fused CUDA kernels (CUDA builds, CUDA models); rebuilt
+    /// whenever the weights change.
+    #[cfg(feature = "cuda")]
+    fast: Option<cuda_decode::Decoder>,
+    /// Why single-sequence decode runs on candle's kernels instead (`None`: it does not).
+    fast_off: Option<String>,
 }
 
 impl Engine {
@@ -206,7 +214,7 @@ impl Engine {
                 "CPU".into()
             },
         };
-        Ok(Self {
+        let mut engine = Self {
             model,
             tokenizer,
             template,
@@ -218,7 +226,100 @@ impl Engine {
             adapter: None,
             adapter_label: None,
             merged: false,
-        })
+            #[cfg(feature = "cuda")]
+            fast: None,
+            fast_off: None,
+        };
+        engine.rebuild_fast();
+        engine.info.load_secs = start.elapsed().as_secs_f64();
+        Ok(engine)
+    }
+
+    /// (Re)builds the fused CUDA decoder for the current weights, or records why there is none.
+    /// `SQLORA_FAST_DECODE=0` turns it off (decode then runs on candle's kernels).
+    fn rebuild_fast(&mut self) {
+        #[cfg(feature = "cuda")]
+        {
+            self.fast = None;
+        }
+        self.fast_off = if !self.model.device().is_cuda() {
+            Some("the model runs on the CPU".into())
+        } else if std::env::var("SQLORA_FAST_DECODE").is_ok_and(|v| v == "0") {
+            Some("SQLORA_FAST_DECODE=0".into())
+        } else {
+            self.build_fast().err().map(|e| e.to_string())
+        };
+    }
+
+    #[cfg(feature = "cuda")]
+    fn build_fast(&mut self) -> Result<(), LlmError> {
+        self.fast = Some(cuda_decode::Decoder::new(&self.model)?);
+        Ok(())
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn build_fast(&mut self) -> Result<(), LlmError> {
+        Err(LlmError::Unsupported("this build has no CUDA".into()))
+    }
+
+    /// Whether single-sequence decode runs on the fused CUDA decoder.
+    pub fn fused_decode(&self) -> bool {
+        self.fast_off.is_none()
+    }
+
+    /// Turns the fused CUDA decoder off, or back on when the model can use it (benchmarks
+    /// compare the two paths).
+    pub fn set_fast_decode(&mut self, on: bool) {
+        if on {
+            self.rebuild_fast();
+        } else {
+            #[cfg(feature = "cuda")]
+            {
+                self.fast = None;
+            }
+            self.fast_off = Some("turned off".into());
+        }
+    }
+
+    /// How single-sequence decode runs, in words (for benchmarks and `--verbose` output).
+    pub fn decode_path(&self) -> String {
+        match &self.fast_off {
+            None => {
+                #[cfg(feature = "cuda")]
+                if self.fast.as_ref().is_some_and(|f| f.uses_graph()) {
+                    return "fused CUDA kernels, CUDA graph".into();
+                }
+                "fused CUDA kernels".into()
+            }
+            Some(why) => format!("candle kernels ({why})"),
+        }
+    }
+
+    /// Prepares single-sequence decode after `cache`: true when the fused decoder will run it.
+    fn fast_start(&mut self, cache: &KvCache) -> Result<bool, LlmError> {
+        #[cfg(feature = "cuda")]
+        if let Some(f) = self.fast.as_mut() {
+            f.start(cache)?;
+            return Ok(true);
+        }
+        let _ = cache;
+        Ok(false)
+    }
+
+    /// One fused decode step: runs `token` and returns the greedy next one.
+    fn fast_step(&mut self, token: u32) -> Result<u32, LlmError> {
+        #[cfg(feature = "cuda")]
+        if let Some(f) = self.fast.as_mut() {
+            let (next, logit) = f.step(token)?;
+            if !logit.is_finite() {
+                return Err(LlmError::Generation(
+                    "model produced non-finite logits".into(),
+                ));
+            }
+            return Ok(next);
+        }
+        let _ = token;
+        Err(LlmError::Generation("no fused decoder".into()))
     }
 
     fn kv_file(&self, prefix: &str) -> Option<PathBuf> {
@@ -322,6 +423,7 @@ impl Engine {
         self.adapter_label = adapter.as_ref().map(|a| a.label.clone());
         self.adapter = adapter;
         self.prefix = None;
+        self.rebuild_fast();
         Ok(())
     }
 
@@ -337,6 +439,7 @@ impl Engine {
             self.model.merge_adapter()?;
             self.merged = true;
             self.prefix = None;
+            self.rebuild_fast();
         }
         Ok(())
     }
@@ -412,7 +515,7 @@ impl Engine {
         } else {
             (suffix_ids.len(), prefix_ids.len())
         };
-        let mut logits = self.model.forward(&suffix_ids, &mut cache)?;
+        let logits = self.model.forward(&suffix_ids, &mut cache)?;
         let prefill_secs = t0.elapsed().as_secs_f64();
 
         let t1 = Instant::now();
@@ -420,11 +523,12 @@ impl Engine {
             .max_new_tokens
             .min(self.model.max_positions().saturating_sub(cache.len()));
         let mut out: Vec<u32> = Vec::new();
+        let mut next = argmax(&logits)?;
+        let fast = budget > 1 && self.fast_start(&cache)?;
         for _ in 0..budget {
             if cancel.is_set() {
                 return Err(LlmError::Cancelled);
             }
-            let next = argmax(&logits)?;
             if self.tokenizer.is_stop(next) {
                 break;
             }
@@ -436,7 +540,11 @@ impl Engine {
             {
                 break;
             }
-            logits = self.model.forward(&[next], &mut cache)?;
+            next = if fast {
+                self.fast_step(next)?
+            } else {
+                argmax(&self.model.forward(&[next], &mut cache)?)?
+            };
         }
         let text = format!("{answer_start}{}", self.tokenizer.decode(&out)?);
         self.generated += out.len();
@@ -584,16 +692,54 @@ impl Engine {
         self.model.forward(tokens, &mut cache).map(|_| ())
     }
 
-    /// Generates exactly `n` tokens after `tokens` and ignores stop tokens (benchmarks).
-    pub fn decode_n(&self, tokens: &[u32], n: usize) -> Result<f64, LlmError> {
+    /// Generates exactly `n` tokens after `tokens` and ignores stop tokens (benchmarks); the
+    /// same decode path as [`Engine::generate`].
+    pub fn decode_n(&mut self, tokens: &[u32], n: usize) -> Result<f64, LlmError> {
         let mut cache = KvCache::default();
-        let mut logits = self.model.forward(tokens, &mut cache)?;
+        let logits = self.model.forward(tokens, &mut cache)?;
+        let mut next = argmax(&logits)?;
+        let fast = self.fast_start(&cache)?;
         let t = Instant::now();
         for _ in 0..n {
-            let next = argmax(&logits)?;
-            logits = self.model.forward(&[next], &mut cache)?;
+            next = if fast {
+                self.fast_step(next)?
+            } else {
+                argmax(&self.model.forward(&[next], &mut cache)?)?
+            };
         }
         Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Checks the fused decoder against candle's kernels over `n` greedy steps after `tokens`
+    /// (both fed the reference tokens): the largest |logit| difference, and in how many steps
+    /// the two chose the same token. `None` when there is no fused decoder (benchmarks).
+    pub fn check_fast_decode(
+        &mut self,
+        tokens: &[u32],
+        n: usize,
+    ) -> Result<Option<(f32, usize)>, LlmError> {
+        #[cfg(feature = "cuda")]
+        if self.fast.is_some() {
+            let mut cache = KvCache::default();
+            let mut logits = self.model.forward(tokens, &mut cache)?;
+            self.fast_start(&cache)?;
+            let (mut worst, mut same) = (0f32, 0);
+            for _ in 0..n {
+                let next = argmax(&logits)?;
+                logits = self.model.forward(&[next], &mut cache)?;
+                let want = argmax(&logits)?;
+                let fast = self.fast.as_mut().expect("checked above");
+                let (got, _) = fast.step(next)?;
+                let reference = logits.to_vec1::<f32>()?;
+                for (a, b) in fast.logits()?.iter().zip(&reference) {
+                    worst = worst.max((a - b).abs());
+                }
+                same += usize::from(got == want);
+            }
+            return Ok(Some((worst, same)));
+        }
+        let _ = (tokens, n);
+        Ok(None)
     }
 
     /// Runs `tokens` for `batch` sequences at once, then `n` batched decode steps (each

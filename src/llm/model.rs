@@ -326,6 +326,23 @@ impl Projection {
         Ok(())
     }
 
+    /// The weight this projection applies, `[out, in]` in f32 on its device, adapter included
+    /// (for kernels that keep their own copy of the weights).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(super) fn effective_weight(&self) -> candle_core::Result<Tensor> {
+        let w = match &self.wide {
+            Form::Dense(w) => w.to_dtype(DType::F32)?,
+            Form::Quant(m) => match m.as_ref() {
+                QMatMul::QTensor(q) => q.dequantize(&q.device())?,
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+            },
+        };
+        match &self.lora {
+            Some(l) => w + (l.b.matmul(&l.a)? * l.scale)?.to_dtype(DType::F32)?,
+            None => Ok(w),
+        }
+    }
+
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let rows = x.elem_count() / x.dim(D::Minus1)?;
         let form = if rows >= self.wide_rows {
@@ -383,14 +400,14 @@ impl Layer {
 #[derive(Debug, Clone)]
 pub(super) struct Layer {
     pub(super) attn_norm: Tensor,
-    q: Projection,
-    k: Projection,
-    v: Projection,
-    o: Projection,
+    pub(super) q: Projection,
+    pub(super) k: Projection,
+    pub(super) v: Projection,
+    pub(super) o: Projection,
     pub(super) ffn_norm: Tensor,
-    gate: Projection,
-    up: Projection,
-    down: Projection,
+    pub(super) gate: Projection,
+    pub(super) up: Projection,
+    pub(super) down: Projection,
 }
 
 /// Per-layer keys and values of the tokens seen so far. Cloning is cheap (tensors are shared),
@@ -407,6 +424,12 @@ impl KvCache {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Layer `i`'s keys and values, `[1, kv_heads, len, head_dim]` each.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(super) fn layer(&self, i: usize) -> Option<&(Tensor, Tensor)> {
+        self.layers.get(i)?.as_ref()
     }
 
     /// The cache as named tensors (`k.{layer}`, `v.{layer}`), for saving.
