@@ -9,6 +9,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/llm/kernels/decode.cu");
+    println!("cargo:rerun-if-changed=src/llm/kernels/attention.cu");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rustc-check-cfg=cfg(sqlora_cuda_shim)");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -38,21 +39,23 @@ fn ptx(out: &Path, roots: &[PathBuf]) {
     // PTX for the oldest architecture asked for; the driver compiles it for the card it runs on.
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(char::is_ascii_digit).collect();
-    let ptx = out.join("decode.ptx");
-    let status = Command::new(&nvcc)
-        .args(["--ptx", "-O3", "-std=c++17"])
-        .arg(format!("-arch=compute_{cap}"))
-        .arg("src/llm/kernels/decode.cu")
-        .arg("-o")
-        .arg(&ptx)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} to build the CUDA kernels ({e}); set CUDA_ROOT to the toolkit",
-                nvcc.display()
-            )
-        });
-    assert!(status.success(), "nvcc failed on src/llm/kernels/decode.cu");
+    for name in ["decode", "attention"] {
+        let src = format!("src/llm/kernels/{name}.cu");
+        let status = Command::new(&nvcc)
+            .args(["--ptx", "-O3", "-std=c++17"])
+            .arg(format!("-arch=compute_{cap}"))
+            .arg(&src)
+            .arg("-o")
+            .arg(out.join(format!("{name}.ptx")))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} to build the CUDA kernels ({e}); set CUDA_ROOT to the toolkit",
+                    nvcc.display()
+                )
+            });
+        assert!(status.success(), "nvcc failed on {src}");
+    }
 }
 
 /// candle links the CUDA driver, runtime, cuBLAS, cuBLASLt, cuRAND and NVRTC at load time (cudarc's

@@ -4,6 +4,8 @@
 //! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
 
 #[cfg(feature = "cuda")]
+pub mod cuda_attention;
+#[cfg(feature = "cuda")]
 pub mod cuda_decode;
 pub mod device;
 pub mod library;

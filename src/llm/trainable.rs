@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::{QMatMul, QTensor};
@@ -313,6 +314,14 @@ pub struct LayerInputs {
     sin: Tensor,
 }
 
+/// Whether training attention runs on the fused CUDA kernels (`SQLORA_FLASH=0` turns them off).
+#[cfg(feature = "cuda")]
+fn use_flash(dev: &Device, head_dim: usize) -> bool {
+    dev.is_cuda()
+        && head_dim == super::cuda_attention::HEAD_DIM
+        && std::env::var("SQLORA_FLASH").map_or(true, |v| v != "0")
+}
+
 fn frozen(p: &Projection, x: &Tensor) -> candle_core::Result<Tensor> {
     let dense = |w: &Tensor| -> candle_core::Result<Tensor> {
         let dims = x.dims();
@@ -435,6 +444,16 @@ impl Model {
             ),
         };
         probe::mark(dev, &mut clock, "rope");
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        #[cfg(feature = "cuda")]
+        if use_flash(dev, c.head_dim) {
+            let y = super::cuda_attention::attention(&q, &k, &v, scale as f32)?
+                .to_dtype(x.dtype())?
+                .transpose(1, 2)?
+                .reshape((b, seq, c.n_head * c.head_dim))?;
+            probe::mark(dev, &mut clock, "attention");
+            return self.layer_rest(i, x, &y, lora, drop, clock);
+        }
         // Grouped-query attention: each KV head serves `rep` query heads.
         let expand = |t: Tensor| -> candle_core::Result<Tensor> {
             if rep == 1 {
@@ -445,7 +464,6 @@ impl Model {
                 .reshape((b, c.n_head, seq, c.head_dim))
         };
         let (k, v) = (expand(k)?, expand(v)?);
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?
             .to_dtype(DType::F32)?
             .broadcast_add(&inputs.mask)?;
@@ -455,7 +473,24 @@ impl Model {
             .transpose(1, 2)?
             .reshape((b, seq, c.n_head * c.head_dim))?;
         probe::mark(dev, &mut clock, "attention");
-        let x = (x + self.project_train(i, Target::O, &y, lora, drop)?)?;
+        self.layer_rest(i, x, &y, lora, drop, clock)
+    }
+
+    /// The rest of layer `i` after attention: o-projection and residual, then the MLP.
+    fn layer_rest(
+        &self,
+        i: usize,
+        x: &Tensor,
+        y: &Tensor,
+        lora: &LoraParams,
+        drop: &mut Dropout,
+        mut clock: Option<Instant>,
+    ) -> Result<Tensor, LlmError> {
+        let layer = &self.layers[i];
+        let eps = self.config.rms_eps as f32;
+        let dev = x.device();
+        let norm = |w: &Tensor| w.to_dtype(x.dtype());
+        let x = (x + self.project_train(i, Target::O, y, lora, drop)?)?;
         probe::mark(dev, &mut clock, "o projection");
         let h = candle_nn::ops::rms_norm_slow(&x, &norm(&layer.ffn_norm)?, eps)?;
         probe::mark(dev, &mut clock, "rms norms");

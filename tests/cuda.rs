@@ -1,0 +1,157 @@
+//! The project's own CUDA kernels against candle's ops: the fused decoder on the real model, and
+//! the fused training attention and its gradients on random inputs. CUDA builds only, and only
+//! on a machine with an NVIDIA GPU (CI has none; `scripts/bench-gpu` runs this file there):
+//! `cargo test --release --features cuda --test cuda`.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use sqlora::cancel::Cancel;
+use sqlora::llm::device::{plan_for, select, DeviceChoice};
+use sqlora::llm::{prompt, Engine, GenOptions, LoadOptions, WeightFormat, WeightPlan};
+
+/// The model on the GPU; with `dense`, candle's kernels decode with the dense f32 weights the
+/// fused decoder's f16 copy is made from (so the two differ only by that rounding), else with
+/// the 4-bit kernels (which also round each activation row to 8 bits).
+fn engine(dense: bool) -> Engine {
+    let (device, _) = select(DeviceChoice::Cuda(0))
+        .unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
+    let plan = if dense {
+        WeightPlan {
+            prefill: WeightFormat::F32,
+            decode: WeightFormat::F32,
+            wide_rows: 4,
+        }
+    } else {
+        plan_for(&device)
+    };
+    let opts = LoadOptions {
+        plan,
+        device,
+        kv_dir: None,
+    };
+    Engine::load(&common::model_path(), &opts).unwrap()
+}
+
+#[test]
+fn fused_decode_chooses_the_tokens_candles_kernels_choose() {
+    let (_d, db_path) = common::demo_db();
+    let mut db = sqlora::db::open(&db_path.to_string_lossy()).unwrap();
+    let context = sqlora::schema::render_context(&db.introspect().unwrap(), db.dialect());
+    let mut e = engine(true);
+    assert!(e.decode_path().starts_with("fused"), "{}", e.decode_path());
+    let cancel = Cancel::new();
+    let opts = GenOptions::default();
+    let questions = [
+        "How many customers are there?",
+        "List the names of products that cost more than 50, most expensive first.",
+        "Which country has the most customers?",
+        "Show each category with its number of products.",
+    ];
+    for q in questions {
+        let p = prompt::build_prompt(e.template(), q, &context, db.dialect(), &[]);
+        let ids = e.tokenizer().encode(&p.text()).unwrap();
+        // Teacher-forced: both paths fed the same tokens, step by step.
+        let (worst, same) = e
+            .check_fast_decode(&ids, 40)
+            .unwrap()
+            .expect("fused decoder");
+        assert!(same >= 39, "{q}: same token in {same} of 40 steps");
+        assert!(worst < 0.2, "{q}: logits differ by up to {worst}");
+        // Free-running: the same answer as candle's kernels give.
+        let fused = e.generate(&p, &opts, &cancel).unwrap();
+        e.set_fast_decode(false);
+        let reference = e.generate(&p, &opts, &cancel).unwrap();
+        e.set_fast_decode(true);
+        assert_eq!(fused.text, reference.text, "{q}");
+        assert!(fused.text.contains("SELECT"), "{q}: {}", fused.text);
+    }
+}
+
+#[test]
+fn fused_decode_runs_to_the_end_of_the_context() {
+    let mut e = engine(false);
+    let max = e.model().max_positions();
+    // A prompt that leaves room for only a few tokens: decode stops at the context's end with
+    // an answer, never an out-of-bounds write.
+    let ids: Vec<u32> = (0..max as u32 - 5).map(|i| 100 + i % 5000).collect();
+    let secs = e.decode_n(&ids, 4).unwrap();
+    assert!(secs > 0.0);
+    let err = e.decode_n(&ids, 6).unwrap_err().to_string();
+    assert!(err.contains("context"), "{err}");
+}
+
+/// Largest |a − b| over the largest |b|.
+fn rel_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    use candle_core::DType;
+    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let diff = (a - &b).unwrap().abs().unwrap().max(0).unwrap();
+    let scale = b.abs().unwrap().max(0).unwrap();
+    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap().max(1e-12)
+}
+
+#[test]
+fn fused_training_attention_and_its_gradients_match_candles_ops() {
+    use candle_core::{DType, Device, Tensor, Var, D};
+    let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
+    // Grouped-query heads as in Qwen2.5-0.5B, a length that is no multiple of any tile.
+    let (b, nh, nkv, s, d) = (2, 14, 2, 77, 64);
+    let rep = nh / nkv;
+    let scale = 1.0 / (d as f64).sqrt();
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 1e-2)] {
+        let draw = |heads: usize| {
+            Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, (b, heads, s, d), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let (q, k, v) = (draw(nh), draw(nkv), draw(nkv));
+        let w = Tensor::randn(0f32, 1.0, (b, nh, s, d), &dev).unwrap();
+
+        let out = sqlora::llm::cuda_attention::attention(&q, &k, &v, scale as f32).unwrap();
+        let grads = (&out * &w).unwrap().sum_all().unwrap().backward().unwrap();
+
+        // Reference: candle's ops in f32 on the same values.
+        let f32_var = |t: &Var| Var::from_tensor(&t.to_dtype(DType::F32).unwrap()).unwrap();
+        let (qf, kf, vf) = (f32_var(&q), f32_var(&k), f32_var(&v));
+        let expand = |t: &Tensor| {
+            t.unsqueeze(2)
+                .unwrap()
+                .expand((b, nkv, rep, s, d))
+                .unwrap()
+                .reshape((b, nh, s, d))
+                .unwrap()
+        };
+        let mask: Vec<f32> = (0..s)
+            .flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (s, s), &dev).unwrap();
+        let att = (qf.matmul(&expand(&kf).t().unwrap()).unwrap() * scale)
+            .unwrap()
+            .broadcast_add(&mask)
+            .unwrap();
+        let att = candle_nn::ops::softmax(&att, D::Minus1).unwrap();
+        let reference = att.matmul(&expand(&vf)).unwrap();
+        let ref_grads = (&reference * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+
+        let o = rel_diff(&out, &reference);
+        assert!(o < tol, "{dtype:?}: output differs by {o}");
+        for (name, var, var_f) in [("q", &q, &qf), ("k", &k, &kf), ("v", &v, &vf)] {
+            let got = grads
+                .get(var)
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let want = ref_grads.get(var_f).unwrap();
+            let e = rel_diff(got, want);
+            assert!(e < tol, "{dtype:?}: gradient of {name} differs by {e}");
+        }
+    }
+}
