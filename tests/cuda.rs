@@ -155,3 +155,56 @@ fn fused_training_attention_and_its_gradients_match_candles_ops() {
         }
     }
 }
+
+#[test]
+fn fused_norm_and_rope_and_their_gradients_match_candles_ops() {
+    use candle_core::{DType, Device, Tensor, Var};
+    use sqlora::llm::cuda_layers;
+    let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
+    let (s, d) = (33, 64);
+    let inv: Vec<f32> = (0..d / 2)
+        .map(|i| 1e6f32.powf(-((2 * i) as f32) / d as f32))
+        .collect();
+    let angles: Vec<f32> = (0..s)
+        .flat_map(|t| inv.iter().map(move |f| t as f32 * f))
+        .collect();
+    let angles = Tensor::from_vec(angles, (s, d / 2), &dev).unwrap();
+    let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+    let alpha = (Tensor::randn(0f32, 0.1, 896, &dev).unwrap() + 1.0).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        let check = |shape: &[usize],
+                     fused: &dyn Fn(&Tensor) -> Tensor,
+                     reference: &dyn Fn(&Tensor) -> Tensor,
+                     what: &str| {
+            let x = Var::from_tensor(
+                &Tensor::randn(0f32, 1.0, shape, &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let w = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let out = fused(&x).to_dtype(DType::F32).unwrap();
+            let g = (&out * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let xf = Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap();
+            let want = reference(&xf);
+            let gf = (&want * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let e = rel_diff(&out, &want);
+            assert!(e < tol, "{what} {dtype:?}: output differs by {e}");
+            let e = rel_diff(g.get(&x).unwrap(), gf.get(&xf).unwrap());
+            assert!(e < tol, "{what} {dtype:?}: gradient differs by {e}");
+        };
+        check(
+            &[3, 5, 896],
+            &|x| cuda_layers::rms_norm(x, &alpha, 1e-6).unwrap(),
+            &|x| candle_nn::ops::rms_norm_slow(x, &alpha, 1e-6).unwrap(),
+            "rms-norm",
+        );
+        check(
+            &[2, 14, s, d],
+            &|x| cuda_layers::rope(x, &cos, &sin).unwrap(),
+            &|x| candle_nn::rotary_emb::rope_slow(x, &cos, &sin).unwrap(),
+            "rope",
+        );
+    }
+}

@@ -7,6 +7,8 @@
 pub mod cuda_attention;
 #[cfg(feature = "cuda")]
 pub mod cuda_decode;
+#[cfg(feature = "cuda")]
+pub mod cuda_layers;
 pub mod device;
 pub mod library;
 pub mod lora;

@@ -312,6 +312,11 @@ pub struct LayerInputs {
     mask: Tensor,
     cos: Tensor,
     sin: Tensor,
+    /// The RoPE tables in f32 (what the fused kernels read).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    cos32: Tensor,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    sin32: Tensor,
 }
 
 /// Whether training attention runs on the fused CUDA kernels (`SQLORA_FLASH=0` turns them off).
@@ -320,6 +325,22 @@ fn use_flash(dev: &Device, head_dim: usize) -> bool {
     dev.is_cuda()
         && head_dim == super::cuda_attention::HEAD_DIM
         && std::env::var("SQLORA_FLASH").map_or(true, |v| v != "0")
+}
+
+/// Whether norms and RoPE in training run on the fused CUDA kernels (`SQLORA_FUSED=0` turns
+/// them off).
+#[cfg(feature = "cuda")]
+fn use_fused(dev: &Device) -> bool {
+    dev.is_cuda() && std::env::var("SQLORA_FUSED").map_or(true, |v| v != "0")
+}
+
+/// RMSNorm of `x` with the frozen weight `w`, differentiable in `x`.
+fn norm_train_op(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if use_fused(x.device()) {
+        return super::cuda_layers::rms_norm(x, w, eps);
+    }
+    candle_nn::ops::rms_norm_slow(x, &w.to_dtype(x.dtype())?, eps)
 }
 
 fn frozen(p: &Projection, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -379,10 +400,14 @@ impl Model {
         let mask: Vec<f32> = (0..seq)
             .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
             .collect();
+        let cos32 = self.cos.narrow(0, 0, seq)?.contiguous()?;
+        let sin32 = self.sin.narrow(0, 0, seq)?.contiguous()?;
         Ok(LayerInputs {
             mask: Tensor::from_vec(mask, (seq, seq), self.device())?,
-            cos: self.cos.narrow(0, 0, seq)?.to_dtype(dtype)?,
-            sin: self.sin.narrow(0, 0, seq)?.to_dtype(dtype)?,
+            cos: cos32.to_dtype(dtype)?,
+            sin: sin32.to_dtype(dtype)?,
+            cos32,
+            sin32,
         })
     }
 
@@ -415,8 +440,7 @@ impl Model {
         let (cos, sin) = (&inputs.cos, &inputs.sin);
         let dev = x.device();
         let mut clock = probe::start(dev);
-        let norm = |w: &Tensor| w.to_dtype(x.dtype());
-        let h = candle_nn::ops::rms_norm_slow(x, &norm(&layer.attn_norm)?, eps)?;
+        let h = norm_train_op(x, &layer.attn_norm, eps)?;
         probe::mark(dev, &mut clock, "rms norms");
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
             t.reshape((b, seq, n, c.head_dim))?
@@ -434,6 +458,11 @@ impl Model {
         )?;
         probe::mark(dev, &mut clock, "q, k, v projections");
         let (q, k) = match c.arch {
+            #[cfg(feature = "cuda")]
+            Arch::Qwen2 if use_fused(dev) => (
+                super::cuda_layers::rope(&q, &inputs.cos32, &inputs.sin32)?,
+                super::cuda_layers::rope(&k, &inputs.cos32, &inputs.sin32)?,
+            ),
             Arch::Qwen2 => (
                 candle_nn::rotary_emb::rope_slow(&q, cos, sin)?,
                 candle_nn::rotary_emb::rope_slow(&k, cos, sin)?,
@@ -489,10 +518,9 @@ impl Model {
         let layer = &self.layers[i];
         let eps = self.config.rms_eps as f32;
         let dev = x.device();
-        let norm = |w: &Tensor| w.to_dtype(x.dtype());
         let x = (x + self.project_train(i, Target::O, y, lora, drop)?)?;
         probe::mark(dev, &mut clock, "o projection");
-        let h = candle_nn::ops::rms_norm_slow(&x, &norm(&layer.ffn_norm)?, eps)?;
+        let h = norm_train_op(&x, &layer.ffn_norm, eps)?;
         probe::mark(dev, &mut clock, "rms norms");
         let g = self.project_train(i, Target::Gate, &h, lora, drop)?;
         let u = self.project_train(i, Target::Up, &h, lora, drop)?;
