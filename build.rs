@@ -230,10 +230,14 @@ const char *sqlora_cuda_missing(void) {
 
         let mut s = String::from(".text\n");
         for (idx, (_, n)) in syms.iter().enumerate() {
+            // Jump to the resolved function; else resolve it (with its index in %eax).
+            let off = idx * 8;
             writeln!(
                 s,
-                ".globl {n}\n.type {n},@function\n.p2align 4\n{n}:\n  movq sqlora_shim_tab+{}(%rip), %rax\n  testq %rax, %rax\n  jz 1f\n  jmp *%rax\n1:\n  movl ${idx}, %eax\n  jmp sqlora_shim_slow\n.size {n}, .-{n}",
-                idx * 8
+                ".globl {n}\n.type {n},@function\n.p2align 4\n{n}:\n\
+                 \x20 movq sqlora_shim_tab+{off}(%rip), %rax\n\
+                 \x20 testq %rax, %rax\n  jz 1f\n  jmp *%rax\n\
+                 1:\n  movl ${idx}, %eax\n  jmp sqlora_shim_slow\n.size {n}, .-{n}"
             )
             .unwrap();
         }

@@ -157,7 +157,8 @@ fn run_bwd<T: DeviceRepr>(
 
 /// Runs `$run` with the typed slices of three storages of one dtype (f32 or bf16).
 macro_rules! typed {
-    ($run:ident, $dev:expr, $q:expr, $ql:expr, $k:expr, $kl:expr, $v:expr, $vl:expr, $($rest:expr),*) => {
+    ($run:ident, $dev:expr, $q:expr, $ql:expr, $k:expr, $kl:expr, $v:expr, $vl:expr,
+     $($rest:expr),*) => {
         match (&$q.slice, &$k.slice, &$v.slice) {
             (CudaStorageSlice::F32(q), CudaStorageSlice::F32(k), CudaStorageSlice::F32(v)) => {
                 $run($dev, "f32", (q, $ql), (k, $kl), (v, $vl), $($rest),*)

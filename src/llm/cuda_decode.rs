@@ -5,9 +5,9 @@
 //! biases, RoPE, cache concatenation, softmax, the input quantization of every quantized matmul)
 //! and is bound by launch overhead, not by memory. Here a step is 5 fused kernels per layer:
 //! RMSNorm + QKV + bias + RoPE + cache write; split-K attention over the cache; the chunks'
-//! combine + o-projection + residual; RMSNorm + gate/up + SwiGLU; down-projection + residual. Then one
-//! kernel for the final norm, the output head and a per-block argmax, and one for the final
-//! argmax. Weights are held as f16 copies of the effective weights (adapter included), which is
+//! combine + o-projection + residual; RMSNorm + gate/up + SwiGLU; down-projection + residual.
+//! Then one kernel for the final norm, the output head and a per-block argmax, and one for the
+//! final argmax. Weights are held as f16 copies of the effective weights (adapter included),
 //! the fastest form for one row at a time and much closer to the 4-bit values than bf16; the KV
 //! cache never reallocates (`[kv_heads, max_pos, head_dim]` per layer); the token and its
 //! position live in device memory, so a step has static launch shapes and is captured once as
@@ -396,11 +396,6 @@ impl Decoder {
             .map_err(|e| err("position", e))?;
         self.len = len;
         Ok(())
-    }
-
-    /// Tokens in the decoder's cache.
-    pub fn len(&self) -> usize {
-        self.len
     }
 
     /// Runs `token` at the next position and returns the greedy next token and its logit.

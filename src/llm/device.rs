@@ -72,20 +72,20 @@ pub fn select(choice: DeviceChoice) -> Result<(Device, String), LlmError> {
         DeviceChoice::Cpu => Ok((Device::Cpu, "CPU".into())),
         DeviceChoice::Cuda(n) => {
             if !CUDA_BUILD {
-                return Err(LlmError::Unsupported(
+                return Err(LlmError::Device(
                     "this sqlora was built without CUDA; build it with `cargo build --release \
                      --features cuda`, or use --device cpu"
                         .into(),
                 ));
             }
             if let Some(why) = cuda_libraries_missing() {
-                return Err(LlmError::Unsupported(format!(
+                return Err(LlmError::Device(format!(
                     "CUDA device {n} is not usable: {why} (is the NVIDIA driver installed and \
                      are the CUDA libraries on LD_LIBRARY_PATH? --device cpu runs without them)"
                 )));
             }
             let d = Device::new_cuda(n).map_err(|e| {
-                LlmError::Unsupported(format!("CUDA device {n} is not usable: {}", one_line(&e)))
+                LlmError::Device(format!("CUDA device {n} is not usable: {}", one_line(&e)))
             })?;
             Ok((d, format!("CUDA device {n}")))
         }

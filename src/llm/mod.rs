@@ -40,6 +40,9 @@ pub enum LlmError {
     Corrupt(String),
     #[error("unsupported model: {0}")]
     Unsupported(String),
+    /// The device asked for cannot run the model (no CUDA in this build, no driver, no GPU).
+    #[error("{0}")]
+    Device(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("generation failed: {0}")]
@@ -263,7 +266,7 @@ impl Engine {
 
     #[cfg(not(feature = "cuda"))]
     fn build_fast(&mut self) -> Result<(), LlmError> {
-        Err(LlmError::Unsupported("this build has no CUDA".into()))
+        Err(LlmError::Device("this build has no CUDA".into()))
     }
 
     /// Whether single-sequence decode runs on the fused CUDA decoder.
