@@ -157,7 +157,7 @@ fn fused_training_attention_and_its_gradients_match_candles_ops() {
 }
 
 #[test]
-fn fused_norm_and_rope_and_their_gradients_match_candles_ops() {
+fn fused_norm_rope_and_swiglu_and_their_gradients_match_candles_ops() {
     use candle_core::{DType, Device, Tensor, Var};
     use sqlora::llm::cuda_layers;
     let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
@@ -199,6 +199,18 @@ fn fused_norm_and_rope_and_their_gradients_match_candles_ops() {
             &|x| cuda_layers::rms_norm(x, &alpha, 1e-6).unwrap(),
             &|x| candle_nn::ops::rms_norm_slow(x, &alpha, 1e-6).unwrap(),
             "rms-norm",
+        );
+        let up = Tensor::randn(0f32, 1.0, (3, 5, 96), &dev).unwrap();
+        check(
+            &[3, 5, 96],
+            &|x| cuda_layers::swiglu(x, &up.to_dtype(dtype).unwrap()).unwrap(),
+            &|x| {
+                (x * candle_nn::ops::sigmoid(x).unwrap())
+                    .unwrap()
+                    .mul(&up.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap())
+                    .unwrap()
+            },
+            "swiglu (gate)",
         );
         check(
             &[2, 14, s, d],

@@ -1,5 +1,5 @@
-//! Fused RMSNorm and RoPE for training on CUDA, each one kernel forward and one backward
-//! (`src/llm/kernels/layers.cu`), where candle's differentiable versions are chains of a dozen
+//! Fused RMSNorm, RoPE and SwiGLU for training on CUDA, each one kernel forward and one
+//! backward (`src/llm/kernels/layers.cu`), where candle's differentiable versions are chains of
 //! elementwise ops (and its fused ones have no backward). f32 or bf16 activations, f32
 //! arithmetic; the norm's weight is frozen (no gradient), as in LoRA training.
 
@@ -9,7 +9,8 @@ use candle_core::cuda_backend::cudarc::driver::{
 };
 use candle_core::cuda_backend::{CudaDType, CudaStorageSlice};
 use candle_core::{
-    CpuStorage, CudaDevice, CudaStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor,
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage,
+    Tensor,
 };
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/layers.ptx"));
@@ -277,4 +278,156 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tenso
         sin: sin.to_dtype(DType::F32)?.contiguous()?,
         sign: 1.0,
     })
+}
+
+/// `silu(g) · u`, elementwise.
+pub struct SwiGlu;
+
+struct SwiGluBackward {
+    grad: Tensor,
+}
+
+fn swiglu_run<T: DeviceRepr + ValidAsZeroBits + CudaDType>(
+    dev: &CudaDevice,
+    suf: &str,
+    (g, gl): (&CudaSlice<T>, &Layout),
+    (u, ul): (&CudaSlice<T>, &Layout),
+    grad: Option<&Tensor>,
+) -> candle_core::Result<CudaSlice<T>> {
+    let n = gl.shape().elem_count();
+    let (gv, uv) = (g.slice(gl.start_offset()..), u.slice(ul.start_offset()..));
+    let n64 = n as u64;
+    match grad {
+        None => {
+            let y = dev.alloc_zeros::<T>(n)?;
+            let func = dev.get_or_load_custom_func(&format!("swiglu_{suf}"), MODULE, PTX)?;
+            let mut b = func.builder();
+            b.arg(&gv).arg(&uv).arg(&y).arg(&n64);
+            launch(&mut b, n.div_ceil(256), 256)?;
+            Ok(y)
+        }
+        Some(grad) => {
+            let (ds, dl) = grad.storage_and_layout();
+            contiguous(dl)?;
+            let dy = match &*ds {
+                Storage::Cuda(c) => c.as_cuda_slice::<T>()?.slice(dl.start_offset()..),
+                _ => candle_core::bail!("fused swiglu backward: gradient not on the GPU"),
+            };
+            let out = dev.alloc_zeros::<T>(2 * n)?;
+            let func = dev.get_or_load_custom_func(&format!("swiglu_bwd_{suf}"), MODULE, PTX)?;
+            let mut b = func.builder();
+            b.arg(&gv).arg(&uv).arg(&dy).arg(&out).arg(&n64);
+            launch(&mut b, n.div_ceil(256), 256)?;
+            Ok(out)
+        }
+    }
+}
+
+fn swiglu_dispatch(
+    g: &CudaStorage,
+    gl: &Layout,
+    u: &CudaStorage,
+    ul: &Layout,
+    grad: Option<&Tensor>,
+) -> candle_core::Result<CudaStorage> {
+    contiguous(gl)?;
+    contiguous(ul)?;
+    if gl.shape() != ul.shape() {
+        candle_core::bail!("fused swiglu: gate {:?}, up {:?}", gl.dims(), ul.dims());
+    }
+    if let Some(d) = grad {
+        if d.shape() != gl.shape() || d.dtype() != g.dtype() {
+            candle_core::bail!("fused swiglu backward: gradient of another shape or dtype");
+        }
+    }
+    let dev = g.device().clone();
+    Ok(match (&g.slice, &u.slice) {
+        (CudaStorageSlice::F32(g), CudaStorageSlice::F32(u)) => CudaStorage::wrap_cuda_slice(
+            swiglu_run::<f32>(&dev, "f32", (g, gl), (u, ul), grad)?,
+            dev,
+        ),
+        (CudaStorageSlice::BF16(g), CudaStorageSlice::BF16(u)) => CudaStorage::wrap_cuda_slice(
+            swiglu_run::<half::bf16>(&dev, "bf16", (g, gl), (u, ul), grad)?,
+            dev,
+        ),
+        _ => candle_core::bail!("fused swiglu: gate and up must both be f32 or both bf16"),
+    })
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "fused-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("fused swiglu runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        g: &CudaStorage,
+        gl: &Layout,
+        u: &CudaStorage,
+        ul: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        Ok((swiglu_dispatch(g, gl, u, ul, None)?, gl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = SwiGluBackward {
+            grad: grad.contiguous()?,
+        };
+        let packed = g.apply_op2_no_bwd(u, &op)?;
+        let n = g.elem_count();
+        let dg = packed.narrow(0, 0, n)?.reshape(g.shape())?;
+        let du = packed.narrow(0, n, n)?.reshape(u.shape())?;
+        Ok((Some(dg), Some(du)))
+    }
+}
+
+impl CustomOp2 for SwiGluBackward {
+    fn name(&self) -> &'static str {
+        "fused-swiglu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("fused swiglu runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        g: &CudaStorage,
+        gl: &Layout,
+        u: &CudaStorage,
+        ul: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let n = gl.shape().elem_count();
+        Ok((
+            swiglu_dispatch(g, gl, u, ul, Some(&self.grad))?,
+            Shape::from(2 * n),
+        ))
+    }
+}
+
+/// [`SwiGlu`]: `silu(g) · u`.
+pub fn swiglu(g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
+    g.contiguous()?.apply_op2(&u.contiguous()?, SwiGlu)
 }

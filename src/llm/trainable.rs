@@ -327,8 +327,8 @@ fn use_flash(dev: &Device, head_dim: usize) -> bool {
         && std::env::var("SQLORA_FLASH").map_or(true, |v| v != "0")
 }
 
-/// Whether norms and RoPE in training run on the fused CUDA kernels (`SQLORA_FUSED=0` turns
-/// them off).
+/// Whether norms, RoPE and SwiGLU in training run on the fused CUDA kernels (`SQLORA_FUSED=0`
+/// turns them off).
 #[cfg(feature = "cuda")]
 fn use_fused(dev: &Device) -> bool {
     dev.is_cuda() && std::env::var("SQLORA_FUSED").map_or(true, |v| v != "0")
@@ -525,6 +525,13 @@ impl Model {
         let g = self.project_train(i, Target::Gate, &h, lora, drop)?;
         let u = self.project_train(i, Target::Up, &h, lora, drop)?;
         probe::mark(dev, &mut clock, "gate, up projections");
+        #[cfg(feature = "cuda")]
+        let gu = if use_fused(dev) {
+            super::cuda_layers::swiglu(&g, &u)?
+        } else {
+            ((&g * candle_nn::ops::sigmoid(&g)?)? * u)?
+        };
+        #[cfg(not(feature = "cuda"))]
         let gu = ((&g * candle_nn::ops::sigmoid(&g)?)? * u)?;
         probe::mark(dev, &mut clock, "swiglu");
         let out = (&x + self.project_train(i, Target::Down, &gu, lora, drop)?)?;

@@ -1,4 +1,4 @@
-// Fused RMSNorm and RoPE for training on CUDA, forward and backward (see
+// Fused RMSNorm, RoPE and SwiGLU for training on CUDA, forward and backward (see
 // `src/llm/cuda_layers.rs`). Activations f32 or bf16, arithmetic in f32.
 
 #include <cuda_bf16.h>
@@ -78,6 +78,26 @@ __device__ void rope(const T* x, const float* cos_t, const float* sin_t, T* y, i
     st(y + base + j + half, x2 * c + x1 * sn);
 }
 
+// y = silu(g)·u.
+template <typename T>
+__device__ void swiglu(const T* g, const T* u, T* y, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float gv = ld(g + i);
+    st(y + i, gv / (1.f + expf(-gv)) * ld(u + i));
+}
+
+// dg = dy·u·σ(g)·(1 + g·(1 − σ(g))), du = dy·silu(g); out = [dg | du].
+template <typename T>
+__device__ void swiglu_bwd(const T* g, const T* u, const T* dy, T* out, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float gv = ld(g + i), uv = ld(u + i), d = ld(dy + i);
+    float sg = 1.f / (1.f + expf(-gv));
+    st(out + i, d * uv * sg * (1.f + gv * (1.f - sg)));
+    st(out + n + i, d * gv * sg);
+}
+
 #define LAYER_KERNELS(T, SUF)                                                                  \
     extern "C" __global__ void rms_fwd_##SUF(const T* x, const float* a, T* y, int n,          \
                                             float eps) {                                       \
@@ -90,6 +110,13 @@ __device__ void rope(const T* x, const float* cos_t, const float* sin_t, T* y, i
     extern "C" __global__ void rope_##SUF(const T* x, const float* c, const float* s, T* y,    \
                                          int rows, int seq, int d, float sign) {               \
         rope<T>(x, c, s, y, rows, seq, d, sign);                                               \
+    }                                                                                          \
+    extern "C" __global__ void swiglu_##SUF(const T* g, const T* u, T* y, size_t n) {          \
+        swiglu<T>(g, u, y, n);                                                                 \
+    }                                                                                          \
+    extern "C" __global__ void swiglu_bwd_##SUF(const T* g, const T* u, const T* dy, T* out,   \
+                                               size_t n) {                                     \
+        swiglu_bwd<T>(g, u, dy, out, n);                                                       \
     }
 
 LAYER_KERNELS(float, f32)
