@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/llm/kernels/decode.cu");
     println!("cargo:rerun-if-changed=src/llm/kernels/attention.cu");
     println!("cargo:rerun-if-changed=src/llm/kernels/layers.cu");
+    println!("cargo:rerun-if-changed=src/llm/kernels/common.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rustc-check-cfg=cfg(sqlora_cuda_shim)");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {

@@ -11,13 +11,13 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "common.cuh"
+
 #define BQ 64   // query rows per block of the forward and dq kernels (one per thread)
 #define BK 32   // keys per shared-memory tile of those kernels
 #define BKV 64  // key rows per block of the dk/dv kernel (one per thread)
 #define BQ2 16  // query rows per shared-memory tile of the dk/dv kernel
 
-__device__ __forceinline__ float ld(const float* p) { return *p; }
-__device__ __forceinline__ float ld(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 
 template <typename T, int D>
 __device__ void attn_fwd(const T* q, const T* k, const T* v, float* out, int nh, int nkv, int s,

@@ -9,38 +9,9 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "common.cuh"
+
 #define CHUNK 256
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-// Sum over the block; every thread gets it. `red` holds 32 floats.
-__device__ float block_sum(float v, float* red) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    float t = lane < (int)(blockDim.x >> 5) ? red[lane] : 0.f;
-    return warp_sum(t);
-}
-
-__device__ float block_max(float v, float* red) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    float t = lane < (int)(blockDim.x >> 5) ? red[lane] : -INFINITY;
-    return warp_max(t);
-}
 
 // xs = rms_norm(x) * g, in shared memory, for the whole block.
 __device__ void load_normed(const float* x, const float* g, float eps, int n, float* xs,
