@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/llm/kernels/decode.cu");
     println!("cargo:rerun-if-changed=src/llm/kernels/attention.cu");
     println!("cargo:rerun-if-changed=src/llm/kernels/layers.cu");
+    println!("cargo:rerun-if-changed=src/llm/kernels/train.cu");
     println!("cargo:rerun-if-changed=src/llm/kernels/common.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rustc-check-cfg=cfg(sqlora_cuda_shim)");
@@ -41,7 +42,7 @@ fn ptx(out: &Path, roots: &[PathBuf]) {
     // PTX for the oldest architecture asked for; the driver compiles it for the card it runs on.
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(char::is_ascii_digit).collect();
-    for name in ["decode", "attention", "layers"] {
+    for name in ["decode", "attention", "layers", "train"] {
         let src = format!("src/llm/kernels/{name}.cu");
         let status = Command::new(&nvcc)
             .args(["--ptx", "-O3", "-std=c++17"])

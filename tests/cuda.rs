@@ -220,3 +220,149 @@ fn fused_norm_rope_and_swiglu_and_their_gradients_match_candles_ops() {
         );
     }
 }
+
+/// ‖a − b‖ / ‖b‖.
+fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    use candle_core::DType;
+    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let norm = |t: &candle_core::Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    norm(&(a - &b).unwrap()) / norm(&b).max(1e-12)
+}
+
+#[test]
+fn hand_written_training_layer_matches_candles_autograd() {
+    use candle_core::{DType, Tensor};
+    use rand::{Rng, SeedableRng};
+    use sqlora::llm::lora::{AdapterConfig, Target};
+    use sqlora::llm::trainable::{Dropout, LoraParams};
+    use sqlora::train::{batch_loss, Example, Pass};
+    let e = engine(false);
+    let model = e.model();
+    // Two sequences of different lengths (padding, a length no multiple of any tile), the loss
+    // on their second halves.
+    let texts = [
+        "How many singers do we have? SELECT count(*) FROM singer",
+        "Show the name and the release year of the song by the youngest singer. \
+         SELECT song_name, song_release_year FROM singer ORDER BY age LIMIT 1",
+    ];
+    let examples: Vec<Example> = texts
+        .iter()
+        .map(|t| {
+            let ids = e.tokenizer().encode(t).unwrap();
+            let answer_start = ids.len() / 2;
+            Example { ids, answer_start }
+        })
+        .collect();
+    let batch: Vec<&Example> = examples.iter().collect();
+    // LoRA on every projection with B drawn non-zero, so that gradients reach both matrices.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let cfg = AdapterConfig::new(8, 16.0, &Target::ALL);
+    let lora = LoraParams::init(model, cfg, &Target::ALL, &mut rng).unwrap();
+    for (_, b) in lora.pairs.values() {
+        let (o, r) = b.as_tensor().dims2().unwrap();
+        let w: Vec<f32> = (0..o * r).map(|_| rng.random_range(-0.05..0.05)).collect();
+        b.set(&Tensor::from_vec(w, (o, r), model.device()).unwrap())
+            .unwrap();
+    }
+    // Dropout on: both paths draw the same hashed masks.
+    let run = |hand: bool, dtype: DType| {
+        let pass = Pass {
+            chunk: 64,
+            grads: true,
+            recompute: true,
+            dtype,
+            hand,
+        };
+        let r = batch_loss(model, &lora, &batch, &mut Dropout::new(0.1, 5), pass).unwrap();
+        let grads = r.grads.unwrap();
+        let flat: Vec<Tensor> = lora
+            .vars()
+            .iter()
+            .map(|v| {
+                grads
+                    .get(v.as_tensor())
+                    .expect("a gradient for every LoRA matrix")
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+            })
+            .collect();
+        (r.loss, Tensor::cat(&flat, 0).unwrap())
+    };
+    let (loss_ref, g_ref) = run(false, DType::F32);
+    let (loss_hand, g_hand) = run(true, DType::BF16);
+    let (loss_bf16, g_bf16) = run(false, DType::BF16);
+    let (e_hand, e_bf16) = (rel_diff(&g_hand, &g_ref), rel_diff(&g_bf16, &g_ref));
+    let (l2_hand, l2_bf16) = (rel_l2(&g_hand, &g_ref), rel_l2(&g_bf16, &g_ref));
+    eprintln!(
+        "loss: f32 autograd {loss_ref:.5}, hand-written bf16 {loss_hand:.5}, autograd bf16 \
+         {loss_bf16:.5}; gradients vs f32 autograd (largest difference / largest value; \
+         L2): hand-written {e_hand:.2e} / {l2_hand:.2e}, autograd bf16 {e_bf16:.2e} / \
+         {l2_bf16:.2e}"
+    );
+    assert!(
+        (loss_hand - loss_ref).abs() < 0.02 * loss_ref.abs().max(1.0),
+        "{loss_hand} vs {loss_ref}"
+    );
+    // As close to the f32 gradients as candle's own bf16 autograd is (both round to bf16).
+    assert!(e_hand < 2.0 * e_bf16 + 5e-3, "{e_hand} vs {e_bf16}");
+    assert!(l2_hand < 2.0 * l2_bf16 + 5e-3, "{l2_hand} vs {l2_bf16}");
+    assert!(l2_hand < 0.05, "{l2_hand}");
+    // Another dropout seed changes the gradients: the masks are really applied.
+    let pass = Pass {
+        chunk: 64,
+        grads: true,
+        recompute: true,
+        dtype: DType::BF16,
+        hand: true,
+    };
+    let other = batch_loss(model, &lora, &batch, &mut Dropout::new(0.1, 6), pass).unwrap();
+    assert_ne!(other.loss, loss_hand);
+}
+
+#[test]
+fn tensor_core_attention_matches_the_f32_kernel() {
+    use candle_core::{DType, Device, Tensor};
+    use sqlora::llm::cuda_train::{attention_backward, attention_forward};
+    let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
+    // Lengths below, at and across the 64-row tiles.
+    for s in [1, 17, 64, 77, 200] {
+        let draw = |heads: usize| {
+            Tensor::randn(0f32, 1.0, (2, heads, s, 64), &dev)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap()
+        };
+        let (q, k, v) = (draw(14), draw(2), draw(2));
+        let tc = attention_forward(&q, &k, &v, 0.125, true).unwrap();
+        let f32k = attention_forward(&q, &k, &v, 0.125, false).unwrap();
+        let out = rel_diff(&tc.narrow(3, 0, 64).unwrap(), &f32k.narrow(3, 0, 64).unwrap());
+        let lse = rel_diff(&tc.narrow(3, 64, 1).unwrap(), &f32k.narrow(3, 64, 1).unwrap());
+        // The tensor-core kernel rounds the probabilities to bf16 before P·V.
+        assert!(out < 1e-2, "s = {s}: outputs differ by {out}");
+        assert!(lse < 1e-3, "s = {s}: log-sum-exps differ by {lse}");
+        // The backward, from the same forward output and a random output gradient.
+        let dout = Tensor::randn(0f32, 1.0, (2, 14, s, 65), &dev).unwrap();
+        let tc = attention_backward(&q, &k, &v, &f32k, &dout, 0.125, true).unwrap();
+        let reference = attention_backward(&q, &k, &v, &f32k, &dout, 0.125, false).unwrap();
+        for (name, a, b) in [
+            ("dq", &tc.0, &reference.0),
+            ("dk", &tc.1, &reference.1),
+            ("dv", &tc.2, &reference.2),
+        ] {
+            if s == 1 && name != "dv" {
+                // One key: the softmax is 1 whatever q·k is, so dq and dk are exactly zero
+                // (up to rounding), and a relative difference means nothing.
+                let largest = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                let largest = largest.to_scalar::<f32>().unwrap();
+                assert!(largest < 1e-2, "s = 1: {name} is {largest}, not zero");
+                continue;
+            }
+            let e = rel_diff(a, b);
+            // The tensor-core kernel rounds P, dS and the output gradient to bf16.
+            assert!(e < 2e-2, "s = {s}: {name} differs by {e}");
+        }
+    }
+}

@@ -40,6 +40,7 @@ fn pass(chunk: usize, grads: bool, recompute: bool, dtype: DType) -> train::Pass
         grads,
         recompute,
         dtype,
+        hand: true,
     }
 }
 

@@ -14,8 +14,8 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
-const MODULE: &str = "sqlora_attention";
+pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
+pub(crate) const MODULE: &str = "sqlora_attention";
 /// The only head size the kernels are built for.
 pub const HEAD_DIM: usize = 64;
 const BQ: usize = 64;

@@ -13,8 +13,8 @@ use candle_core::{
     Tensor,
 };
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/layers.ptx"));
-const MODULE: &str = "sqlora_layers";
+pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/layers.ptx"));
+pub(crate) const MODULE: &str = "sqlora_layers";
 
 fn launch(b: &mut LaunchArgs<'_>, blocks: usize, threads: usize) -> candle_core::Result<()> {
     let cfg = LaunchConfig {

@@ -9,6 +9,8 @@ pub mod cuda_attention;
 pub mod cuda_decode;
 #[cfg(feature = "cuda")]
 pub mod cuda_layers;
+#[cfg(feature = "cuda")]
+pub mod cuda_train;
 pub mod device;
 pub mod library;
 pub mod lora;

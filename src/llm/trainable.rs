@@ -195,6 +195,11 @@ impl LoraParams {
     }
 }
 
+/// The seed of the dropout mask on the input of projection `t` of `layer`.
+pub fn mask_seed(seed: u64, layer: usize, t: Target) -> u64 {
+    mix_seed(mix_seed(seed, layer as u64), 1 + t as u64)
+}
+
 /// Dropout on the LoRA input. The masks follow from a seed and the layer: a layer recomputed in
 /// the backward pass (activation recomputation) draws exactly the masks it drew going forward.
 pub struct Dropout {
@@ -225,26 +230,33 @@ impl Dropout {
         Self::new(0.0, 0)
     }
 
-    /// Starts the masks of `layer` afresh.
-    fn start_layer(&mut self, dev: &Device, layer: usize) -> candle_core::Result<()> {
-        if self.p <= 0.0 {
-            return Ok(());
-        }
-        let s = mix_seed(self.seed, layer as u64);
-        self.rng = StdRng::seed_from_u64(s);
-        if !dev.is_cpu() {
-            dev.set_seed(s)?;
-        }
-        Ok(())
+    /// The seed the masks of this batch follow from.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
-    fn apply(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// Starts the masks of `layer` afresh.
+    fn start_layer(&mut self, layer: usize) {
+        if self.p > 0.0 {
+            self.rng = StdRng::seed_from_u64(mix_seed(self.seed, layer as u64));
+        }
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+    fn apply(&mut self, x: &Tensor, layer: usize, t: Target) -> candle_core::Result<Tensor> {
         if self.p <= 0.0 {
             return Ok(x.clone());
         }
-        // On a GPU the mask is drawn there (candle's generator, seeded per layer): drawing
-        // hundreds of millions of numbers on the host and copying them over would dominate a
-        // training step.
+        // On a GPU the mask is a hash of (seed, layer, projection, element), computed there:
+        // drawing hundreds of millions of numbers on the host and copying them over would
+        // dominate a training step. The hand-written CUDA layer draws the same masks.
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return x.contiguous()?.apply_op1(super::cuda_train::HashDropout {
+                p: self.p,
+                seed: mask_seed(self.seed, layer, t),
+            });
+        }
         if !x.device().is_cpu() {
             return candle_nn::ops::dropout(x, self.p);
         }
@@ -319,6 +331,14 @@ pub struct LayerInputs {
     sin32: Tensor,
 }
 
+impl LayerInputs {
+    /// The RoPE tables `[seq, head_dim / 2]` in f32.
+    #[cfg(feature = "cuda")]
+    pub fn rope_tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos32, &self.sin32)
+    }
+}
+
 /// Whether training attention runs on the fused CUDA kernels (`SQLORA_FLASH=0` turns them off).
 #[cfg(feature = "cuda")]
 fn use_flash(dev: &Device, head_dim: usize) -> bool {
@@ -377,7 +397,7 @@ impl Model {
         if let Some((a, b)) = lora.pairs.get(&(layer, t)) {
             // f32 master weights, used in the compute dtype (the cast's backward brings the
             // gradients back to f32).
-            let xd = drop.apply(x)?;
+            let xd = drop.apply(x, layer, t)?;
             let delta = xd
                 .broadcast_matmul(&a.as_tensor().to_dtype(x.dtype())?.t()?)?
                 .broadcast_matmul(&b.as_tensor().to_dtype(x.dtype())?.t()?)?;
@@ -434,7 +454,7 @@ impl Model {
         let c = &self.config;
         let (b, seq, _) = x.dims3()?;
         let layer = &self.layers[i];
-        drop.start_layer(x.device(), i)?;
+        drop.start_layer(i);
         let eps = c.rms_eps as f32;
         let rep = c.n_head / c.n_kv_head;
         let (cos, sin) = (&inputs.cos, &inputs.sin);

@@ -279,6 +279,9 @@ pub struct Pass {
     pub recompute: bool,
     /// The compute dtype.
     pub dtype: DType,
+    /// Run the layers through the hand-written CUDA layer where it applies (bf16 on CUDA, see
+    /// `llm::cuda_train`): it keeps a lean set of activations, so `recompute` does not apply.
+    pub hand: bool,
 }
 
 /// Mean answer-token loss of `batch` and, with `with_grads`, its gradients. With `recompute`
@@ -297,6 +300,7 @@ pub fn batch_loss(
         grads: with_grads,
         recompute,
         dtype: compute,
+        hand: _,
     } = pass;
     let dev = model.device().clone();
     let len = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
@@ -322,23 +326,46 @@ pub fn batch_loss(
     let ids = Tensor::from_vec(ids, (b, len), &dev)?;
     let inputs = model.layer_inputs(len, compute)?;
     let vars = lora.vars();
-    // Going forward: the whole graph, or (recomputing) each layer's input only.
-    let mut saved: Vec<Tensor> = Vec::new();
-    // Without gradients nothing is kept either: each layer's graph is let go at once.
-    let (top, hidden) = if recompute || !with_grads {
-        let mut x = model.embed_train(&ids, compute)?;
-        for i in 0..model.n_layers() {
-            let y = model.layer_train(i, &x, &inputs, lora, drop)?.detach();
-            let x_in = std::mem::replace(&mut x, y);
-            if with_grads {
-                saved.push(x_in);
-            }
-        }
-        let top = Var::from_tensor(&x)?;
-        let hidden = model.norm_train(top.as_tensor())?;
-        (with_grads.then_some(top), hidden)
+    // Going forward: what the hand-written CUDA layer's backward needs, the whole graph, or
+    // (recomputing) each layer's input only.
+    #[cfg(feature = "cuda")]
+    let hand = if pass.hand && crate::llm::cuda_train::supported(model, compute) {
+        Some(crate::llm::cuda_train::Layers::new(model, lora, drop)?)
     } else {
-        (None, model.hidden_train(&ids, lora, drop, compute)?)
+        None
+    };
+    #[cfg(feature = "cuda")]
+    let mut hand_saved = Vec::new();
+    let mut saved: Vec<Tensor> = Vec::new();
+    let (top, hidden) = match () {
+        #[cfg(feature = "cuda")]
+        _ if hand.is_some() => {
+            let layers = hand.as_ref().expect("checked");
+            let mut x = model.embed_train(&ids, compute)?;
+            for i in 0..model.n_layers() {
+                let (y, kept) = layers.forward(i, &x, &inputs, with_grads)?;
+                hand_saved.extend(kept);
+                x = y;
+            }
+            let top = Var::from_tensor(&x)?;
+            let hidden = model.norm_train(top.as_tensor())?;
+            (with_grads.then_some(top), hidden)
+        }
+        // Without gradients nothing is kept either: each layer's graph is let go at once.
+        _ if recompute || !with_grads => {
+            let mut x = model.embed_train(&ids, compute)?;
+            for i in 0..model.n_layers() {
+                let y = model.layer_train(i, &x, &inputs, lora, drop)?.detach();
+                let x_in = std::mem::replace(&mut x, y);
+                if with_grads {
+                    saved.push(x_in);
+                }
+            }
+            let top = Var::from_tensor(&x)?;
+            let hidden = model.norm_train(top.as_tensor())?;
+            (with_grads.then_some(top), hidden)
+        }
+        _ => (None, model.hidden_train(&ids, lora, drop, compute)?),
     };
     lap.done(&dev, &format!("forward [{b}x{len}]"));
     let h = hidden.dim(2)?;
@@ -390,6 +417,27 @@ pub fn batch_loss(
     let mut grads = Grads::default();
     grads.take_from(&store, &vars)?;
     lap.done(&dev, "backward");
+    #[cfg(feature = "cuda")]
+    if let (Some(layers), Some(top)) = (&hand, &top) {
+        // Layer by layer, last to first, through the hand-written backward.
+        let mut g = store
+            .get(top.as_tensor())
+            .ok_or_else(|| LlmError::Generation("no gradient reached the last layer".into()))?
+            .clone();
+        std::mem::drop(store);
+        let mut lora_grads = crate::llm::cuda_train::LoraGrads::new();
+        for (i, kept) in hand_saved.into_iter().enumerate().rev() {
+            g = layers.backward(i, kept, &g, &inputs, &mut lora_grads)?;
+        }
+        for (key, (ga, gb)) in lora_grads {
+            if let Some((a, b)) = lora.pairs.get(&key) {
+                grads.add(a.as_tensor(), &ga)?;
+                grads.add(b.as_tensor(), &gb)?;
+            }
+        }
+        lap.done(&dev, "backward through the layers (hand-written)");
+        return Ok(result(Some(grads)));
+    }
     if let Some(top) = top {
         // Layer by layer, last to first: run the layer again from its saved input, and carry
         // the gradient on to that input.
@@ -433,6 +481,7 @@ pub fn eval_loss(
             grads: false,
             recompute: false,
             dtype: compute.dtype(),
+            hand: true,
         };
         let r = batch_loss(model, lora, &refs, &mut drop, pass)?;
         sum += r.loss * r.targets as f64;
@@ -480,6 +529,21 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            #[cfg(feature = "cuda")]
+            if var.device().is_cuda() {
+                // One kernel, in place, where the ops below are a dozen launches per matrix.
+                let f = |x: f64| x as f32;
+                crate::llm::cuda_train::adamw(
+                    var,
+                    g,
+                    &self.m[i],
+                    &self.v[i],
+                    f(self.lr),
+                    (f(self.beta1), f(self.beta2), f(self.eps), f(self.weight_decay)),
+                    (f(c1), f(c2)),
+                )?;
+                continue;
+            }
             let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
@@ -672,6 +736,7 @@ impl<'m> Trainer<'m> {
                 grads: true,
                 recompute: opts.recompute,
                 dtype: opts.compute.dtype(),
+                hand: true,
             };
             let r = batch_loss(self.model, &self.lora, &batch, &mut drop, pass)?;
             let grads = r.grads.expect("asked for gradients");

@@ -13,6 +13,8 @@
 
 #include "common.cuh"
 
+#include <mma.h>
+
 #define BQ 64   // query rows per block of the forward and dq kernels (one per thread)
 #define BK 32   // keys per shared-memory tile of those kernels
 #define BKV 64  // key rows per block of the dk/dv kernel (one per thread)
@@ -235,3 +237,342 @@ __device__ void attn_bwd_dkv(const T* q, const T* k, const T* v, const float* fw
 
 ATTN_KERNELS(float, f32)
 ATTN_KERNELS(__nv_bfloat16, bf16)
+
+// The forward on tensor cores (bf16 inputs, head size 64), same output as `attn_fwd`: a block
+// of 4 warps takes 64 query rows, each warp 16 of them; per tile of 64 keys a warp computes
+// S = Q·Kᵀ with wmma (16×16×16 bf16, f32 accumulation), the online softmax of its rows in f32
+// (two lanes per row, 32 columns each; the running output lives in those lanes' registers),
+// and P·V with wmma again.
+#define TC_Q 64
+#define TC_K 64
+#define TC_D 64
+#define TC_LDS 68  // f32 row stride of the per-warp score tile (a multiple of 4)
+#define TC_LDP 72  // bf16 row stride of the per-warp probability tile (a multiple of 8)
+
+extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                            const __nv_bfloat16* v, float* out, int nh, int nkv,
+                                            int s, float scale) {
+    using namespace nvcuda;
+    __shared__ __align__(32) __nv_bfloat16 ks[TC_K * TC_D];
+    __shared__ __align__(32) __nv_bfloat16 vs[TC_K * TC_D];
+    __shared__ __align__(32) float ss[4][16 * TC_LDS];
+    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
+    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TC_Q;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kvh = h / (nh / nkv);
+    const __nv_bfloat16* qb = q + ((size_t)b * nh + h) * s * TC_D;
+    const __nv_bfloat16* kb = k + ((size_t)b * nkv + kvh) * s * TC_D;
+    const __nv_bfloat16* vb = v + ((size_t)b * nkv + kvh) * s * TC_D;
+
+    // Q tile, staged through `ks` (rows past the end zero), into each warp's fragments.
+    for (int idx = threadIdx.x; idx < TC_Q * TC_D / 8; idx += blockDim.x) {
+        int r = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (q0 + r < s) val = *(const uint4*)(qb + (size_t)(q0 + r) * TC_D + c);
+        *(uint4*)(ks + r * TC_D + c) = val;
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qf[TC_D / 16];
+#pragma unroll
+    for (int t = 0; t < TC_D / 16; t++)
+        wmma::load_matrix_sync(qf[t], ks + warp * 16 * TC_D + t * 16, TC_D);
+
+    const int r = lane >> 1, c0 = (lane & 1) * 32;
+    const int i = q0 + warp * 16 + r;  // this lane's query row
+    const int warp_last = q0 + warp * 16 + 15;
+    float o[32];
+#pragma unroll
+    for (int e = 0; e < 32; e++) o[e] = 0.f;
+    float m = -INFINITY, l = 0.f;
+    float* sw = ss[warp];
+    __nv_bfloat16* pw = ps[warp];
+
+    const int kend = min(s, q0 + TC_Q);
+    for (int k0 = 0; k0 < kend; k0 += TC_K) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < TC_K * TC_D / 8; idx += blockDim.x) {
+            int rr = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (k0 + rr < s) {
+                kv = *(const uint4*)(kb + (size_t)(k0 + rr) * TC_D + c);
+                vv = *(const uint4*)(vb + (size_t)(k0 + rr) * TC_D + c);
+            }
+            *(uint4*)(ks + rr * TC_D + c) = kv;
+            *(uint4*)(vs + rr * TC_D + c) = vv;
+        }
+        __syncthreads();
+        if (k0 > warp_last) continue;  // every key of the tile is after this warp's rows
+
+        // S = Q·Kᵀ for the warp's 16 rows.
+#pragma unroll
+        for (int n = 0; n < TC_K / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+            for (int t = 0; t < TC_D / 16; t++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kf;
+                wmma::load_matrix_sync(kf, ks + n * 16 * TC_D + t * 16, TC_D);
+                wmma::mma_sync(acc, qf[t], kf, acc);
+            }
+            wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+
+        // Online softmax of this lane's half row.
+        float sc[32];
+        float tmax = -INFINITY;
+#pragma unroll
+        for (int e = 0; e < 32; e++) {
+            int j = k0 + c0 + e;
+            float x = sw[r * TC_LDS + c0 + e] * scale;
+            sc[e] = (j <= i && j < s) ? x : -INFINITY;
+            tmax = fmaxf(tmax, sc[e]);
+        }
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        float mn = fmaxf(m, tmax);
+        float corr = mn == -INFINITY ? 1.f : expf(m - mn);
+        float psum = 0.f;
+#pragma unroll
+        for (int e = 0; e < 32; e++) {
+            float p = sc[e] == -INFINITY ? 0.f : expf(sc[e] - mn);
+            psum += p;
+            pw[r * TC_LDP + c0 + e] = __float2bfloat16(p);
+        }
+        psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+        l = l * corr + psum;
+        m = mn;
+#pragma unroll
+        for (int e = 0; e < 32; e++) o[e] *= corr;
+        __syncwarp();
+
+        // O += P·V.
+#pragma unroll
+        for (int n = 0; n < TC_D / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+            for (int t = 0; t < TC_K / 16; t++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vf;
+                wmma::load_matrix_sync(pf, pw + t * 16, TC_LDP);
+                wmma::load_matrix_sync(vf, vs + t * 16 * TC_D + n * 16, TC_D);
+                wmma::mma_sync(acc, pf, vf, acc);
+            }
+            wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int e = 0; e < 32; e++) o[e] += sw[r * TC_LDS + c0 + e];
+        __syncwarp();
+    }
+    if (i < s) {
+        float* op = out + (((size_t)b * nh + h) * s + i) * (TC_D + 1);
+        float inv = 1.f / l;
+#pragma unroll
+        for (int e = 0; e < 32; e++) op[c0 + e] = o[e] * inv;
+        if (c0 == 0) op[TC_D] = m + logf(l);
+    }
+}
+
+// Δ_i = do_i·o_i for every row (what the backward's dS = P∘(dP − Δ) needs), from the forward's
+// output and its gradient, both [rows, 65] f32.
+extern "C" __global__ void attn_delta(const float* fwd, const float* dout, float* delta,
+                                      size_t rows) {
+    size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x / 32);
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const float* o = fwd + row * (TC_D + 1);
+    const float* d = dout + row * (TC_D + 1);
+    float acc = o[lane] * d[lane] + o[lane + 32] * d[lane + 32];
+    acc = warp_sum(acc);
+    if (lane == 0) delta[row] = acc;
+}
+
+// The backward on tensor cores (bf16 inputs, head size 64), in FlashAttention-2's order: a
+// block owns 64 keys of one key/value head (4 warps, 16 keys each) and walks over the query
+// heads that share it and the query tiles that can see its keys. Per tile, with wmma:
+//   Sᵀ = K·Qᵀ, Pᵀ = exp(scale·Sᵀ − lse), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − Δ),
+//   dK += scale·dSᵀ·Q, dQ += scale·dS·K (added into `dq` atomically; `dq` starts at zero).
+// dk and dv are written once at the end (no other block owns those keys).
+#define TC_LD 72  // bf16 row stride of the shared tiles
+extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                            const __nv_bfloat16* v, const float* fwd,
+                                            const float* dout, const float* delta, float* dq,
+                                            float* dk, float* dv, int nh, int nkv, int s,
+                                            float scale) {
+    using namespace nvcuda;
+    extern __shared__ __align__(32) unsigned char smem[];
+    __nv_bfloat16* ks = (__nv_bfloat16*)smem;      // [64 keys][TC_LD]
+    __nv_bfloat16* qs = ks + 64 * TC_LD;           // [64 queries][TC_LD]
+    __nv_bfloat16* dos = qs + 64 * TC_LD;          // [64 queries][TC_LD]
+    __nv_bfloat16* pts = dos + 64 * TC_LD;         // [64 keys][TC_LD]: Pᵀ, then dSᵀ
+    float* sf = (float*)(pts + 64 * TC_LD);        // [4 warps][16][TC_LDS]
+    float* lse_s = sf + 4 * 16 * TC_LDS;           // [64]
+    float* delta_s = lse_s + 64;                   // [64]
+
+    const int b = blockIdx.z, kvh = blockIdx.y, k0 = blockIdx.x * 64;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int rep = nh / nkv;
+    const int r = lane >> 1, c0 = (lane & 1) * 32;
+    const int key = k0 + warp * 16 + r;  // this lane's key row
+    float* sw = sf + warp * 16 * TC_LDS;
+    const __nv_bfloat16* kb = k + ((size_t)b * nkv + kvh) * s * TC_D;
+    const __nv_bfloat16* vb = v + ((size_t)b * nkv + kvh) * s * TC_D;
+
+    // K tile into `ks` (kept), V tile staged through `qs` into each warp's fragments.
+    for (int idx = threadIdx.x; idx < 64 * TC_D / 8; idx += blockDim.x) {
+        int rr = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
+        uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+        if (k0 + rr < s) {
+            kv = *(const uint4*)(kb + (size_t)(k0 + rr) * TC_D + c);
+            vv = *(const uint4*)(vb + (size_t)(k0 + rr) * TC_D + c);
+        }
+        *(uint4*)(ks + rr * TC_LD + c) = kv;
+        *(uint4*)(qs + rr * TC_LD + c) = vv;
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> kf[4], vf[4];
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        wmma::load_matrix_sync(kf[t], ks + warp * 16 * TC_LD + t * 16, TC_LD);
+        wmma::load_matrix_sync(vf[t], qs + warp * 16 * TC_LD + t * 16, TC_LD);
+    }
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> dkf[4], dvf[4];
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+        wmma::fill_fragment(dkf[n], 0.f);
+        wmma::fill_fragment(dvf[n], 0.f);
+    }
+
+    for (int h = kvh * rep; h < (kvh + 1) * rep; h++) {
+        const size_t bh = (size_t)b * nh + h;
+        for (int q0 = k0; q0 < s; q0 += 64) {
+            __syncthreads();
+            for (int idx = threadIdx.x; idx < 64 * TC_D / 8; idx += blockDim.x) {
+                int rr = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
+                uint4 qv = make_uint4(0, 0, 0, 0);
+                if (q0 + rr < s) qv = *(const uint4*)(q + (bh * s + q0 + rr) * TC_D + c);
+                *(uint4*)(qs + rr * TC_LD + c) = qv;
+            }
+            for (int idx = threadIdx.x; idx < 64 * TC_D; idx += blockDim.x) {
+                int rr = idx / TC_D, c = idx % TC_D;
+                float g = q0 + rr < s ? dout[(bh * s + q0 + rr) * (TC_D + 1) + c] : 0.f;
+                dos[rr * TC_LD + c] = __float2bfloat16(g);
+            }
+            if (threadIdx.x < 64) {
+                int i = q0 + threadIdx.x;
+                lse_s[threadIdx.x] = i < s ? fwd[(bh * s + i) * (TC_D + 1) + TC_D] : 0.f;
+                delta_s[threadIdx.x] = i < s ? delta[bh * s + i] : 0.f;
+            }
+            __syncthreads();
+
+            // Sᵀ = K·Qᵀ for the warp's 16 keys.
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> qf;
+                    wmma::load_matrix_sync(qf, qs + n * 16 * TC_LD + t * 16, TC_LD);
+                    wmma::mma_sync(acc, kf[t], qf, acc);
+                }
+                wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
+            }
+            __syncwarp();
+            float p[32];
+#pragma unroll
+            for (int e = 0; e < 32; e++) {
+                int i = q0 + c0 + e;
+                bool ok = key < s && i < s && key <= i;
+                p[e] = ok ? expf(sw[r * TC_LDS + c0 + e] * scale - lse_s[c0 + e]) : 0.f;
+                pts[(warp * 16 + r) * TC_LD + c0 + e] = __float2bfloat16(p[e]);
+            }
+            __syncwarp();
+            // dV += Pᵀ·dO; dPᵀ = V·dOᵀ.
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> df;
+                    wmma::load_matrix_sync(pf, pts + warp * 16 * TC_LD + t * 16, TC_LD);
+                    wmma::load_matrix_sync(df, dos + t * 16 * TC_LD + n * 16, TC_LD);
+                    wmma::mma_sync(dvf[n], pf, df, dvf[n]);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> df;
+                    wmma::load_matrix_sync(df, dos + n * 16 * TC_LD + t * 16, TC_LD);
+                    wmma::mma_sync(acc, vf[t], df, acc);
+                }
+                wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
+            }
+            __syncwarp();
+#pragma unroll
+            for (int e = 0; e < 32; e++) {
+                float ds = p[e] * (sw[r * TC_LDS + c0 + e] - delta_s[c0 + e]);
+                pts[(warp * 16 + r) * TC_LD + c0 + e] = __float2bfloat16(ds);
+            }
+            __syncwarp();
+            // dK += dSᵀ·Q (scaled at the end).
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> af;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> qf;
+                    wmma::load_matrix_sync(af, pts + warp * 16 * TC_LD + t * 16, TC_LD);
+                    wmma::load_matrix_sync(qf, qs + t * 16 * TC_LD + n * 16, TC_LD);
+                    wmma::mma_sync(dkf[n], af, qf, dkf[n]);
+                }
+            }
+            __syncthreads();
+            // dQ for query rows 16·warp.. of the tile: dS (= dSᵀ read column-major) · K.
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> af;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> kf2;
+                    wmma::load_matrix_sync(af, pts + t * 16 * TC_LD + warp * 16, TC_LD);
+                    wmma::load_matrix_sync(kf2, ks + t * 16 * TC_LD + n * 16, TC_LD);
+                    wmma::mma_sync(acc, af, kf2, acc);
+                }
+                wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
+            }
+            __syncwarp();
+            int i = q0 + warp * 16 + r;
+            if (i < s) {
+                float* dqp = dq + (bh * s + i) * TC_D;
+#pragma unroll
+                for (int e = 0; e < 32; e++) atomicAdd(dqp + c0 + e, scale * sw[r * TC_LDS + c0 + e]);
+            }
+        }
+    }
+    // dK (scaled) and dV of the warp's 16 keys.
+    __syncwarp();
+    const size_t kvrow = ((size_t)b * nkv + kvh) * s;
+#pragma unroll
+    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(sw + n * 16, dkf[n], TC_LDS, wmma::mem_row_major);
+    __syncwarp();
+    if (key < s) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) dk[(kvrow + key) * TC_D + c0 + e] = scale * sw[r * TC_LDS + c0 + e];
+    }
+    __syncwarp();
+#pragma unroll
+    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(sw + n * 16, dvf[n], TC_LDS, wmma::mem_row_major);
+    __syncwarp();
+    if (key < s) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) dv[(kvrow + key) * TC_D + c0 + e] = sw[r * TC_LDS + c0 + e];
+    }
+}

@@ -20,8 +20,8 @@ __device__ void rms_fwd(const T* x, const float* a, T* y, int n, float eps) {
     for (int i = threadIdx.x; i < n; i += blockDim.x) st(y + base + i, ld(x + base + i) * r * a[i]);
 }
 
-// dx = r·a·g − x·r³·Σ(a·g·x)/n, with r = rsqrt(mean(x²) + eps).
-template <typename T>
+// dx = r·a·g − x·r³·Σ(a·g·x)/n, with r = rsqrt(mean(x²) + eps); with ACC added to dx.
+template <typename T, bool ACC = false>
 __device__ void rms_bwd(const T* x, const float* a, const T* g, T* dx, int n, float eps) {
     __shared__ float red[32];
     size_t base = (size_t)blockIdx.x * n;
@@ -35,8 +35,10 @@ __device__ void rms_bwd(const T* x, const float* a, const T* g, T* dx, int n, fl
     su = block_sum(su, red);
     float r = rsqrtf(ss / (float)n + eps);
     float k = r * r * r * su / (float)n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        st(dx + base + i, r * a[i] * ld(g + base + i) - ld(x + base + i) * k);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float d = r * a[i] * ld(g + base + i) - ld(x + base + i) * k;
+        st(dx + base + i, ACC ? ld(dx + base + i) + d : d);
+    }
 }
 
 // Rotary embedding, rotate-half layout (Qwen2): x [rows = b·h, s, d]; for pair j < d/2 at
@@ -87,6 +89,10 @@ __device__ void swiglu_bwd(const T* g, const T* u, const T* dy, T* out, size_t n
     extern "C" __global__ void rms_bwd_##SUF(const T* x, const float* a, const T* g, T* dx,    \
                                             int n, float eps) {                                \
         rms_bwd<T>(x, a, g, dx, n, eps);                                                       \
+    }                                                                                          \
+    extern "C" __global__ void rms_bwd_acc_##SUF(const T* x, const float* a, const T* g,       \
+                                                T* dx, int n, float eps) {                     \
+        rms_bwd<T, true>(x, a, g, dx, n, eps);                                                 \
     }                                                                                          \
     extern "C" __global__ void rope_##SUF(const T* x, const float* c, const float* s, T* y,    \
                                          int rows, int seq, int d, float sign) {               \

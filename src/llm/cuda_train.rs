@@ -1,0 +1,832 @@
+//! One decoder layer of QLoRA training on CUDA written out by hand, forward and backward, in
+//! bf16: a few dozen launches per layer where candle's autograd graph of the same layer runs a
+//! few hundred ops and keeps every intermediate.
+//!
+//! - Products are cuBLAS calls (bf16 in, f32 accumulation). The LoRA update `s·(drop(x)·Aᵀ)·Bᵀ`
+//!   is added into the base product's output (β = 1), never formed as a tensor of its own; the
+//!   residual is added the same way; q, k and v are three products into one buffer.
+//! - The frozen weights stay 4-bit: each product dequantizes its weight (forward, and again
+//!   backward) and drops it, as [`FrozenLinear`](super::trainable::FrozenLinear) does.
+//! - Norm, attention and SwiGLU are the project's fused kernels (`layers.cu`, `attention.cu`);
+//!   bias, RoPE and the moves between token-major and head-major layouts are one kernel each way
+//!   (`train.cu`); dropout masks come from a counter-based hash, so the backward redraws them.
+//! - The forward keeps what the backward needs (the layer's input, q/k/v, attention's output,
+//!   the residual, the gate and up products, the LoRA down-projections: about 250 MB per layer
+//!   for 16 × 512 tokens) and nothing runs twice.
+//!
+//! Gradients reach the LoRA matrices only, accumulated in f32. `tests/cuda.rs` checks the layer,
+//! its input gradient and all its LoRA gradients against candle's autograd of the same layer.
+
+use std::collections::BTreeMap;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::cublas::{result as cublas, sys};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchArgs, LaunchConfig, PushKernelArg};
+use candle_core::op::BackpropOp;
+use candle_core::quantized::QMatMul;
+use candle_core::{CudaDevice, CudaStorage, DType, Device, Shape, Storage, Tensor, Var};
+use half::bf16;
+
+use super::lora::Target;
+use super::model::{Arch, Form, Model, Projection};
+use super::trainable::{mask_seed, Dropout, LayerInputs, LoraParams};
+
+type Result<T> = candle_core::Result<T>;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train.ptx"));
+const MODULE: &str = "sqlora_train";
+const HEAD_DIM: usize = 64;
+
+/// Whether the hand-written layer can train `model` in `dtype` (`SQLORA_HAND_LAYER=0` turns it
+/// off): bf16 on CUDA, Qwen2's layout (rotate-half RoPE, biases on q/k/v only), head size 64.
+pub fn supported(model: &Model, dtype: DType) -> bool {
+    let c = &model.config;
+    model.device().is_cuda()
+        && dtype == DType::BF16
+        && c.arch == Arch::Qwen2
+        && c.head_dim == HEAD_DIM
+        && model.layers.iter().all(|l| {
+            [Target::O, Target::Gate, Target::Up, Target::Down]
+                .iter()
+                .all(|&t| l.projection(t).bias.is_none())
+        })
+        && std::env::var("SQLORA_HAND_LAYER").map_or(true, |v| v != "0")
+}
+
+fn cuda(dev: &Device) -> Result<&CudaDevice> {
+    match dev {
+        Device::Cuda(d) => Ok(d),
+        _ => candle_core::bail!("hand-written training layer: not on a CUDA device"),
+    }
+}
+
+/// The device address of a contiguous f32 or bf16 CUDA tensor's first element. The tensor must
+/// outlive every launch that uses the address (all run on the device's one stream).
+fn addr(t: &Tensor) -> Result<u64> {
+    let (s, l) = t.storage_and_layout();
+    if !l.is_contiguous() {
+        candle_core::bail!("hand-written training layer: a tensor is not contiguous");
+    }
+    let Storage::Cuda(c) = &*s else {
+        candle_core::bail!("hand-written training layer: a tensor is not on the GPU");
+    };
+    storage_addr(c, l.start_offset())
+}
+
+/// The device address of element `offset` of an f32 or bf16 storage.
+fn storage_addr(c: &CudaStorage, offset: usize) -> Result<u64> {
+    let stream = c.device().cuda_stream();
+    let (base, size) = match c.dtype() {
+        DType::BF16 => (c.as_cuda_slice::<bf16>()?.device_ptr(&stream).0, 2),
+        DType::F32 => (c.as_cuda_slice::<f32>()?.device_ptr(&stream).0, 4),
+        d => candle_core::bail!("hand-written training layer: a tensor of {d:?}"),
+    };
+    Ok(base + (offset * size) as u64)
+}
+
+/// A fresh tensor whose contents the next launch writes in full.
+fn empty(dev: &CudaDevice, shape: impl Into<Shape>, dtype: DType) -> Result<Tensor> {
+    let shape = shape.into();
+    let n = shape.elem_count();
+    // SAFETY: every caller's next launch writes all `n` elements before any read.
+    let storage = match dtype {
+        DType::BF16 => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<bf16>(n) }?, dev.clone()),
+        DType::F32 => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<f32>(n) }?, dev.clone()),
+        d => candle_core::bail!("hand-written training layer: no buffers of {d:?}"),
+    };
+    Ok(Tensor::from_storage(
+        Storage::Cuda(storage),
+        shape,
+        BackpropOp::none(),
+        false,
+    ))
+}
+
+/// A row-major matrix operand of [`gemm`]: its address, row stride, and whether it is used
+/// transposed.
+#[derive(Clone, Copy)]
+struct Mat {
+    at: u64,
+    ld: usize,
+    t: bool,
+}
+
+fn mat(t: &Tensor) -> Result<Mat> {
+    Ok(Mat {
+        at: addr(t)?,
+        ld: t.dims().last().copied().unwrap_or(1),
+        t: false,
+    })
+}
+
+impl Mat {
+    fn t(self) -> Self {
+        Self { t: !self.t, ..self }
+    }
+    /// Columns `from..` of the same rows.
+    fn cols(self, from: usize) -> Self {
+        Self {
+            at: self.at + (from * 2) as u64,
+            ..self
+        }
+    }
+}
+
+/// `C[m, n] = α·op(A)[m, k]·op(B)[k, n] + β·C`, all row-major; A and B bf16, C bf16 or f32
+/// (`c_f32`), f32 accumulation. (cuBLAS is column-major: it computes `Cᵀ = op(B)ᵀ·op(A)ᵀ`.)
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    dev: &CudaDevice,
+    (m, n, k): (usize, usize, usize),
+    a: Mat,
+    b: Mat,
+    c: Mat,
+    c_f32: bool,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    let blas = dev.cublas_handle();
+    let op = |t: bool| {
+        if t {
+            sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            sys::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    let bf = sys::cudaDataType_t::CUDA_R_16BF;
+    let c_type = if c_f32 {
+        sys::cudaDataType_t::CUDA_R_32F
+    } else {
+        bf
+    };
+    // SAFETY: the addresses are of live buffers at least as large as the shapes and strides
+    // say (the callers derive both from the same tensors); α and β are f32 as COMPUTE_32F wants.
+    unsafe {
+        cublas::gemm_ex(
+            *blas.handle(),
+            op(b.t),
+            op(a.t),
+            n as i32,
+            m as i32,
+            k as i32,
+            (&alpha) as *const f32 as *const _,
+            b.at as *const _,
+            bf,
+            b.ld as i32,
+            a.at as *const _,
+            bf,
+            a.ld as i32,
+            (&beta) as *const f32 as *const _,
+            c.at as *mut _,
+            c_type,
+            c.ld as i32,
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| candle_core::Error::Cuda(Box::new(e)))
+}
+
+fn run(b: &mut LaunchArgs<'_>, grid: (usize, usize, usize), block: usize) -> Result<()> {
+    run_with(b, grid, block, 0)
+}
+
+fn run_with(
+    b: &mut LaunchArgs<'_>,
+    grid: (usize, usize, usize),
+    block: usize,
+    shared_mem_bytes: u32,
+) -> Result<()> {
+    let cfg = LaunchConfig {
+        grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
+        block_dim: (block as u32, 1, 1),
+        shared_mem_bytes,
+    };
+    // SAFETY: callers push the arguments of the kernel's signature (device addresses as u64),
+    // on buffers of the sizes the kernel reads and writes.
+    unsafe { b.launch(cfg) }
+        .map(|_| ())
+        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))
+}
+
+fn elementwise(n: usize) -> (usize, usize, usize) {
+    (n.div_ceil(256), 1, 1)
+}
+
+/// `drop(x)` with the mask of `seed` (a copy-free pass-through without dropout).
+fn dropout(dev: &CudaDevice, x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let y = empty(dev, x.shape(), x.dtype())?;
+    let n = x.elem_count();
+    let name = match x.dtype() {
+        DType::BF16 => "dropout_bf16",
+        _ => "dropout_f32",
+    };
+    let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+    let (xa, ya, n64) = (addr(x)?, addr(&y)?, n as u64);
+    let mut b = f.builder();
+    b.arg(&xa).arg(&ya).arg(&n64).arg(&seed).arg(&p);
+    run(&mut b, elementwise(n), 256)?;
+    Ok(y)
+}
+
+/// Dropout with a mask that is a function of `(seed, element index)`: the same in the forward
+/// and the backward, and between the hand-written layer and candle's autograd of the layer.
+pub struct HashDropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+impl candle_core::CustomOp1 for HashDropout {
+    fn name(&self) -> &'static str {
+        "hash-dropout"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("hash-dropout runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        s: &CudaStorage,
+        l: &candle_core::Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        if !l.is_contiguous() {
+            candle_core::bail!("hash-dropout needs a contiguous input");
+        }
+        let dev = s.device().clone();
+        let n = l.shape().elem_count();
+        let xa = storage_addr(s, l.start_offset())?;
+        // SAFETY: the launch below writes all `n` elements.
+        let y = match s.dtype() {
+            DType::BF16 => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<bf16>(n) }?, dev.clone()),
+            DType::F32 => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<f32>(n) }?, dev.clone()),
+            d => candle_core::bail!("hash-dropout: activations of {d:?}"),
+        };
+        let name = match s.dtype() {
+            DType::BF16 => "dropout_bf16",
+            _ => "dropout_f32",
+        };
+        let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let (ya, n64) = (storage_addr(&y, 0)?, n as u64);
+        let mut b = f.builder();
+        b.arg(&xa).arg(&ya).arg(&n64).arg(&self.seed).arg(&self.p);
+        run(&mut b, elementwise(n), 256)?;
+        Ok((y, l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // The mask times 1/(1 − p) is diagonal: its own transpose.
+        Ok(Some(grad.contiguous()?.apply_op1(HashDropout {
+            p: self.p,
+            seed: self.seed,
+        })?))
+    }
+}
+
+/// The step's LoRA matrices in bf16 (cast once per batch from the f32 masters), with what
+/// dropout draws.
+struct Lora {
+    pairs: BTreeMap<(usize, Target), (Tensor, Tensor)>,
+    scale: f32,
+    p: f32,
+}
+
+/// What the backward of one layer needs from its forward.
+pub struct Saved {
+    x: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    /// Attention's output `[b, nh, s, 65]` f32 (log-sum-exp last).
+    att_heads: Tensor,
+    /// The same, token-major bf16: the o-projection's input.
+    att: Tensor,
+    x2: Tensor,
+    g: Tensor,
+    u: Tensor,
+    /// `drop(input)·Aᵀ` of each adapted projection.
+    t: BTreeMap<Target, Tensor>,
+}
+
+/// LoRA gradients of one batch, f32, by `(layer, target)`: `(dA, dB)`.
+pub type LoraGrads = BTreeMap<(usize, Target), (Tensor, Tensor)>;
+
+/// The hand-written layers of one batch.
+pub struct Layers<'m> {
+    model: &'m Model,
+    dev: CudaDevice,
+    lora: Lora,
+    /// The batch's dropout seed (masks per layer and projection follow from it).
+    seed: u64,
+    /// Zero biases for q/k/v without one.
+    zero_bias: Tensor,
+}
+
+/// The frozen weight `[out, in]` of `p` in bf16, for one product.
+fn weight(p: &Projection, dev: &Device) -> Result<Tensor> {
+    let w = match &p.wide {
+        Form::Quant(m) => match m.as_ref() {
+            QMatMul::QTensor(q) => q.dequantize(dev)?,
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.clone(),
+        },
+        Form::Dense(w) => w.clone(),
+    };
+    w.to_dtype(DType::BF16)?.contiguous()
+}
+
+impl<'m> Layers<'m> {
+    pub fn new(model: &'m Model, lora: &LoraParams, drop: &Dropout) -> Result<Self> {
+        let dev = cuda(model.device())?.clone();
+        let mut pairs = BTreeMap::new();
+        for (k, (a, b)) in &lora.pairs {
+            pairs.insert(
+                *k,
+                (
+                    a.as_tensor().to_dtype(DType::BF16)?,
+                    b.as_tensor().to_dtype(DType::BF16)?,
+                ),
+            );
+        }
+        let c = &model.config;
+        let width = c.n_head.max(c.n_kv_head) * c.head_dim;
+        Ok(Self {
+            model,
+            lora: Lora {
+                pairs,
+                scale: lora.config.scale() as f32,
+                p: drop.p,
+            },
+            seed: drop.seed(),
+            zero_bias: Tensor::zeros(width, DType::F32, model.device())?,
+            dev,
+        })
+    }
+
+    fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let n = x.dims().last().copied().unwrap_or(1);
+        let rows = x.elem_count() / n;
+        let y = empty(&self.dev, x.shape(), DType::BF16)?;
+        let f = self.dev.get_or_load_custom_func(
+            "rms_fwd_bf16",
+            super::cuda_layers::MODULE,
+            super::cuda_layers::PTX,
+        )?;
+        let (xa, wa, ya) = (addr(x)?, addr(w)?, addr(&y)?);
+        let (ni, eps) = (n as i32, self.model.config.rms_eps as f32);
+        let mut b = f.builder();
+        b.arg(&xa).arg(&wa).arg(&ya).arg(&ni).arg(&eps);
+        run(&mut b, (rows, 1, 1), 256)?;
+        Ok(y)
+    }
+
+    /// `dx += rms_norm'(x)ᵀ·g`.
+    fn rms_bwd_add(&self, x: &Tensor, w: &Tensor, g: &Tensor, dx: &Tensor) -> Result<()> {
+        let n = x.dims().last().copied().unwrap_or(1);
+        let rows = x.elem_count() / n;
+        let f = self.dev.get_or_load_custom_func(
+            "rms_bwd_acc_bf16",
+            super::cuda_layers::MODULE,
+            super::cuda_layers::PTX,
+        )?;
+        let (xa, wa, ga, da) = (addr(x)?, addr(w)?, addr(g)?, addr(dx)?);
+        let (ni, eps) = (n as i32, self.model.config.rms_eps as f32);
+        let mut b = f.builder();
+        b.arg(&xa).arg(&wa).arg(&ga).arg(&da).arg(&ni).arg(&eps);
+        run(&mut b, (rows, 1, 1), 256)
+    }
+
+    /// `out (+)= x·Wᵀ + s·drop(x)·Aᵀ·Bᵀ` for projection `t` of `layer` into the `n` columns of
+    /// `out` (β = `beta`); returns `drop(x)·Aᵀ` when the projection is adapted.
+    fn project(
+        &self,
+        layer: usize,
+        t: Target,
+        x: &Tensor,
+        out: Mat,
+        beta: f32,
+    ) -> Result<Option<Tensor>> {
+        let p = self.model.layers[layer].projection(t);
+        let (n, k) = p.dims;
+        let m = x.elem_count() / k;
+        let w = weight(p, self.model.device())?;
+        gemm(&self.dev, (m, n, k), mat(x)?, mat(&w)?.t(), out, false, 1.0, beta)?;
+        let Some((a, bm)) = self.lora.pairs.get(&(layer, t)) else {
+            return Ok(None);
+        };
+        let r = a.dim(0)?;
+        let xd = dropout(&self.dev, x, self.lora.p, mask_seed(self.seed, layer, t))?;
+        let tt = empty(&self.dev, (m, r), DType::BF16)?;
+        gemm(&self.dev, (m, r, k), mat(&xd)?, mat(a)?.t(), mat(&tt)?, false, 1.0, 0.0)?;
+        let s = self.lora.scale;
+        gemm(&self.dev, (m, n, r), mat(&tt)?, mat(bm)?.t(), out, false, s, 1.0)?;
+        Ok(Some(tt))
+    }
+
+    /// The backward of [`Self::project`] given `gy` (the gradient of its `n` output columns):
+    /// `dx (+)= gy·W + drop'(s·gy·B·A)` (β = `beta` for the base part), and the LoRA
+    /// gradients added into `grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn project_bwd(
+        &self,
+        layer: usize,
+        t: Target,
+        x: &Tensor,
+        tt: Option<&Tensor>,
+        gy: Mat,
+        dx: &Tensor,
+        beta: f32,
+        grads: &mut LoraGrads,
+    ) -> Result<()> {
+        let p = self.model.layers[layer].projection(t);
+        let (n, k) = p.dims;
+        let m = x.elem_count() / k;
+        let w = weight(p, self.model.device())?;
+        gemm(&self.dev, (m, k, n), gy, mat(&w)?, mat(dx)?, false, 1.0, beta)?;
+        let (Some((a, bm)), Some(tt)) = (self.lora.pairs.get(&(layer, t)), tt) else {
+            return Ok(());
+        };
+        let r = a.dim(0)?;
+        let s = self.lora.scale;
+        let dev = self.model.device();
+        if !grads.contains_key(&(layer, t)) {
+            let zeros = (
+                Tensor::zeros((r, k), DType::F32, dev)?,
+                Tensor::zeros((n, r), DType::F32, dev)?,
+            );
+            grads.insert((layer, t), zeros);
+        }
+        let (ga, gb) = &grads[&(layer, t)];
+        // dB += s·gyᵀ·t
+        gemm(&self.dev, (n, r, m), gy.t(), mat(tt)?, mat(gb)?, true, s, 1.0)?;
+        // g_t = s·gy·B
+        let gt = empty(&self.dev, (m, r), DType::BF16)?;
+        gemm(&self.dev, (m, r, n), gy, mat(bm)?, mat(&gt)?, false, s, 0.0)?;
+        // dA += g_tᵀ·drop(x)
+        let seed = mask_seed(self.seed, layer, t);
+        let xd = dropout(&self.dev, x, self.lora.p, seed)?;
+        gemm(&self.dev, (r, k, m), mat(&gt)?.t(), mat(&xd)?, mat(ga)?, true, 1.0, 1.0)?;
+        drop(xd);
+        // dx += drop'(g_t·A)
+        if self.lora.p <= 0.0 {
+            return gemm(&self.dev, (m, k, r), mat(&gt)?, mat(a)?, mat(dx)?, false, 1.0, 1.0);
+        }
+        let tmp = empty(&self.dev, (m, k), DType::BF16)?;
+        gemm(&self.dev, (m, k, r), mat(&gt)?, mat(a)?, mat(&tmp)?, false, 1.0, 0.0)?;
+        let f = self.dev.get_or_load_custom_func("dropout_add_bf16", MODULE, PTX)?;
+        let (ta, da, n64, pp) = (addr(&tmp)?, addr(dx)?, (m * k) as u64, self.lora.p);
+        let mut b = f.builder();
+        b.arg(&ta).arg(&da).arg(&n64).arg(&seed).arg(&pp);
+        run(&mut b, elementwise(m * k), 256)
+    }
+
+    /// Layer `i` over `x` `[b, s, hidden]` bf16; with `save`, what its backward needs.
+    pub fn forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        inputs: &LayerInputs,
+        save: bool,
+    ) -> Result<(Tensor, Option<Saved>)> {
+        let c = &self.model.config;
+        let layer = &self.model.layers[i];
+        let x = x.contiguous()?;
+        let (b, s, hidden) = x.dims3()?;
+        let tokens = b * s;
+        let (nh, nkv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
+        let width = (nh + 2 * nkv) * hd;
+        let mut t = BTreeMap::new();
+
+        let h1 = self.rms(&x, &layer.attn_norm)?;
+        let qkv = empty(&self.dev, (tokens, width), DType::BF16)?;
+        let out = mat(&qkv)?;
+        for (tg, from) in [(Target::Q, 0), (Target::K, nh * hd), (Target::V, (nh + nkv) * hd)] {
+            if let Some(tt) = self.project(i, tg, &h1, out.cols(from), 0.0)? {
+                t.insert(tg, tt);
+            }
+        }
+        drop(h1);
+        let q = empty(&self.dev, (b, nh, s, hd), DType::BF16)?;
+        let k = empty(&self.dev, (b, nkv, s, hd), DType::BF16)?;
+        let v = empty(&self.dev, (b, nkv, s, hd), DType::BF16)?;
+        let bias = |tg: Target| -> Result<u64> {
+            match &layer.projection(tg).bias {
+                Some(bias) => addr(bias),
+                None => addr(&self.zero_bias),
+            }
+        };
+        let (cos, sin) = inputs.rope_tables();
+        {
+            let f = self.dev.get_or_load_custom_func("qkv_split_bf16", MODULE, PTX)?;
+            let (ya, bq, bk, bv) = (addr(&qkv)?, bias(Target::Q)?, bias(Target::K)?, bias(Target::V)?);
+            let (ca, sa, qa, ka, va) = (addr(cos)?, addr(sin)?, addr(&q)?, addr(&k)?, addr(&v)?);
+            let (bi, si, nhi, nkvi) = (b as i32, s as i32, nh as i32, nkv as i32);
+            let mut bl = f.builder();
+            bl.arg(&ya).arg(&bq).arg(&bk).arg(&bv).arg(&ca).arg(&sa);
+            bl.arg(&qa).arg(&ka).arg(&va).arg(&bi).arg(&si).arg(&nhi).arg(&nkvi);
+            run(&mut bl, elementwise(tokens * (nh + 2 * nkv) * hd / 2), 256)?;
+        }
+        drop(qkv);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let att_heads = attention_forward(&q, &k, &v, scale, tensor_cores())?;
+        let att = empty(&self.dev, (tokens, nh * hd), DType::BF16)?;
+        self.layout("heads_to_tokens_bf16", &att_heads, &att, (b, s, nh))?;
+        // x2 = x + o(att)
+        let x2 = x.copy()?;
+        if let Some(tt) = self.project(i, Target::O, &att, mat(&x2)?, 1.0)? {
+            t.insert(Target::O, tt);
+        }
+        let h2 = self.rms(&x2, &layer.ffn_norm)?;
+        let inter = layer.projection(Target::Gate).dims.0;
+        let g = empty(&self.dev, (tokens, inter), DType::BF16)?;
+        let u = empty(&self.dev, (tokens, inter), DType::BF16)?;
+        for (tg, dst) in [(Target::Gate, &g), (Target::Up, &u)] {
+            if let Some(tt) = self.project(i, tg, &h2, mat(dst)?, 0.0)? {
+                t.insert(tg, tt);
+            }
+        }
+        drop(h2);
+        let gu = self.swiglu(&g, &u)?;
+        let y = x2.copy()?;
+        if let Some(tt) = self.project(i, Target::Down, &gu, mat(&y)?, 1.0)? {
+            t.insert(Target::Down, tt);
+        }
+        let y = y.reshape((b, s, hidden))?;
+        let saved = save.then(|| Saved {
+            x,
+            q,
+            k,
+            v,
+            att_heads,
+            att,
+            x2,
+            g,
+            u,
+            t,
+        });
+        Ok((y, saved))
+    }
+
+    fn layout(&self, name: &str, src: &Tensor, dst: &Tensor, (b, s, nh): (usize, usize, usize)) -> Result<()> {
+        let f = self.dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let (sa, da) = (addr(src)?, addr(dst)?);
+        let (bi, si, nhi) = (b as i32, s as i32, nh as i32);
+        let mut bl = f.builder();
+        bl.arg(&sa).arg(&da).arg(&bi).arg(&si).arg(&nhi);
+        run(&mut bl, elementwise(b * s * nh * HEAD_DIM), 256)
+    }
+
+    fn swiglu(&self, g: &Tensor, u: &Tensor) -> Result<Tensor> {
+        let n = g.elem_count();
+        let y = empty(&self.dev, g.shape(), DType::BF16)?;
+        let f = self.dev.get_or_load_custom_func(
+            "swiglu_bf16",
+            super::cuda_layers::MODULE,
+            super::cuda_layers::PTX,
+        )?;
+        let (ga, ua, ya, n64) = (addr(g)?, addr(u)?, addr(&y)?, n as u64);
+        let mut b = f.builder();
+        b.arg(&ga).arg(&ua).arg(&ya).arg(&n64);
+        run(&mut b, elementwise(n), 256)?;
+        Ok(y)
+    }
+
+    /// The backward of layer `i`: the gradient of its input given `gout`, the gradient of its
+    /// output; LoRA gradients added into `grads`.
+    pub fn backward(
+        &self,
+        i: usize,
+        saved: Saved,
+        gout: &Tensor,
+        inputs: &LayerInputs,
+        grads: &mut LoraGrads,
+    ) -> Result<Tensor> {
+        let c = &self.model.config;
+        let layer = &self.model.layers[i];
+        let Saved {
+            x,
+            q,
+            k,
+            v,
+            att_heads,
+            att,
+            x2,
+            g,
+            u,
+            t,
+        } = saved;
+        let (b, s, hidden) = x.dims3()?;
+        let tokens = b * s;
+        let (nh, nkv, hd) = (c.n_head, c.n_kv_head, c.head_dim);
+        let width = (nh + 2 * nkv) * hd;
+        let inter = g.dim(1)?;
+        // The residual stream's gradient, which every branch adds into.
+        let dx = gout.to_dtype(DType::BF16)?.contiguous()?.reshape((tokens, hidden))?.copy()?;
+
+        // MLP: y = x2 + down(swiglu(gate(h2), up(h2))), h2 = norm(x2).
+        let gu = self.swiglu(&g, &u)?;
+        let dgu = empty(&self.dev, (tokens, inter), DType::BF16)?;
+        let gy = mat(&dx)?;
+        self.project_bwd(i, Target::Down, &gu, t.get(&Target::Down), gy, &dgu, 0.0, grads)?;
+        drop(gu);
+        let dgate_up = empty(&self.dev, (2, tokens, inter), DType::BF16)?;
+        {
+            let n = tokens * inter;
+            let f = self.dev.get_or_load_custom_func(
+                "swiglu_bwd_bf16",
+                super::cuda_layers::MODULE,
+                super::cuda_layers::PTX,
+            )?;
+            let (ga, ua, da, oa, n64) = (addr(&g)?, addr(&u)?, addr(&dgu)?, addr(&dgate_up)?, n as u64);
+            let mut bl = f.builder();
+            bl.arg(&ga).arg(&ua).arg(&da).arg(&oa).arg(&n64);
+            run(&mut bl, elementwise(n), 256)?;
+        }
+        drop((dgu, g, u));
+        let h2 = self.rms(&x2, &layer.ffn_norm)?;
+        let dh2 = empty(&self.dev, (tokens, hidden), DType::BF16)?;
+        let dgate = mat(&dgate_up.get(0)?)?;
+        let dup = mat(&dgate_up.get(1)?)?;
+        self.project_bwd(i, Target::Gate, &h2, t.get(&Target::Gate), dgate, &dh2, 0.0, grads)?;
+        self.project_bwd(i, Target::Up, &h2, t.get(&Target::Up), dup, &dh2, 1.0, grads)?;
+        drop((h2, dgate_up));
+        self.rms_bwd_add(&x2, &layer.ffn_norm, &dh2, &dx)?;
+        drop((dh2, x2));
+
+        // Attention: x2 = x + o(attention(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x).
+        let datt = empty(&self.dev, (tokens, nh * hd), DType::BF16)?;
+        self.project_bwd(i, Target::O, &att, t.get(&Target::O), mat(&dx)?, &datt, 0.0, grads)?;
+        drop(att);
+        let dout = Tensor::zeros((b, nh, s, hd + 1), DType::F32, self.model.device())?;
+        self.layout("tokens_to_heads_bf16", &datt, &dout, (b, s, nh))?;
+        drop(datt);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let (dq, dk, dv) = attention_backward(&q, &k, &v, &att_heads, &dout, scale, tensor_cores())?;
+        drop((q, k, v, att_heads, dout));
+        let dqkv = empty(&self.dev, (tokens, width), DType::BF16)?;
+        {
+            let (cos, sin) = inputs.rope_tables();
+            let f = self.dev.get_or_load_custom_func("qkv_merge_bf16", MODULE, PTX)?;
+            let (qa, ka, va, ca, sa, ya) = (addr(&dq)?, addr(&dk)?, addr(&dv)?, addr(cos)?, addr(sin)?, addr(&dqkv)?);
+            let (bi, si, nhi, nkvi) = (b as i32, s as i32, nh as i32, nkv as i32);
+            let mut bl = f.builder();
+            bl.arg(&qa).arg(&ka).arg(&va).arg(&ca).arg(&sa).arg(&ya);
+            bl.arg(&bi).arg(&si).arg(&nhi).arg(&nkvi);
+            run(&mut bl, elementwise(tokens * (nh + 2 * nkv) * hd / 2), 256)?;
+        }
+        drop((dq, dk, dv));
+        let x = x.reshape((tokens, hidden))?;
+        let h1 = self.rms(&x, &layer.attn_norm)?;
+        let dh1 = empty(&self.dev, (tokens, hidden), DType::BF16)?;
+        let gy = mat(&dqkv)?;
+        let parts = [(Target::Q, 0), (Target::K, nh * hd), (Target::V, (nh + nkv) * hd)];
+        for (n, (tg, from)) in parts.into_iter().enumerate() {
+            let beta = if n == 0 { 0.0 } else { 1.0 };
+            self.project_bwd(i, tg, &h1, t.get(&tg), gy.cols(from), &dh1, beta, grads)?;
+        }
+        drop((h1, dqkv));
+        self.rms_bwd_add(&x, &layer.attn_norm, &dh1, &dx)?;
+        dx.reshape((b, s, hidden))
+    }
+}
+
+/// Whether attention's forward runs on tensor cores (`SQLORA_TC_ATTENTION=0` turns it off).
+fn tensor_cores() -> bool {
+    std::env::var("SQLORA_TC_ATTENTION").map_or(true, |v| v != "0")
+}
+
+/// Causal attention's forward over bf16 `q` `[b, nh, s, 64]`, `k` and `v` `[b, nkv, s, 64]`:
+/// `[b, nh, s, 65]` f32, the output and each row's log-sum-exp (what the backward kernels read).
+/// With `tensor_cores`, the wmma kernel; else the f32 one the candle path uses.
+pub fn attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+    tensor_cores: bool,
+) -> Result<Tensor> {
+    let dev = cuda(q.device())?;
+    let (b, nh, s, hd) = q.dims4()?;
+    let (bk, nkv, sk, hdk) = k.dims4()?;
+    if hd != HEAD_DIM || hdk != hd || bk != b || sk != s || k.shape() != v.shape() {
+        candle_core::bail!("attention: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
+    }
+    if nkv == 0 || nh % nkv != 0 || q.dtype() != DType::BF16 || k.dtype() != DType::BF16 {
+        candle_core::bail!("attention: bf16 q, k and v with query heads a multiple of kv heads");
+    }
+    let (qa, ka, va) = (addr(q)?, addr(k)?, addr(v)?);
+    // The tensor-core kernel reads 16-byte vectors.
+    let tensor_cores = tensor_cores && [qa, ka, va].iter().all(|a| a % 16 == 0);
+    let out = empty(dev, (b, nh, s, hd + 1), DType::F32)?;
+    let oa = addr(&out)?;
+    let (name, block) = if tensor_cores {
+        ("attn_fwd_tc_bf16", 128)
+    } else {
+        ("attn_fwd_bf16", 64)
+    };
+    let f = dev.get_or_load_custom_func(
+        name,
+        super::cuda_attention::MODULE,
+        super::cuda_attention::PTX,
+    )?;
+    let (nhi, nkvi, si) = (nh as i32, nkv as i32, s as i32);
+    let mut bl = f.builder();
+    bl.arg(&qa).arg(&ka).arg(&va).arg(&oa).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+    run(&mut bl, (s.div_ceil(64), nh, b), block)?;
+    Ok(out)
+}
+
+/// The backward of [`attention_forward`] given `fwd` (its output) and `dout` (the gradient of
+/// that output, `[b, nh, s, 65]` f32, last column unused): `dq`, `dk`, `dv` in f32.
+pub fn attention_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    fwd: &Tensor,
+    dout: &Tensor,
+    scale: f32,
+    tensor_cores: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let dev = cuda(q.device())?;
+    let (b, nh, s, hd) = q.dims4()?;
+    let nkv = k.dim(1)?;
+    let want = (b, nh, s, hd + 1);
+    if fwd.dims4()? != want || dout.dims4()? != want || k.shape() != v.shape() {
+        candle_core::bail!("attention backward: shapes disagree");
+    }
+    let (qa, ka, va) = (addr(q)?, addr(k)?, addr(v)?);
+    let tensor_cores = tensor_cores && [qa, ka, va].iter().all(|a| a % 16 == 0);
+    let zeros = |shape: (usize, usize, usize, usize)| Tensor::zeros(shape, DType::F32, q.device());
+    let (dq, dk, dv) = (zeros((b, nh, s, hd))?, zeros((b, nkv, s, hd))?, zeros((b, nkv, s, hd))?);
+    let delta = empty(dev, (b, nh, s), DType::F32)?;
+    let (fa, ga, dla) = (addr(fwd)?, addr(dout)?, addr(&delta)?);
+    let (dqa, dka, dva) = (addr(&dq)?, addr(&dk)?, addr(&dv)?);
+    let (nhi, nkvi, si) = (nh as i32, nkv as i32, s as i32);
+    let load = |name: &str| {
+        dev.get_or_load_custom_func(name, super::cuda_attention::MODULE, super::cuda_attention::PTX)
+    };
+    if tensor_cores {
+        let rows = b * nh * s;
+        let f = load("attn_delta")?;
+        let rows64 = rows as u64;
+        let mut bl = f.builder();
+        bl.arg(&fa).arg(&ga).arg(&dla).arg(&rows64);
+        run(&mut bl, (rows.div_ceil(4), 1, 1), 128)?;
+        // Four 64 × 72 bf16 tiles, four warps' 16 × 68 f32 tiles, two rows of 64 f32.
+        let smem = (4 * 64 * 72 * 2 + 4 * 16 * 68 * 4 + 2 * 64 * 4) as u32;
+        let f = load("attn_bwd_tc_bf16")?;
+        f.set_attribute(
+            candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )
+        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+        let mut bl = f.builder();
+        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
+        bl.arg(&dqa).arg(&dka).arg(&dva).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+        run_with(&mut bl, (s.div_ceil(64), nkv, b), 128, smem)?;
+    } else {
+        let f = load("attn_bwd_dq_bf16")?;
+        let mut bl = f.builder();
+        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dqa).arg(&dla);
+        bl.arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+        run(&mut bl, (s.div_ceil(64), nh, b), 64)?;
+        let f = load("attn_bwd_dkv_bf16")?;
+        let mut bl = f.builder();
+        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla).arg(&dka).arg(&dva);
+        bl.arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+        run(&mut bl, (s.div_ceil(64), nkv, b), 64)?;
+    }
+    Ok((dq, dk, dv))
+}
+
+/// AdamW's update of one f32 parameter in place, one kernel (candle's ops take a dozen).
+#[allow(clippy::too_many_arguments)]
+pub fn adamw(
+    var: &Var,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    lr: f32,
+    (b1, b2, eps, wd): (f32, f32, f32, f32),
+    (c1, c2): (f32, f32),
+) -> Result<()> {
+    let dev = cuda(var.device())?;
+    let p = var.as_tensor();
+    let n = p.elem_count();
+    if grad.elem_count() != n || m.elem_count() != n || v.elem_count() != n {
+        candle_core::bail!("adamw: parameter, gradient and moments differ in size");
+    }
+    let grad = grad.to_dtype(DType::F32)?.contiguous()?;
+    let f = dev.get_or_load_custom_func("adamw_f32", MODULE, PTX)?;
+    let (pa, ga, ma, va, n64) = (addr(p)?, addr(&grad)?, addr(m)?, addr(v)?, n as u64);
+    let mut b = f.builder();
+    b.arg(&pa).arg(&ga).arg(&ma).arg(&va).arg(&n64);
+    b.arg(&lr).arg(&b1).arg(&b2).arg(&eps).arg(&wd).arg(&c1).arg(&c2);
+    run(&mut b, elementwise(n), 256)
+}
