@@ -136,7 +136,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Keep every layer's activations for the backward pass instead of recomputing them:
-    /// faster, at several times the memory.
+    /// faster, at several times the memory. (Autograd path only: bf16 training on CUDA runs
+    /// hand-written layers that keep a lean set of activations and never recompute.)
     #[arg(long)]
     pub keep_activations: bool,
     /// On CUDA, compute f32 matrix products in full f32 instead of on TF32 tensor cores.

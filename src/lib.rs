@@ -1039,7 +1039,7 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
     };
     eprintln!(
         "sqlora: training `{}` on {} ({} examples, {} held out, {too_long} longer than {} left \
-         out) for {} steps of {} examples, model {} on {chosen}, computing in {:?}",
+         out) for {} steps of {} examples, model {} on {chosen}, computing in {:?} ({})",
         out,
         sources.join(", "),
         examples.len(),
@@ -1048,7 +1048,8 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
         opts.steps,
         per_step,
         engine.info().name,
-        opts.compute
+        opts.compute,
+        train::layer_path(engine.model(), &opts)
     );
     // The run's folder: its checkpoint, metrics and loss curve, until the adapter is saved.
     let run_dir = paths::data_dir()?.join("runs").join(&out);
@@ -1172,6 +1173,7 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
             "eval_examples": eval_set.len(),
             "left_out_too_long": too_long,
             "options": opts,
+            "layers": train::layer_path(engine.model(), &opts),
             "steps_done": last.step,
             "final_loss": last.loss,
             "eval_loss": last_eval,

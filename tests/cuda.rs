@@ -309,7 +309,8 @@ fn hand_written_training_layer_matches_candles_autograd() {
     // As close to the f32 gradients as candle's own bf16 autograd is (both round to bf16).
     assert!(e_hand < 2.0 * e_bf16 + 5e-3, "{e_hand} vs {e_bf16}");
     assert!(l2_hand < 2.0 * l2_bf16 + 5e-3, "{l2_hand} vs {l2_bf16}");
-    assert!(l2_hand < 0.05, "{l2_hand}");
+    // A gross error (a missing term, a wrong mask) is off by the gradient's own size.
+    assert!(l2_hand < 0.15, "{l2_hand}");
     // Another dropout seed changes the gradients: the masks are really applied.
     let pass = Pass {
         chunk: 64,

@@ -3,9 +3,11 @@
 //! LoRA matrices only.
 //!
 //! The frozen base stays in the GGUF's quantization: a projection held quantized runs through
-//! [`FrozenLinear`], a custom op whose forward is candle's quantized matmul and whose backward
-//! dequantizes the weight again to give `dx = g·W` (candle's own quantized matmul has no
-//! backward). Norms, RoPE, softmax and SiLU use candle's differentiable elementwise forms.
+//! [`FrozenLinear`], a custom op that dequantizes the weight for one dense product going forward
+//! and again in its backward to give `dx = g·W` (candle's own quantized matmul has no
+//! backward). Norms, RoPE, softmax and SiLU use candle's differentiable elementwise forms, or on
+//! CUDA the project's fused kernels with their backward. This is the autograd path (CPU, f32,
+//! tests); bf16 training on CUDA runs the hand-written layer of `llm::cuda_train` instead.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -284,6 +284,21 @@ pub struct Pass {
     pub hand: bool,
 }
 
+/// How the layers of `model` train with `opts`, in words (for the start line and the adapter's
+/// `sqlora.json`).
+pub fn layer_path(model: &Model, opts: &Options) -> &'static str {
+    #[cfg(feature = "cuda")]
+    if crate::llm::cuda_train::supported(model, opts.compute.dtype()) {
+        return "hand-written CUDA layers";
+    }
+    let _ = model;
+    if opts.recompute {
+        "autograd, activations recomputed"
+    } else {
+        "autograd, activations kept"
+    }
+}
+
 /// Mean answer-token loss of `batch` and, with `with_grads`, its gradients. With `recompute`
 /// only each layer's input is kept going forward, and each layer is run again in the backward
 /// pass (activation recomputation): memory for one layer's activations instead of all of them,

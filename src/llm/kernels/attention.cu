@@ -374,7 +374,7 @@ extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
     }
 }
 
-// Δ_i = do_i·o_i for every row (what the backward's dS = P∘(dP − Δ) needs), from the forward's
+// Δ_i = do_i·o_i for every row (tensor-core backward) (what the backward's dS = P∘(dP − Δ) needs), from the forward's
 // output and its gradient, both [rows, 65] f32.
 extern "C" __global__ void attn_delta(const float* fwd, const float* dout, float* delta,
                                       size_t rows) {
@@ -383,7 +383,10 @@ extern "C" __global__ void attn_delta(const float* fwd, const float* dout, float
     if (row >= rows) return;
     const float* o = fwd + row * (TC_D + 1);
     const float* d = dout + row * (TC_D + 1);
-    float acc = o[lane] * d[lane] + o[lane + 32] * d[lane + 32];
+    // do rounded to bf16 as the backward kernel reads it, so that Σ_j P_ij·(dP_ij − Δ_i) = 0
+    // holds for the values actually used.
+    auto bf = [](float x) { return __bfloat162float(__float2bfloat16(x)); };
+    float acc = o[lane] * bf(d[lane]) + o[lane + 32] * bf(d[lane + 32]);
     acc = warp_sum(acc);
     if (lane == 0) delta[row] = acc;
 }
