@@ -17,6 +17,7 @@
 //! Gradients reach the LoRA matrices only, accumulated in f32. `tests/cuda.rs` checks the layer,
 //! its input gradient and all its LoRA gradients against candle's autograd of the same layer.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use candle_core::backend::BackendStorage;
@@ -455,14 +456,13 @@ impl<'m> Layers<'m> {
         let r = a.dim(0)?;
         let s = self.lora.scale;
         let dev = self.model.device();
-        if !grads.contains_key(&(layer, t)) {
-            let zeros = (
+        let (ga, gb) = &*match grads.entry((layer, t)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert((
                 Tensor::zeros((r, k), DType::F32, dev)?,
                 Tensor::zeros((n, r), DType::F32, dev)?,
-            );
-            grads.insert((layer, t), zeros);
-        }
-        let (ga, gb) = &grads[&(layer, t)];
+            )),
+        };
         // dB += s·gyᵀ·t
         gemm(&self.dev, (n, r, m), gy.t(), mat(tt)?, mat(gb)?, true, s, 1.0)?;
         // g_t = s·gy·B

@@ -249,6 +249,52 @@ ATTN_KERNELS(__nv_bfloat16, bf16)
 #define TC_LDS 68  // f32 row stride of the per-warp score tile (a multiple of 4)
 #define TC_LDP 72  // bf16 row stride of the per-warp probability tile (a multiple of 8)
 
+typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> Acc;
+typedef nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16,
+                               nvcuda::wmma::row_major>
+    FragA;
+
+// acc += A·B over k = 64, A [16 × 64] and B [64 × 16] in shared memory; `a_step` and `b_step`
+// are how far each operand's pointer moves per 16 of k (16 along a row, 16·ld across rows).
+template <typename LA, typename LB>
+__device__ __forceinline__ void mma64(Acc& acc, const __nv_bfloat16* a, int lda, int a_step,
+                                      const __nv_bfloat16* b, int ldb, int b_step) {
+    using namespace nvcuda;
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LA> af;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LB> bf;
+        wmma::load_matrix_sync(af, a + t * a_step, lda);
+        wmma::load_matrix_sync(bf, b + t * b_step, ldb);
+        wmma::mma_sync(acc, af, bf, acc);
+    }
+}
+
+// Rows row0 .. row0 + 63 of a [s, 64] bf16 matrix into shared memory with row stride `ld`
+// (rows past the end zero), in 16-byte vectors, by the whole block.
+__device__ __forceinline__ void load_tile64(__nv_bfloat16* dst, int ld, const __nv_bfloat16* src,
+                                            int row0, int s) {
+    for (int idx = threadIdx.x; idx < 64 * TC_D / 8; idx += blockDim.x) {
+        int r = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (row0 + r < s) val = *(const uint4*)(src + (size_t)(row0 + r) * TC_D + c);
+        *(uint4*)(dst + r * ld + c) = val;
+    }
+}
+
+// The same with A's four k-slices already in registers.
+template <typename LB>
+__device__ __forceinline__ void mma64(Acc& acc, const FragA* a, const __nv_bfloat16* b, int ldb,
+                                      int b_step) {
+    using namespace nvcuda;
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LB> bf;
+        wmma::load_matrix_sync(bf, b + t * b_step, ldb);
+        wmma::mma_sync(acc, a[t], bf, acc);
+    }
+}
+
 extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                             const __nv_bfloat16* v, float* out, int nh, int nkv,
                                             int s, float scale) {
@@ -265,14 +311,9 @@ extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
     const __nv_bfloat16* vb = v + ((size_t)b * nkv + kvh) * s * TC_D;
 
     // Q tile, staged through `ks` (rows past the end zero), into each warp's fragments.
-    for (int idx = threadIdx.x; idx < TC_Q * TC_D / 8; idx += blockDim.x) {
-        int r = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
-        uint4 val = make_uint4(0, 0, 0, 0);
-        if (q0 + r < s) val = *(const uint4*)(qb + (size_t)(q0 + r) * TC_D + c);
-        *(uint4*)(ks + r * TC_D + c) = val;
-    }
+    load_tile64(ks, TC_D, qb, q0, s);
     __syncthreads();
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qf[TC_D / 16];
+    FragA qf[TC_D / 16];
 #pragma unroll
     for (int t = 0; t < TC_D / 16; t++)
         wmma::load_matrix_sync(qf[t], ks + warp * 16 * TC_D + t * 16, TC_D);
@@ -290,30 +331,17 @@ extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
     const int kend = min(s, q0 + TC_Q);
     for (int k0 = 0; k0 < kend; k0 += TC_K) {
         __syncthreads();
-        for (int idx = threadIdx.x; idx < TC_K * TC_D / 8; idx += blockDim.x) {
-            int rr = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (k0 + rr < s) {
-                kv = *(const uint4*)(kb + (size_t)(k0 + rr) * TC_D + c);
-                vv = *(const uint4*)(vb + (size_t)(k0 + rr) * TC_D + c);
-            }
-            *(uint4*)(ks + rr * TC_D + c) = kv;
-            *(uint4*)(vs + rr * TC_D + c) = vv;
-        }
+        load_tile64(ks, TC_D, kb, k0, s);
+        load_tile64(vs, TC_D, vb, k0, s);
         __syncthreads();
         if (k0 > warp_last) continue;  // every key of the tile is after this warp's rows
 
         // S = Q·Kᵀ for the warp's 16 rows.
 #pragma unroll
         for (int n = 0; n < TC_K / 16; n++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            Acc acc;
             wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-            for (int t = 0; t < TC_D / 16; t++) {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kf;
-                wmma::load_matrix_sync(kf, ks + n * 16 * TC_D + t * 16, TC_D);
-                wmma::mma_sync(acc, qf[t], kf, acc);
-            }
+            mma64<wmma::col_major>(acc, qf, ks + n * 16 * TC_D, TC_D, 16);
             wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
         }
         __syncwarp();
@@ -348,16 +376,10 @@ extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
         // O += P·V.
 #pragma unroll
         for (int n = 0; n < TC_D / 16; n++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            Acc acc;
             wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-            for (int t = 0; t < TC_K / 16; t++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vf;
-                wmma::load_matrix_sync(pf, pw + t * 16, TC_LDP);
-                wmma::load_matrix_sync(vf, vs + t * 16 * TC_D + n * 16, TC_D);
-                wmma::mma_sync(acc, pf, vf, acc);
-            }
+            mma64<wmma::row_major, wmma::row_major>(acc, pw, TC_LDP, 16, vs + n * 16, TC_D,
+                                                    16 * TC_D);
             wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
         }
         __syncwarp();
@@ -423,24 +445,16 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
     const __nv_bfloat16* vb = v + ((size_t)b * nkv + kvh) * s * TC_D;
 
     // K tile into `ks` (kept), V tile staged through `qs` into each warp's fragments.
-    for (int idx = threadIdx.x; idx < 64 * TC_D / 8; idx += blockDim.x) {
-        int rr = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
-        uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-        if (k0 + rr < s) {
-            kv = *(const uint4*)(kb + (size_t)(k0 + rr) * TC_D + c);
-            vv = *(const uint4*)(vb + (size_t)(k0 + rr) * TC_D + c);
-        }
-        *(uint4*)(ks + rr * TC_LD + c) = kv;
-        *(uint4*)(qs + rr * TC_LD + c) = vv;
-    }
+    load_tile64(ks, TC_LD, kb, k0, s);
+    load_tile64(qs, TC_LD, vb, k0, s);
     __syncthreads();
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> kf[4], vf[4];
+    FragA kf[4], vf[4];
 #pragma unroll
     for (int t = 0; t < 4; t++) {
         wmma::load_matrix_sync(kf[t], ks + warp * 16 * TC_LD + t * 16, TC_LD);
         wmma::load_matrix_sync(vf[t], qs + warp * 16 * TC_LD + t * 16, TC_LD);
     }
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> dkf[4], dvf[4];
+    Acc dkf[4], dvf[4];
 #pragma unroll
     for (int n = 0; n < 4; n++) {
         wmma::fill_fragment(dkf[n], 0.f);
@@ -451,12 +465,7 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
         const size_t bh = (size_t)b * nh + h;
         for (int q0 = k0; q0 < s; q0 += 64) {
             __syncthreads();
-            for (int idx = threadIdx.x; idx < 64 * TC_D / 8; idx += blockDim.x) {
-                int rr = idx / (TC_D / 8), c = (idx % (TC_D / 8)) * 8;
-                uint4 qv = make_uint4(0, 0, 0, 0);
-                if (q0 + rr < s) qv = *(const uint4*)(q + (bh * s + q0 + rr) * TC_D + c);
-                *(uint4*)(qs + rr * TC_LD + c) = qv;
-            }
+            load_tile64(qs, TC_LD, q + bh * s * TC_D, q0, s);
             for (int idx = threadIdx.x; idx < 64 * TC_D; idx += blockDim.x) {
                 int rr = idx / TC_D, c = idx % TC_D;
                 float g = q0 + rr < s ? dout[(bh * s + q0 + rr) * (TC_D + 1) + c] : 0.f;
@@ -472,14 +481,9 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
             // Sᵀ = K·Qᵀ for the warp's 16 keys.
 #pragma unroll
             for (int n = 0; n < 4; n++) {
-                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                Acc acc;
                 wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> qf;
-                    wmma::load_matrix_sync(qf, qs + n * 16 * TC_LD + t * 16, TC_LD);
-                    wmma::mma_sync(acc, kf[t], qf, acc);
-                }
+                mma64<wmma::col_major>(acc, kf, qs + n * 16 * TC_LD, TC_LD, 16);
                 wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
             }
             __syncwarp();
@@ -494,26 +498,14 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
             __syncwarp();
             // dV += Pᵀ·dO; dPᵀ = V·dOᵀ.
 #pragma unroll
-            for (int n = 0; n < 4; n++) {
-#pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> df;
-                    wmma::load_matrix_sync(pf, pts + warp * 16 * TC_LD + t * 16, TC_LD);
-                    wmma::load_matrix_sync(df, dos + t * 16 * TC_LD + n * 16, TC_LD);
-                    wmma::mma_sync(dvf[n], pf, df, dvf[n]);
-                }
-            }
+            for (int n = 0; n < 4; n++)
+                mma64<wmma::row_major, wmma::row_major>(dvf[n], pts + warp * 16 * TC_LD, TC_LD, 16,
+                                                        dos + n * 16, TC_LD, 16 * TC_LD);
 #pragma unroll
             for (int n = 0; n < 4; n++) {
-                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                Acc acc;
                 wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> df;
-                    wmma::load_matrix_sync(df, dos + n * 16 * TC_LD + t * 16, TC_LD);
-                    wmma::mma_sync(acc, vf[t], df, acc);
-                }
+                mma64<wmma::col_major>(acc, vf, dos + n * 16 * TC_LD, TC_LD, 16);
                 wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
             }
             __syncwarp();
@@ -525,30 +517,17 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
             __syncwarp();
             // dK += dSᵀ·Q (scaled at the end).
 #pragma unroll
-            for (int n = 0; n < 4; n++) {
-#pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> af;
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> qf;
-                    wmma::load_matrix_sync(af, pts + warp * 16 * TC_LD + t * 16, TC_LD);
-                    wmma::load_matrix_sync(qf, qs + t * 16 * TC_LD + n * 16, TC_LD);
-                    wmma::mma_sync(dkf[n], af, qf, dkf[n]);
-                }
-            }
+            for (int n = 0; n < 4; n++)
+                mma64<wmma::row_major, wmma::row_major>(dkf[n], pts + warp * 16 * TC_LD, TC_LD, 16,
+                                                        qs + n * 16, TC_LD, 16 * TC_LD);
             __syncthreads();
             // dQ for query rows 16·warp.. of the tile: dS (= dSᵀ read column-major) · K.
 #pragma unroll
             for (int n = 0; n < 4; n++) {
-                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                Acc acc;
                 wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-                for (int t = 0; t < 4; t++) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> af;
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> kf2;
-                    wmma::load_matrix_sync(af, pts + t * 16 * TC_LD + warp * 16, TC_LD);
-                    wmma::load_matrix_sync(kf2, ks + t * 16 * TC_LD + n * 16, TC_LD);
-                    wmma::mma_sync(acc, af, kf2, acc);
-                }
+                mma64<wmma::col_major, wmma::row_major>(acc, pts + warp * 16, TC_LD, 16 * TC_LD,
+                                                        ks + n * 16, TC_LD, 16 * TC_LD);
                 wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
             }
             __syncwarp();

@@ -46,6 +46,31 @@ extern "C" __global__ void dropout_add_bf16(const __nv_bfloat16* d, __nv_bfloat1
     st(acc + i, ld(acc + i) + ld(d + i) * keep);
 }
 
+// Where thread `idx` of the q/k/v kernels works: one (token, head, rotation pair) of the fused
+// projection's token-major row, and the head-major row [b, heads of its kind, s, 64] it maps to.
+struct QkvSlot {
+    size_t tok;    // token b·s + t
+    int t, j;      // position, pair (0..31)
+    int kind;      // 0 q, 1 k, 2 v
+    size_t head;   // row of the head-major tensor of that kind
+    int h;         // head within the fused row (0..nh + 2·nkv)
+};
+
+__device__ __forceinline__ QkvSlot qkv_slot(size_t idx, int s, int nh, int nkv) {
+    const int H = 32;
+    int heads = nh + 2 * nkv;
+    QkvSlot q;
+    q.j = idx % H;
+    q.h = (idx / H) % heads;
+    q.tok = idx / ((size_t)H * heads);
+    q.t = q.tok % s;
+    size_t bi = q.tok / s;
+    int hk = q.h < nh ? q.h : q.h < nh + nkv ? q.h - nh : q.h - nh - nkv;
+    q.kind = q.h < nh ? 0 : q.h < nh + nkv ? 1 : 2;
+    q.head = (bi * (q.kind == 0 ? nh : nkv) + hk) * s + q.t;
+    return q;
+}
+
 // The fused q/k/v projection's output y [b·s, (nh + 2·nkv)·64] (token-major, bias not yet
 // added) to q [b, nh, s, 64] and k, v [b, nkv, s, 64], adding the biases and rotating q and k
 // (rotate-half RoPE, tables [s, 32]). One thread per (token, head, pair).
@@ -55,38 +80,22 @@ extern "C" __global__ void qkv_split_bf16(const __nv_bfloat16* y, const float* b
                                           __nv_bfloat16* k, __nv_bfloat16* v, int b, int s,
                                           int nh, int nkv) {
     const int D = 64, H = 32;
-    int heads = nh + 2 * nkv;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)b * s * heads * H;
-    if (idx >= total) return;
-    int j = idx % H;
-    int h = (idx / H) % heads;
-    size_t tok = idx / ((size_t)H * heads);
-    int t = tok % s, bi = tok / s;
-    const __nv_bfloat16* row = y + tok * heads * D + (size_t)h * D;
-    float x1 = ld(row + j), x2 = ld(row + j + H);
-    __nv_bfloat16* out;
-    if (h < nh) {
-        x1 += bq[h * D + j];
-        x2 += bq[h * D + j + H];
-        out = q + (((size_t)bi * nh + h) * s + t) * D;
-    } else if (h < nh + nkv) {
-        int hk = h - nh;
-        x1 += bk[hk * D + j];
-        x2 += bk[hk * D + j + H];
-        out = k + (((size_t)bi * nkv + hk) * s + t) * D;
-    } else {
-        int hv = h - nh - nkv;
-        x1 += bv[hv * D + j];
-        x2 += bv[hv * D + j + H];
-        out = v + (((size_t)bi * nkv + hv) * s + t) * D;
-        st(out + j, x1);
-        st(out + j + H, x2);
-        return;
+    if (idx >= (size_t)b * s * (nh + 2 * nkv) * H) return;
+    QkvSlot p = qkv_slot(idx, s, nh, nkv);
+    const __nv_bfloat16* row = y + (p.tok * (nh + 2 * nkv) + p.h) * D;
+    const float* bias = p.kind == 0 ? bq + p.h * D : p.kind == 1 ? bk + (p.h - nh) * D
+                                                                 : bv + (p.h - nh - nkv) * D;
+    __nv_bfloat16* out = (p.kind == 0 ? q : p.kind == 1 ? k : v) + p.head * D;
+    float x1 = ld(row + p.j) + bias[p.j], x2 = ld(row + p.j + H) + bias[p.j + H];
+    if (p.kind < 2) {
+        float c = cos_t[(size_t)p.t * H + p.j], sn = sin_t[(size_t)p.t * H + p.j];
+        float r1 = x1 * c - x2 * sn, r2 = x2 * c + x1 * sn;
+        x1 = r1;
+        x2 = r2;
     }
-    float c = cos_t[(size_t)t * H + j], sn = sin_t[(size_t)t * H + j];
-    st(out + j, x1 * c - x2 * sn);
-    st(out + j + H, x2 * c + x1 * sn);
+    st(out + p.j, x1);
+    st(out + p.j + H, x2);
 }
 
 // The backward of `qkv_split_bf16`: dq [b, nh, s, 64] and dk, dv [b, nkv, s, 64] (f32, from the
@@ -95,64 +104,49 @@ extern "C" __global__ void qkv_merge_bf16(const float* dq, const float* dk, cons
                                           const float* cos_t, const float* sin_t,
                                           __nv_bfloat16* dy, int b, int s, int nh, int nkv) {
     const int D = 64, H = 32;
-    int heads = nh + 2 * nkv;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)b * s * heads * H;
-    if (idx >= total) return;
-    int j = idx % H;
-    int h = (idx / H) % heads;
-    size_t tok = idx / ((size_t)H * heads);
-    int t = tok % s, bi = tok / s;
-    __nv_bfloat16* row = dy + tok * heads * D + (size_t)h * D;
-    const float* src;
-    bool rotate = true;
-    if (h < nh) {
-        src = dq + (((size_t)bi * nh + h) * s + t) * D;
-    } else if (h < nh + nkv) {
-        src = dk + (((size_t)bi * nkv + (h - nh)) * s + t) * D;
-    } else {
-        src = dv + (((size_t)bi * nkv + (h - nh - nkv)) * s + t) * D;
-        rotate = false;
+    if (idx >= (size_t)b * s * (nh + 2 * nkv) * H) return;
+    QkvSlot p = qkv_slot(idx, s, nh, nkv);
+    const float* src = (p.kind == 0 ? dq : p.kind == 1 ? dk : dv) + p.head * D;
+    __nv_bfloat16* row = dy + (p.tok * (nh + 2 * nkv) + p.h) * D;
+    float g1 = src[p.j], g2 = src[p.j + H];
+    if (p.kind < 2) {
+        float c = cos_t[(size_t)p.t * H + p.j], sn = sin_t[(size_t)p.t * H + p.j];
+        float r1 = g1 * c + g2 * sn, r2 = g2 * c - g1 * sn;
+        g1 = r1;
+        g2 = r2;
     }
-    float g1 = src[j], g2 = src[j + H];
-    if (rotate) {
-        float c = cos_t[(size_t)t * H + j], sn = sin_t[(size_t)t * H + j];
-        float a = g1 * c + g2 * sn, bb = g2 * c - g1 * sn;
-        g1 = a;
-        g2 = bb;
-    }
-    st(row + j, g1);
-    st(row + j + H, g2);
+    st(row + p.j, g1);
+    st(row + p.j + H, g2);
 }
 
-// Attention's output o [b, nh, s, 65] (f32, log-sum-exp in the last column) to token-major
-// y [b·s, nh·64] bf16, the o-projection's input.
-extern "C" __global__ void heads_to_tokens_bf16(const float* o, __nv_bfloat16* y, int b, int s,
-                                                int nh) {
+// For element `idx` of a token-major [b·s, nh·64] tensor, the offset of the same element in a
+// head-major [b, nh, s, 65] one (attention's output with its log-sum-exp column).
+__device__ __forceinline__ size_t head_major(size_t idx, int s, int nh) {
     const int D = 64;
-    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)b * s * nh * D;
-    if (idx >= total) return;
     int e = idx % D;
     int h = (idx / D) % nh;
     size_t tok = idx / ((size_t)D * nh);
-    int t = tok % s, bi = tok / s;
-    st(y + idx, o[(((size_t)bi * nh + h) * s + t) * (D + 1) + e]);
+    size_t t = tok % s, bi = tok / s;
+    return ((bi * nh + h) * s + t) * (D + 1) + e;
+}
+
+// Attention's output o [b, nh, s, 65] (f32) to token-major y [b·s, nh·64] bf16, the
+// o-projection's input.
+extern "C" __global__ void heads_to_tokens_bf16(const float* o, __nv_bfloat16* y, int b, int s,
+                                                int nh) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)b * s * nh * 64) return;
+    st(y + idx, o[head_major(idx, s, nh)]);
 }
 
 // The gradient of that move: token-major g [b·s, nh·64] bf16 to [b, nh, s, 65] f32 (the last
 // column is left as it is: zero).
 extern "C" __global__ void tokens_to_heads_bf16(const __nv_bfloat16* g, float* o, int b, int s,
                                                 int nh) {
-    const int D = 64;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    size_t total = (size_t)b * s * nh * D;
-    if (idx >= total) return;
-    int e = idx % D;
-    int h = (idx / D) % nh;
-    size_t tok = idx / ((size_t)D * nh);
-    int t = tok % s, bi = tok / s;
-    o[(((size_t)bi * nh + h) * s + t) * (D + 1) + e] = ld(g + idx);
+    if (idx >= (size_t)b * s * nh * 64) return;
+    o[head_major(idx, s, nh)] = ld(g + idx);
 }
 
 // One AdamW step (decoupled weight decay, bias-corrected moments) on f32 parameters.
