@@ -788,8 +788,13 @@ pub fn attention_backward(
         .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
         let mut bl = f.builder();
         bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
-        bl.arg(&dqa).arg(&dka).arg(&dva).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+        bl.arg(&dka).arg(&dva).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
         run_with(&mut bl, (s.div_ceil(64), nkv, b), 128, smem)?;
+        let f = load("attn_bwd_dq_tc_bf16")?;
+        let mut bl = f.builder();
+        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
+        bl.arg(&dqa).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+        run(&mut bl, (s.div_ceil(64), nh, b), 128)?;
     } else {
         let f = load("attn_bwd_dq_bf16")?;
         let mut bl = f.builder();

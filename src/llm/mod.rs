@@ -175,8 +175,9 @@ pub struct Engine {
     adapter_label: Option<String>,
     /// The adapter is folded into the weights (`--merge`) and cannot be changed any more.
     merged: bool,
-    /// Single-sequence decode with fused CUDA kernels (CUDA builds, CUDA models); rebuilt
-    /// whenever the weights change.
+    /// Single-sequence decode with fused CUDA kernels (CUDA builds, CUDA models): built on
+    /// first use, dropped whenever the weights change. (`sqlora train` never decodes one
+    /// sequence, so it does not hold the decoder's f16 weights and fixed KV cache.)
     #[cfg(feature = "cuda")]
     fast: Option<cuda_decode::Decoder>,
     /// Why single-sequence decode runs on candle's kernels instead (`None`: it does not).
@@ -244,8 +245,9 @@ impl Engine {
         Ok(engine)
     }
 
-    /// (Re)builds the fused CUDA decoder for the current weights, or records why there is none.
-    /// `SQLORA_FAST_DECODE=0` turns it off (decode then runs on candle's kernels).
+    /// Drops the fused CUDA decoder (the weights changed; it is built again on first use), or
+    /// records why there is none. `SQLORA_FAST_DECODE=0` turns it off (decode then runs on
+    /// candle's kernels).
     fn rebuild_fast(&mut self) {
         #[cfg(feature = "cuda")]
         {
@@ -256,22 +258,41 @@ impl Engine {
         } else if std::env::var("SQLORA_FAST_DECODE").is_ok_and(|v| v == "0") {
             Some("SQLORA_FAST_DECODE=0".into())
         } else {
-            self.build_fast().err().map(|e| e.to_string())
+            self.fast_unsupported()
         };
     }
 
     #[cfg(feature = "cuda")]
-    fn build_fast(&mut self) -> Result<(), LlmError> {
-        self.fast = Some(cuda_decode::Decoder::new(&self.model)?);
-        Ok(())
+    fn fast_unsupported(&self) -> Option<String> {
+        cuda_decode::unsupported(&self.model).map(|why| format!("unsupported model: {why}"))
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn build_fast(&mut self) -> Result<(), LlmError> {
-        Err(LlmError::Device("this build has no CUDA".into()))
+    fn fast_unsupported(&self) -> Option<String> {
+        Some("this build has no CUDA".into())
     }
 
-    /// Whether single-sequence decode runs on the fused CUDA decoder.
+    /// The fused decoder, built on first use; a build that fails (out of memory, say) turns it
+    /// off, and decode runs on candle's kernels.
+    #[cfg(feature = "cuda")]
+    fn fast_decoder(&mut self) -> Option<&mut cuda_decode::Decoder> {
+        if self.fast_off.is_some() {
+            return None;
+        }
+        if self.fast.is_none() {
+            match cuda_decode::Decoder::new(&self.model) {
+                Ok(d) => self.fast = Some(d),
+                Err(e) => {
+                    self.fast_off = Some(e.to_string());
+                    return None;
+                }
+            }
+        }
+        self.fast.as_mut()
+    }
+
+    /// Whether single-sequence decode runs on the fused CUDA decoder (once built, on first
+    /// use: a build that then fails falls back to candle's kernels).
     pub fn fused_decode(&self) -> bool {
         self.fast_off.is_none()
     }
@@ -307,7 +328,7 @@ impl Engine {
     /// Prepares single-sequence decode after `cache`: true when the fused decoder will run it.
     fn fast_start(&mut self, cache: &KvCache) -> Result<bool, LlmError> {
         #[cfg(feature = "cuda")]
-        if let Some(f) = self.fast.as_mut() {
+        if let Some(f) = self.fast_decoder() {
             f.start(cache)?;
             return Ok(true);
         }
@@ -728,7 +749,7 @@ impl Engine {
         n: usize,
     ) -> Result<Option<(f32, usize)>, LlmError> {
         #[cfg(feature = "cuda")]
-        if self.fast.is_some() {
+        if self.fast_decoder().is_some() {
             let mut cache = KvCache::default();
             let mut logits = self.model.forward(tokens, &mut cache)?;
             self.fast_start(&cache)?;

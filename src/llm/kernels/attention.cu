@@ -413,24 +413,24 @@ extern "C" __global__ void attn_delta(const float* fwd, const float* dout, float
     if (lane == 0) delta[row] = acc;
 }
 
-// The backward on tensor cores (bf16 inputs, head size 64), in FlashAttention-2's order: a
-// block owns 64 keys of one key/value head (4 warps, 16 keys each) and walks over the query
-// heads that share it and the query tiles that can see its keys. Per tile, with wmma:
+// The backward's dK and dV on tensor cores (bf16 inputs, head size 64), in FlashAttention-2's
+// order: a block owns 64 keys of one key/value head (4 warps, 16 keys each) and walks over the
+// query heads that share it and the query tiles that can see its keys. Per tile, with wmma:
 //   Sᵀ = K·Qᵀ, Pᵀ = exp(scale·Sᵀ − lse), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − Δ),
-//   dK += scale·dSᵀ·Q, dQ += scale·dS·K (added into `dq` atomically; `dq` starts at zero).
-// dk and dv are written once at the end (no other block owns those keys).
+//   dK += scale·dSᵀ·Q.
+// dk and dv are written once at the end (no other block owns those keys). dQ has a kernel of
+// its own (`attn_bwd_dq_tc_bf16`) rather than atomic adds, so that a run is bit-reproducible.
 #define TC_LD 72  // bf16 row stride of the shared tiles
 extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                             const __nv_bfloat16* v, const float* fwd,
-                                            const float* dout, const float* delta, float* dq,
-                                            float* dk, float* dv, int nh, int nkv, int s,
-                                            float scale) {
+                                            const float* dout, const float* delta, float* dk,
+                                            float* dv, int nh, int nkv, int s, float scale) {
     using namespace nvcuda;
     extern __shared__ __align__(32) unsigned char smem[];
     __nv_bfloat16* ks = (__nv_bfloat16*)smem;      // [64 keys][TC_LD]
     __nv_bfloat16* qs = ks + 64 * TC_LD;           // [64 queries][TC_LD]
     __nv_bfloat16* dos = qs + 64 * TC_LD;          // [64 queries][TC_LD]
-    __nv_bfloat16* pts = dos + 64 * TC_LD;         // [64 keys][TC_LD]: Pᵀ, then dSᵀ
+    __nv_bfloat16* pts = dos + 64 * TC_LD;         // [64 keys][TC_LD]: Pᵀ, then dSᵀ (per warp)
     float* sf = (float*)(pts + 64 * TC_LD);        // [4 warps][16][TC_LDS]
     float* lse_s = sf + 4 * 16 * TC_LDS;           // [64]
     float* delta_s = lse_s + 64;                   // [64]
@@ -520,23 +520,6 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
             for (int n = 0; n < 4; n++)
                 mma64<wmma::row_major, wmma::row_major>(dkf[n], pts + warp * 16 * TC_LD, TC_LD, 16,
                                                         qs + n * 16, TC_LD, 16 * TC_LD);
-            __syncthreads();
-            // dQ for query rows 16·warp.. of the tile: dS (= dSᵀ read column-major) · K.
-#pragma unroll
-            for (int n = 0; n < 4; n++) {
-                Acc acc;
-                wmma::fill_fragment(acc, 0.f);
-                mma64<wmma::col_major, wmma::row_major>(acc, pts + warp * 16, TC_LD, 16 * TC_LD,
-                                                        ks + n * 16, TC_LD, 16 * TC_LD);
-                wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
-            }
-            __syncwarp();
-            int i = q0 + warp * 16 + r;
-            if (i < s) {
-                float* dqp = dq + (bh * s + i) * TC_D;
-#pragma unroll
-                for (int e = 0; e < 32; e++) atomicAdd(dqp + c0 + e, scale * sw[r * TC_LDS + c0 + e]);
-            }
         }
     }
     // dK (scaled) and dV of the warp's 16 keys.
@@ -556,5 +539,104 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
     if (key < s) {
 #pragma unroll
         for (int e = 0; e < 32; e++) dv[(kvrow + key) * TC_D + c0 + e] = sw[r * TC_LDS + c0 + e];
+    }
+}
+
+// The backward's dQ on tensor cores (bf16 inputs, head size 64), without atomics: a block takes
+// 64 query rows of one head (4 warps, 16 rows each) and walks over the key tiles they can see,
+// rebuilding P from the forward's log-sum-exp: dP = dO·Vᵀ, dS = P∘(dP − Δ), dQ += scale·dS·K.
+extern "C" __global__ void attn_bwd_dq_tc_bf16(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                               const __nv_bfloat16* v, const float* fwd,
+                                               const float* dout, const float* delta, float* dq,
+                                               int nh, int nkv, int s, float scale) {
+    using namespace nvcuda;
+    __shared__ __align__(32) __nv_bfloat16 ks[64 * TC_D];
+    __shared__ __align__(32) __nv_bfloat16 vs[64 * TC_D];
+    __shared__ __align__(32) float ss[4][16 * TC_LDS];
+    __shared__ __align__(32) __nv_bfloat16 ps[4][16 * TC_LDP];
+    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * 64;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int kvh = h / (nh / nkv);
+    const size_t bh = (size_t)b * nh + h;
+    const __nv_bfloat16* kb = k + ((size_t)b * nkv + kvh) * s * TC_D;
+    const __nv_bfloat16* vb = v + ((size_t)b * nkv + kvh) * s * TC_D;
+
+    // This warp's rows of Q and of dO (rounded to bf16), staged through `ks`, as fragments.
+    FragA qf[4], df[4];
+    load_tile64(ks, TC_D, q + bh * s * TC_D, q0, s);
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < 4; t++) wmma::load_matrix_sync(qf[t], ks + warp * 16 * TC_D + t * 16, TC_D);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < 64 * TC_D; idx += blockDim.x) {
+        int rr = idx / TC_D, c = idx % TC_D;
+        float g = q0 + rr < s ? dout[(bh * s + q0 + rr) * (TC_D + 1) + c] : 0.f;
+        ks[rr * TC_D + c] = __float2bfloat16(g);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < 4; t++) wmma::load_matrix_sync(df[t], ks + warp * 16 * TC_D + t * 16, TC_D);
+
+    const int r = lane >> 1, c0 = (lane & 1) * 32;
+    const int i = q0 + warp * 16 + r;  // this lane's query row
+    const int warp_last = q0 + warp * 16 + 15;
+    const float lse = i < s ? fwd[(bh * s + i) * (TC_D + 1) + TC_D] : 0.f;
+    const float dl = i < s ? delta[bh * s + i] : 0.f;
+    float* sw = ss[warp];
+    __nv_bfloat16* pw = ps[warp];
+    Acc dqf[4];
+#pragma unroll
+    for (int n = 0; n < 4; n++) wmma::fill_fragment(dqf[n], 0.f);
+
+    const int kend = min(s, q0 + 64);
+    for (int k0 = 0; k0 < kend; k0 += 64) {
+        __syncthreads();
+        load_tile64(ks, TC_D, kb, k0, s);
+        load_tile64(vs, TC_D, vb, k0, s);
+        __syncthreads();
+        if (k0 > warp_last) continue;  // every key of the tile is after this warp's rows
+        // S = Q·Kᵀ, then P.
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            Acc acc;
+            wmma::fill_fragment(acc, 0.f);
+            mma64<wmma::col_major>(acc, qf, ks + n * 16 * TC_D, TC_D, 16);
+            wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        float p[32];
+#pragma unroll
+        for (int e = 0; e < 32; e++) {
+            int j = k0 + c0 + e;
+            bool ok = j <= i && j < s && i < s;
+            p[e] = ok ? expf(sw[r * TC_LDS + c0 + e] * scale - lse) : 0.f;
+        }
+        __syncwarp();
+        // dP = dO·Vᵀ, then dS.
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            Acc acc;
+            wmma::fill_fragment(acc, 0.f);
+            mma64<wmma::col_major>(acc, df, vs + n * 16 * TC_D, TC_D, 16);
+            wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int e = 0; e < 32; e++)
+            pw[r * TC_LDP + c0 + e] = __float2bfloat16(p[e] * (sw[r * TC_LDS + c0 + e] - dl));
+        __syncwarp();
+        // dQ += dS·K.
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+            mma64<wmma::row_major, wmma::row_major>(dqf[n], pw, TC_LDP, 16, ks + n * 16, TC_D,
+                                                    16 * TC_D);
+        __syncwarp();
+    }
+#pragma unroll
+    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(sw + n * 16, dqf[n], TC_LDS, wmma::mem_row_major);
+    __syncwarp();
+    if (i < s) {
+#pragma unroll
+        for (int e = 0; e < 32; e++) dq[(bh * s + i) * TC_D + c0 + e] = scale * sw[r * TC_LDS + c0 + e];
     }
 }
