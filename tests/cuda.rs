@@ -226,7 +226,15 @@ fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     use candle_core::DType;
     let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
     let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let norm = |t: &candle_core::Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let norm = |t: &candle_core::Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt()
+    };
     norm(&(a - &b).unwrap()) / norm(&b).max(1e-12)
 }
 
@@ -347,8 +355,14 @@ fn tensor_core_attention_matches_the_f32_kernel() {
         let (q, k, v) = (draw(14), draw(2), draw(2));
         let tc = attention_forward(&q, &k, &v, 0.125, true).unwrap();
         let f32k = attention_forward(&q, &k, &v, 0.125, false).unwrap();
-        let out = rel_diff(&tc.narrow(3, 0, 64).unwrap(), &f32k.narrow(3, 0, 64).unwrap());
-        let lse = rel_diff(&tc.narrow(3, 64, 1).unwrap(), &f32k.narrow(3, 64, 1).unwrap());
+        let out = rel_diff(
+            &tc.narrow(3, 0, 64).unwrap(),
+            &f32k.narrow(3, 0, 64).unwrap(),
+        );
+        let lse = rel_diff(
+            &tc.narrow(3, 64, 1).unwrap(),
+            &f32k.narrow(3, 64, 1).unwrap(),
+        );
         // The tensor-core kernel rounds the probabilities to bf16 before P·V.
         assert!(out < 1e-2, "s = {s}: outputs differ by {out}");
         assert!(lse < 1e-3, "s = {s}: log-sum-exps differ by {lse}");
@@ -359,7 +373,11 @@ fn tensor_core_attention_matches_the_f32_kernel() {
         let again = attention_backward(&q, &k, &v, &f32k, &dout, 0.125, true).unwrap();
         for (a, b) in [(&tc.0, &again.0), (&tc.1, &again.1), (&tc.2, &again.2)] {
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(flat(a), flat(b), "s = {s}: two identical backward runs differ");
+            assert_eq!(
+                flat(a),
+                flat(b),
+                "s = {s}: two identical backward runs differ"
+            );
         }
         for (name, a, b) in [
             ("dq", &tc.0, &reference.0),

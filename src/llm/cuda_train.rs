@@ -7,22 +7,27 @@
 //!   residual is added the same way; q, k and v are three products into one buffer.
 //! - The frozen weights stay 4-bit: each product dequantizes its weight (forward, and again
 //!   backward) and drops it, as [`FrozenLinear`](super::trainable::FrozenLinear) does.
-//! - Norm, attention and SwiGLU are the project's fused kernels (`layers.cu`, `attention.cu`);
-//!   bias, RoPE and the moves between token-major and head-major layouts are one kernel each way
-//!   (`train.cu`); dropout masks come from a counter-based hash, so the backward redraws them.
+//! - Norm and SwiGLU are the project's fused kernels (`layers.cu`); attention runs on tensor
+//!   cores in FlashAttention-2's manner (`attention.cu`, dQ without atomics, so a run is
+//!   bit-reproducible); bias, RoPE and the moves between token-major and head-major layouts are
+//!   one kernel each way (`train.cu`); dropout masks come from a counter-based hash, so the
+//!   backward redraws them.
 //! - The forward keeps what the backward needs (the layer's input, q/k/v, attention's output,
 //!   the residual, the gate and up products, the LoRA down-projections: about 250 MB per layer
 //!   for 16 × 512 tokens) and nothing runs twice.
 //!
-//! Gradients reach the LoRA matrices only, accumulated in f32. `tests/cuda.rs` checks the layer,
-//! its input gradient and all its LoRA gradients against candle's autograd of the same layer.
+//! Gradients reach the LoRA matrices only, accumulated in f32. `tests/cuda.rs` checks a batch's
+//! loss and every LoRA gradient against candle's autograd of the same layers (f32 and bf16), and
+//! that two runs agree bit for bit.
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublas::{result as cublas, sys};
-use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchArgs, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    DevicePtr, LaunchArgs, LaunchConfig, PushKernelArg,
+};
 use candle_core::op::BackpropOp;
 use candle_core::quantized::QMatMul;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Shape, Storage, Tensor, Var};
@@ -253,11 +258,7 @@ impl candle_core::CustomOp1 for HashDropout {
         candle_core::bail!("hash-dropout runs on CUDA only")
     }
 
-    fn cuda_fwd(
-        &self,
-        s: &CudaStorage,
-        l: &candle_core::Layout,
-    ) -> Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(&self, s: &CudaStorage, l: &candle_core::Layout) -> Result<(CudaStorage, Shape)> {
         if !l.is_contiguous() {
             candle_core::bail!("hash-dropout needs a contiguous input");
         }
@@ -266,8 +267,12 @@ impl candle_core::CustomOp1 for HashDropout {
         let xa = storage_addr(s, l.start_offset())?;
         // SAFETY: the launch below writes all `n` elements.
         let y = match s.dtype() {
-            DType::BF16 => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<bf16>(n) }?, dev.clone()),
-            DType::F32 => CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<f32>(n) }?, dev.clone()),
+            DType::BF16 => {
+                CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<bf16>(n) }?, dev.clone())
+            }
+            DType::F32 => {
+                CudaStorage::wrap_cuda_slice(unsafe { dev.alloc::<f32>(n) }?, dev.clone())
+            }
             d => candle_core::bail!("hash-dropout: activations of {d:?}"),
         };
         let name = match s.dtype() {
@@ -417,16 +422,43 @@ impl<'m> Layers<'m> {
         let (n, k) = p.dims;
         let m = x.elem_count() / k;
         let w = weight(p, self.model.device())?;
-        gemm(&self.dev, (m, n, k), mat(x)?, mat(&w)?.t(), out, false, 1.0, beta)?;
+        gemm(
+            &self.dev,
+            (m, n, k),
+            mat(x)?,
+            mat(&w)?.t(),
+            out,
+            false,
+            1.0,
+            beta,
+        )?;
         let Some((a, bm)) = self.lora.pairs.get(&(layer, t)) else {
             return Ok(None);
         };
         let r = a.dim(0)?;
         let xd = dropout(&self.dev, x, self.lora.p, mask_seed(self.seed, layer, t))?;
         let tt = empty(&self.dev, (m, r), DType::BF16)?;
-        gemm(&self.dev, (m, r, k), mat(&xd)?, mat(a)?.t(), mat(&tt)?, false, 1.0, 0.0)?;
+        gemm(
+            &self.dev,
+            (m, r, k),
+            mat(&xd)?,
+            mat(a)?.t(),
+            mat(&tt)?,
+            false,
+            1.0,
+            0.0,
+        )?;
         let s = self.lora.scale;
-        gemm(&self.dev, (m, n, r), mat(&tt)?, mat(bm)?.t(), out, false, s, 1.0)?;
+        gemm(
+            &self.dev,
+            (m, n, r),
+            mat(&tt)?,
+            mat(bm)?.t(),
+            out,
+            false,
+            s,
+            1.0,
+        )?;
         Ok(Some(tt))
     }
 
@@ -449,7 +481,16 @@ impl<'m> Layers<'m> {
         let (n, k) = p.dims;
         let m = x.elem_count() / k;
         let w = weight(p, self.model.device())?;
-        gemm(&self.dev, (m, k, n), gy, mat(&w)?, mat(dx)?, false, 1.0, beta)?;
+        gemm(
+            &self.dev,
+            (m, k, n),
+            gy,
+            mat(&w)?,
+            mat(dx)?,
+            false,
+            1.0,
+            beta,
+        )?;
         let (Some((a, bm)), Some(tt)) = (self.lora.pairs.get(&(layer, t)), tt) else {
             return Ok(());
         };
@@ -464,22 +505,60 @@ impl<'m> Layers<'m> {
             )),
         };
         // dB += s·gyᵀ·t
-        gemm(&self.dev, (n, r, m), gy.t(), mat(tt)?, mat(gb)?, true, s, 1.0)?;
+        gemm(
+            &self.dev,
+            (n, r, m),
+            gy.t(),
+            mat(tt)?,
+            mat(gb)?,
+            true,
+            s,
+            1.0,
+        )?;
         // g_t = s·gy·B
         let gt = empty(&self.dev, (m, r), DType::BF16)?;
         gemm(&self.dev, (m, r, n), gy, mat(bm)?, mat(&gt)?, false, s, 0.0)?;
         // dA += g_tᵀ·drop(x)
         let seed = mask_seed(self.seed, layer, t);
         let xd = dropout(&self.dev, x, self.lora.p, seed)?;
-        gemm(&self.dev, (r, k, m), mat(&gt)?.t(), mat(&xd)?, mat(ga)?, true, 1.0, 1.0)?;
+        gemm(
+            &self.dev,
+            (r, k, m),
+            mat(&gt)?.t(),
+            mat(&xd)?,
+            mat(ga)?,
+            true,
+            1.0,
+            1.0,
+        )?;
         drop(xd);
         // dx += drop'(g_t·A)
         if self.lora.p <= 0.0 {
-            return gemm(&self.dev, (m, k, r), mat(&gt)?, mat(a)?, mat(dx)?, false, 1.0, 1.0);
+            return gemm(
+                &self.dev,
+                (m, k, r),
+                mat(&gt)?,
+                mat(a)?,
+                mat(dx)?,
+                false,
+                1.0,
+                1.0,
+            );
         }
         let tmp = empty(&self.dev, (m, k), DType::BF16)?;
-        gemm(&self.dev, (m, k, r), mat(&gt)?, mat(a)?, mat(&tmp)?, false, 1.0, 0.0)?;
-        let f = self.dev.get_or_load_custom_func("dropout_add_bf16", MODULE, PTX)?;
+        gemm(
+            &self.dev,
+            (m, k, r),
+            mat(&gt)?,
+            mat(a)?,
+            mat(&tmp)?,
+            false,
+            1.0,
+            0.0,
+        )?;
+        let f = self
+            .dev
+            .get_or_load_custom_func("dropout_add_bf16", MODULE, PTX)?;
         let (ta, da, n64, pp) = (addr(&tmp)?, addr(dx)?, (m * k) as u64, self.lora.p);
         let mut b = f.builder();
         b.arg(&ta).arg(&da).arg(&n64).arg(&seed).arg(&pp);
@@ -506,7 +585,11 @@ impl<'m> Layers<'m> {
         let h1 = self.rms(&x, &layer.attn_norm)?;
         let qkv = empty(&self.dev, (tokens, width), DType::BF16)?;
         let out = mat(&qkv)?;
-        for (tg, from) in [(Target::Q, 0), (Target::K, nh * hd), (Target::V, (nh + nkv) * hd)] {
+        for (tg, from) in [
+            (Target::Q, 0),
+            (Target::K, nh * hd),
+            (Target::V, (nh + nkv) * hd),
+        ] {
             if let Some(tt) = self.project(i, tg, &h1, out.cols(from), 0.0)? {
                 t.insert(tg, tt);
             }
@@ -523,13 +606,26 @@ impl<'m> Layers<'m> {
         };
         let (cos, sin) = inputs.rope_tables();
         {
-            let f = self.dev.get_or_load_custom_func("qkv_split_bf16", MODULE, PTX)?;
-            let (ya, bq, bk, bv) = (addr(&qkv)?, bias(Target::Q)?, bias(Target::K)?, bias(Target::V)?);
+            let f = self
+                .dev
+                .get_or_load_custom_func("qkv_split_bf16", MODULE, PTX)?;
+            let (ya, bq, bk, bv) = (
+                addr(&qkv)?,
+                bias(Target::Q)?,
+                bias(Target::K)?,
+                bias(Target::V)?,
+            );
             let (ca, sa, qa, ka, va) = (addr(cos)?, addr(sin)?, addr(&q)?, addr(&k)?, addr(&v)?);
             let (bi, si, nhi, nkvi) = (b as i32, s as i32, nh as i32, nkv as i32);
             let mut bl = f.builder();
             bl.arg(&ya).arg(&bq).arg(&bk).arg(&bv).arg(&ca).arg(&sa);
-            bl.arg(&qa).arg(&ka).arg(&va).arg(&bi).arg(&si).arg(&nhi).arg(&nkvi);
+            bl.arg(&qa)
+                .arg(&ka)
+                .arg(&va)
+                .arg(&bi)
+                .arg(&si)
+                .arg(&nhi)
+                .arg(&nkvi);
             run(&mut bl, elementwise(tokens * (nh + 2 * nkv) * hd / 2), 256)?;
         }
         drop(qkv);
@@ -573,7 +669,13 @@ impl<'m> Layers<'m> {
         Ok((y, saved))
     }
 
-    fn layout(&self, name: &str, src: &Tensor, dst: &Tensor, (b, s, nh): (usize, usize, usize)) -> Result<()> {
+    fn layout(
+        &self,
+        name: &str,
+        src: &Tensor,
+        dst: &Tensor,
+        (b, s, nh): (usize, usize, usize),
+    ) -> Result<()> {
         let f = self.dev.get_or_load_custom_func(name, MODULE, PTX)?;
         let (sa, da) = (addr(src)?, addr(dst)?);
         let (bi, si, nhi) = (b as i32, s as i32, nh as i32);
@@ -627,13 +729,26 @@ impl<'m> Layers<'m> {
         let width = (nh + 2 * nkv) * hd;
         let inter = g.dim(1)?;
         // The residual stream's gradient, which every branch adds into.
-        let dx = gout.to_dtype(DType::BF16)?.contiguous()?.reshape((tokens, hidden))?.copy()?;
+        let dx = gout
+            .to_dtype(DType::BF16)?
+            .contiguous()?
+            .reshape((tokens, hidden))?
+            .copy()?;
 
         // MLP: y = x2 + down(swiglu(gate(h2), up(h2))), h2 = norm(x2).
         let gu = self.swiglu(&g, &u)?;
         let dgu = empty(&self.dev, (tokens, inter), DType::BF16)?;
         let gy = mat(&dx)?;
-        self.project_bwd(i, Target::Down, &gu, t.get(&Target::Down), gy, &dgu, 0.0, grads)?;
+        self.project_bwd(
+            i,
+            Target::Down,
+            &gu,
+            t.get(&Target::Down),
+            gy,
+            &dgu,
+            0.0,
+            grads,
+        )?;
         drop(gu);
         let dgate_up = empty(&self.dev, (2, tokens, inter), DType::BF16)?;
         {
@@ -643,7 +758,13 @@ impl<'m> Layers<'m> {
                 super::cuda_layers::MODULE,
                 super::cuda_layers::PTX,
             )?;
-            let (ga, ua, da, oa, n64) = (addr(&g)?, addr(&u)?, addr(&dgu)?, addr(&dgate_up)?, n as u64);
+            let (ga, ua, da, oa, n64) = (
+                addr(&g)?,
+                addr(&u)?,
+                addr(&dgu)?,
+                addr(&dgate_up)?,
+                n as u64,
+            );
             let mut bl = f.builder();
             bl.arg(&ga).arg(&ua).arg(&da).arg(&oa).arg(&n64);
             run(&mut bl, elementwise(n), 256)?;
@@ -653,27 +774,64 @@ impl<'m> Layers<'m> {
         let dh2 = empty(&self.dev, (tokens, hidden), DType::BF16)?;
         let dgate = mat(&dgate_up.get(0)?)?;
         let dup = mat(&dgate_up.get(1)?)?;
-        self.project_bwd(i, Target::Gate, &h2, t.get(&Target::Gate), dgate, &dh2, 0.0, grads)?;
-        self.project_bwd(i, Target::Up, &h2, t.get(&Target::Up), dup, &dh2, 1.0, grads)?;
+        self.project_bwd(
+            i,
+            Target::Gate,
+            &h2,
+            t.get(&Target::Gate),
+            dgate,
+            &dh2,
+            0.0,
+            grads,
+        )?;
+        self.project_bwd(
+            i,
+            Target::Up,
+            &h2,
+            t.get(&Target::Up),
+            dup,
+            &dh2,
+            1.0,
+            grads,
+        )?;
         drop((h2, dgate_up));
         self.rms_bwd_add(&x2, &layer.ffn_norm, &dh2, &dx)?;
         drop((dh2, x2));
 
         // Attention: x2 = x + o(attention(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x).
         let datt = empty(&self.dev, (tokens, nh * hd), DType::BF16)?;
-        self.project_bwd(i, Target::O, &att, t.get(&Target::O), mat(&dx)?, &datt, 0.0, grads)?;
+        self.project_bwd(
+            i,
+            Target::O,
+            &att,
+            t.get(&Target::O),
+            mat(&dx)?,
+            &datt,
+            0.0,
+            grads,
+        )?;
         drop(att);
         let dout = Tensor::zeros((b, nh, s, hd + 1), DType::F32, self.model.device())?;
         self.layout("tokens_to_heads_bf16", &datt, &dout, (b, s, nh))?;
         drop(datt);
         let scale = 1.0 / (hd as f32).sqrt();
-        let (dq, dk, dv) = attention_backward(&q, &k, &v, &att_heads, &dout, scale, tensor_cores())?;
+        let (dq, dk, dv) =
+            attention_backward(&q, &k, &v, &att_heads, &dout, scale, tensor_cores())?;
         drop((q, k, v, att_heads, dout));
         let dqkv = empty(&self.dev, (tokens, width), DType::BF16)?;
         {
             let (cos, sin) = inputs.rope_tables();
-            let f = self.dev.get_or_load_custom_func("qkv_merge_bf16", MODULE, PTX)?;
-            let (qa, ka, va, ca, sa, ya) = (addr(&dq)?, addr(&dk)?, addr(&dv)?, addr(cos)?, addr(sin)?, addr(&dqkv)?);
+            let f = self
+                .dev
+                .get_or_load_custom_func("qkv_merge_bf16", MODULE, PTX)?;
+            let (qa, ka, va, ca, sa, ya) = (
+                addr(&dq)?,
+                addr(&dk)?,
+                addr(&dv)?,
+                addr(cos)?,
+                addr(sin)?,
+                addr(&dqkv)?,
+            );
             let (bi, si, nhi, nkvi) = (b as i32, s as i32, nh as i32, nkv as i32);
             let mut bl = f.builder();
             bl.arg(&qa).arg(&ka).arg(&va).arg(&ca).arg(&sa).arg(&ya);
@@ -685,7 +843,11 @@ impl<'m> Layers<'m> {
         let h1 = self.rms(&x, &layer.attn_norm)?;
         let dh1 = empty(&self.dev, (tokens, hidden), DType::BF16)?;
         let gy = mat(&dqkv)?;
-        let parts = [(Target::Q, 0), (Target::K, nh * hd), (Target::V, (nh + nkv) * hd)];
+        let parts = [
+            (Target::Q, 0),
+            (Target::K, nh * hd),
+            (Target::V, (nh + nkv) * hd),
+        ];
         for (n, (tg, from)) in parts.into_iter().enumerate() {
             let beta = if n == 0 { 0.0 } else { 1.0 };
             self.project_bwd(i, tg, &h1, t.get(&tg), gy.cols(from), &dh1, beta, grads)?;
@@ -715,7 +877,12 @@ pub fn attention_forward(
     let (b, nh, s, hd) = q.dims4()?;
     let (bk, nkv, sk, hdk) = k.dims4()?;
     if hd != HEAD_DIM || hdk != hd || bk != b || sk != s || k.shape() != v.shape() {
-        candle_core::bail!("attention: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
+        candle_core::bail!(
+            "attention: q {:?}, k {:?}, v {:?}",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
     }
     if nkv == 0 || nh % nkv != 0 || q.dtype() != DType::BF16 || k.dtype() != DType::BF16 {
         candle_core::bail!("attention: bf16 q, k and v with query heads a multiple of kv heads");
@@ -737,7 +904,14 @@ pub fn attention_forward(
     )?;
     let (nhi, nkvi, si) = (nh as i32, nkv as i32, s as i32);
     let mut bl = f.builder();
-    bl.arg(&qa).arg(&ka).arg(&va).arg(&oa).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+    bl.arg(&qa)
+        .arg(&ka)
+        .arg(&va)
+        .arg(&oa)
+        .arg(&nhi)
+        .arg(&nkvi)
+        .arg(&si)
+        .arg(&scale);
     run(&mut bl, (s.div_ceil(64), nh, b), block)?;
     Ok(out)
 }
@@ -763,13 +937,21 @@ pub fn attention_backward(
     let (qa, ka, va) = (addr(q)?, addr(k)?, addr(v)?);
     let tensor_cores = tensor_cores && [qa, ka, va].iter().all(|a| a % 16 == 0);
     let zeros = |shape: (usize, usize, usize, usize)| Tensor::zeros(shape, DType::F32, q.device());
-    let (dq, dk, dv) = (zeros((b, nh, s, hd))?, zeros((b, nkv, s, hd))?, zeros((b, nkv, s, hd))?);
+    let (dq, dk, dv) = (
+        zeros((b, nh, s, hd))?,
+        zeros((b, nkv, s, hd))?,
+        zeros((b, nkv, s, hd))?,
+    );
     let delta = empty(dev, (b, nh, s), DType::F32)?;
     let (fa, ga, dla) = (addr(fwd)?, addr(dout)?, addr(&delta)?);
     let (dqa, dka, dva) = (addr(&dq)?, addr(&dk)?, addr(&dv)?);
     let (nhi, nkvi, si) = (nh as i32, nkv as i32, s as i32);
     let load = |name: &str| {
-        dev.get_or_load_custom_func(name, super::cuda_attention::MODULE, super::cuda_attention::PTX)
+        dev.get_or_load_custom_func(
+            name,
+            super::cuda_attention::MODULE,
+            super::cuda_attention::PTX,
+        )
     };
     if tensor_cores {
         let rows = b * nh * s;
@@ -788,7 +970,12 @@ pub fn attention_backward(
         .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
         let mut bl = f.builder();
         bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
-        bl.arg(&dka).arg(&dva).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+        bl.arg(&dka)
+            .arg(&dva)
+            .arg(&nhi)
+            .arg(&nkvi)
+            .arg(&si)
+            .arg(&scale);
         run_with(&mut bl, (s.div_ceil(64), nkv, b), 128, smem)?;
         let f = load("attn_bwd_dq_tc_bf16")?;
         let mut bl = f.builder();
@@ -798,12 +985,25 @@ pub fn attention_backward(
     } else {
         let f = load("attn_bwd_dq_bf16")?;
         let mut bl = f.builder();
-        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dqa).arg(&dla);
+        bl.arg(&qa)
+            .arg(&ka)
+            .arg(&va)
+            .arg(&fa)
+            .arg(&ga)
+            .arg(&dqa)
+            .arg(&dla);
         bl.arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
         run(&mut bl, (s.div_ceil(64), nh, b), 64)?;
         let f = load("attn_bwd_dkv_bf16")?;
         let mut bl = f.builder();
-        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla).arg(&dka).arg(&dva);
+        bl.arg(&qa)
+            .arg(&ka)
+            .arg(&va)
+            .arg(&fa)
+            .arg(&ga)
+            .arg(&dla)
+            .arg(&dka)
+            .arg(&dva);
         bl.arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
         run(&mut bl, (s.div_ceil(64), nkv, b), 64)?;
     }
@@ -832,6 +1032,12 @@ pub fn adamw(
     let (pa, ga, ma, va, n64) = (addr(p)?, addr(&grad)?, addr(m)?, addr(v)?, n as u64);
     let mut b = f.builder();
     b.arg(&pa).arg(&ga).arg(&ma).arg(&va).arg(&n64);
-    b.arg(&lr).arg(&b1).arg(&b2).arg(&eps).arg(&wd).arg(&c1).arg(&c2);
+    b.arg(&lr)
+        .arg(&b1)
+        .arg(&b2)
+        .arg(&eps)
+        .arg(&wd)
+        .arg(&c1)
+        .arg(&c2);
     run(&mut b, elementwise(n), 256)
 }

@@ -554,7 +554,12 @@ impl AdamW {
                     &self.m[i],
                     &self.v[i],
                     f(self.lr),
-                    (f(self.beta1), f(self.beta2), f(self.eps), f(self.weight_decay)),
+                    (
+                        f(self.beta1),
+                        f(self.beta2),
+                        f(self.eps),
+                        f(self.weight_decay),
+                    ),
                     (f(c1), f(c2)),
                 )?;
                 continue;
