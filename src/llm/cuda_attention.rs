@@ -9,7 +9,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
+    CudaSlice, CudaView, DeviceRepr, LaunchArgs, PushKernelArg,
 };
 use candle_core::cuda_backend::CudaStorageSlice;
 use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp3, Layout, Shape, Storage, Tensor};
@@ -69,16 +69,7 @@ fn launch(
     grid: (usize, usize, usize),
     block: usize,
 ) -> candle_core::Result<()> {
-    let cfg = LaunchConfig {
-        grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
-        block_dim: (block as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: callers push the arguments of the kernel's signature in attention.cu, and every
-    // buffer has the size `dims` checked.
-    unsafe { b.launch(cfg) }
-        .map(|_| ())
-        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))
+    super::cuda_layers::launch_grid(b, grid, block, 0)
 }
 
 /// The forward kernel on typed inputs.

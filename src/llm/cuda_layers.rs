@@ -17,13 +17,25 @@ pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/layers.ptx"
 pub(crate) const MODULE: &str = "sqlora_layers";
 
 fn launch(b: &mut LaunchArgs<'_>, blocks: usize, threads: usize) -> candle_core::Result<()> {
+    launch_grid(b, (blocks, 1, 1), threads, 0)
+}
+
+/// Launches a kernel of the project's training kernels (`layers.cu`, `attention.cu`,
+/// `train.cu`) over `grid` blocks of `block` threads with `shared_mem_bytes` of dynamic shared
+/// memory.
+pub(crate) fn launch_grid(
+    b: &mut LaunchArgs<'_>,
+    grid: (usize, usize, usize),
+    block: usize,
+    shared_mem_bytes: u32,
+) -> candle_core::Result<()> {
     let cfg = LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (threads as u32, 1, 1),
-        shared_mem_bytes: 0,
+        grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
+        block_dim: (block as u32, 1, 1),
+        shared_mem_bytes,
     };
-    // SAFETY: callers push the arguments of the kernel's signature in layers.cu, on buffers of
-    // the sizes the layouts give.
+    // SAFETY: callers push the arguments of the kernel's signature, on buffers of the sizes the
+    // kernel reads and writes (each caller derives both from the same shapes).
     unsafe { b.launch(cfg) }
         .map(|_| ())
         .map_err(|e| candle_core::Error::Cuda(Box::new(e)))

@@ -25,9 +25,7 @@ use std::collections::BTreeMap;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublas::{result as cublas, sys};
-use candle_core::cuda_backend::cudarc::driver::{
-    DevicePtr, LaunchArgs, LaunchConfig, PushKernelArg,
-};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchArgs, PushKernelArg};
 use candle_core::op::BackpropOp;
 use candle_core::quantized::QMatMul;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Shape, Storage, Tensor, Var};
@@ -194,25 +192,7 @@ fn gemm(
 }
 
 fn run(b: &mut LaunchArgs<'_>, grid: (usize, usize, usize), block: usize) -> Result<()> {
-    run_with(b, grid, block, 0)
-}
-
-fn run_with(
-    b: &mut LaunchArgs<'_>,
-    grid: (usize, usize, usize),
-    block: usize,
-    shared_mem_bytes: u32,
-) -> Result<()> {
-    let cfg = LaunchConfig {
-        grid_dim: (grid.0 as u32, grid.1 as u32, grid.2 as u32),
-        block_dim: (block as u32, 1, 1),
-        shared_mem_bytes,
-    };
-    // SAFETY: callers push the arguments of the kernel's signature (device addresses as u64),
-    // on buffers of the sizes the kernel reads and writes.
-    unsafe { b.launch(cfg) }
-        .map(|_| ())
-        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))
+    super::cuda_layers::launch_grid(b, grid, block, 0)
 }
 
 fn elementwise(n: usize) -> (usize, usize, usize) {
@@ -976,7 +956,7 @@ pub fn attention_backward(
             .arg(&nkvi)
             .arg(&si)
             .arg(&scale);
-        run_with(&mut bl, (s.div_ceil(64), nkv, b), 128, smem)?;
+        super::cuda_layers::launch_grid(&mut bl, (s.div_ceil(64), nkv, b), 128, smem)?;
         let f = load("attn_bwd_dq_tc_bf16")?;
         let mut bl = f.builder();
         bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
