@@ -212,26 +212,12 @@ impl CustomOp3 for FlashAttention {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let op = Backward {
-            fwd: res.clone(),
-            grad: grad.contiguous()?,
-            scale: self.scale,
-        };
-        let packed = q.apply_op3_no_bwd(k, v, &op)?;
-        let (nq, nk) = (q.elem_count(), k.elem_count());
-        let dq = packed
-            .narrow(0, 0, nq)?
-            .reshape(q.shape())?
-            .to_dtype(q.dtype())?;
-        let dk = packed
-            .narrow(0, nq, nk)?
-            .reshape(k.shape())?
-            .to_dtype(k.dtype())?;
-        let dv = packed
-            .narrow(0, nq + nk, nk)?
-            .reshape(v.shape())?
-            .to_dtype(v.dtype())?;
-        Ok((Some(dq), Some(dk), Some(dv)))
+        let (dq, dk, dv) = backward_f32(q, k, v, res, grad, self.scale)?;
+        Ok((
+            Some(dq.to_dtype(q.dtype())?),
+            Some(dk.to_dtype(k.dtype())?),
+            Some(dv.to_dtype(v.dtype())?),
+        ))
     }
 }
 
@@ -278,6 +264,41 @@ impl CustomOp3 for Backward {
         let n = out.len();
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(n)))
     }
+}
+
+/// The forward's whole output `[b, nh, s, 65]` f32 (each row's log-sum-exp last), outside
+/// autograd (the hand-written training layer keeps it for its backward).
+pub(crate) fn forward_packed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    q.apply_op3_no_bwd(k, v, &FlashAttention { scale })
+}
+
+/// `dq`, `dk`, `dv` in f32 given the forward's output `fwd` and its gradient `grad` (both
+/// `[b, nh, s, 65]` f32), outside autograd.
+pub(crate) fn backward_f32(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    fwd: &Tensor,
+    grad: &Tensor,
+    scale: f32,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let op = Backward {
+        fwd: fwd.clone(),
+        grad: grad.contiguous()?,
+        scale,
+    };
+    let packed = q.apply_op3_no_bwd(k, v, &op)?;
+    let (nq, nk) = (q.elem_count(), k.elem_count());
+    Ok((
+        packed.narrow(0, 0, nq)?.reshape(q.shape())?,
+        packed.narrow(0, nq, nk)?.reshape(k.shape())?,
+        packed.narrow(0, nq + nk, nk)?.reshape(v.shape())?,
+    ))
 }
 
 /// Causal attention of `q` over `k`, `v` (see the module doc), as `[b, n_head, s, 64]` in f32.

@@ -106,12 +106,13 @@ fn empty(dev: &CudaDevice, shape: impl Into<Shape>, dtype: DType) -> Result<Tens
     ))
 }
 
-/// A row-major matrix operand of [`gemm`]: its address, row stride, and whether it is used
-/// transposed.
+/// A row-major matrix operand of [`gemm`]: its address, row stride, element type, and whether
+/// it is used transposed.
 #[derive(Clone, Copy)]
 struct Mat {
     at: u64,
     ld: usize,
+    f32: bool,
     t: bool,
 }
 
@@ -119,6 +120,7 @@ fn mat(t: &Tensor) -> Result<Mat> {
     Ok(Mat {
         at: addr(t)?,
         ld: t.dims().last().copied().unwrap_or(1),
+        f32: t.dtype() == DType::F32,
         t: false,
     })
 }
@@ -130,25 +132,24 @@ impl Mat {
     /// Columns `from..` of the same rows.
     fn cols(self, from: usize) -> Self {
         Self {
-            at: self.at + (from * 2) as u64,
+            at: self.at + (from * if self.f32 { 4 } else { 2 }) as u64,
             ..self
         }
     }
 }
 
-/// `C[m, n] = α·op(A)[m, k]·op(B)[k, n] + β·C`, all row-major; A and B bf16, C bf16 or f32
-/// (`c_f32`), f32 accumulation. (cuBLAS is column-major: it computes `Cᵀ = op(B)ᵀ·op(A)ᵀ`.)
-#[allow(clippy::too_many_arguments)]
+/// `C[m, n] = α·op(A)[m, k]·op(B)[k, n] + β·C`, all row-major; A and B bf16, C bf16 or f32,
+/// f32 accumulation. (cuBLAS is column-major: it computes `Cᵀ = op(B)ᵀ·op(A)ᵀ`.)
 fn gemm(
     dev: &CudaDevice,
     (m, n, k): (usize, usize, usize),
-    a: Mat,
-    b: Mat,
-    c: Mat,
-    c_f32: bool,
+    (a, b, c): (Mat, Mat, Mat),
     alpha: f32,
     beta: f32,
 ) -> Result<()> {
+    if a.f32 || b.f32 {
+        candle_core::bail!("hand-written training layer: products take bf16 operands");
+    }
     let blas = dev.cublas_handle();
     let op = |t: bool| {
         if t {
@@ -158,7 +159,7 @@ fn gemm(
         }
     };
     let bf = sys::cudaDataType_t::CUDA_R_16BF;
-    let c_type = if c_f32 {
+    let c_type = if c.f32 {
         sys::cudaDataType_t::CUDA_R_32F
     } else {
         bf
@@ -405,10 +406,7 @@ impl<'m> Layers<'m> {
         gemm(
             &self.dev,
             (m, n, k),
-            mat(x)?,
-            mat(&w)?.t(),
-            out,
-            false,
+            (mat(x)?, mat(&w)?.t(), out),
             1.0,
             beta,
         )?;
@@ -421,24 +419,12 @@ impl<'m> Layers<'m> {
         gemm(
             &self.dev,
             (m, r, k),
-            mat(&xd)?,
-            mat(a)?.t(),
-            mat(&tt)?,
-            false,
+            (mat(&xd)?, mat(a)?.t(), mat(&tt)?),
             1.0,
             0.0,
         )?;
         let s = self.lora.scale;
-        gemm(
-            &self.dev,
-            (m, n, r),
-            mat(&tt)?,
-            mat(bm)?.t(),
-            out,
-            false,
-            s,
-            1.0,
-        )?;
+        gemm(&self.dev, (m, n, r), (mat(&tt)?, mat(bm)?.t(), out), s, 1.0)?;
         Ok(Some(tt))
     }
 
@@ -461,16 +447,7 @@ impl<'m> Layers<'m> {
         let (n, k) = p.dims;
         let m = x.elem_count() / k;
         let w = weight(p, self.model.device())?;
-        gemm(
-            &self.dev,
-            (m, k, n),
-            gy,
-            mat(&w)?,
-            mat(dx)?,
-            false,
-            1.0,
-            beta,
-        )?;
+        gemm(&self.dev, (m, k, n), (gy, mat(&w)?, mat(dx)?), 1.0, beta)?;
         let (Some((a, bm)), Some(tt)) = (self.lora.pairs.get(&(layer, t)), tt) else {
             return Ok(());
         };
@@ -485,29 +462,17 @@ impl<'m> Layers<'m> {
             )),
         };
         // dB += s·gyᵀ·t
-        gemm(
-            &self.dev,
-            (n, r, m),
-            gy.t(),
-            mat(tt)?,
-            mat(gb)?,
-            true,
-            s,
-            1.0,
-        )?;
+        gemm(&self.dev, (n, r, m), (gy.t(), mat(tt)?, mat(gb)?), s, 1.0)?;
         // g_t = s·gy·B
         let gt = empty(&self.dev, (m, r), DType::BF16)?;
-        gemm(&self.dev, (m, r, n), gy, mat(bm)?, mat(&gt)?, false, s, 0.0)?;
+        gemm(&self.dev, (m, r, n), (gy, mat(bm)?, mat(&gt)?), s, 0.0)?;
         // dA += g_tᵀ·drop(x)
         let seed = mask_seed(self.seed, layer, t);
         let xd = dropout(&self.dev, x, self.lora.p, seed)?;
         gemm(
             &self.dev,
             (r, k, m),
-            mat(&gt)?.t(),
-            mat(&xd)?,
-            mat(ga)?,
-            true,
+            (mat(&gt)?.t(), mat(&xd)?, mat(ga)?),
             1.0,
             1.0,
         )?;
@@ -517,10 +482,7 @@ impl<'m> Layers<'m> {
             return gemm(
                 &self.dev,
                 (m, k, r),
-                mat(&gt)?,
-                mat(a)?,
-                mat(dx)?,
-                false,
+                (mat(&gt)?, mat(a)?, mat(dx)?),
                 1.0,
                 1.0,
             );
@@ -529,10 +491,7 @@ impl<'m> Layers<'m> {
         gemm(
             &self.dev,
             (m, k, r),
-            mat(&gt)?,
-            mat(a)?,
-            mat(&tmp)?,
-            false,
+            (mat(&gt)?, mat(a)?, mat(&tmp)?),
             1.0,
             0.0,
         )?;
@@ -845,7 +804,7 @@ fn tensor_cores() -> bool {
 
 /// Causal attention's forward over bf16 `q` `[b, nh, s, 64]`, `k` and `v` `[b, nkv, s, 64]`:
 /// `[b, nh, s, 65]` f32, the output and each row's log-sum-exp (what the backward kernels read).
-/// With `tensor_cores`, the wmma kernel; else the f32 one the candle path uses.
+/// With `tensor_cores`, the wmma kernel; else the f32 one the autograd path uses.
 pub fn attention_forward(
     q: &Tensor,
     k: &Tensor,
@@ -869,30 +828,21 @@ pub fn attention_forward(
     }
     let (qa, ka, va) = (addr(q)?, addr(k)?, addr(v)?);
     // The tensor-core kernel reads 16-byte vectors.
-    let tensor_cores = tensor_cores && [qa, ka, va].iter().all(|a| a % 16 == 0);
+    if !(tensor_cores && [qa, ka, va].iter().all(|a| a % 16 == 0)) {
+        return super::cuda_attention::forward_packed(q, k, v, scale);
+    }
     let out = empty(dev, (b, nh, s, hd + 1), DType::F32)?;
     let oa = addr(&out)?;
-    let (name, block) = if tensor_cores {
-        ("attn_fwd_tc_bf16", 128)
-    } else {
-        ("attn_fwd_bf16", 64)
-    };
     let f = dev.get_or_load_custom_func(
-        name,
+        "attn_fwd_tc_bf16",
         super::cuda_attention::MODULE,
         super::cuda_attention::PTX,
     )?;
     let (nhi, nkvi, si) = (nh as i32, nkv as i32, s as i32);
     let mut bl = f.builder();
-    bl.arg(&qa)
-        .arg(&ka)
-        .arg(&va)
-        .arg(&oa)
-        .arg(&nhi)
-        .arg(&nkvi)
-        .arg(&si)
-        .arg(&scale);
-    run(&mut bl, (s.div_ceil(64), nh, b), block)?;
+    bl.arg(&qa).arg(&ka).arg(&va).arg(&oa);
+    bl.arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+    run(&mut bl, (s.div_ceil(64), nh, b), 128)?;
     Ok(out)
 }
 
@@ -915,12 +865,14 @@ pub fn attention_backward(
         candle_core::bail!("attention backward: shapes disagree");
     }
     let (qa, ka, va) = (addr(q)?, addr(k)?, addr(v)?);
-    let tensor_cores = tensor_cores && [qa, ka, va].iter().all(|a| a % 16 == 0);
-    let zeros = |shape: (usize, usize, usize, usize)| Tensor::zeros(shape, DType::F32, q.device());
+    if !(tensor_cores && [qa, ka, va].iter().all(|a| a % 16 == 0)) {
+        return super::cuda_attention::backward_f32(q, k, v, fwd, dout, scale);
+    }
+    // Every row of each is written: dq by the dQ kernel, dk and dv by the dK/dV kernel.
     let (dq, dk, dv) = (
-        zeros((b, nh, s, hd))?,
-        zeros((b, nkv, s, hd))?,
-        zeros((b, nkv, s, hd))?,
+        empty(dev, (b, nh, s, hd), DType::F32)?,
+        empty(dev, (b, nkv, s, hd), DType::F32)?,
+        empty(dev, (b, nkv, s, hd), DType::F32)?,
     );
     let delta = empty(dev, (b, nh, s), DType::F32)?;
     let (fa, ga, dla) = (addr(fwd)?, addr(dout)?, addr(&delta)?);
@@ -933,60 +885,34 @@ pub fn attention_backward(
             super::cuda_attention::PTX,
         )
     };
-    if tensor_cores {
-        let rows = b * nh * s;
-        let f = load("attn_delta")?;
-        let rows64 = rows as u64;
-        let mut bl = f.builder();
-        bl.arg(&fa).arg(&ga).arg(&dla).arg(&rows64);
-        run(&mut bl, (rows.div_ceil(4), 1, 1), 128)?;
-        // Four 64 × 72 bf16 tiles, four warps' 16 × 68 f32 tiles, two rows of 64 f32.
-        let smem = (4 * 64 * 72 * 2 + 4 * 16 * 68 * 4 + 2 * 64 * 4) as u32;
-        let f = load("attn_bwd_tc_bf16")?;
-        f.set_attribute(
-            candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            smem as i32,
-        )
-        .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
-        let mut bl = f.builder();
-        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
-        bl.arg(&dka)
-            .arg(&dva)
-            .arg(&nhi)
-            .arg(&nkvi)
-            .arg(&si)
-            .arg(&scale);
-        super::cuda_layers::launch_grid(&mut bl, (s.div_ceil(64), nkv, b), 128, smem)?;
-        let f = load("attn_bwd_dq_tc_bf16")?;
-        let mut bl = f.builder();
-        bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
-        bl.arg(&dqa).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
-        run(&mut bl, (s.div_ceil(64), nh, b), 128)?;
-    } else {
-        let f = load("attn_bwd_dq_bf16")?;
-        let mut bl = f.builder();
-        bl.arg(&qa)
-            .arg(&ka)
-            .arg(&va)
-            .arg(&fa)
-            .arg(&ga)
-            .arg(&dqa)
-            .arg(&dla);
-        bl.arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
-        run(&mut bl, (s.div_ceil(64), nh, b), 64)?;
-        let f = load("attn_bwd_dkv_bf16")?;
-        let mut bl = f.builder();
-        bl.arg(&qa)
-            .arg(&ka)
-            .arg(&va)
-            .arg(&fa)
-            .arg(&ga)
-            .arg(&dla)
-            .arg(&dka)
-            .arg(&dva);
-        bl.arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
-        run(&mut bl, (s.div_ceil(64), nkv, b), 64)?;
-    }
+    let rows = b * nh * s;
+    let f = load("attn_delta")?;
+    let rows64 = rows as u64;
+    let mut bl = f.builder();
+    bl.arg(&fa).arg(&ga).arg(&dla).arg(&rows64);
+    run(&mut bl, (rows.div_ceil(4), 1, 1), 128)?;
+    // Four 64 × 72 bf16 tiles, four warps' 16 × 68 f32 tiles, two rows of 64 f32.
+    let smem = (4 * 64 * 72 * 2 + 4 * 16 * 68 * 4 + 2 * 64 * 4) as u32;
+    let f = load("attn_bwd_tc_bf16")?;
+    f.set_attribute(
+        candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )
+    .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+    let mut bl = f.builder();
+    bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
+    bl.arg(&dka)
+        .arg(&dva)
+        .arg(&nhi)
+        .arg(&nkvi)
+        .arg(&si)
+        .arg(&scale);
+    super::cuda_layers::launch_grid(&mut bl, (s.div_ceil(64), nkv, b), 128, smem)?;
+    let f = load("attn_bwd_dq_tc_bf16")?;
+    let mut bl = f.builder();
+    bl.arg(&qa).arg(&ka).arg(&va).arg(&fa).arg(&ga).arg(&dla);
+    bl.arg(&dqa).arg(&nhi).arg(&nkvi).arg(&si).arg(&scale);
+    run(&mut bl, (s.div_ceil(64), nh, b), 128)?;
     Ok((dq, dk, dv))
 }
 
