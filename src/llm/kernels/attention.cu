@@ -295,6 +295,38 @@ __device__ __forceinline__ void mma64(Acc& acc, const FragA* a, const __nv_bfloa
     }
 }
 
+// A warp's 16 × 64 product A·Mᵀ into `dst` (f32, row stride TC_LDS): A's four k-slices in
+// registers, M [64 rows][64] bf16 in shared memory with row stride `ld` (read column-major).
+__device__ __forceinline__ void rows_times_t(float* dst, const FragA* a, const __nv_bfloat16* m,
+                                             int ld) {
+    using namespace nvcuda;
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+        Acc acc;
+        wmma::fill_fragment(acc, 0.f);
+        mma64<wmma::col_major>(acc, a, m + n * 16 * ld, ld, 16);
+        wmma::store_matrix_sync(dst + n * 16, acc, TC_LDS, wmma::mem_row_major);
+    }
+}
+
+// Four accumulators (a 16 × 64 tile) into `dst` (f32, row stride TC_LDS).
+__device__ __forceinline__ void store_rows(float* dst, const Acc* f) {
+#pragma unroll
+    for (int n = 0; n < 4; n++)
+        nvcuda::wmma::store_matrix_sync(dst + n * 16, f[n], TC_LDS, nvcuda::wmma::mem_row_major);
+}
+
+// Rows q0 .. q0 + 63 of an output gradient [s, 65] f32 (log-sum-exp column skipped) into
+// shared memory as bf16 with row stride `ld` (rows past the end zero), by the whole block.
+__device__ __forceinline__ void load_dout_tile64(__nv_bfloat16* dst, int ld, const float* dout,
+                                                 int q0, int s) {
+    for (int idx = threadIdx.x; idx < 64 * TC_D; idx += blockDim.x) {
+        int r = idx / TC_D, c = idx % TC_D;
+        float g = q0 + r < s ? dout[(size_t)(q0 + r) * (TC_D + 1) + c] : 0.f;
+        dst[r * ld + c] = __float2bfloat16(g);
+    }
+}
+
 extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                             const __nv_bfloat16* v, float* out, int nh, int nkv,
                                             int s, float scale) {
@@ -337,13 +369,7 @@ extern "C" __global__ void attn_fwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
         if (k0 > warp_last) continue;  // every key of the tile is after this warp's rows
 
         // S = Q·Kᵀ for the warp's 16 rows.
-#pragma unroll
-        for (int n = 0; n < TC_K / 16; n++) {
-            Acc acc;
-            wmma::fill_fragment(acc, 0.f);
-            mma64<wmma::col_major>(acc, qf, ks + n * 16 * TC_D, TC_D, 16);
-            wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
-        }
+        rows_times_t(sw, qf, ks, TC_D);
         __syncwarp();
 
         // Online softmax of this lane's half row.
@@ -466,11 +492,7 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
         for (int q0 = k0; q0 < s; q0 += 64) {
             __syncthreads();
             load_tile64(qs, TC_LD, q + bh * s * TC_D, q0, s);
-            for (int idx = threadIdx.x; idx < 64 * TC_D; idx += blockDim.x) {
-                int rr = idx / TC_D, c = idx % TC_D;
-                float g = q0 + rr < s ? dout[(bh * s + q0 + rr) * (TC_D + 1) + c] : 0.f;
-                dos[rr * TC_LD + c] = __float2bfloat16(g);
-            }
+            load_dout_tile64(dos, TC_LD, dout + bh * s * (TC_D + 1), q0, s);
             if (threadIdx.x < 64) {
                 int i = q0 + threadIdx.x;
                 lse_s[threadIdx.x] = i < s ? fwd[(bh * s + i) * (TC_D + 1) + TC_D] : 0.f;
@@ -479,13 +501,7 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
             __syncthreads();
 
             // Sᵀ = K·Qᵀ for the warp's 16 keys.
-#pragma unroll
-            for (int n = 0; n < 4; n++) {
-                Acc acc;
-                wmma::fill_fragment(acc, 0.f);
-                mma64<wmma::col_major>(acc, kf, qs + n * 16 * TC_LD, TC_LD, 16);
-                wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
-            }
+            rows_times_t(sw, kf, qs, TC_LD);
             __syncwarp();
             float p[32];
 #pragma unroll
@@ -501,13 +517,7 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
             for (int n = 0; n < 4; n++)
                 mma64<wmma::row_major, wmma::row_major>(dvf[n], pts + warp * 16 * TC_LD, TC_LD, 16,
                                                         dos + n * 16, TC_LD, 16 * TC_LD);
-#pragma unroll
-            for (int n = 0; n < 4; n++) {
-                Acc acc;
-                wmma::fill_fragment(acc, 0.f);
-                mma64<wmma::col_major>(acc, vf, dos + n * 16 * TC_LD, TC_LD, 16);
-                wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
-            }
+            rows_times_t(sw, vf, dos, TC_LD);
             __syncwarp();
 #pragma unroll
             for (int e = 0; e < 32; e++) {
@@ -525,16 +535,14 @@ extern "C" __global__ void attn_bwd_tc_bf16(const __nv_bfloat16* q, const __nv_b
     // dK (scaled) and dV of the warp's 16 keys.
     __syncwarp();
     const size_t kvrow = ((size_t)b * nkv + kvh) * s;
-#pragma unroll
-    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(sw + n * 16, dkf[n], TC_LDS, wmma::mem_row_major);
+    store_rows(sw, dkf);
     __syncwarp();
     if (key < s) {
 #pragma unroll
         for (int e = 0; e < 32; e++) dk[(kvrow + key) * TC_D + c0 + e] = scale * sw[r * TC_LDS + c0 + e];
     }
     __syncwarp();
-#pragma unroll
-    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(sw + n * 16, dvf[n], TC_LDS, wmma::mem_row_major);
+    store_rows(sw, dvf);
     __syncwarp();
     if (key < s) {
 #pragma unroll
@@ -568,11 +576,7 @@ extern "C" __global__ void attn_bwd_dq_tc_bf16(const __nv_bfloat16* q, const __n
 #pragma unroll
     for (int t = 0; t < 4; t++) wmma::load_matrix_sync(qf[t], ks + warp * 16 * TC_D + t * 16, TC_D);
     __syncthreads();
-    for (int idx = threadIdx.x; idx < 64 * TC_D; idx += blockDim.x) {
-        int rr = idx / TC_D, c = idx % TC_D;
-        float g = q0 + rr < s ? dout[(bh * s + q0 + rr) * (TC_D + 1) + c] : 0.f;
-        ks[rr * TC_D + c] = __float2bfloat16(g);
-    }
+    load_dout_tile64(ks, TC_D, dout + bh * s * (TC_D + 1), q0, s);
     __syncthreads();
 #pragma unroll
     for (int t = 0; t < 4; t++) wmma::load_matrix_sync(df[t], ks + warp * 16 * TC_D + t * 16, TC_D);
@@ -596,13 +600,7 @@ extern "C" __global__ void attn_bwd_dq_tc_bf16(const __nv_bfloat16* q, const __n
         __syncthreads();
         if (k0 > warp_last) continue;  // every key of the tile is after this warp's rows
         // S = Q·Kᵀ, then P.
-#pragma unroll
-        for (int n = 0; n < 4; n++) {
-            Acc acc;
-            wmma::fill_fragment(acc, 0.f);
-            mma64<wmma::col_major>(acc, qf, ks + n * 16 * TC_D, TC_D, 16);
-            wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
-        }
+        rows_times_t(sw, qf, ks, TC_D);
         __syncwarp();
         float p[32];
 #pragma unroll
@@ -613,13 +611,7 @@ extern "C" __global__ void attn_bwd_dq_tc_bf16(const __nv_bfloat16* q, const __n
         }
         __syncwarp();
         // dP = dO·Vᵀ, then dS.
-#pragma unroll
-        for (int n = 0; n < 4; n++) {
-            Acc acc;
-            wmma::fill_fragment(acc, 0.f);
-            mma64<wmma::col_major>(acc, df, vs + n * 16 * TC_D, TC_D, 16);
-            wmma::store_matrix_sync(sw + n * 16, acc, TC_LDS, wmma::mem_row_major);
-        }
+        rows_times_t(sw, df, vs, TC_D);
         __syncwarp();
 #pragma unroll
         for (int e = 0; e < 32; e++)
@@ -632,8 +624,7 @@ extern "C" __global__ void attn_bwd_dq_tc_bf16(const __nv_bfloat16* q, const __n
                                                     16 * TC_D);
         __syncwarp();
     }
-#pragma unroll
-    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(sw + n * 16, dqf[n], TC_LDS, wmma::mem_row_major);
+    store_rows(sw, dqf);
     __syncwarp();
     if (i < s) {
 #pragma unroll

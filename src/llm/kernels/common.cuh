@@ -19,23 +19,18 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over the block; every thread gets it. `red` holds 32 floats.
-__device__ float block_sum(float v, float* red) {
+// Sum (or with MAX, maximum) over the block; every thread gets it. `red` holds 32 floats.
+template <bool MAX>
+__device__ float block_reduce(float v, float* red) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_sum(v);
+    v = MAX ? warp_max(v) : warp_sum(v);
     __syncthreads();
     if (lane == 0) red[w] = v;
     __syncthreads();
-    float t = lane < (int)(blockDim.x >> 5) ? red[lane] : 0.f;
-    return warp_sum(t);
+    float t = lane < (int)(blockDim.x >> 5) ? red[lane] : (MAX ? -INFINITY : 0.f);
+    return MAX ? warp_max(t) : warp_sum(t);
 }
 
-__device__ float block_max(float v, float* red) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    float t = lane < (int)(blockDim.x >> 5) ? red[lane] : -INFINITY;
-    return warp_max(t);
-}
+__device__ float block_sum(float v, float* red) { return block_reduce<false>(v, red); }
+
+__device__ float block_max(float v, float* red) { return block_reduce<true>(v, red); }
