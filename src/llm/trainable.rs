@@ -321,9 +321,10 @@ pub mod probe {
 }
 
 /// What every layer of one training batch shares: the causal mask (f32: attention scores are
-/// normalised in f32) and the RoPE tables (in the compute dtype).
+/// normalised in f32; none where the fused attention runs, which masks by position) and the
+/// RoPE tables (in the compute dtype).
 pub struct LayerInputs {
-    mask: Tensor,
+    mask: Option<Tensor>,
     cos: Tensor,
     sin: Tensor,
     /// The RoPE tables in f32 (what the fused kernels read).
@@ -419,13 +420,22 @@ impl Model {
                 self.max_positions()
             )));
         }
-        let mask: Vec<f32> = (0..seq)
-            .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
+        #[cfg(feature = "cuda")]
+        let fused_attention = use_flash(self.device(), self.config.head_dim);
+        #[cfg(not(feature = "cuda"))]
+        let fused_attention = false;
+        let mask = if fused_attention {
+            None
+        } else {
+            let mask: Vec<f32> = (0..seq)
+                .flat_map(|i| (0..seq).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+                .collect();
+            Some(Tensor::from_vec(mask, (seq, seq), self.device())?)
+        };
         let cos32 = self.cos.narrow(0, 0, seq)?.contiguous()?;
         let sin32 = self.sin.narrow(0, 0, seq)?.contiguous()?;
         Ok(LayerInputs {
-            mask: Tensor::from_vec(mask, (seq, seq), self.device())?,
+            mask,
             cos: cos32.to_dtype(dtype)?,
             sin: sin32.to_dtype(dtype)?,
             cos32,
@@ -515,9 +525,12 @@ impl Model {
                 .reshape((b, c.n_head, seq, c.head_dim))
         };
         let (k, v) = (expand(k)?, expand(v)?);
-        let att = (q.matmul(&k.t()?)? * scale)?
-            .to_dtype(DType::F32)?
-            .broadcast_add(&inputs.mask)?;
+        let att =
+            (q.matmul(&k.t()?)? * scale)?
+                .to_dtype(DType::F32)?
+                .broadcast_add(inputs.mask.as_ref().ok_or_else(|| {
+                    LlmError::Generation("no causal mask for attention".into())
+                })?)?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?.to_dtype(x.dtype())?;
         let y = att
             .matmul(&v)?
