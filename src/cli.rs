@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::shell::render::Format;
@@ -70,7 +71,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub auto: bool,
     /// With --auto: the new pairs needed to start a run.
-    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = count(0, 1_000_000_000))]
     pub min_new: usize,
     /// With --auto: also measure execution accuracy on this question set (`spider-dev`, from
     /// --data-dir, or a JSONL set as `eval` takes) for the new adapter and the current default;
@@ -78,7 +79,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "spider-dev|FILE", requires = "auto")]
     pub eval_set: Option<String>,
     /// Questions of --eval-set to run (from its start).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = count(1, 1_000_000_000))]
     pub eval_limit: usize,
     #[command(flatten)]
     pub model: ModelOpts,
@@ -87,50 +88,60 @@ pub struct TrainArgs {
     /// Only the feedback of this database (with --data feedback).
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
-    #[arg(long, default_value_t = 16)]
+    /// LoRA rank r (1 to 1024).
+    #[arg(long, default_value_t = 16, value_parser = count(1, 1024))]
     pub rank: usize,
-    #[arg(long, default_value_t = 32.0)]
+    /// LoRA alpha: the update is scaled by alpha/r (above 0).
+    #[arg(long, default_value_t = 32.0, value_parser = number(0.0, true, 1e6, false))]
     pub alpha: f64,
-    #[arg(long, default_value_t = 0.05)]
+    /// Dropout on the LoRA input, from 0 up to (not including) 1.
+    #[arg(long, default_value_t = 0.05, value_parser = number(0.0, false, 1.0, true).map(|v| v as f32))]
     pub dropout: f32,
     /// Projections to adapt: q,k,v,o,gate,up,down.
     #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down")]
     pub targets: Vec<String>,
-    #[arg(long, default_value_t = 2e-4)]
+    /// Peak learning rate (above 0, at most 1).
+    #[arg(long, default_value_t = 2e-4, value_parser = number(0.0, true, 1.0, false))]
     pub lr: f64,
-    #[arg(long, default_value_t = 0.0)]
+    /// AdamW weight decay (0 to 1).
+    #[arg(long, default_value_t = 0.0, value_parser = number(0.0, false, 1.0, false))]
     pub weight_decay: f64,
     /// Optimizer steps (default: from --epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, 100_000_000))]
     pub steps: Option<usize>,
-    #[arg(long, default_value_t = 1.0)]
+    /// Passes over the training examples (above 0).
+    #[arg(long, default_value_t = 1.0, value_parser = number(0.0, true, 10_000.0, false))]
     pub epochs: f64,
-    #[arg(long, default_value_t = 4)]
+    /// Examples a forward pass.
+    #[arg(long, default_value_t = 4, value_parser = count(1, 1024))]
     pub batch: usize,
-    #[arg(long, default_value_t = 1)]
+    /// Forward passes summed into one optimizer step.
+    #[arg(long, default_value_t = 1, value_parser = count(1, 1024))]
     pub grad_accum: usize,
     /// Longer examples (prompt + answer tokens) are left out.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = count(16, 131_072))]
     pub max_len: usize,
-    #[arg(long, default_value_t = 10)]
+    /// Steps of linear warm-up of the learning rate.
+    #[arg(long, default_value_t = 10, value_parser = count(0, 100_000_000))]
     pub warmup: usize,
     #[arg(long, value_enum, default_value = "cosine")]
     pub schedule: crate::train::Schedule,
-    /// Share of the examples held out for the eval loss.
-    #[arg(long, default_value_t = 0.05)]
+    /// Share of the examples held out for the eval loss, from 0 up to (not including) 1.
+    #[arg(long, default_value_t = 0.05, value_parser = number(0.0, false, 1.0, true))]
     pub eval_split: f64,
-    /// Compute the eval loss every N steps (and at the end).
-    #[arg(long, default_value_t = 50)]
+    /// Compute the eval loss every N steps (and at the end; 0: only at the end).
+    #[arg(long, default_value_t = 50, value_parser = count(0, 1_000_000_000))]
     pub eval_every: usize,
-    #[arg(long, default_value_t = 1.0)]
+    /// Clip the gradient's norm to this (0: no clipping).
+    #[arg(long, default_value_t = 1.0, value_parser = number(0.0, false, 1e6, false))]
     pub clip: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Use at most this many examples (after shuffling with the seed).
-    #[arg(long)]
+    #[arg(long, value_parser = count(1, 1_000_000_000))]
     pub limit: Option<usize>,
     /// Save a checkpoint every N steps (0: never), and on Ctrl-C.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = count(0, 1_000_000_000))]
     pub checkpoint_every: usize,
     /// Continue the run of this --out from its last checkpoint (same data and options).
     #[arg(long)]
@@ -196,10 +207,10 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Run at most this many questions.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = count(1, 1_000_000_000))]
     pub limit: Option<usize>,
     /// Skip this many questions first.
-    #[arg(long, default_value_t = 0, value_name = "K")]
+    #[arg(long, default_value_t = 0, value_name = "K", value_parser = count(0, 1_000_000_000))]
     pub offset: usize,
     /// Write every question's predicted SQL, gold SQL and verdict to this JSON file.
     #[arg(long, value_name = "FILE")]
@@ -237,7 +248,8 @@ pub enum ModelCommand {
 pub struct DbOpts {
     /// Database: postgres://USER@HOST:PORT/DB, mysql:// or mariadb://USER@HOST:PORT/DB,
     /// sqlite://PATH or a SQLite file path (default: the bundled demo database).
-    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    // The value may hold a password: `--help` names the variable, never its value.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub db: Option<String>,
     /// PostgreSQL schemas to show the model, comma-separated, the first one the default
     /// (default: the search_path).
@@ -275,17 +287,23 @@ pub struct ModelOpts {
 #[derive(Debug, Clone, Args)]
 pub struct RunOpts {
     /// Stop reading results after this many rows.
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(long, default_value_t = 1000, value_name = "N", value_parser = count(1, MAX_ROWS as u64))]
     pub max_rows: usize,
-    /// Interrupt a query after this many seconds.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    /// Interrupt a query after this many seconds (at most a day).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = number(0.0, true, MAX_TIMEOUT_SECS, false))]
     pub timeout: f64,
-    /// When generated SQL fails, show the model the error and let it retry this many times.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    /// When generated SQL fails, show the model the error and let it retry this many times
+    /// (at most 10).
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = count(0, 10))]
     pub repairs: usize,
     /// Token budget for the schema in the prompt: a larger schema gets, per question, the
     /// tables that matter most (with the join paths between them) instead of all of them.
-    #[arg(long, default_value_t = crate::pipeline::DEFAULT_CONTEXT_TOKENS, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = crate::pipeline::DEFAULT_CONTEXT_TOKENS,
+        value_name = "N",
+        value_parser = count(64, 131_072)
+    )]
     pub context_tokens: usize,
 }
 
@@ -305,7 +323,12 @@ pub struct CommonArgs {
 pub struct FeedbackOpts {
     /// Feedback store: a SQLite file, or postgres://… to pool a team's corrections
     /// (default: feedback.sqlite in the data dir).
-    #[arg(long, env = "SQLORA_FEEDBACK_DB", value_name = "PATH|URL")]
+    #[arg(
+        long,
+        env = "SQLORA_FEEDBACK_DB",
+        hide_env_values = true,
+        value_name = "PATH|URL"
+    )]
     pub feedback_db: Option<String>,
 }
 
@@ -340,7 +363,8 @@ pub enum FeedbackCommand {
         /// Only this verdict: unreviewed, accepted, corrected or rejected.
         #[arg(long, value_parser = ["unreviewed", "accepted", "corrected", "rejected"])]
         verdict: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// Show at most this many.
+        #[arg(long, default_value_t = 50, value_parser = count(1, 1_000_000))]
         limit: usize,
     },
     /// Write the training pairs, one JSON object a line:
@@ -351,8 +375,9 @@ pub enum FeedbackCommand {
         /// Output format (JSON lines).
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
         format: String,
-        /// Only answers judged at or after this date or time (e.g. 2026-11-01).
-        #[arg(long, value_name = "DATE")]
+        /// Only answers judged at or after this date or time: YYYY-MM-DD (UTC) or RFC 3339
+        /// (e.g. 2026-11-01T09:30:00+01:00).
+        #[arg(long, value_name = "DATE", value_parser = crate::clock::parse_since)]
         since: Option<String>,
         /// Only answers about this database (its URL or path).
         #[arg(long, value_name = "URL")]
@@ -395,16 +420,58 @@ pub struct AskArgs {
     pub question: Vec<String>,
 }
 
+/// The most `--max-rows` may be.
+pub const MAX_ROWS: usize = 10_000_000;
+/// The most `--timeout` may be: a day.
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// A whole number from `lo` to `hi`, as clap parses it (its error names the range).
+fn count(lo: u64, hi: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(lo..=hi)
+}
+
+/// A finite number from `lo` to `hi` (each bound excluded when its `open` is set), as clap
+/// parses it: NaN, infinities and values out of range are refused with the range.
+fn number(
+    lo: f64,
+    lo_open: bool,
+    hi: f64,
+    hi_open: bool,
+) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let range = format!(
+            "{}{lo}, {hi}{}",
+            if lo_open { "(" } else { "[" },
+            if hi_open { ")" } else { "]" }
+        );
+        let v: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("not a number (expected one in {range})"))?;
+        let above = if lo_open { v > lo } else { v >= lo };
+        let below = if hi_open { v < hi } else { v <= hi };
+        if v.is_finite() && above && below {
+            Ok(v)
+        } else {
+            Err(format!("{s} is not in {range}"))
+        }
+    }
+}
+
 impl RunOpts {
     pub fn limits(&self) -> Result<crate::db::Limits, String> {
-        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
+        if !(self.timeout > 0.0 && self.timeout <= MAX_TIMEOUT_SECS) {
             return Err(format!(
-                "--timeout must be a positive number of seconds, got {}",
+                "--timeout must be a positive number of seconds, at most {MAX_TIMEOUT_SECS} (a \
+                 day), got {}",
                 self.timeout
             ));
         }
-        if self.max_rows == 0 {
-            return Err("--max-rows must be at least 1".into());
+        if !(1..=MAX_ROWS).contains(&self.max_rows) {
+            return Err(format!(
+                "--max-rows must be from 1 to {MAX_ROWS}, got {}",
+                self.max_rows
+            ));
         }
         Ok(crate::db::Limits {
             max_rows: self.max_rows,
@@ -492,6 +559,100 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn numeric_options_refuse_nonsense() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["sqlora"], args].concat());
+        for args in [
+            &["ask", "--timeout", "1e20", "q"][..],
+            &["ask", "--timeout", "NaN", "q"],
+            &["ask", "--timeout", "inf", "q"],
+            &["ask", "--timeout=-1", "q"],
+            &["ask", "--timeout", "0", "q"],
+            &["ask", "--max-rows", "0", "q"],
+            &["ask", "--max-rows", "18446744073709551615", "q"],
+            &["ask", "--max-rows=-3", "q"],
+            &["ask", "--repairs", "1000000", "q"],
+            &["ask", "--context-tokens", "0", "q"],
+            &["shell", "--context-tokens", "99999999999"],
+            &["eval", "--set", "s", "--limit", "0"],
+            &["eval", "--set", "s", "--offset", "18446744073709551615"],
+            &["eval", "--set", "s", "--batch", "0"],
+            &["feedback", "list", "--limit", "0"],
+            &["feedback", "export", "--since", "notadate"],
+            &["train", "--data", "d", "--out", "o", "--lr", "NaN"],
+            &["train", "--data", "d", "--out", "o", "--lr", "0"],
+            &["train", "--data", "d", "--out", "o", "--lr", "inf"],
+            &["train", "--data", "d", "--out", "o", "--steps", "0"],
+            &["train", "--data", "d", "--out", "o", "--batch", "0"],
+            &["train", "--data", "d", "--out", "o", "--grad-accum", "0"],
+            &["train", "--data", "d", "--out", "o", "--max-len", "0"],
+            &["train", "--data", "d", "--out", "o", "--rank", "0"],
+            &["train", "--data", "d", "--out", "o", "--rank", "100000"],
+            &["train", "--data", "d", "--out", "o", "--alpha", "0"],
+            &["train", "--data", "d", "--out", "o", "--alpha=-inf"],
+            &["train", "--data", "d", "--out", "o", "--dropout", "1"],
+            &["train", "--data", "d", "--out", "o", "--dropout=-0.1"],
+            &["train", "--data", "d", "--out", "o", "--dropout", "NaN"],
+            &["train", "--data", "d", "--out", "o", "--epochs", "0"],
+            &["train", "--data", "d", "--out", "o", "--epochs", "1e300"],
+            &["train", "--data", "d", "--out", "o", "--eval-split", "1"],
+            &["train", "--data", "d", "--out", "o", "--weight-decay=-1"],
+            &["train", "--data", "d", "--out", "o", "--clip", "NaN"],
+            &["train", "--data", "d", "--out", "o", "--limit", "0"],
+            &["train", "--auto", "--eval-limit", "0"],
+        ] {
+            let e = parse(args).expect_err(&args.join(" "));
+            assert!(e.to_string().contains("invalid value"), "{args:?}: {e}");
+        }
+        // The defaults, and sensible values, pass.
+        for args in [
+            &[
+                "ask",
+                "--timeout",
+                "86400",
+                "--max-rows",
+                "10",
+                "--repairs",
+                "0",
+                "q",
+            ][..],
+            &["ask", "--timeout", "0.5", "q"],
+            &["train", "--data", "d", "--out", "o"],
+            &[
+                "train",
+                "--data",
+                "d",
+                "--out",
+                "o",
+                "--lr",
+                "1e-3",
+                "--dropout",
+                "0",
+                "--clip",
+                "0",
+                "--eval-split",
+                "0",
+                "--steps",
+                "5",
+                "--rank",
+                "8",
+            ],
+            &["feedback", "export", "--since", "2026-11-01"],
+            &["eval", "--set", "s", "--limit", "3", "--offset", "0"],
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        let e = RunOpts {
+            max_rows: 10,
+            timeout: 1e20,
+            repairs: 0,
+            context_tokens: 2048,
+        }
+        .limits()
+        .unwrap_err();
+        assert!(e.contains("at most 86400"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod cancel;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod db;
 pub mod eval;
 pub mod feedback;
@@ -31,6 +32,8 @@ use llm::registry::{self, ModelSpec, PullProgress};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // The administrator's additions to the function allow-list hold for every command.
+    guard::functions::install(config::Config::load()?.policy()?).map_err(anyhow::Error::msg)?;
     match cli.command {
         None => shell::run(cli.shell),
         Some(Command::Shell(args)) => shell::run(args),
@@ -52,15 +55,61 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Opens the database and applies the run limits shared by `shell` and `ask`; the model is
-/// attached by the caller (the shell keeps going without one).
+/// attached by the caller (the shell keeps going without one). A database without tables, or a
+/// `--schema` that does not exist or holds none, is refused here, before any model work.
 pub fn open_pipeline(common: &cli::CommonArgs) -> Result<pipeline::Pipeline> {
     let limits = common.run.limits().map_err(anyhow::Error::msg)?;
-    let mut p = pipeline::Pipeline::new(open_database(&common.db)?, None)?;
+    let mut db = open_database(&common.db)?;
+    // One line on stderr (stdout stays the answer's) when the login can do more than read.
+    let quiet = std::env::var("SQLORA_QUIET_PRIVILEGES").is_ok_and(|v| !v.is_empty() && v != "0");
+    if let Some(warning) = db.powers().warning().filter(|_| !quiet) {
+        eprintln!("sqlora: {warning}");
+    }
+    let here = db::user_schemas(db.as_mut())?;
+    if let Some(missing) = (db.dialect() == db::Dialect::Postgres)
+        .then(|| common.db.schema.iter().find(|s| !here.contains(s)))
+        .flatten()
+    {
+        bail!(
+            "schema `{missing}` does not exist in {} (schemas here: {})",
+            db.describe(),
+            here.join(", ")
+        );
+    }
+    let mut p = pipeline::Pipeline::new(db, None)?;
+    if p.schema().tables.is_empty() {
+        bail!("{}", no_tables(&p.describe_db(), &common.db.schema, &here));
+    }
     p.limits = limits;
     p.repairs = common.run.repairs;
     p.context_tokens = common.run.context_tokens;
     p.values_cache = paths::cache_dir().ok().map(|d| d.join("values"));
     Ok(p)
+}
+
+/// Why an introspected database gives the model nothing to answer from: `name` has no tables
+/// (in the `--schema`s given, or in its search_path; `here` lists PostgreSQL's schemas).
+fn no_tables(name: &str, schemas: &[String], here: &[String]) -> String {
+    let name = name.strip_prefix("sqlite:").unwrap_or(name);
+    let quoted: Vec<String> = schemas.iter().map(|s| format!("`{s}`")).collect();
+    match (here.is_empty(), quoted.len()) {
+        (true, _) => format!("database {name} has no tables"),
+        (false, 0) => format!(
+            "database {name} has no tables in its search_path (schemas here: {}; pick one with \
+             --schema)",
+            here.join(", ")
+        ),
+        (false, 1) => format!(
+            "schema {} of {name} has no tables (schemas here: {})",
+            quoted[0],
+            here.join(", ")
+        ),
+        (false, _) => format!(
+            "schemas {} of {name} have no tables (schemas here: {})",
+            quoted.join(", "),
+            here.join(", ")
+        ),
+    }
 }
 
 /// Opens `--db`, or the bundled demo database (built on first use) when none is given.
@@ -318,6 +367,27 @@ fn ask(args: AskArgs) -> Result<()> {
         bail!("--compare runs the base model too: it cannot be combined with --merge");
     }
     let mut p = open_pipeline(&args.common)?;
+    // SQL runs as it is, through the same guard, as in the shell; no model is loaded for it.
+    if shell::looks_like_sql(&question, p.dialect()) {
+        if args.compare {
+            bail!("--compare compares the model's answers: give a question, not SQL");
+        }
+        let t = std::time::Instant::now();
+        let run = p
+            .run_sql(&question, &cancel::Cancel::new())
+            .map_err(|e| anyhow::anyhow!("{}", e.one_line()))?;
+        let answer = pipeline::Answer {
+            question: question.clone(),
+            sql: run.sql,
+            attempts: Vec::new(),
+            outcome: run.outcome,
+            generation: Default::default(),
+            query_secs: run.query_secs,
+            total_secs: t.elapsed().as_secs_f64(),
+            tables: Vec::new(),
+        };
+        return print_answer(&p, &answer, args.format);
+    }
     let mut engine = load_engine(&args.common.model)?;
     apply_adapter(
         &mut engine,
@@ -333,7 +403,7 @@ fn ask(args: AskArgs) -> Result<()> {
         let side = |r: &std::result::Result<pipeline::Answer, pipeline::AskError>| match r {
             Ok(a) => serde_json::json!({"sql": a.sql, "columns": a.outcome.columns,
                 "rows": shell::render::rows_json(&a.outcome), "row_count": a.outcome.rows.len()}),
-            Err(e) => serde_json::json!({"error": e.to_string().replace("\n  ", " — ")}),
+            Err(e) => serde_json::json!({"error": e.one_line()}),
         };
         let agree = match (&with, &base) {
             (Ok(a), Ok(b)) => eval::compare::results_match(&b.outcome.rows, &a.outcome.rows, false),
@@ -358,9 +428,16 @@ fn ask(args: AskArgs) -> Result<()> {
                     match r {
                         Ok(a) => {
                             println!("{}", a.sql);
-                            println!("{}", shell::render::table(&a.outcome, None));
+                            let shown = shell::render::table_counted(&a.outcome, None);
+                            println!("{}", shown.text);
+                            if let Some(note) = shell::render::shortened_note(
+                                shown.shortened,
+                                shell::render::WHOLE_VALUES,
+                            ) {
+                                println!("{note}");
+                            }
                         }
-                        Err(e) => println!("error: {}", e.to_string().replace("\n  ", " — ")),
+                        Err(e) => println!("error: {}", e.one_line()),
                     }
                 }
                 println!("results {}", if agree { "agree" } else { "differ" });
@@ -369,11 +446,20 @@ fn ask(args: AskArgs) -> Result<()> {
         return Ok(());
     }
     let answer = p.ask(&question, &cancel::Cancel::new()).map_err(|e| {
-        // Keep the failure to one line.
-        anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — "))
+        // Keep the failure to one line, the SQL with it.
+        anyhow::anyhow!("{}", e.one_line())
     })?;
+    print_answer(&p, &answer, args.format)
+}
+
+/// Prints one answer of `sqlora ask` in the chosen format.
+fn print_answer(
+    p: &pipeline::Pipeline,
+    answer: &pipeline::Answer,
+    format: shell::render::Format,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    match args.format {
+    match format {
         shell::render::Format::Json => {
             // The tables the model was shown: the selection, or the whole schema.
             let tables: Vec<String> = if answer.tables.is_empty() {
@@ -401,8 +487,14 @@ fn ask(args: AskArgs) -> Result<()> {
         shell::render::Format::Csv => write!(out, "{}", shell::render::csv(&answer.outcome))?,
         shell::render::Format::Table => {
             writeln!(out, "{}", answer.sql)?;
-            writeln!(out, "{}", shell::render::table(&answer.outcome, None))?;
+            // Long cells are shortened (csv and json print whole values): see the note.
+            let shown = shell::render::table_counted(&answer.outcome, None);
+            writeln!(out, "{}", shown.text)?;
             writeln!(out, "{}", shell::render::row_count_line(&answer.outcome))?;
+            let note = shell::render::shortened_note(shown.shortened, shell::render::WHOLE_VALUES);
+            if let Some(note) = note {
+                writeln!(out, "{note}")?;
+            }
         }
     }
     Ok(())
@@ -481,6 +573,36 @@ fn evaluate(args: EvalArgs) -> Result<()> {
         bail!(
             "no questions left after --offset {} (the set has {available})",
             args.offset
+        );
+    }
+    // Missing or empty databases are said before the model loads: a set none of whose
+    // questions can run is an error; otherwise those questions are skipped, and counted.
+    let unusable = eval::unusable_databases(&items);
+    if !unusable.is_empty() {
+        let asked = items.len();
+        items.retain(|i| {
+            !unusable
+                .iter()
+                .any(|(u, _)| *u == i.db || i.gold_db.as_ref() == Some(u))
+        });
+        let mut why: Vec<&str> = unusable.iter().take(3).map(|(_, w)| w.as_str()).collect();
+        let more = unusable.len().saturating_sub(why.len());
+        let more = if more > 0 {
+            format!(" (and {more} more)")
+        } else {
+            String::new()
+        };
+        why.dedup();
+        if items.is_empty() {
+            bail!(
+                "none of the {asked} questions can run: {}{more}",
+                why.join("; ")
+            );
+        }
+        eprintln!(
+            "sqlora: skipping {} of {asked} questions: {}{more}",
+            asked - items.len(),
+            why.join("; ")
         );
     }
     let mut engine = load_engine(&args.model)?;
@@ -673,7 +795,7 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
             // The same check as \fix: the SQL must pass the guard and run.
             let run = p
                 .run_sql(&sql, &cancel::Cancel::new())
-                .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("\n  ", " — ")))?;
+                .map_err(|e| anyhow::anyhow!("{}", e.one_line()))?;
             let mut store = open_feedback(&feedback)?;
             let verdict = Verdict::parse(&verdict).unwrap_or(Verdict::Corrected);
             let id = store.record(&feedback::NewAnswer {
@@ -828,6 +950,10 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
     use llm::lora::Target;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
+    // The name first: nothing is read, trained or written under a name the library refuses.
+    if let Some(out) = &args.out {
+        llm::library::valid_name(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+    }
     let lib = adapter_library()?;
     let db_filter = args.db.as_deref().map(db::identity).transpose()?;
     // A periodic run starts only once enough new judged answers exist, and remembers when it

@@ -37,7 +37,11 @@ impl AskError {
             AskError::Guard { error, .. } => {
                 matches!(
                     error,
-                    GuardError::Parse(_) | GuardError::Empty | GuardError::UnknownNames(_)
+                    GuardError::Parse(_)
+                        | GuardError::Empty
+                        | GuardError::UnknownNames(_)
+                        // A function that is not allowed may have an allowed equivalent.
+                        | GuardError::Function { .. }
                 )
             }
             AskError::Db { error, .. } => matches!(error, DbError::Query(_)),
@@ -54,6 +58,22 @@ impl AskError {
         }
     }
 
+    /// The error on one line: `why — SQL: the SQL`, its lines joined with spaces (for
+    /// `ask`, scripts and logs; the shell shows the SQL on its own line).
+    pub fn one_line(&self) -> String {
+        let fold = |s: &str| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match self.sql() {
+            Some(sql) => format!("{} — SQL: {}", fold(&self.short()), clip(&fold(sql))),
+            None => fold(&self.to_string()),
+        }
+    }
+
     /// The SQL involved, when there was one.
     pub fn sql(&self) -> Option<&str> {
         match self {
@@ -62,6 +82,21 @@ impl AskError {
         }
     }
 }
+
+/// At most [`SHOWN_SQL`] characters of `sql` for an error line, saying how much was left out.
+pub fn clip(sql: &str) -> String {
+    match sql.char_indices().nth(SHOWN_SQL) {
+        None => sql.to_string(),
+        Some((at, _)) => format!(
+            "{}… ({} more characters)",
+            &sql[..at],
+            sql[at..].chars().count()
+        ),
+    }
+}
+
+/// How much of a statement an error line quotes.
+const SHOWN_SQL: usize = 500;
 
 /// A generated query that failed, and why.
 #[derive(Debug, Clone)]

@@ -184,11 +184,11 @@ fn bad_inputs_fail_in_one_line() {
     std::fs::write(&junk, b"GGUF\x03\x00\x00\x00garbage").unwrap();
     check(
         &["ask", "--model", junk.to_str().unwrap(), "hi"],
-        "not a usable GGUF model",
+        &format!("model file {} is not a valid GGUF", junk.display()),
     );
     check(
         &["ask", "--timeout", "0", "hi"],
-        "--timeout must be a positive number",
+        "invalid value '0' for '--timeout",
     );
 }
 
@@ -205,7 +205,7 @@ fn shell_survives_bad_model_and_runs_sql() {
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("not a usable GGUF model"), "{stderr}");
+    assert!(stderr.contains("is not a valid GGUF"), "{stderr}");
     assert!(stderr.contains("no model"), "{stderr}");
     assert!(
         stdout.contains("order_items") && stdout.contains("2 rows"),
@@ -225,4 +225,609 @@ fn model_list_names_the_models() {
     for m in ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"] {
         assert!(s.contains(m), "{s}");
     }
+}
+
+/// Runs the binary with `args` (stdin: `input`), expecting a failure: a non-zero exit, one
+/// line on stderr holding `needle`, no panic. Returns stderr.
+fn fails_in_one_line(dir: &std::path::Path, args: &[&str], needle: &str) -> String {
+    let out = sqlora(dir).args(args).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: wanted `{needle}` in {err}");
+    err
+}
+
+#[test]
+fn numeric_options_are_checked_without_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (args, needle) in [
+        (
+            &["ask", "--timeout", "1e20", "hi"][..],
+            "'--timeout <SECS>': 1e20 is not in (0, 86400]",
+        ),
+        (&["ask", "--timeout", "NaN", "hi"], "--timeout"),
+        (&["ask", "--timeout", "inf", "hi"], "--timeout"),
+        (&["ask", "--timeout=-5", "hi"], "--timeout"),
+        (&["ask", "--max-rows", "0", "hi"], "--max-rows"),
+        (
+            &["ask", "--max-rows", "99999999999999999999", "hi"],
+            "--max-rows",
+        ),
+        (&["ask", "--repairs", "100000", "hi"], "--repairs"),
+        (&["ask", "--context-tokens", "0", "hi"], "--context-tokens"),
+        (&["shell", "--timeout", "1e300"], "--timeout"),
+        (&["eval", "--set", "x.jsonl", "--limit", "0"], "--limit"),
+        (&["eval", "--set", "x.jsonl", "--offset=-1"], "--offset"),
+        (
+            &["eval", "--set", "x.jsonl", "--timeout", "1e20"],
+            "--timeout",
+        ),
+        (&["feedback", "list", "--limit", "0"], "--limit"),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--lr", "NaN"],
+            "--lr",
+        ),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--steps", "0"],
+            "--steps",
+        ),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--batch", "0"],
+            "--batch",
+        ),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--rank", "0"],
+            "--rank",
+        ),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--alpha", "inf"],
+            "--alpha",
+        ),
+        (
+            &[
+                "train",
+                "--data",
+                "x.jsonl",
+                "--out",
+                "a",
+                "--dropout",
+                "1.5",
+            ],
+            "--dropout",
+        ),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--epochs=-1"],
+            "--epochs",
+        ),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--max-len", "0"],
+            "--max-len",
+        ),
+        (
+            &[
+                "train",
+                "--data",
+                "x.jsonl",
+                "--out",
+                "a",
+                "--eval-split",
+                "2",
+            ],
+            "--eval-split",
+        ),
+        (
+            &["train", "--data", "x.jsonl", "--out", "a", "--clip", "NaN"],
+            "--clip",
+        ),
+        (&["train", "--auto", "--eval-limit", "0"], "--eval-limit"),
+    ] {
+        fails_in_one_line(d, args, needle);
+    }
+    // clap's own usage errors are one line too.
+    fails_in_one_line(d, &["ask", "--no-such-flag", "hi"], "--no-such-flag");
+    fails_in_one_line(d, &["eval"], "--set");
+}
+
+/// A GGUF v3 image: metadata `kvs` as (key, value type, value bytes), tensors as (name, dims,
+/// ggml type, offset), padding to 32 bytes, then `data` zero bytes.
+fn gguf(
+    kvs: &[(&str, u32, Vec<u8>)],
+    tensors: &[(&str, &[u64], u32, u64)],
+    data: usize,
+) -> Vec<u8> {
+    fn string(b: &mut Vec<u8>, s: &str) {
+        b.extend((s.len() as u64).to_le_bytes());
+        b.extend(s.as_bytes());
+    }
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend((tensors.len() as u64).to_le_bytes());
+    b.extend((kvs.len() as u64).to_le_bytes());
+    for (k, t, v) in kvs {
+        string(&mut b, k);
+        b.extend(t.to_le_bytes());
+        b.extend(v);
+    }
+    for (name, dims, ty, offset) in tensors {
+        string(&mut b, name);
+        b.extend((dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            b.extend(d.to_le_bytes());
+        }
+        b.extend(ty.to_le_bytes());
+        b.extend(offset.to_le_bytes());
+    }
+    while !b.len().is_multiple_of(32) {
+        b.push(0);
+    }
+    b.extend(vec![0u8; data]);
+    b
+}
+
+#[test]
+fn malformed_gguf_files_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = (
+        "general.architecture",
+        8,
+        [5u64.to_le_bytes().to_vec(), b"llama".to_vec()].concat(),
+    );
+    let sound = gguf(std::slice::from_ref(&arch), &[("w", &[8, 2], 0, 0)], 64);
+    let huge_string = [u64::MAX.to_le_bytes().to_vec(), b"x".to_vec()].concat();
+    let huge_array = [
+        8u32.to_le_bytes().to_vec(),
+        (1u64 << 62).to_le_bytes().to_vec(),
+    ]
+    .concat();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated",
+            sound[..sound.len() - 8].to_vec(),
+            "past the end of the file",
+        ),
+        (
+            "cut-table",
+            sound[..sound.len() / 2].to_vec(),
+            "the file ends at byte",
+        ),
+        (
+            "cut-header",
+            sound[..20].to_vec(),
+            "the file ends at byte 20",
+        ),
+        (
+            "alignment0",
+            gguf(
+                &[
+                    arch.clone(),
+                    ("general.alignment", 4, 0u32.to_le_bytes().to_vec()),
+                ],
+                &[],
+                0,
+            ),
+            "general.alignment is 0",
+        ),
+        (
+            "alignment3",
+            gguf(
+                &[("general.alignment", 4, 3u32.to_le_bytes().to_vec())],
+                &[],
+                0,
+            ),
+            "general.alignment is 3, not a power of two",
+        ),
+        (
+            "huge-string",
+            gguf(
+                &[arch.clone(), ("tokenizer.ggml.model", 8, huge_string)],
+                &[],
+                0,
+            ),
+            "metadata `tokenizer.ggml.model` has length 18446744073709551615",
+        ),
+        (
+            "huge-array",
+            gguf(&[("tokenizer.ggml.tokens", 9, huge_array)], &[], 0),
+            "metadata `tokenizer.ggml.tokens` has length 4611686018427387904",
+        ),
+        (
+            "offset",
+            gguf(
+                std::slice::from_ref(&arch),
+                &[("w", &[8, 2], 0, 1 << 30)],
+                64,
+            ),
+            "tensor `w` (64 bytes at offset 1073741824",
+        ),
+        (
+            "dims",
+            gguf(
+                std::slice::from_ref(&arch),
+                &[("w", &[1 << 40, 1 << 40], 0, 0)],
+                64,
+            ),
+            "tensor `w` has more elements than the file could hold",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        let path = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&path, &bytes).unwrap();
+        let path_text = path.to_str().unwrap();
+        let err = fails_in_one_line(
+            dir.path(),
+            &["ask", "--model", path_text, "hi"],
+            &format!("model file {path_text} is not a valid GGUF: "),
+        );
+        assert!(err.contains(needle), "{name}: wanted `{needle}` in {err}");
+        assert!(
+            sqlora::llm::gguf_check::check(&path).is_err(),
+            "{name} passed the check"
+        );
+    }
+    sqlora::llm::gguf_check::check(&dir.path().join("x.gguf")).unwrap_err();
+}
+
+#[test]
+fn the_real_model_passes_the_gguf_check() {
+    let model = common::model_path();
+    sqlora::llm::gguf_check::check(&model).unwrap();
+}
+
+#[test]
+fn passwords_never_show() {
+    use common::{Server, ServerDb};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Two halves no message could hold by chance; each separator the URL grammar trips on.
+    let passwords = [
+        "Zq9k/Wx7m",
+        "Zq9k@Wx7m",
+        "Zq9k:Wx7m",
+        "Zq9k%2FWx7m",
+        "Zq9k?Wx7m",
+    ];
+    let pg = ServerDb::create(Server::Postgres, "pw");
+    let my = ServerDb::create(Server::MariaDb, "pw");
+    // A feedback store of its own (opening it creates tables; `pg` stays empty).
+    let store = ServerDb::create(Server::Postgres, "pwstore");
+    let mut urls = Vec::new();
+    for pw in passwords {
+        // PostgreSQL (trust: a password is ignored): a database that does not exist, a role
+        // that does not exist, and an existing (empty) database that connects.
+        urls.push(format!(
+            "postgres://postgres:{pw}@127.0.0.1:5432/sqlora_no_such_db"
+        ));
+        urls.push(format!(
+            "postgres://nosuchrole:{pw}@127.0.0.1:5432/postgres"
+        ));
+        urls.push(
+            pg.url()
+                .replacen("postgres@", &format!("postgres:{pw}@"), 1),
+        );
+        // MariaDB: root has no password, so any password is wrong.
+        urls.push(my.url().replacen("root@", &format!("root:{pw}@"), 1));
+    }
+    let set = d.join("set.jsonl");
+    for (i, url) in urls.iter().enumerate() {
+        let pw = passwords[i / 4];
+        let store_url = store
+            .url()
+            .replacen("postgres@", &format!("postgres:{pw}@"), 1);
+        std::fs::write(
+            &set,
+            format!(
+                "{}\n",
+                serde_json::json!({"question": "q", "db": url, "query": "SELECT 1"})
+            ),
+        )
+        .unwrap();
+        let runs: Vec<(Vec<&str>, bool)> = vec![
+            (
+                vec!["ask", "--db", url, "--model", "/nonexistent/m.gguf", "hi"],
+                true,
+            ),
+            (
+                vec!["shell", "--db", url, "--model", "/nonexistent/m.gguf"],
+                true,
+            ),
+            (
+                vec!["eval", "--set", set.to_str().unwrap(), "--offline"],
+                true,
+            ),
+            (
+                vec![
+                    "feedback",
+                    "record",
+                    "--db",
+                    url,
+                    "--question",
+                    "q",
+                    "--sql",
+                    "SELECT 1",
+                ],
+                false,
+            ),
+            (vec!["feedback", "list", "--db", url], false),
+            (
+                vec!["feedback", "stats", "--feedback-db", &store_url],
+                false,
+            ),
+            (vec!["adapters", "use", "none", "--db", url], false),
+            (
+                vec!["train", "--auto", "--db", url, "--min-new", "1000000"],
+                false,
+            ),
+        ];
+        let help_env = [&["ask", "--help"][..], &["feedback", "stats", "--help"]];
+        let runs = runs
+            .into_iter()
+            .map(|(args, fail)| (args, fail, false))
+            .chain(help_env.iter().map(|a| (a.to_vec(), false, true)));
+        for (args, must_fail, url_in_env) in runs {
+            let mut cmd = sqlora(d);
+            if url_in_env {
+                // `--help` names the variables, never their values.
+                cmd.env("DATABASE_URL", url)
+                    .env("SQLORA_FEEDBACK_DB", &store_url);
+            }
+            let out = cmd
+                .env("SQLORA_QUIET_PRIVILEGES", "1")
+                .args(&args)
+                .output()
+                .unwrap();
+            let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+            for half in ["Zq9k", "Wx7m"] {
+                assert!(!all.contains(half), "{args:?} showed the password:\n{all}");
+            }
+            assert!(!all.contains("panicked"), "{args:?}: {all}");
+            if must_fail {
+                assert!(!out.status.success(), "{args:?} succeeded: {all}");
+                assert_eq!(
+                    text(&out.stderr).trim().lines().count(),
+                    1,
+                    "{args:?}: {all}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_are_one_line_with_the_sql_and_no_repeated_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails_in_one_line(
+        dir.path(),
+        &[
+            "feedback",
+            "record",
+            "--question",
+            "q",
+            "--sql",
+            "SELECT\n  nosuch,\n  'two  spaces'\nFROM customers",
+        ],
+        "unknown column `nosuch` — SQL: SELECT nosuch, 'two  spaces' FROM customers",
+    );
+    assert!(err.starts_with("sqlora: error: "), "{err}");
+    // A cause that its error already shows is not printed twice.
+    let missing = dir.path().join("missing.jsonl");
+    let err = fails_in_one_line(
+        dir.path(),
+        &["train", "--data", missing.to_str().unwrap(), "--out", "a"],
+        "No such file or directory",
+    );
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}
+
+#[test]
+fn empty_databases_and_missing_schemas_are_said_before_the_model_loads() {
+    use common::{Server, ServerDb};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let empty = d.join("shop.db");
+    std::fs::write(&empty, b"").unwrap();
+    let empty_text = empty.to_str().unwrap();
+    // The model named does not exist: these must fail before it is looked for.
+    let no_model = ["--model", "/nonexistent/m.gguf"];
+    let expect = format!(
+        "database {} has no tables",
+        empty.canonicalize().unwrap().display()
+    );
+    fails_in_one_line(
+        d,
+        &[&["ask", "--db", empty_text][..], &no_model, &["hi"]].concat(),
+        &expect,
+    );
+    fails_in_one_line(
+        d,
+        &[&["shell", "--db", empty_text][..], &no_model].concat(),
+        &expect,
+    );
+    let set = d.join("set.jsonl");
+    std::fs::write(
+        &set,
+        "{\"question\": \"How many?\", \"db\": \"shop.db\", \"query\": \"SELECT 1\"}\n",
+    )
+    .unwrap();
+    fails_in_one_line(
+        d,
+        &[&["eval", "--set", set.to_str().unwrap()][..], &no_model].concat(),
+        &format!(
+            "none of the 1 questions can run: database {} has no tables",
+            empty.display()
+        ),
+    );
+
+    let pg = ServerDb::create(Server::Postgres, "noschema");
+    pg.exec("CREATE SCHEMA sales");
+    let url = pg.url();
+    let run = |extra: &[&str], needle: &str| {
+        let out = sqlora(d)
+            .env("SQLORA_QUIET_PRIVILEGES", "1")
+            .args(
+                [
+                    &["ask", "--db", url.as_str()][..],
+                    &no_model,
+                    extra,
+                    &["hi"],
+                ]
+                .concat(),
+            )
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{extra:?}: wanted `{needle}` in {err}"
+        );
+    };
+    run(
+        &["--schema", "nosuch"],
+        "schema `nosuch` does not exist in postgres://",
+    );
+    run(
+        &["--schema", "public,nosuch"],
+        "(schemas here: public, sales)",
+    );
+    run(&["--schema", "sales"], "schema `sales` of postgres://");
+    run(
+        &["--schema", "sales"],
+        "has no tables (schemas here: public, sales)",
+    );
+    run(
+        &[],
+        "has no tables in its search_path (schemas here: public, sales;",
+    );
+}
+
+#[test]
+fn failures_exit_non_zero_feedback_since_and_eval_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fails_in_one_line(
+        d,
+        &["feedback", "export", "--since", "notadate"],
+        "`notadate` is not a date (YYYY-MM-DD) or an RFC 3339 time",
+    );
+    for since in [
+        "2026-11-01",
+        "2026-11-01T09:30:00+01:00",
+        "2026-11-01T09:30:00.25Z",
+    ] {
+        let out = sqlora(d)
+            .args(["feedback", "export", "--since", since])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{since}: {}", text(&out.stderr));
+    }
+    // A set whose databases are all missing is an error that names them.
+    let set = d.join("set.jsonl");
+    std::fs::write(
+        &set,
+        "{\"question\": \"a\", \"db\": \"gone.db\", \"query\": \"SELECT 1\"}\n\
+         {\"question\": \"b\", \"db\": \"gone.db\", \"query\": \"SELECT 2\"}\n",
+    )
+    .unwrap();
+    fails_in_one_line(
+        d,
+        &["eval", "--set", set.to_str().unwrap(), "--offline"],
+        &format!(
+            "none of the 2 questions can run: database {} is missing",
+            d.join("gone.db").display()
+        ),
+    );
+    // Some can run: the others are counted and the reason given (the model named does not
+    // exist, so the run stops right after).
+    sqlora::db::demo::ensure(d).unwrap();
+    std::fs::write(
+        &set,
+        "{\"question\": \"a\", \"db\": \"gone.db\", \"query\": \"SELECT 1\"}\n\
+         {\"question\": \"b\", \"db\": \"demo.sqlite\", \"query\": \"SELECT 2\"}\n",
+    )
+    .unwrap();
+    let out = sqlora(d)
+        .args([
+            "eval",
+            "--set",
+            set.to_str().unwrap(),
+            "--model",
+            "/nonexistent/m.gguf",
+        ])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "skipping 1 of 2 questions: database {} is missing",
+            d.join("gone.db").display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn train_checks_its_name_and_data_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("pairs.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"How many?\", \"context\": \"CREATE TABLE t (a INT);\", \"answer\": \"SELECT count(*) FROM t\"}\n",
+    )
+    .unwrap();
+    let data_text = data.to_str().unwrap();
+    // The model named does not exist: the name must be refused before it is looked for.
+    for bad in ["../../x", "a/b", "none", ".hidden", ""] {
+        fails_in_one_line(
+            d,
+            &[
+                "train",
+                "--data",
+                data_text,
+                "--out",
+                bad,
+                "--model",
+                "/nonexistent/m.gguf",
+            ],
+            "is not a usable adapter name",
+        );
+    }
+    assert!(!d.join("runs").exists(), "a run was started");
+    // Training data problems are called that, with the file and line.
+    let missing = d.join("missing.jsonl");
+    fails_in_one_line(
+        d,
+        &["train", "--data", missing.to_str().unwrap(), "--out", "a"],
+        &format!("training data {}: No such file", missing.display()),
+    );
+    let bad = d.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"question\": \"q\", \"context\": \"c\", \"answer\": \"SELECT 1\"}\n\n\
+         {\"context\": \"c\", \"answer\": \"SELECT 1\"}\n",
+    )
+    .unwrap();
+    fails_in_one_line(
+        d,
+        &["train", "--data", bad.to_str().unwrap(), "--out", "a"],
+        &format!(
+            "training data {}: line 3: missing field `question`",
+            bad.display()
+        ),
+    );
+    std::fs::write(&bad, "{\"question\": nope}\n").unwrap();
+    let err = fails_in_one_line(
+        d,
+        &["train", "--data", bad.to_str().unwrap(), "--out", "a"],
+        &format!("training data {}: line 1: not JSON", bad.display()),
+    );
+    assert!(
+        !err.contains("generation failed") && !err.contains("model file"),
+        "{err}"
+    );
 }

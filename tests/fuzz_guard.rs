@@ -3,9 +3,16 @@
 //! panic or hang in `extract_sql`, `check`, `answer_complete` or the identifier check, in any
 //! dialect, and whatever the guard accepts must be one read-only statement.
 //!
-//! CI runs `SQLORA_FUZZ_CASES` cases per property (default 3000); a long run for a given time,
-//! fresh random cases batch after batch:
+//! A second fuzz target goes to real servers: function calls in every syntactic position, with
+//! names on and off the allow-list, are put through the guard and run on PostgreSQL (a private
+//! cluster logging every statement) and MariaDB (its general log); the servers' own logs must
+//! never show a call to a function outside the allow-list, and must show the allowed ones.
+//!
+//! CI runs `SQLORA_FUZZ_CASES` cases per property (default 3000; the server target a tenth of
+//! that per dialect); a long run for a given time, fresh random cases batch after batch:
 //! `SQLORA_FUZZ_SECONDS=600 cargo test --release --test fuzz_guard -- --nocapture`.
+
+mod common;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -264,4 +271,311 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
         ")".repeat(40)
     );
     exercise(&nested, &schema());
+}
+
+/// Where a function call may stand, `{f}` the call and `{t}` the marked table (every template
+/// names it, so the servers' logs can be filtered to this test's statements).
+const POSITIONS: &[&str] = &[
+    "SELECT {f} FROM {t}",
+    "SELECT a FROM {t} WHERE {f} IS NOT NULL",
+    "SELECT a FROM {t} WHERE a = {f} OR b > 0",
+    "SELECT a, count(*) FROM {t} GROUP BY a HAVING count({f}) > 0",
+    "SELECT a FROM {t} GROUP BY a, {f}",
+    "SELECT a FROM {t} ORDER BY {f}",
+    "SELECT * FROM {t}, {f} AS x",
+    "SELECT * FROM {t} CROSS JOIN {f} AS x",
+    "SELECT * FROM {t} JOIN {f} AS x ON true",
+    "SELECT * FROM {t}, LATERAL {f} AS x",
+    "SELECT * FROM {t} JOIN LATERAL {f} AS x ON true",
+    "SELECT * FROM {t} LEFT JOIN LATERAL {f} AS x ON true",
+    "WITH c AS (SELECT {f} AS v FROM {t}) SELECT * FROM c",
+    "SELECT (SELECT {f}) AS v FROM {t}",
+    "SELECT a FROM {t} WHERE a IN (SELECT {f})",
+    "SELECT a FROM {t} WHERE EXISTS (SELECT {f})",
+    "SELECT CASE WHEN a IS NULL THEN {f} ELSE a END FROM {t}",
+    "SELECT CAST({f} AS CHAR(10)) FROM {t}",
+    "SELECT upper(coalesce({f}, a)) FROM {t}",
+    "SELECT row_number() OVER (ORDER BY {f}) FROM {t}",
+    "SELECT max(a) OVER (PARTITION BY {f}) FROM {t}",
+    "SELECT a FROM {t} UNION SELECT {f}",
+    "SELECT a FROM {t} WHERE b IN (VALUES ({f}))",
+    "SELECT * FROM (SELECT {f} AS v FROM {t}) AS d",
+    "EXPLAIN SELECT {f} FROM {t}",
+    "SELECT a FROM {t} /*! , {f} */",
+    "SELECT a /*!50000 , {f} */ FROM {t}",
+    "SELECT a FROM {t} -- {f}\n",
+];
+
+/// Argument lists for a call.
+const ARGS: &[&str] = &["()", "(1)", "('x')", "(a)", "(a, 1)", "(upper(a))", "(1, 2)"];
+
+/// Calls that must never reach the server, per dialect: real functions with effects or leaks,
+/// names nobody allowed, and allowed names written so that they mean another function.
+fn forbidden(d: Dialect) -> Vec<&'static str> {
+    let mut v = vec!["zz_fuzz_evil", "zz_fuzz_udf", "evil_fn"];
+    v.extend(match d {
+        Dialect::Postgres => &[
+            "pg_read_file",
+            "pg_read_binary_file",
+            "pg_ls_dir",
+            "pg_stat_file",
+            "lo_import",
+            "lo_export",
+            "lo_unlink",
+            "pg_terminate_backend",
+            "pg_cancel_backend",
+            "pg_advisory_lock",
+            "pg_try_advisory_lock_shared",
+            "pg_notify",
+            "pg_reload_conf",
+            "pg_switch_wal",
+            "pg_create_physical_replication_slot",
+            "pg_stat_reset",
+            "pg_import_system_collations",
+            "set_config",
+            "nextval",
+            "pg_sleep",
+            "dblink",
+            "query_to_xml",
+            "pg_catalog.pg_read_file",
+            "public.upper",
+            "\"UPPER\"",
+            "\"Lower\"",
+        ][..],
+        Dialect::MySql => &[
+            "load_file",
+            "LOAD_FILE",
+            "sleep",
+            "benchmark",
+            "get_lock",
+            "release_lock",
+            "is_free_lock",
+            "last_insert_id",
+            "master_pos_wait",
+            "nextval",
+            "setval",
+            "mysql.load_file",
+            "shop.upper",
+        ][..],
+        Dialect::Sqlite => &["load_extension", "readfile", "writefile", "edit"][..],
+    });
+    v
+}
+
+/// Whether `text` calls `name`: `name(` (spaces allowed) not preceded by a name character.
+fn calls(text: &str, name: &str) -> bool {
+    let (t, n) = if name.contains('"') {
+        (text.to_string(), name.to_string())
+    } else {
+        (text.to_ascii_lowercase(), name.to_ascii_lowercase())
+    };
+    t.match_indices(&n).any(|(i, _)| {
+        let before = t[..i].chars().next_back();
+        let boundary = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+        boundary && t[i + n.len()..].trim_start().starts_with('(')
+    })
+}
+
+/// What one dialect's run sent and what its server logged.
+struct Sent {
+    /// Statements the guard let through (they reached the server, whether or not they ran).
+    passed: Vec<String>,
+    /// The text of those that ran, as sqlora sent it.
+    ran: Vec<String>,
+    /// Forbidden calls generated, and how many statements held one.
+    forbidden_tries: usize,
+}
+
+fn fuzz_calls(d: Dialect, url: &str, table: &str, n: usize, seed: u64) -> Sent {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let allowed: Vec<String> = guard::functions::current()
+        .names(d)
+        .map(String::from)
+        .collect();
+    let bad = forbidden(d);
+    let mut p = sqlora::pipeline::Pipeline::new(sqlora::db::open(url).unwrap(), None).unwrap();
+    p.limits = sqlora::db::Limits {
+        max_rows: 5,
+        timeout: std::time::Duration::from_secs(2),
+    };
+    let cancel = sqlora::cancel::Cancel::new();
+    let mut sent = Sent {
+        passed: Vec::new(),
+        ran: Vec::new(),
+        forbidden_tries: 0,
+    };
+    for _ in 0..n {
+        // Half the calls are forbidden; some allowed calls wrap a forbidden one.
+        let is_bad = rng.random_bool(0.5);
+        let name = if is_bad {
+            bad[rng.random_range(0..bad.len())].to_string()
+        } else if rng.random_bool(0.4) {
+            // Calls whose arguments fit, so that many statements run to the end.
+            let fits = ["upper", "lower", "length", "abs", "round", "coalesce", "nullif"];
+            fits[rng.random_range(0..fits.len())].to_string()
+        } else {
+            allowed[rng.random_range(0..allowed.len())].clone()
+        };
+        let args = if !is_bad && rng.random_bool(0.2) {
+            let inner = bad[rng.random_range(0..bad.len())];
+            sent.forbidden_tries += 1;
+            format!("({inner}(a))")
+        } else {
+            match name.as_str() {
+                "upper" | "lower" | "length" => "(a)".to_string(),
+                "abs" | "round" => "(b)".to_string(),
+                "coalesce" | "nullif" => "(b, 2)".to_string(),
+                _ => ARGS[rng.random_range(0..ARGS.len())].to_string(),
+            }
+        };
+        if is_bad {
+            sent.forbidden_tries += 1;
+        }
+        let call = format!("{name}{args}");
+        let pos = POSITIONS[rng.random_range(0..POSITIONS.len())];
+        let sql = pos.replace("{f}", &call).replace("{t}", table);
+        let result = p.run_sql(&sql, &cancel);
+        if let Ok(run) = &result {
+            sent.ran.push(run.sql.clone());
+        }
+        match result {
+            // Reached the server (ran, or the server refused it): the guard let it through.
+            Ok(_) | Err(sqlora::pipeline::AskError::Db { .. }) => {
+                let holds_bad = bad.iter().any(|b| calls(&sql, b)) && !sql.contains("--");
+                assert!(
+                    !holds_bad,
+                    "{d:?}: the guard let through a forbidden call: {sql}"
+                );
+                sent.passed.push(sql);
+            }
+            Err(_) => {}
+        }
+    }
+    sent
+}
+
+/// Checks a server's log (its statements naming `table`) against what was sent.
+fn judge(d: Dialect, sent: &Sent, logged: &[String], n: usize) {
+    let bad = forbidden(d);
+    for line in logged {
+        for b in &bad {
+            assert!(
+                !calls(line, b),
+                "{d:?}: `{b}` reached the server, its log says: {line}"
+            );
+        }
+    }
+    // Not vacuous: allowed calls do reach the server and its log shows them.
+    assert!(
+        sent.passed.len() * 5 >= n,
+        "{d:?}: only {} of {n} statements passed the guard",
+        sent.passed.len()
+    );
+    // Every statement that ran is in the server's log, as sqlora sent it (comments gone).
+    for q in &sent.ran {
+        assert!(
+            logged.iter().any(|l| l.contains(q.as_str())),
+            "{d:?}: ran but not in the server's log: {q}"
+        );
+    }
+    assert!(
+        sent.ran.len() * 10 >= n,
+        "{d:?}: only {} of {n} statements ran",
+        sent.ran.len()
+    );
+    eprintln!(
+        "{d:?}: {n} statements ({} with a forbidden call), {} passed the guard, {} ran and \
+         are in the server's log, {} log lines read, no forbidden call among them",
+        sent.forbidden_tries,
+        sent.passed.len(),
+        sent.ran.len(),
+        logged.len()
+    );
+}
+
+fn server_cases() -> usize {
+    (cases() as usize / 10).max(50)
+}
+
+fn marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("fz_{}_{nanos}", std::process::id())
+}
+
+#[test]
+fn functions_off_the_allow_list_never_reach_postgresql() {
+    let n = server_cases();
+    let table = marker();
+    let cluster = common::PgTestCluster::start();
+    common::admin_exec(&cluster.url("postgres"), "CREATE DATABASE fuzz");
+    common::admin_exec(
+        &cluster.url("fuzz"),
+        &format!("CREATE TABLE {table} (a text, b int); INSERT INTO {table} VALUES ('x', 1), (NULL, 2)"),
+    );
+    let sent = fuzz_calls(Dialect::Postgres, &cluster.url("fuzz"), &table, n, 26);
+    let log = cluster.log();
+    let logged: Vec<String> = log
+        .lines()
+        .filter(|l| {
+            l.contains(&table)
+                && (l.contains("statement: ") || l.contains("execute ") || l.contains("STATEMENT:"))
+        })
+        .map(String::from)
+        .collect();
+    judge(Dialect::Postgres, &sent, &logged, n);
+}
+
+#[test]
+fn functions_off_the_allow_list_never_reach_mariadb() {
+    let n = server_cases();
+    let table = marker();
+    let my = common::ServerDb::create(common::Server::MariaDb, "fuzzfn");
+    my.exec(&format!(
+        "CREATE TABLE {table} (a VARCHAR(20), b INT); INSERT INTO {table} VALUES ('x', 1), (NULL, 2)"
+    ));
+    // The general log, into its table for this run; the previous settings are put back.
+    let admin = "mysql://root@127.0.0.1:3306/mysql";
+    let mut probe = sqlora::db::open(&my.url()).unwrap();
+    let before = probe
+        .query(
+            "SELECT @@GLOBAL.general_log, @@GLOBAL.log_output",
+            &sqlora::db::Limits::default(),
+            &sqlora::cancel::Cancel::new(),
+        )
+        .unwrap();
+    let (was_on, was_output) = (
+        before.rows[0][0].display(),
+        before.rows[0][1].display(),
+    );
+    common::admin_exec(admin, "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 'ON'");
+    let sent = fuzz_calls(Dialect::MySql, &my.url(), &table, n, 26);
+    let rows = probe
+        .query(
+            &format!(
+                "SELECT CAST(argument AS CHAR) FROM mysql.general_log WHERE argument LIKE '%{table}%'"
+            ),
+            &sqlora::db::Limits {
+                max_rows: 1_000_000,
+                ..Default::default()
+            },
+            &sqlora::cancel::Cancel::new(),
+        )
+        .unwrap();
+    let on = if was_on == "1" || was_on.eq_ignore_ascii_case("on") { "ON" } else { "OFF" };
+    common::admin_exec(
+        admin,
+        &format!("SET GLOBAL general_log = '{on}'; SET GLOBAL log_output = '{was_output}'"),
+    );
+    // The log also holds this probe's own SELECT, which names the table in a string.
+    let logged: Vec<String> = rows
+        .rows
+        .iter()
+        .map(|r| r[0].display())
+        .filter(|l| !l.contains("mysql.general_log"))
+        .collect();
+    judge(Dialect::MySql, &sent, &logged, n);
 }

@@ -1,6 +1,8 @@
-//! The identifier check must never reject a correct query: every Spider gold query (dev and
-//! train, on their real databases) passes it. A false alarm here would cost a user a right
-//! answer, so the test lists any that appear.
+//! The identifier check and the function allow-list must never reject a correct query: every
+//! Spider gold query (dev and train, on their real databases) passes them, and no gold query of
+//! the other shared sets (GeoQuery, BIRD superhero, KaggleDBQA) calls a function the
+//! allow-list refuses. A false alarm here would cost a user a right answer, so the tests list
+//! any that appear.
 
 mod common;
 
@@ -32,9 +34,16 @@ fn check_set(file: &str) -> (usize, usize, Vec<String>) {
         let gold = row["query"].as_str().unwrap();
         // A handful of gold queries use syntax sqlparser does not take; the guard refuses
         // those as parse errors before names are looked at.
-        let Ok(checked_sql) = guard::check(gold, Dialect::Sqlite) else {
-            unparsed += 1;
-            continue;
+        let checked_sql = match guard::check(gold, Dialect::Sqlite) {
+            Ok(c) => c,
+            Err(guard::GuardError::Parse(_)) => {
+                unparsed += 1;
+                continue;
+            }
+            Err(e) => {
+                false_alarms.push(format!("[{db_id}] {gold}\n    {e}"));
+                continue;
+            }
         };
         checked += 1;
         if let Err(unknown) =
@@ -82,5 +91,37 @@ fn no_spider_gold_query_is_rejected_for_its_names() {
         "{} correct queries rejected:\n{}",
         all.len(),
         all.join("\n")
+    );
+}
+
+#[test]
+fn no_gold_query_of_the_shared_sets_calls_a_refused_function() {
+    let data = common::shared_data();
+    let mut refused = Vec::new();
+    let mut checked = 0;
+    for set in ["geoquery", "bird_superhero", "kaggledbqa"] {
+        let path = data.join("adapt").join(set).join("questions.jsonl");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (the shared data is missing)", path.display()));
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let gold = row["query"].as_str().unwrap();
+            checked += 1;
+            match guard::check(gold, Dialect::Sqlite) {
+                Err(e @ guard::GuardError::Function { .. })
+                | Err(e @ guard::GuardError::Refused(_)) => {
+                    refused.push(format!("[{set}] {gold}\n    {e}"))
+                }
+                _ => {}
+            }
+        }
+    }
+    eprintln!("{checked} gold queries of the shared sets checked for their functions");
+    assert!(checked > 500, "{checked}");
+    assert!(
+        refused.is_empty(),
+        "{} correct queries refused:\n{}",
+        refused.len(),
+        refused.join("\n")
     );
 }

@@ -129,6 +129,37 @@ fn pipeline(url: &str) -> Pipeline {
 struct Snapshot {
     tables: Vec<(String, String)>,
     file_sha: Option<String>,
+    /// Server state a read-only transaction cannot roll back: replication slots, large
+    /// objects, statistics resets, global settings.
+    server: Vec<String>,
+}
+
+/// What outlives a transaction on this backend's server, as text.
+fn server_state(b: &Backend) -> Vec<String> {
+    let probes: &[&str] = match b.name {
+        "postgres" => &[
+            "SELECT count(*) FROM pg_replication_slots",
+            "SELECT count(*) FROM pg_largeobject_metadata",
+            "SELECT coalesce(max(stats_reset)::text, '-') FROM pg_stat_database",
+            "SELECT coalesce(stats_reset::text, '-') FROM pg_stat_bgwriter",
+            "SELECT count(*) FROM pg_collation",
+        ],
+        "mysql" => &[
+            "SELECT @@GLOBAL.max_connect_errors, @@GLOBAL.max_connections",
+            "SELECT @@GLOBAL.general_log, @@GLOBAL.sql_mode",
+        ],
+        _ => &[],
+    };
+    let mut db = db::open(&b.url).unwrap();
+    probes
+        .iter()
+        .map(|q| {
+            let o = db
+                .query(q, &Limits::default(), &Cancel::new())
+                .unwrap_or_else(|e| panic!("{}: `{q}`: {e}", b.name));
+            format!("{q} = {:?}", o.rows)
+        })
+        .collect()
 }
 
 fn snapshot(b: &Backend) -> Snapshot {
@@ -136,6 +167,7 @@ fn snapshot(b: &Backend) -> Snapshot {
     Snapshot {
         tables: common::fingerprint(db.as_mut()),
         file_sha: b.sqlite_file.as_deref().map(common::sha256),
+        server: server_state(b),
     }
 }
 
@@ -151,12 +183,18 @@ fn assert_untouched(b: &Backend, before: &Snapshot, what: &str) {
         "{}: {what} changed the file",
         b.name
     );
+    assert_eq!(
+        after.server, before.server,
+        "{}: {what} changed the server's state",
+        b.name
+    );
     for leftover in [
         "/tmp/sqlora_hostile_copy",
         "/tmp/sqlora_hostile_program",
         "/tmp/sqlora_hostile_lo",
         "/tmp/sqlora_hostile_outfile",
         "/tmp/sqlora_hostile_outfile2",
+        "/tmp/sqlora_hostile_outfile3",
         "/tmp/sqlora_hostile_dump",
         "/tmp/sqlora_hostile.db",
         "/tmp/sqlora_hostile_write",
@@ -189,6 +227,9 @@ struct SqlCase {
     on: Option<Vec<String>>,
     #[serde(default)]
     expect: Option<String>,
+    /// Also put through the binary: `ask`, `\sql` in the shell and `feedback record`.
+    #[serde(default)]
+    cli: bool,
 }
 
 #[test]
@@ -237,6 +278,21 @@ fn hostile_sql_is_refused_or_harmless_on_every_backend() {
                     b.name,
                     case.sql
                 ),
+                // Refused by the guard itself, before the database sees it.
+                Some("refused") => assert!(
+                    matches!(
+                        err,
+                        AskError::Guard {
+                            error: GuardError::Refused(_)
+                                | GuardError::Function { .. }
+                                | GuardError::MultipleStatements(_),
+                            ..
+                        }
+                    ),
+                    "{}: `{}` should be refused by the guard, got: {msg}",
+                    b.name,
+                    case.sql
+                ),
                 Some("unknown") => assert!(
                     matches!(
                         err,
@@ -261,7 +317,7 @@ fn hostile_sql_is_refused_or_harmless_on_every_backend() {
         assert_untouched(&b, &before, "hostile SQL");
     }
     eprintln!("{ran} hostile SQL cases");
-    assert!(ran >= 180, "{ran}");
+    assert!(ran >= 230, "{ran}");
 }
 
 #[test]
@@ -341,4 +397,123 @@ fn hostile_questions_and_schema_text_change_nothing() {
         engine = p.take_engine();
     }
     eprintln!("{cases} hostile question cases");
+}
+
+/// Output lines that are not about the statement: the start-up warning about a login's powers.
+fn statement_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("sqlora: warning:"))
+        .collect()
+}
+
+/// The classes of issue 26 (functions in FROM/LATERAL, functions a deny list missed, EXPLAIN
+/// with options, executable comments, expressions deep enough to overflow a stack) through the
+/// binary, as a user meets them: `sqlora ask SQL`, `\sql` in the shell, and `sqlora feedback
+/// record`. Each is refused with one line and a non-zero exit (the shell stays up), nothing is
+/// recorded, and nothing on the server changes.
+#[test]
+fn hostile_sql_is_refused_through_ask_the_shell_and_feedback_record() {
+    let bin = env!("CARGO_BIN_EXE_sqlora");
+    let cases: Vec<SqlCase> = serde_json::from_str(include_str!("hostile/sql.json")).unwrap();
+    let deep = [
+        format!("SELECT 1{}", " + 1".repeat(30_000)),
+        format!("SELECT 'a'{}", " || 'a'".repeat(15_000)),
+    ];
+    let data = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(args)
+            .env("SQLORA_DATA_DIR", data.path())
+            .env_remove("SQLORA_FEEDBACK_DB")
+            .output()
+            .unwrap()
+    };
+    let mut n = 0;
+    for b in backends() {
+        let before = snapshot(&b);
+        let sqls: Vec<&str> = cases
+            .iter()
+            .filter(|c| c.cli && c.on.as_ref().is_none_or(|on| on.iter().any(|o| o == b.name)))
+            .map(|c| c.sql.as_str())
+            .chain(deep.iter().map(String::as_str))
+            .collect();
+        for sql in &sqls {
+            let shown: String = sql.chars().take(60).collect();
+            for (how, args) in [
+                ("ask", vec!["ask", "--db", &b.url, "--timeout", "2", sql]),
+                (
+                    "feedback record",
+                    vec![
+                        "feedback", "record", "--db", &b.url, "--question", "hostile", "--sql",
+                        sql,
+                    ],
+                ),
+            ] {
+                n += 1;
+                let out = run(&args);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    !out.status.success(),
+                    "{}: {how} `{shown}` succeeded: {stdout}",
+                    b.name
+                );
+                let lines = statement_lines(&stderr);
+                assert_eq!(lines.len(), 1, "{}: {how} `{shown}`: {stderr}", b.name);
+                assert!(
+                    lines[0].contains("refused"),
+                    "{}: {how} `{shown}`: {}",
+                    b.name,
+                    lines[0]
+                );
+                assert!(!stdout.contains(PASSWD) && !stderr.contains(PASSWD));
+            }
+        }
+        // One shell session, every statement through `\sql`; then an ordinary query still runs.
+        let mut child = std::process::Command::new(bin)
+            .args(["shell", "--db", &b.url, "--model", "/nonexistent/model.gguf"])
+            .env("SQLORA_DATA_DIR", data.path())
+            .env_remove("SQLORA_FEEDBACK_DB")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Written from another thread: the shell's output must be read while it is fed.
+        let script: String = sqls
+            .iter()
+            .map(|sql| format!("\\sql {sql}\n"))
+            .chain([
+                "\\sql SELECT count(*) AS notes_left FROM notes\n".to_string(),
+                "\\q\n".to_string(),
+            ])
+            .collect();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(script.as_bytes())
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: the shell died: {stderr}", b.name);
+        let refusals = stderr.lines().filter(|l| l.contains("refused")).count();
+        assert_eq!(refusals, sqls.len(), "{}: {stderr}", b.name);
+        assert!(
+            stdout.contains("notes_left") && stdout.contains(&NOTES.len().to_string()),
+            "{}: {stdout}",
+            b.name
+        );
+        assert!(!stdout.contains(PASSWD) && !stderr.contains(PASSWD));
+        n += sqls.len();
+        assert_untouched(&b, &before, "hostile SQL through the binary");
+    }
+    // Nothing refused was recorded as training data.
+    let listed = run(&["feedback", "stats"]);
+    let text = String::from_utf8_lossy(&listed.stdout).to_string()
+        + &String::from_utf8_lossy(&listed.stderr);
+    assert!(!text.contains("hostile"), "{text}");
+    eprintln!("{n} hostile statements through ask, \\sql and feedback record");
 }

@@ -9,7 +9,14 @@
 //! `KILL QUERY` from a second connection.
 //!
 //! One write no transaction mode stops: `SELECT … INTO OUTFILE` writes a file on the server
-//! for a login with the FILE privilege. The guard refuses it; use a login without FILE.
+//! for a login with the FILE privilege. The guard refuses it; use a login without FILE. At
+//! connect the login's privileges are read once from `SHOW GRANTS` ([`Powers`]): FILE, SUPER,
+//! ALL PRIVILEGES and the other admin powers, and any write privilege for a softer mention.
+//!
+//! The server must lex SQL as the guard's parser does (`\` escapes in strings, `"…"` is a
+//! string): every statement's `SET SESSION` also sets the session `sql_mode` to the one found
+//! at connect less `ANSI_QUOTES`, `NO_BACKSLASH_ESCAPES` and the combination modes that
+//! include them, whatever the global mode or a previous statement set.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,7 +26,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
 use super::remote::{self, describe_sqlx, query_error as map_err};
-use super::{Database, DbError, Dialect, Limits, Outcome, Value};
+use super::{Database, DbError, Dialect, Limits, Outcome, Powers, Reach, Value};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 
@@ -35,6 +42,9 @@ pub struct MySqlDb {
     mariadb: bool,
     database: String,
     label: String,
+    /// The session sql_mode every statement runs under (see [`lexing_sql_mode`]).
+    sql_mode: String,
+    powers: Powers,
 }
 
 /// The database's identity without connecting (see [`super::identity`]).
@@ -97,9 +107,63 @@ impl MySqlDb {
             mariadb: false,
             database,
             label,
+            sql_mode: String::new(),
+            powers: Powers::default(),
         };
         db.ensure_connected()?;
+        // Best effort: a server that will not say leaves the login unjudged.
+        db.powers = db.read_powers().unwrap_or_default();
         Ok(db)
+    }
+
+    /// The login (`CURRENT_USER()`) and what `SHOW GRANTS` says it holds beyond reading,
+    /// with the privileges of its active roles.
+    fn read_powers(&mut self) -> Result<Powers, DbError> {
+        let mariadb = self.mariadb;
+        let (login, lines) = self.read_only(
+            Duration::from_secs(10),
+            &Cancel::new(),
+            move |mut conn| async move {
+                let r = async {
+                    let row = sqlx::raw_sql("SELECT CURRENT_USER(), CURRENT_ROLE()")
+                        .fetch_one(&mut conn)
+                        .await?;
+                    let login = text(&row, 0)?.unwrap_or_default();
+                    let role = text(&row, 1)?.unwrap_or_default();
+                    // MariaDB lists the active role's grants itself; MySQL only with USING.
+                    let using = !mariadb && !role.is_empty() && role != "NONE";
+                    let mut rows = Vec::new();
+                    if using {
+                        if let Ok(r) = sqlx::raw_sql(AssertSqlSafe(format!(
+                            "SHOW GRANTS FOR CURRENT_USER() USING {role}"
+                        )))
+                        .fetch_all(&mut conn)
+                        .await
+                        {
+                            rows = r;
+                        }
+                    }
+                    if rows.is_empty() {
+                        rows = sqlx::raw_sql("SHOW GRANTS").fetch_all(&mut conn).await?;
+                    }
+                    let lines = rows
+                        .iter()
+                        .map(|r| text(r, 0).map(Option::unwrap_or_default))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((login, lines))
+                }
+                .await;
+                (conn, r)
+            },
+        )?;
+        let mut powers = Powers {
+            login,
+            held: Vec::new(),
+        };
+        for line in &lines {
+            add_grant(line, &mut powers);
+        }
+        Ok(powers)
     }
 
     fn ensure_connected(&mut self) -> Result<(), DbError> {
@@ -120,18 +184,23 @@ impl MySqlDb {
                     sqlx::query_as("SELECT CONNECTION_ID(), VERSION()")
                         .fetch_one(&mut conn)
                         .await?;
+                let mode = sqlx::raw_sql("SELECT @@SESSION.sql_mode")
+                    .fetch_one(&mut conn)
+                    .await?;
+                let mode = lexing_sql_mode(&text(&mode, 0)?.unwrap_or_default());
                 // Every transaction of this session is read-only unless it says otherwise,
                 // which sqlora never does.
                 sqlx::raw_sql("SET SESSION TRANSACTION READ ONLY")
                     .execute(&mut conn)
                     .await?;
-                Ok::<_, sqlx::Error>((id, version.to_ascii_lowercase().contains("mariadb")))
+                let mariadb = version.to_ascii_lowercase().contains("mariadb");
+                Ok::<_, sqlx::Error>((id, mariadb, mode))
             }
             .await
             .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
             Ok::<_, String>((conn, setup))
         };
-        let (conn, (id, mariadb)) =
+        let (conn, (id, mariadb, mode)) =
             self.rt
                 .block_on(connect)
                 .map_err(|reason| DbError::Connect {
@@ -141,6 +210,7 @@ impl MySqlDb {
         self.conn = Some(conn);
         self.connection_id = id;
         self.mariadb = mariadb;
+        self.sql_mode = mode;
         Ok(())
     }
 
@@ -158,15 +228,18 @@ impl MySqlDb {
     {
         self.ensure_connected()?;
         let mut conn = self.conn.take().expect("connected");
+        // One SET: the time limit, and the lexing the guard assumed (see the module doc).
         let limit = if self.mariadb {
             format!(
-                "SET SESSION max_statement_time = {:.3}",
-                timeout.as_secs_f64()
+                "SET SESSION max_statement_time = {:.3}, sql_mode = '{}'",
+                timeout.as_secs_f64(),
+                self.sql_mode
             )
         } else {
             format!(
-                "SET SESSION max_execution_time = {}",
-                timeout.as_millis().clamp(1, u32::MAX as u128)
+                "SET SESSION max_execution_time = {}, sql_mode = '{}'",
+                timeout.as_millis().clamp(1, u32::MAX as u128),
+                self.sql_mode
             )
         };
         let opts = self.opts.clone();
@@ -205,6 +278,149 @@ impl MySqlDb {
         });
         self.conn = conn;
         result
+    }
+}
+
+/// Modes under which the server would read SQL unlike the guard's parser (sqlparser's MySQL
+/// dialect): `"…"` as an identifier, `\` as an ordinary character, or (MariaDB's `ORACLE`) a
+/// whole other grammar. The combination modes are dropped by name; their other parts are
+/// listed on their own in `@@sql_mode` and stay.
+const LEXING_MODES: &[&str] = &[
+    "ANSI_QUOTES",
+    "NO_BACKSLASH_ESCAPES",
+    "ANSI",
+    "ORACLE",
+    "POSTGRESQL",
+    "MSSQL",
+    "DB2",
+    "MAXDB",
+];
+
+/// `mode` without [`LEXING_MODES`] (and without anything that is not a mode name, so the
+/// result can be written into a `SET` as it is).
+fn lexing_sql_mode(mode: &str) -> String {
+    mode.split(',')
+        .map(str::trim)
+        .filter(|m| {
+            !m.is_empty()
+                && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !LEXING_MODES.iter().any(|x| x.eq_ignore_ascii_case(m))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Privileges that write data or change the schema: the softer mention.
+const WRITES: &[&str] = &[
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "INDEX",
+    "TRIGGER",
+    "EVENT",
+    "CREATE VIEW",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "CREATE TABLESPACE",
+    "DELETE HISTORY",
+];
+
+/// What one privilege (upper case, `_` read as a space: MySQL writes `CONNECTION_ADMIN`,
+/// MariaDB `CONNECTION ADMIN`) reaches; `global` when granted `ON *.*`.
+fn reaches(privilege: &str, global: bool) -> &'static [Reach] {
+    match privilege {
+        "ALL" | "ALL PRIVILEGES" if global => &[
+            Reach::Superuser,
+            Reach::ReadFiles,
+            Reach::WriteFiles,
+            Reach::SignalSessions,
+            Reach::SeeSessions,
+            Reach::ServerSettings,
+            Reach::Shutdown,
+            Reach::Replication,
+            Reach::CreateRoles,
+            Reach::Write,
+        ],
+        "ALL" | "ALL PRIVILEGES" => &[Reach::Write],
+        "FILE" => &[Reach::ReadFiles, Reach::WriteFiles],
+        "SUPER" => &[Reach::SignalSessions, Reach::ServerSettings],
+        "CONNECTION ADMIN" => &[Reach::SignalSessions],
+        "PROCESS" => &[Reach::SeeSessions],
+        "SHUTDOWN" => &[Reach::Shutdown],
+        "RELOAD" | "SYSTEM VARIABLES ADMIN" => &[Reach::ServerSettings],
+        "CREATE USER" => &[Reach::CreateRoles],
+        "GRANT OPTION" => &[Reach::GrantOthers],
+        p if p.starts_with("REPLICATION")
+            || p.starts_with("BINLOG ADMIN")
+            || p == "BINLOG REPLAY" =>
+        {
+            &[Reach::Replication]
+        }
+        p if WRITES.contains(&p) => &[Reach::Write],
+        _ => &[],
+    }
+}
+
+/// Adds what one `SHOW GRANTS` line grants: `GRANT <privileges> ON <target> TO <login>
+/// [WITH GRANT OPTION]`. Role grants (no `ON`) and `PROXY` add nothing here.
+fn add_grant(line: &str, powers: &mut Powers) {
+    let line = line.trim();
+    if !line
+        .get(..6)
+        .is_some_and(|g| g.eq_ignore_ascii_case("GRANT "))
+    {
+        return;
+    }
+    let rest = &line[6..];
+    // The privilege list runs to the first ` ON ` outside parentheses (column lists) and
+    // backquotes.
+    let (mut depth, mut quoted, mut start) = (0usize, false, 0usize);
+    let mut privileges = Vec::new();
+    let mut target = None;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '`' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            ',' if !quoted && depth == 0 => {
+                privileges.push(&rest[start..i]);
+                start = i + 1;
+            }
+            ' ' if !quoted
+                && depth == 0
+                && rest
+                    .get(i..i + 4)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(" ON ")) =>
+            {
+                privileges.push(&rest[start..i]);
+                target = Some(&rest[i + 4..]);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(target) = target else { return };
+    let upper = target.to_ascii_uppercase();
+    let global = upper.trim_start().starts_with("*.* ");
+    let names: Vec<String> = privileges
+        .iter()
+        .map(|p| p.split('(').next().unwrap_or("").trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if names.iter().any(|p| p.eq_ignore_ascii_case("PROXY")) {
+        return;
+    }
+    for name in &names {
+        let norm = name.to_ascii_uppercase().replace('_', " ");
+        for &reach in reaches(&norm, global) {
+            powers.add(name, reach);
+        }
+    }
+    if upper.contains(" WITH GRANT OPTION") {
+        powers.add("GRANT OPTION", Reach::GrantOthers);
     }
 }
 
@@ -362,6 +578,10 @@ impl Database for MySqlDb {
 
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    fn powers(&self) -> Powers {
+        self.powers.clone()
     }
 
     fn introspect(&mut self) -> Result<Schema, DbError> {
@@ -582,6 +802,65 @@ impl MySqlDb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sql_mode_loses_what_the_guard_does_not_lex() {
+        assert_eq!(
+            lexing_sql_mode("REAL_AS_FLOAT,PIPES_AS_CONCAT,ANSI_QUOTES,IGNORE_SPACE,ANSI"),
+            "REAL_AS_FLOAT,PIPES_AS_CONCAT,IGNORE_SPACE"
+        );
+        assert_eq!(
+            lexing_sql_mode("NO_BACKSLASH_ESCAPES,STRICT_TRANS_TABLES,ORACLE"),
+            "STRICT_TRANS_TABLES"
+        );
+        assert_eq!(lexing_sql_mode(""), "");
+        assert_eq!(lexing_sql_mode("X'; DROP"), "");
+    }
+
+    #[test]
+    fn grants_name_their_powers() {
+        let mut p = Powers::default();
+        for line in [
+            "GRANT USAGE ON *.* TO `a`@`%` IDENTIFIED BY PASSWORD '*D821'",
+            "GRANT `r` TO `a`@`%`",
+            "GRANT PROXY ON ''@'%' TO 'a'@'%' WITH GRANT OPTION",
+            "GRANT SELECT ON `shop`.* TO `a`@`%`",
+        ] {
+            add_grant(line, &mut p);
+        }
+        assert_eq!(p.warning(), None);
+        add_grant(
+            "GRANT SELECT (`x`, `y on z`), INSERT (`x`) ON `shop`.`t` TO `a`@`%`",
+            &mut p,
+        );
+        let w = p.warning().unwrap();
+        assert!(w.starts_with("note: login  can write data"), "{w}");
+        add_grant(
+            "GRANT FILE, PROCESS, CONNECTION_ADMIN ON *.* TO `a`@`%` WITH GRANT OPTION",
+            &mut p,
+        );
+        let names: Vec<&str> = p.held.iter().map(|h| h.name.as_str()).collect();
+        let expected = ["INSERT", "FILE", "FILE", "PROCESS", "CONNECTION_ADMIN"];
+        assert_eq!(names[..5], expected);
+        assert_eq!(names[5..], ["GRANT OPTION"]);
+        let w = p.warning().unwrap();
+        assert!(w.starts_with("warning: "), "{w}");
+        let listed = "(FILE, CONNECTION_ADMIN, PROCESS, GRANT OPTION, INSERT)";
+        assert!(w.contains(listed), "{w}");
+
+        let mut root = Powers::default();
+        add_grant(
+            "GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION",
+            &mut root,
+        );
+        let w = root.warning().unwrap();
+        let what = "is a superuser and can read server files";
+        assert!(w.contains(what), "{w}");
+        assert!(w.contains("(ALL PRIVILEGES, GRANT OPTION)"), "{w}");
+        let mut db_owner = Powers::default();
+        add_grant("GRANT ALL PRIVILEGES ON `shop`.* TO `o`@`%`", &mut db_owner);
+        assert!(db_owner.warning().unwrap().starts_with("note: "));
+    }
 
     #[test]
     fn enum_labels_parse_quotes() {

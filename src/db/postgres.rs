@@ -9,6 +9,12 @@
 //! costs no more than the rows read. Rows come back in PostgreSQL's text format, so numerics
 //! stay exact and dates, intervals, arrays, json and enums read as `psql` shows them.
 //! Ctrl-C sends `pg_cancel_backend` from a second connection.
+//!
+//! Each connection sets `standard_conforming_strings = on`, whatever the server, database or
+//! role default, so the server reads string literals as the guard's parser does (a backslash
+//! is an ordinary character in `'…'`). At connect the login's powers beyond reading are read
+//! once ([`Powers`]): superuser and other role attributes, membership (direct or inherited)
+//! in the file, program and signal roles, and write privileges in the introspected schemas.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,7 +25,7 @@ use sqlx::{
 };
 
 use super::remote::{self, describe_sqlx, query_error as map_err};
-use super::{Database, DbError, Dialect, Limits, Outcome, Value};
+use super::{Database, DbError, Dialect, Limits, Outcome, Powers, Reach, Value};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 
@@ -37,6 +43,7 @@ pub struct PgDb {
     /// Schemas to introspect, in search order; the first is the default (names unqualified).
     schemas: Vec<String>,
     label: String,
+    powers: Powers,
 }
 
 impl PgDb {
@@ -56,6 +63,7 @@ impl PgDb {
             pid: 0,
             schemas: schemas.to_vec(),
             label,
+            powers: Powers::default(),
         };
         db.ensure_connected()?;
         if db.schemas.is_empty() {
@@ -72,7 +80,26 @@ impl PgDb {
                 found
             };
         }
+        // Best effort: a server that will not say leaves the login unjudged.
+        db.powers = db.read_powers().unwrap_or_default();
         Ok(db)
+    }
+
+    /// The login and what it holds beyond reading (see [`POWERS_SQL`]).
+    fn read_powers(&mut self) -> Result<Powers, DbError> {
+        let schemas = self.schemas.clone();
+        let row: PowersRow = self.read_only(
+            Duration::from_secs(10),
+            &Cancel::new(),
+            move |mut conn| async move {
+                let r = sqlx::query_as(POWERS_SQL)
+                    .bind(&schemas)
+                    .fetch_one(&mut conn)
+                    .await;
+                (conn, r)
+            },
+        )?;
+        Ok(powers_of(row))
     }
 
     fn ensure_connected(&mut self) -> Result<(), DbError> {
@@ -88,6 +115,11 @@ impl PgDb {
                     .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
             let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
                 .fetch_one(&mut conn)
+                .await
+                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            // String literals as the guard's parser reads them, whatever the defaults.
+            sqlx::raw_sql("SET standard_conforming_strings = on")
+                .execute(&mut conn)
                 .await
                 .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
             Ok::<_, String>((conn, pid))
@@ -295,6 +327,76 @@ SELECT schemaname::text, tablename::text, attname::text, most_common_vals::text:
        n_distinct::float8
 FROM pg_stats WHERE schemaname = ANY($1) AND most_common_vals IS NOT NULL";
 
+/// The login's role attributes, the powerful predefined roles it is a member of (directly or
+/// through other roles; a superuser counts as a member of all), and, unless superuser, the
+/// write privileges it holds on any table and the schemas it may create objects in, among
+/// the introspected schemas.
+const POWERS_SQL: &str = "\
+SELECT current_user::text, r.rolsuper, r.rolreplication, r.rolcreaterole, r.rolcreatedb,
+       r.rolbypassrls,
+       ARRAY(SELECT g.rolname::text FROM pg_roles g
+             WHERE g.rolname IN ('pg_read_server_files', 'pg_write_server_files',
+                                 'pg_execute_server_program', 'pg_signal_backend')
+               AND pg_has_role(current_user, g.oid, 'MEMBER')
+             ORDER BY g.rolname),
+       ARRAY(SELECT p FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) p
+             WHERE NOT r.rolsuper AND EXISTS (
+               SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'v', 'f')
+                 AND has_table_privilege(c.oid, p))),
+       ARRAY(SELECT n.nspname::text FROM pg_namespace n
+             WHERE NOT r.rolsuper AND n.nspname = ANY($1)
+               AND has_schema_privilege(n.oid, 'CREATE'))
+FROM pg_roles r WHERE r.rolname = current_user";
+
+type PowersRow = (
+    String,
+    bool,
+    bool,
+    bool,
+    bool,
+    bool,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+);
+
+fn powers_of(row: PowersRow) -> Powers {
+    let (login, superuser, replication, createrole, createdb, bypassrls, roles, writes, create) =
+        row;
+    let mut p = Powers {
+        login,
+        held: Vec::new(),
+    };
+    for (held, name, reach) in [
+        (superuser, "SUPERUSER", Reach::Superuser),
+        (replication, "REPLICATION", Reach::Replication),
+        (createrole, "CREATEROLE", Reach::CreateRoles),
+        (createdb, "CREATEDB", Reach::CreateDatabases),
+        (bypassrls, "BYPASSRLS", Reach::BypassRls),
+    ] {
+        if held {
+            p.add(name, reach);
+        }
+    }
+    for role in &roles {
+        let reach = match role.as_str() {
+            "pg_read_server_files" => Reach::ReadFiles,
+            "pg_write_server_files" => Reach::WriteFiles,
+            "pg_execute_server_program" => Reach::RunPrograms,
+            _ => Reach::SignalSessions,
+        };
+        p.add(role, reach);
+    }
+    for w in &writes {
+        p.add(w, Reach::Write);
+    }
+    for ns in &create {
+        p.add(&format!("CREATE on schema {ns}"), Reach::Write);
+    }
+    p
+}
+
 type TableRow = (String, String, String, Option<String>);
 type ColumnRow = (
     String,
@@ -325,6 +427,10 @@ impl Database for PgDb {
 
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    fn powers(&self) -> Powers {
+        self.powers.clone()
     }
 
     fn introspect(&mut self) -> Result<Schema, DbError> {

@@ -21,26 +21,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, DbError> {
         .map_err(|e| DbError::Query(format!("cannot start the database runtime: {e}")))
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password, for messages (see [`super::redact_url`]).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = user.split(':').next().unwrap_or("");
-            let path = path.split('?').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => format!(
-            "{scheme}://{authority}{}",
-            path.split('?').next().unwrap_or("")
-        ),
-    }
+    super::redact_url(url)
 }
 
 /// Flattens an error message onto one line.

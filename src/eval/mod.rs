@@ -162,6 +162,47 @@ fn resolve_db(base: &Path, db: &str) -> String {
     }
 }
 
+/// The databases of `items` (and their gold databases) that cannot be used, each with why
+/// (missing, cannot be opened, no tables), checked once each and before any model work.
+/// Reasons never hold a password.
+pub fn unusable_databases(items: &[Item]) -> Vec<(String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut bad = Vec::new();
+    for item in items {
+        // The gold database is checked apart only when it is another one.
+        let gold = item.gold_db.as_ref().filter(|g| **g != item.db);
+        for (url, answered) in std::iter::once((&item.db, true)).chain(gold.map(|g| (g, false))) {
+            if !seen.insert((url.clone(), answered)) {
+                continue;
+            }
+            let shown = db::redact_url(url);
+            let why = match db::parse_target(url) {
+                Ok(db::Target::SqliteFile(p)) if !p.exists() => {
+                    Some(format!("database {} is missing", p.display()))
+                }
+                _ => match db::open(url) {
+                    Err(e) => Some(e.to_string()),
+                    // The gold SQL needs only to run; the question needs tables to show.
+                    Ok(_) if !answered => None,
+                    Ok(mut d) => match d.introspect() {
+                        Err(e) => Some(format!("cannot read the schema of {shown}: {e}")),
+                        Ok(s) if s.tables.is_empty() => {
+                            Some(format!("database {shown} has no tables"))
+                        }
+                        Ok(_) => None,
+                    },
+                },
+            };
+            if let Some(why) = why {
+                if !bad.iter().any(|(u, _)| u == url) {
+                    bad.push((url.clone(), why));
+                }
+            }
+        }
+    }
+    bad
+}
+
 /// How one prediction fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -428,7 +469,9 @@ fn verdict_of(e: &AskError) -> Result<Verdict, EvalError> {
         AskError::Guard { error, .. } => match error {
             GuardError::Empty => Verdict::NoSql,
             GuardError::Parse(_) => Verdict::ParseError,
-            GuardError::MultipleStatements(_) | GuardError::Refused(_) => Verdict::Refused,
+            GuardError::MultipleStatements(_)
+            | GuardError::Refused(_)
+            | GuardError::Function { .. } => Verdict::Refused,
             GuardError::UnknownNames(_) => Verdict::UnknownName,
         },
         AskError::Db {
@@ -444,7 +487,7 @@ impl Record {
     fn pending(item: &Item) -> Self {
         Record {
             index: item.index,
-            db: item.db.clone(),
+            db: db::redact_url(&item.db),
             question: item.question.clone(),
             gold: item.gold.clone(),
             predicted: None,

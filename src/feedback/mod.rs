@@ -621,17 +621,9 @@ impl Store {
     }
 }
 
-/// A store URL without its password.
+/// A store URL without its password (see [`crate::db::redact_url`]).
 fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((user, host)) => {
-                format!("{scheme}://{}@{host}", user.split(':').next().unwrap_or(""))
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
+    crate::db::redact_url(url)
 }
 
 #[cfg(test)]

@@ -1,21 +1,37 @@
 //! The guard: pulls the SQL out of a model's answer and decides whether it may run.
 //!
-//! v1 rules: the text parses in the target's dialect, is exactly one statement, and that
-//! statement is read-only (`SELECT`, `WITH … SELECT`, `VALUES`, `EXPLAIN` of those) with no
-//! `SELECT … INTO`, no row locks and no data-modifying sub-statement anywhere. The database is
-//! opened read-only as well: the guard is the first line of defence, not the only one.
-//! Never touches a database.
+//! Rules: the text parses in the target's dialect, is exactly one statement, and that
+//! statement is read-only (`SELECT`, `WITH … SELECT`, `VALUES`, plain `EXPLAIN` of those) with
+//! no `SELECT … INTO`, no row locks and no data-modifying sub-statement anywhere; every function
+//! it calls, wherever it calls it, is on the dialect's allow-list ([`functions`]); it holds no
+//! executable comment or hint, and the text that runs is the checked one without its comments
+//! ([`lex`]); it is not so long or deeply nested that checking it could exhaust the stack.
+//! The database is opened read-only as well: the guard is the first line of defence, not the
+//! only one. Never touches a database.
 
+pub mod functions;
+pub mod lex;
 pub mod names;
 pub mod qualify;
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, Statement, Visit, Visitor};
+use sqlparser::ast::{
+    Expr, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
 use sqlparser::dialect::{Dialect as SqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
 use crate::db::Dialect;
+
+/// The longest statement the guard reads (1 MiB): far beyond any question's SQL, and small
+/// enough that the deepest tree it can hold is checked on [`STACK`] without overflow.
+pub const MAX_SQL_BYTES: usize = 1 << 20;
+/// How deeply expressions and queries may nest. Accepted statements are walked again by the
+/// identifier check, rendered and dropped on ordinary threads, so this keeps them shallow.
+pub const MAX_DEPTH: usize = 500;
+/// Stack for parsing and measuring a statement before its depth is known.
+const STACK: usize = 512 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
@@ -27,6 +43,12 @@ pub enum GuardError {
     MultipleStatements(usize),
     #[error("refused: {0}")]
     Refused(String),
+    /// A call to a function that is not on the dialect's allow-list.
+    #[error(
+        "refused: {name}() is not among the {dialect} functions a query may call here \
+         (an administrator can allow it in the config file)"
+    )]
+    Function { name: String, dialect: &'static str },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     UnknownNames(Vec<names::UnknownName>),
 }
@@ -34,7 +56,7 @@ pub enum GuardError {
 /// SQL the guard accepted, ready to run.
 #[derive(Debug, Clone)]
 pub struct CheckedSql {
-    /// The statement text as written, without a trailing semicolon.
+    /// The statement text that runs: as written, without comments or a trailing semicolon.
     pub sql: String,
     pub statement: Statement,
 }
@@ -49,29 +71,123 @@ fn parser_dialect(d: Dialect) -> Box<dyn SqlDialect> {
 
 /// Checks `sql` for `dialect` and returns it when it is one read-only statement.
 pub fn check(sql: &str, dialect: Dialect) -> Result<CheckedSql, GuardError> {
-    let text = sql
+    check_with(sql, dialect, functions::current())
+}
+
+/// [`check`] with a given function allow-list.
+pub fn check_with(
+    sql: &str,
+    dialect: Dialect,
+    policy: &functions::Policy,
+) -> Result<CheckedSql, GuardError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(GuardError::Refused(format!(
+            "the statement is {} bytes long; sqlora reads at most {MAX_SQL_BYTES}",
+            sql.len()
+        )));
+    }
+    let pd = parser_dialect(dialect);
+    let text = lex::without_comments(sql, pd.as_ref()).map_err(|e| {
+        if e.contains("executable comment") {
+            GuardError::Refused(e)
+        } else {
+            GuardError::Parse(e)
+        }
+    })?;
+    let text = text
         .trim()
-        .trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+        .trim()
+        .to_string();
     if text.is_empty() {
         return Err(GuardError::Empty);
     }
-    let statements = Parser::parse_sql(parser_dialect(dialect).as_ref(), text).map_err(|e| {
-        GuardError::Parse(
-            e.to_string()
-                .trim_start_matches("sql parser error: ")
-                .to_string(),
-        )
+    let statement = on_big_stack(|| {
+        let statement = parse_one(&text, dialect)?;
+        // Measured and judged here, where deep trees cannot overflow; a tree too deep is
+        // dropped here too.
+        depth_ok(&statement)?;
+        check_statement(&statement, dialect, policy)?;
+        Ok(statement)
     })?;
-    let statement = match statements.len() {
-        0 => return Err(GuardError::Empty),
-        1 => statements.into_iter().next().expect("one statement"),
-        n => return Err(GuardError::MultipleStatements(n)),
-    };
-    check_statement(&statement, dialect)?;
     Ok(CheckedSql {
-        sql: text.to_string(),
+        sql: text,
         statement,
     })
+}
+
+/// Runs `f` on a thread with a stack large enough for any statement of [`MAX_SQL_BYTES`].
+fn on_big_stack<T: Send>(f: impl FnOnce() -> Result<T, GuardError> + Send) -> Result<T, GuardError> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("sqlora-guard".into())
+            .stack_size(STACK)
+            .spawn_scoped(s, f)
+            .map_err(|e| GuardError::Refused(format!("cannot start the checker: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(GuardError::Refused("the checker failed on this statement".into())))
+    })
+}
+
+/// Parses one statement (several are an error).
+fn parse_one(text: &str, dialect: Dialect) -> Result<Statement, GuardError> {
+    let statements = Parser::parse_sql(parser_dialect(dialect).as_ref(), text).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.trim_start_matches("sql parser error: ");
+        if msg.contains("ecursion limit") {
+            GuardError::Refused(format!(
+                "the statement is too deeply nested (sqlora checks at most {MAX_DEPTH} levels)"
+            ))
+        } else {
+            GuardError::Parse(msg.to_string())
+        }
+    })?;
+    match statements.len() {
+        0 => Err(GuardError::Empty),
+        1 => Ok(statements.into_iter().next().expect("one statement")),
+        n => Err(GuardError::MultipleStatements(n)),
+    }
+}
+
+/// Refuses a statement whose expressions and queries nest deeper than [`MAX_DEPTH`] (a
+/// chain of 30,000 `+` is as deep as it is long).
+fn depth_ok(st: &Statement) -> Result<(), GuardError> {
+    struct Depth {
+        now: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    match st.visit(&mut Depth { now: 0 }) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(GuardError::Refused(format!(
+            "the statement is too deeply nested (sqlora checks at most {MAX_DEPTH} levels)"
+        ))),
+    }
 }
 
 /// True when a model's answer already holds one whole statement ended by `;` (outside any
@@ -83,157 +199,60 @@ pub fn answer_complete(answer: &str, dialect: Dialect) -> bool {
     let Some(sql) = extract_sql(answer) else {
         return false;
     };
-    Parser::parse_sql(parser_dialect(dialect).as_ref(), &sql).is_ok_and(|s| s.len() == 1)
+    sql.len() <= MAX_SQL_BYTES
+        && on_big_stack(|| parse_one(&sql, dialect).and_then(|st| depth_ok(&st))).is_ok()
 }
 
-/// Functions no read-only question needs, by dialect: they read or write files, reach other
-/// servers, run SQL given as text, change sequences or settings, take locks, or stall the
-/// connection. A call to any of them (as a function or a table source) is refused.
-/// `None` applies to every dialect.
-const DENIED_FUNCTIONS: &[(Option<Dialect>, &str, &[&str])] = &[
-    (
-        Some(Dialect::Postgres),
-        "reads or lists server files",
-        &[
-            "pg_read_file",
-            "pg_read_binary_file",
-            "pg_ls_dir",
-            "pg_stat_file",
-            "pg_ls_logdir",
-            "pg_ls_waldir",
-            "pg_ls_tmpdir",
-            "pg_ls_archive_statusdir",
-            "pg_ls_logicaldir",
-            "pg_ls_logicalmapdir",
-            "pg_ls_replslotdir",
-            "pg_logdir_ls",
-            "pg_current_logfile",
-        ],
-    ),
-    (
-        Some(Dialect::Postgres),
-        "reads or writes large objects or files",
-        &[
-            "lo_import",
-            "lo_export",
-            "lo_create",
-            "lo_creat",
-            "lo_unlink",
-            "lo_put",
-            "lo_from_bytea",
-            "pg_file_write",
-            "pg_file_rename",
-            "pg_file_unlink",
-            "pg_file_sync",
-        ],
-    ),
-    (
-        Some(Dialect::Postgres),
-        "connects to other servers",
-        &[
-            "dblink",
-            "dblink_exec",
-            "dblink_connect",
-            "dblink_connect_u",
-            "dblink_send_query",
-        ],
-    ),
-    (
-        Some(Dialect::Postgres),
-        "runs SQL given as text",
-        &[
-            "query_to_xml",
-            "query_to_xmlschema",
-            "query_to_xml_and_xmlschema",
-            "cursor_to_xml",
-            "cursor_to_xmlschema",
-        ],
-    ),
-    (
-        Some(Dialect::Postgres),
-        "changes server state",
-        &[
-            "nextval",
-            "setval",
-            "set_config",
-            "pg_terminate_backend",
-            "pg_cancel_backend",
-            "pg_reload_conf",
-            "pg_rotate_logfile",
-            "pg_switch_wal",
-            "pg_create_restore_point",
-            "pg_notify",
-            "pg_logical_emit_message",
-            "pg_advisory_lock",
-            "pg_advisory_xact_lock",
-            "pg_advisory_lock_shared",
-            "pg_try_advisory_lock",
-            "pg_try_advisory_xact_lock",
-            "pg_promote",
-            "pg_backup_start",
-            "pg_backup_stop",
-        ],
-    ),
-    (
-        Some(Dialect::Postgres),
-        "only waits",
-        &["pg_sleep", "pg_sleep_for", "pg_sleep_until"],
-    ),
-    (Some(Dialect::MySql), "reads server files", &["load_file"]),
-    (
-        Some(Dialect::MySql),
-        "runs programs or takes locks",
-        &[
-            "sys_exec",
-            "sys_eval",
-            "get_lock",
-            "release_lock",
-            "release_all_locks",
-            "master_pos_wait",
-            "source_pos_wait",
-        ],
-    ),
-    (
-        Some(Dialect::MySql),
-        "only waits or burns CPU",
-        &["sleep", "benchmark"],
-    ),
-    (
-        Some(Dialect::Sqlite),
-        "loads native code or touches files",
-        &[
-            "load_extension",
-            "readfile",
-            "writefile",
-            "edit",
-            "fts3_tokenizer",
-        ],
-    ),
-];
-
-/// Why `name` (a function or table-function name, any case, maybe schema-qualified) is
-/// refused in `dialect`, if it is.
-pub fn denied_function(name: &ObjectName, dialect: Dialect) -> Option<&'static str> {
-    let last = name.0.last()?.as_ident()?.value.to_ascii_lowercase();
-    DENIED_FUNCTIONS
-        .iter()
-        .filter(|(d, _, _)| d.is_none_or(|d| d == dialect))
-        .find(|(_, _, names)| names.contains(&last.as_str()))
-        .map(|(_, why, _)| *why)
+/// Whether `text` parses as SQL in `dialect` (one statement or several), however deep: a shell
+/// line for which this holds goes to the guard as SQL rather than to the model as a question.
+/// Text over [`MAX_SQL_BYTES`] counts as SQL, for the guard to refuse by its length.
+pub fn is_sql(text: &str, dialect: Dialect) -> bool {
+    text.len() > MAX_SQL_BYTES
+        || on_big_stack(|| {
+            Parser::parse_sql(parser_dialect(dialect).as_ref(), text)
+                .map(drop)
+                .map_err(|e| GuardError::Parse(e.to_string()))
+        })
+        .is_ok()
 }
 
-fn check_statement(st: &Statement, dialect: Dialect) -> Result<(), GuardError> {
+fn check_statement(
+    st: &Statement,
+    dialect: Dialect,
+    policy: &functions::Policy,
+) -> Result<(), GuardError> {
     match st {
-        Statement::Query(q) => check_query_tree(q, dialect),
+        Statement::Query(q) => check_query_tree(q, dialect, policy),
         Statement::Explain {
-            statement, analyze, ..
+            statement,
+            analyze,
+            verbose,
+            estimate,
+            format,
+            options,
+            ..
         } => {
-            if *analyze {
+            // Only the plain form: options such as `(ANALYZE)` or `ANALYZE` run the statement.
+            if *analyze || options.is_some() {
                 return Err(GuardError::Refused(
-                    "EXPLAIN ANALYZE executes its statement; use EXPLAIN".into(),
+                    "EXPLAIN ANALYZE and EXPLAIN (options) execute or go beyond the plan; \
+                     sqlora runs plain EXPLAIN only"
+                        .into(),
                 ));
             }
-            check_statement(statement, dialect)
+            if *verbose || *estimate || format.is_some() {
+                return Err(GuardError::Refused(
+                    "sqlora runs plain EXPLAIN only (no VERBOSE, FORMAT or other options)".into(),
+                ));
+            }
+            match statement.as_ref() {
+                Statement::Query(_) => check_statement(statement, dialect, policy),
+                other => Err(GuardError::Refused(format!(
+                    "EXPLAIN of {} is not a read-only query; sqlora explains SELECT, WITH and \
+                     VALUES only",
+                    statement_kind(other)
+                ))),
+            }
         }
         Statement::ExplainTable { .. } => Ok(()),
         other => Err(GuardError::Refused(format!(
@@ -266,31 +285,74 @@ fn statement_kind(st: &Statement) -> String {
     kw.join(" ").to_ascii_uppercase()
 }
 
-/// Walks every query in the tree (CTEs, subqueries, derived tables, set operations).
-fn check_query_tree(q: &Query, dialect: Dialect) -> Result<(), GuardError> {
-    struct Walk(Dialect);
-    impl Walk {
+/// Walks every query in the tree (CTEs, subqueries, derived tables, set operations), every
+/// expression and every table source.
+fn check_query_tree(
+    q: &Query,
+    dialect: Dialect,
+    policy: &functions::Policy,
+) -> Result<(), GuardError> {
+    struct Walk<'p> {
+        dialect: Dialect,
+        policy: &'p functions::Policy,
+    }
+    impl Walk<'_> {
         fn function(&self, name: &ObjectName) -> ControlFlow<GuardError> {
-            match denied_function(name, self.0) {
-                Some(why) => ControlFlow::Break(GuardError::Refused(format!(
-                    "{name}() {why}; sqlora does not call it"
-                ))),
-                None => ControlFlow::Continue(()),
+            if self.policy.allows(self.dialect, name) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(GuardError::Function {
+                    name: name.to_string(),
+                    dialect: self.dialect.name(),
+                })
             }
         }
+        fn refuse(what: &str) -> ControlFlow<GuardError> {
+            ControlFlow::Break(GuardError::Refused(format!(
+                "{what} is not something sqlora runs"
+            )))
+        }
     }
-    impl Visitor for Walk {
+    impl Visitor for Walk<'_> {
+        type Break = GuardError;
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<GuardError> {
             match e {
                 Expr::Function(f) => self.function(&f.name),
+                // Syntax of other dialects that these databases do not define.
+                Expr::Lambda(_) => Self::refuse("a lambda"),
+                Expr::Prior(_) => Self::refuse("CONNECT BY PRIOR"),
                 _ => ControlFlow::Continue(()),
             }
         }
-        // A table source such as `FROM pg_ls_dir('/')`.
-        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<GuardError> {
-            self.function(name)
+        // Every table source: a function in FROM (`FROM pg_ls_dir('/')`, `FROM LATERAL f(x)`,
+        // a join's right side) is a call like any other.
+        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<GuardError> {
+            match t {
+                TableFactor::Table { name, args, .. } => match args {
+                    Some(_) => self.function(name),
+                    None => ControlFlow::Continue(()),
+                },
+                TableFactor::Function { name, .. } => self.function(name),
+                // `TABLE(expr)`: the expression is walked (and its calls checked) on its own.
+                TableFactor::TableFunction { .. }
+                | TableFactor::Derived { .. }
+                | TableFactor::NestedJoin { .. }
+                | TableFactor::Pivot { .. }
+                | TableFactor::Unpivot { .. } => ControlFlow::Continue(()),
+                TableFactor::UNNEST { .. } => {
+                    self.function(&ObjectName::from(vec![sqlparser::ast::Ident::new("unnest")]))
+                }
+                TableFactor::JsonTable { .. } => {
+                    self.function(&ObjectName::from(vec![sqlparser::ast::Ident::new(
+                        "json_table",
+                    )]))
+                }
+                TableFactor::OpenJsonTable { .. } => Self::refuse("OPENJSON"),
+                TableFactor::XmlTable { .. } => Self::refuse("XMLTABLE"),
+                TableFactor::MatchRecognize { .. } => Self::refuse("MATCH_RECOGNIZE"),
+                TableFactor::SemanticView { .. } => Self::refuse("SEMANTIC_VIEW"),
+            }
         }
-        type Break = GuardError;
         fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<GuardError> {
             if !q.locks.is_empty() {
                 return ControlFlow::Break(GuardError::Refused(
@@ -312,7 +374,7 @@ fn check_query_tree(q: &Query, dialect: Dialect) -> Result<(), GuardError> {
             }
         }
     }
-    match q.visit(&mut Walk(dialect)) {
+    match q.visit(&mut Walk { dialect, policy }) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(e) => Err(e),
     }
@@ -484,48 +546,165 @@ mod tests {
         assert!(pg("SELECT * INTO newt FROM t").is_err());
         assert!(pg("SELECT * FROM t FOR UPDATE").is_err());
         assert!(pg("EXPLAIN ANALYZE SELECT 1").is_err());
+        assert!(pg("EXPLAIN (ANALYZE) SELECT 1").is_err());
         assert!(pg("EXPLAIN DELETE FROM t").is_err());
     }
 
     #[test]
-    fn file_network_and_state_functions_are_refused_per_dialect() {
-        let refused_in = |sql: &str, d: Dialect| matches!(check(sql, d), Err(GuardError::Refused(m)) if m.contains("sqlora does not call it"));
+    fn functions_off_the_allow_list_are_refused_wherever_they_appear() {
+        let refused_in = |sql: &str, d: Dialect| {
+            matches!(check(sql, d), Err(GuardError::Function { .. }))
+        };
         let pg = Dialect::Postgres;
-        assert!(refused_in("SELECT pg_read_file('/etc/passwd')", pg));
-        assert!(refused_in("SELECT * FROM pg_ls_dir('.')", pg));
-        assert!(refused_in("SELECT pg_catalog.PG_READ_FILE('x')", pg));
-        assert!(refused_in("SELECT lo_import('/etc/passwd')", pg));
-        assert!(refused_in(
+        for sql in [
+            "SELECT pg_read_file('/etc/passwd')",
+            "SELECT * FROM pg_ls_dir('.')",
+            "SELECT * FROM LATERAL pg_read_file('/etc/passwd') AS f",
+            "SELECT * FROM t, LATERAL pg_read_file('/etc/passwd') AS f",
+            "SELECT * FROM t JOIN LATERAL pg_stat_file('/etc') AS f ON true",
+            "SELECT * FROM t CROSS JOIN pg_ls_dir('/') AS d",
+            "SELECT pg_catalog.PG_READ_FILE('x')",
+            "SELECT lo_import('/etc/passwd')",
+            "SELECT lo_export(1, '/tmp/x')",
             "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)",
-            pg
-        ));
-        assert!(refused_in("SELECT nextval('s')", pg));
-        assert!(refused_in(
+            "SELECT nextval('s')",
             "SELECT query_to_xml('delete from t', true, true, '')",
-            pg
-        ));
-        assert!(refused_in(
             "SELECT name FROM t WHERE id IN (SELECT pg_sleep(100))",
-            pg
-        ));
-        assert!(refused_in(
-            "SELECT LOAD_FILE('/etc/passwd')",
-            Dialect::MySql
-        ));
+            "SELECT pg_create_physical_replication_slot('s')",
+            "SELECT pg_stat_reset()",
+            "SELECT pg_try_advisory_lock_shared(1)",
+            "SELECT pg_import_system_collations('pg_catalog')",
+            "SELECT 1 FROM t GROUP BY pg_backend_pid()",
+            "SELECT 1 FROM t ORDER BY pg_cancel_backend(1)",
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(1)) FROM t",
+            "SELECT row_number() OVER (ORDER BY pg_reload_conf()) FROM t",
+            "SELECT CASE WHEN true THEN pg_switch_wal() END",
+            "SELECT CAST(pg_notify('a', 'b') AS text)",
+            "WITH x AS (SELECT pg_advisory_lock(1)) SELECT * FROM x",
+            "SELECT upper(lower(my_func(1)))",
+            "SELECT public.upper('x')",
+            "SELECT \"UPPER\"('x')",
+            "VALUES (pg_read_file('/etc/passwd'))",
+            "SELECT 1 UNION SELECT length(pg_read_file('x'))",
+            "EXPLAIN SELECT pg_read_file('x')",
+        ] {
+            assert!(refused_in(sql, pg), "{sql}: {:?}", check(sql, pg));
+        }
+        assert!(refused_in("SELECT LOAD_FILE('/etc/passwd')", Dialect::MySql));
         assert!(refused_in("SELECT SLEEP(10)", Dialect::MySql));
-        assert!(refused_in(
-            "SELECT BENCHMARK(1e9, MD5('a'))",
-            Dialect::MySql
-        ));
+        assert!(refused_in("SELECT BENCHMARK(1e9, MD5('a'))", Dialect::MySql));
+        assert!(refused_in("SELECT GET_LOCK('a', 1)", Dialect::MySql));
         assert!(refused_in("SELECT load_extension('x.so')", Dialect::Sqlite));
-        assert!(refused_in(
-            "SELECT readfile('/etc/passwd')",
-            Dialect::Sqlite
-        ));
-        // Ordinary functions, and the same names where they are harmless, pass.
-        assert!(check("SELECT upper(name), count(*) FROM t GROUP BY 1", pg).is_ok());
+        assert!(refused_in("SELECT readfile('/etc/passwd')", Dialect::Sqlite));
+        assert!(refused_in("SELECT * FROM t, readfile('x')", Dialect::Sqlite));
+        // The refusal names the function.
+        let e = check("SELECT pg_read_file('x')", pg).unwrap_err().to_string();
+        assert!(e.contains("pg_read_file()") && e.contains("PostgreSQL"), "{e}");
+        // Ordinary functions, and the same names where they are columns, pass.
+        for sql in [
+            "SELECT upper(name), count(*) FROM t GROUP BY 1",
+            "SELECT pg_catalog.upper(name) FROM t",
+            "SELECT * FROM generate_series(1, 3) AS g(n)",
+            "SELECT * FROM t, LATERAL unnest(t.tags) AS u(tag)",
+            "SELECT date_trunc('month', created), sum(total) FROM orders GROUP BY 1",
+            "SELECT EXTRACT(YEAR FROM created), CURRENT_DATE, now() FROM orders",
+            "SELECT rank() OVER (PARTITION BY a ORDER BY b DESC) FROM t",
+        ] {
+            assert!(check(sql, pg).is_ok(), "{sql}: {:?}", check(sql, pg));
+        }
         assert!(check("SELECT sleep FROM t", Dialect::MySql).is_ok());
+        assert!(check("SELECT DATE_FORMAT(d, '%Y'), IFNULL(a, 0) FROM t", Dialect::MySql).is_ok());
         assert!(check("SELECT readfile FROM t", Dialect::Sqlite).is_ok());
+        assert!(check(
+            "SELECT strftime('%Y', d), julianday(d), substr(a, 1, 2) FROM t",
+            Dialect::Sqlite
+        )
+        .is_ok());
+        assert!(check("SELECT j.value FROM t, json_each(t.doc) AS j", Dialect::Sqlite).is_ok());
+    }
+
+    #[test]
+    fn an_added_function_passes_with_that_policy_only() {
+        let mut p = functions::Policy::builtin();
+        p.allow(Dialect::Postgres, &["similarity".into()]).unwrap();
+        let sql = "SELECT similarity(a, 'x') FROM t";
+        assert!(check_with(sql, Dialect::Postgres, &p).is_ok());
+        assert!(check(sql, Dialect::Postgres).is_err());
+    }
+
+    #[test]
+    fn explain_only_in_its_plain_form() {
+        let pg = Dialect::Postgres;
+        assert!(check("EXPLAIN SELECT * FROM t", pg).is_ok());
+        assert!(check("EXPLAIN QUERY PLAN SELECT * FROM t", Dialect::Sqlite).is_ok());
+        for sql in [
+            "EXPLAIN ANALYZE SELECT 1",
+            "EXPLAIN (ANALYZE) SELECT 1",
+            "EXPLAIN (ANALYZE true, BUFFERS) SELECT 1",
+            "EXPLAIN (COSTS off) SELECT 1",
+            "EXPLAIN VERBOSE SELECT 1",
+            "EXPLAIN DELETE FROM t",
+        ] {
+            assert!(
+                matches!(check(sql, pg), Err(GuardError::Refused(_))),
+                "{sql}: {:?}",
+                check(sql, pg)
+            );
+        }
+        for sql in ["EXPLAIN ANALYZE SELECT 1", "EXPLAIN FORMAT=JSON SELECT 1"] {
+            assert!(check(sql, Dialect::MySql).is_err(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_runs_is_the_checked_text_without_comments() {
+        let my = Dialect::MySql;
+        assert_eq!(
+            check("SELECT id -- the key\nFROM t /* all */;", my).unwrap().sql,
+            "SELECT id \nFROM t"
+        );
+        for sql in [
+            "SELECT id FROM customers /*!INTO OUTFILE 'out.txt'*/",
+            "/*!SET GLOBAL max_connect_errors = */ (SELECT 1)",
+            "/*!KILL */ (SELECT id)",
+            "SELECT 1 /*M! , load_file('/etc/passwd') */",
+        ] {
+            for d in [Dialect::MySql, Dialect::Postgres, Dialect::Sqlite] {
+                let e = check(sql, d).unwrap_err().to_string();
+                assert!(e.contains("executable comment"), "{sql}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn deep_and_long_statements_are_refused_not_a_crash() {
+        for term in [" + 1", " || 'a'", " AND a = 1", " OR a = 1"] {
+            let sql = format!("SELECT 1 FROM t WHERE a = 1{}", term.repeat(30_000));
+            for d in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+                let e = check(&sql, d).expect_err("too deep");
+                assert!(e.to_string().contains("too deeply nested"), "{e}");
+            }
+        }
+        let long = format!("SELECT {}1", "1 + ".repeat(MAX_SQL_BYTES / 4));
+        assert!(check(&long, Dialect::Sqlite)
+            .unwrap_err()
+            .to_string()
+            .contains("at most"));
+        // Just under the limit, an accepted statement is walked, rendered and dropped on an
+        // ordinary 2 MiB thread without overflowing.
+        let sql = format!("SELECT a FROM t WHERE a = 1{}", " OR a = 1".repeat(MAX_DEPTH - 10));
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let c = check(&sql, Dialect::Postgres).unwrap();
+                let _ = c.statement.to_string();
+                let schema = crate::schema::Schema { tables: vec![] };
+                let _ = names::check_names(&c.statement, &schema, Dialect::Postgres);
+                drop(c);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

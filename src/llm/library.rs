@@ -117,7 +117,9 @@ fn io(path: &Path, e: impl std::fmt::Display) -> LlmError {
     LlmError::Adapter(format!("{}: {e}", path.display()))
 }
 
-fn valid_name(name: &str) -> Result<(), LlmError> {
+/// Whether `name` can name an adapter in the library (one plain directory name): the check
+/// every library operation makes, and `train` makes before anything else.
+pub fn valid_name(name: &str) -> Result<(), LlmError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -12,6 +12,7 @@ pub mod cuda_layers;
 #[cfg(feature = "cuda")]
 pub mod cuda_train;
 pub mod device;
+pub mod gguf_check;
 pub mod library;
 pub mod lora;
 pub mod model;
@@ -33,13 +34,17 @@ pub use tokenizer::TextTokenizer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
-    #[error("cannot read model file {path}: {source}")]
+    /// The cause is part of the message (and not also a `source`: it would show twice).
+    #[error("cannot read model file {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("not a usable GGUF model: {0}")]
     Corrupt(String),
+    /// The file's header, metadata or tensor table is malformed ([`gguf_check`]).
+    #[error("model file {} is not a valid GGUF: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
     #[error("unsupported model: {0}")]
     Unsupported(String),
     /// The device asked for cannot run the model (no CUDA in this build, no driver, no GPU).
@@ -55,6 +60,9 @@ pub enum LlmError {
     Fetch(String),
     #[error("adapter {0}")]
     Adapter(String),
+    /// A training data file that cannot be read or holds something else than pairs.
+    #[error("training data {0}")]
+    TrainingData(String),
 }
 
 impl From<candle_core::Error> for LlmError {
@@ -188,13 +196,18 @@ impl Engine {
     /// Loads a GGUF file: metadata, tokenizer and weights in the representation `opts.plan` asks.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, LlmError> {
         let start = Instant::now();
-        let io = |source| LlmError::Io {
+        let io = |error| LlmError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let mut file = std::fs::File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         let file_size = meta.len();
+        // Candle's reader panics or over-allocates on some malformed files: check first.
+        gguf_check::check(path).map_err(|reason| LlmError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         let mut reader = std::io::BufReader::new(&mut file);
         let content = gguf_file::Content::read(&mut reader)
             .map_err(|e| LlmError::Corrupt(format!("{}: {e}", path.display())))?;

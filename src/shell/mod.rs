@@ -1,12 +1,16 @@
 //! The interactive shell: read a line, tell a backslash command from SQL from a question, run
 //! it through the pipeline, render the outcome. One bad input prints one line and the shell
-//! goes on.
+//! goes on; so does a result too slow to render, which `--timeout` and Ctrl-C cover as they
+//! cover the query (long values are shortened for the terminal, see [`render`]).
 
 pub mod commands;
 pub mod render;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use rustyline::completion::{Completer, Pair};
@@ -48,6 +52,10 @@ struct LastAnswer {
 /// Starts the shell on `--db` (or the demo database) with `--model`.
 pub fn run(args: ShellArgs) -> Result<()> {
     let mut pipeline = crate::open_pipeline(&args.common)?;
+    // On a terminal, creating the line editor installs rustyline's own SIGINT handler; it
+    // comes first so that the Ctrl-C handler below replaces it and Ctrl-C during a query or
+    // while a result renders reaches `cancel` (at the prompt, Ctrl-C is a key to rustyline).
+    let editor = new_editor()?;
     let cancel = Cancel::new();
     {
         let c = cancel.clone();
@@ -133,7 +141,15 @@ pub fn run(args: ShellArgs) -> Result<()> {
         last: None,
         judged: Vec::new(),
     };
-    shell.repl()
+    shell.repl(editor)
+}
+
+fn new_editor() -> Result<Editor<ShellHelper, FileHistory>> {
+    let config = rustyline::Config::builder()
+        .auto_add_history(false)
+        .max_history_size(10_000)?
+        .build();
+    Ok(Editor::with_config(config)?)
 }
 
 /// The corrected SQL from `$VISUAL`/`$EDITOR` (prefilled with `start`), or typed on stdin
@@ -243,20 +259,87 @@ const SQL_STARTS: &[&str] = &[
 
 /// True when `line` is SQL rather than a question: it starts with a SQL keyword and parses.
 pub fn looks_like_sql(line: &str, dialect: Dialect) -> bool {
-    let first: String = line
-        .trim_start()
+    // Leading comments and parentheses do not make a line less SQL: `/*!…*/ (SELECT 1)`.
+    let mut rest = line.trim_start();
+    loop {
+        if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after).trim_start();
+        } else if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after).trim_start();
+        } else if let Some(r) = rest.strip_prefix('(') {
+            rest = r.trim_start();
+        } else {
+            break;
+        }
+    }
+    let first: String = rest
         .chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect();
     if !SQL_STARTS.iter().any(|k| k.eq_ignore_ascii_case(&first)) {
         return false;
     }
-    let d: Box<dyn sqlparser::dialect::Dialect> = match dialect {
-        Dialect::Sqlite => Box::new(sqlparser::dialect::SQLiteDialect {}),
-        Dialect::Postgres => Box::new(sqlparser::dialect::PostgreSqlDialect {}),
-        Dialect::MySql => Box::new(sqlparser::dialect::MySqlDialect {}),
+    crate::guard::is_sql(line, dialect)
+}
+
+/// What the note under a shortened result in the shell points to: for a table, the longer
+/// CSV and JSON values; for those, `sqlora ask`, which prints whole values.
+fn whole_values_hint(format: Format) -> String {
+    match format {
+        Format::Table => format!(
+            "\\format csv|json shows {} characters of each, `sqlora ask --format csv|json` all",
+            render::grouped(render::SHELL_VALUE_CHARS)
+        ),
+        Format::Csv | Format::Json => "`sqlora ask --format csv|json` prints whole values".into(),
+    }
+}
+
+/// Why a result was not shown.
+#[derive(Debug, PartialEq, Eq)]
+enum NotShown {
+    Cancelled,
+    TimedOut,
+    /// The worker stopped without a result (a panic while rendering).
+    Failed,
+}
+
+/// Renders `o` in `format` on a worker thread (cells capped, CSV and JSON values at
+/// [`render::SHELL_VALUE_CHARS`]) and waits for it until `deadline` or until `cancel` is
+/// set, checked before each wait. On either the worker is told to stop and left to finish
+/// alone: the shell does not wait for it.
+fn render_within(
+    o: Outcome,
+    format: Format,
+    deadline: Instant,
+    cancel: &Cancel,
+) -> std::result::Result<render::Shown, NotShown> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // comfy-table measures the terminal itself when stdout is one.
+            let shown = render::show(&o, format, None, Some(render::SHELL_VALUE_CHARS), &stop);
+            let _ = tx.send(shown);
+        });
+    }
+    let not_shown = loop {
+        if cancel.is_set() {
+            break NotShown::Cancelled;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break NotShown::TimedOut;
+        }
+        match rx.recv_timeout((deadline - now).min(Duration::from_millis(25))) {
+            Ok(Some(shown)) => return Ok(shown),
+            // Only this function raises the flag, after the loop: the worker panicked.
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break NotShown::Failed,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
     };
-    sqlparser::parser::Parser::parse_sql(d.as_ref(), line).is_ok()
+    stop.store(true, Ordering::Relaxed);
+    Err(not_shown)
 }
 
 impl Shell {
@@ -271,12 +354,7 @@ impl Shell {
         w
     }
 
-    fn repl(&mut self) -> Result<()> {
-        let config = rustyline::Config::builder()
-            .auto_add_history(false)
-            .max_history_size(10_000)?
-            .build();
-        let mut rl: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
+    fn repl(&mut self, mut rl: Editor<ShellHelper, FileHistory>) -> Result<()> {
         rl.set_helper(Some(ShellHelper {
             words: self.words(),
         }));
@@ -343,17 +421,61 @@ impl Shell {
         }
     }
 
-    fn print_outcome(&self, o: &Outcome) {
-        // comfy-table measures the terminal itself when stdout is one.
-        let width = None;
-        match self.format {
-            Format::Table => {
-                if !o.columns.is_empty() {
-                    println!("{}", render::table(o, width));
+    /// Prints a result in the current format. Rendering runs on a worker thread and is
+    /// waited for until what is left of `--timeout` after the query (`spent_secs`; at least
+    /// a second) or Ctrl-C, whichever comes first; then one line says the result was not
+    /// shown and the shell goes on. Long values are shortened (see [`render`]).
+    fn print_outcome(&self, o: Outcome, spent_secs: f64) {
+        let budget = self
+            .pipeline
+            .limits
+            .timeout
+            .saturating_sub(Duration::try_from_secs_f64(spent_secs).unwrap_or_default())
+            .max(Duration::from_secs(1));
+        let count = render::row_count_line(&o);
+        let has_columns = !o.columns.is_empty();
+        match render_within(o, self.format, Instant::now() + budget, &self.cancel) {
+            Ok(shown) => {
+                let note =
+                    render::shortened_note(shown.shortened, &whole_values_hint(self.format));
+                match self.format {
+                    Format::Table => {
+                        if has_columns {
+                            println!("{}", shown.text);
+                        }
+                        println!("{}", self.paint("2", &count));
+                        if let Some(note) = note {
+                            println!("{}", self.paint("2", &note));
+                        }
+                    }
+                    _ => {
+                        println!("{}", shown.text.trim_end());
+                        // Kept off stdout, which holds nothing but the CSV or JSON.
+                        if let Some(note) = note {
+                            eprintln!("{}", self.paint("2", &note));
+                        }
+                    }
                 }
-                println!("{}", self.paint("2", &render::row_count_line(o)));
             }
-            f => println!("{}", render::render(o, f, width).trim_end()),
+            Err(NotShown::Cancelled) => {
+                eprintln!("cancelled; the result was not shown");
+                self.cancel.reset();
+            }
+            Err(NotShown::TimedOut) => eprintln!(
+                "{}",
+                self.paint(
+                    "31",
+                    &format!(
+                        "error: the result was not shown: rendering it ran past the {:?} \
+                         timeout (--timeout)",
+                        self.pipeline.limits.timeout
+                    )
+                )
+            ),
+            Err(NotShown::Failed) => eprintln!(
+                "{}",
+                self.paint("31", "error: the result was not shown: rendering it failed")
+            ),
         }
     }
 
@@ -364,8 +486,9 @@ impl Shell {
             "{}",
             self.paint("31", &format!("error: {}", lines.next().unwrap_or("")))
         );
+        // The SQL is shown as typed, but a statement of a megabyte is not shown whole.
         for l in lines {
-            eprintln!("{}", self.paint("2", l));
+            eprintln!("{}", self.paint("2", &crate::pipeline::clip(l)));
         }
     }
 
@@ -393,7 +516,7 @@ impl Shell {
                     );
                 }
                 println!("{}", self.paint("36", &a.sql));
-                self.print_outcome(&a.outcome);
+                self.print_outcome(a.outcome, a.query_secs);
                 if self.timing {
                     let g = &a.generation;
                     eprintln!(
@@ -528,7 +651,7 @@ impl Shell {
         match self.pipeline.run_sql(&sql, &self.cancel) {
             Ok(r) => {
                 println!("{}", self.paint("36", &r.sql));
-                self.print_outcome(&r.outcome);
+                self.print_outcome(r.outcome, r.query_secs);
                 self.judge(crate::feedback::Verdict::Corrected, Some(&r.sql), None);
             }
             Err(e) => {
@@ -554,25 +677,25 @@ impl Shell {
             .engine()
             .and_then(|e| e.adapter_name())
             .unwrap_or_default();
-        for (label, r) in [
-            (format!("adapter {name}"), &with),
-            ("base model".to_string(), &base),
-        ] {
-            println!("{}", self.paint("1", &format!("== {label}")));
-            match r {
-                Ok(a) => {
-                    println!("{}", self.paint("36", &a.sql));
-                    self.print_outcome(&a.outcome);
-                }
-                Err(e) => self.report(e),
-            }
-        }
         let agree = match (&with, &base) {
             (Ok(a), Ok(b)) => {
                 crate::eval::compare::results_match(&b.outcome.rows, &a.outcome.rows, false)
             }
             _ => false,
         };
+        for (label, r) in [
+            (format!("adapter {name}"), with),
+            ("base model".to_string(), base),
+        ] {
+            println!("{}", self.paint("1", &format!("== {label}")));
+            match r {
+                Ok(a) => {
+                    println!("{}", self.paint("36", &a.sql));
+                    self.print_outcome(a.outcome, a.query_secs);
+                }
+                Err(e) => self.report(&e),
+            }
+        }
         println!("results {}", if agree { "agree" } else { "differ" });
         self.cancel.reset();
     }
@@ -667,7 +790,7 @@ impl Shell {
                         .collect(),
                     truncated: false,
                 };
-                self.print_outcome(&o);
+                self.print_outcome(o, 0.0);
             }
             Err(e) => eprintln!("sqlora: {e}"),
         }
@@ -680,7 +803,7 @@ impl Shell {
         }
         match self.pipeline.run_sql(sql, &self.cancel) {
             Ok(r) => {
-                self.print_outcome(&r.outcome);
+                self.print_outcome(r.outcome, r.query_secs);
                 if self.timing {
                     eprintln!(
                         "{}",
@@ -717,7 +840,7 @@ impl Shell {
                 .collect(),
             truncated: false,
         };
-        self.print_outcome(&o);
+        self.print_outcome(o, 0.0);
     }
 
     fn print_schema(&self, table: &str) {
@@ -813,5 +936,46 @@ mod tests {
         assert!(!looks_like_sql("delete all customers", d));
         assert!(!looks_like_sql("select the three biggest orders", d));
         assert!(!looks_like_sql("How many customers are there?", d));
+        assert!(looks_like_sql("/*!KILL */ (SELECT 1)", Dialect::MySql));
+        assert!(looks_like_sql("-- note\n(SELECT 1) UNION (SELECT 2)", d));
+    }
+
+    fn big() -> Outcome {
+        Outcome {
+            columns: vec!["big".into()],
+            rows: vec![vec![crate::db::Value::Text("x".repeat(5_000_000))]; 3],
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn rendering_shortens_in_time() {
+        let never = Cancel::new();
+        let far = Instant::now() + Duration::from_secs(60);
+        let shown = render_within(big(), Format::Table, far, &never).unwrap();
+        assert_eq!(shown.shortened, 3);
+        assert!(shown.text.contains("(4,999,000 more characters)"));
+        for f in [Format::Csv, Format::Json] {
+            let shown = render_within(big(), f, far, &never).unwrap();
+            assert_eq!(shown.shortened, 3);
+            assert!(shown.text.len() < 4 * render::SHELL_VALUE_CHARS);
+            assert!(shown.text.contains("(4,990,000 more characters)"));
+        }
+    }
+
+    #[test]
+    fn rendering_stops_at_the_deadline_and_on_ctrl_c() {
+        let c = Cancel::new();
+        let past = Instant::now();
+        assert_eq!(
+            render_within(big(), Format::Table, past, &c),
+            Err(NotShown::TimedOut)
+        );
+        c.set();
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            render_within(big(), Format::Table, far, &c),
+            Err(NotShown::Cancelled)
+        );
     }
 }

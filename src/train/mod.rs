@@ -56,23 +56,32 @@ fn dialect_of(name: Option<&str>) -> Dialect {
 
 /// Reads JSONL pairs; a line that is not a pair is an error naming the file and line.
 pub fn read_pairs(path: &Path) -> Result<Vec<Pair>, LlmError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LlmError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let bad = |why: String| LlmError::TrainingData(format!("{}: {why}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                LlmError::Generation(format!(
-                    "{}:{}: not a {{question, context, answer}} pair: {e}",
-                    path.display(),
-                    n + 1
-                ))
-            })
-        })
+        .map(|(n, l)| serde_json::from_str(l).map_err(|e| bad(pair_error(n + 1, &e))))
         .collect()
+}
+
+/// `line N: what is wrong`, in words about pairs rather than serde's types.
+fn pair_error(line: usize, e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    // serde ends its message with " at line L column C": the line is the file's line here.
+    let what = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text.as_str(),
+    };
+    let what = what.replace(
+        "struct Pair",
+        "a {\"question\", \"context\", \"answer\"} object",
+    );
+    if e.is_syntax() || e.is_eof() {
+        format!("line {line}: not JSON ({what} at column {})", e.column())
+    } else {
+        format!("line {line}: {what}")
+    }
 }
 
 /// Tokenizes `pair` as inference would prompt it, followed by the answer and the end of turn.
@@ -633,10 +642,8 @@ impl<'m> Trainer<'m> {
         dir: &Path,
         run: &str,
     ) -> Result<Self, LlmError> {
-        let io = |e: std::io::Error| LlmError::Io {
-            path: dir.to_path_buf(),
-            source: e,
-        };
+        let io =
+            |e: std::io::Error| LlmError::Adapter(format!("checkpoint {}: {e}", dir.display()));
         let state: CheckpointState =
             serde_json::from_str(&std::fs::read_to_string(dir.join(CHECKPOINT_STATE)).map_err(io)?)
                 .map_err(|e| LlmError::Generation(format!("{}: {e}", dir.display())))?;
@@ -678,10 +685,8 @@ impl<'m> Trainer<'m> {
     /// Saves the adapter (PEFT format), the optimizer's moments and the position in the run into
     /// `dir`, replacing what was there only once all of it is written.
     pub fn save_checkpoint(&self, dir: &Path, run: &str) -> Result<(), LlmError> {
-        let io = |e: std::io::Error| LlmError::Io {
-            path: dir.to_path_buf(),
-            source: e,
-        };
+        let io =
+            |e: std::io::Error| LlmError::Adapter(format!("checkpoint {}: {e}", dir.display()));
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io)?;
         let staging = tempfile::tempdir_in(parent).map_err(io)?;

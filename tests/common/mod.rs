@@ -271,3 +271,152 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar()
         .unwrap()
 }
+
+/// A private PostgreSQL cluster for one test, started from the installed server binaries with
+/// every statement logged (`log_statement = 'all'`) to a file the test reads: the database-side
+/// record of what reached the server. Stopped and removed on drop.
+pub struct PgTestCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+    pub port: u16,
+}
+
+impl PgTestCluster {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| {
+                let mut v: Vec<PathBuf> = d
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|p| p.join("initdb").is_file())
+                    .collect();
+                v.sort();
+                v.pop()
+            })
+            .expect("PostgreSQL's server binaries (initdb, pg_ctl) are not in /usr/lib/postgresql/*/bin");
+        // initdb refuses to run as root: run the cluster as the `postgres` user then.
+        let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        let dir = tempfile::Builder::new()
+            .prefix("sqlora-pgtest")
+            .tempdir()
+            .unwrap();
+        if as_postgres {
+            let ok = std::process::Command::new("chown")
+                .args(["-R", "postgres", &dir.path().to_string_lossy()])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "cannot hand {} to the postgres user", dir.path().display());
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = PgTestCluster {
+            dir,
+            bin,
+            as_postgres,
+            port,
+        };
+        let data = c.dir.path().join("data");
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c log_statement=all \
+             -c logging_collector=off -c fsync=off",
+            c.dir.path().display()
+        );
+        c.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data.to_string_lossy(),
+                "-o",
+                &opts,
+                "-l",
+                &c.log_path().to_string_lossy(),
+                "-w",
+                "start",
+            ],
+        );
+        c
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let out = if self.as_postgres {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&exe).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for PgTestCluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run("pg_ctl", &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
+        }));
+    }
+}
+
+/// Runs SQL scripts against a server URL as its superuser (for test set-up and probes).
+pub fn admin_exec(url: &str, sql: &str) {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = url.replacen("mariadb://", "mysql://", 1);
+    let sql = sql.to_string();
+    let shown = url.clone();
+    rt.block_on(async move {
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&url).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            c.close().await
+        } else {
+            let mut c = sqlx::MySqlConnection::connect(&url).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            c.close().await
+        }
+    })
+    .unwrap_or_else(|e| panic!("`{shown}`: {e}"));
+}
