@@ -223,6 +223,14 @@ impl Store {
         let (kind, url) =
             if target.starts_with("postgres://") || target.starts_with("postgresql://") {
                 (Kind::Postgres, target.to_string())
+            } else if target.contains("://") && !target.starts_with("sqlite://") {
+                // Never taken for a file name: that would create directories named after the
+                // URL, its password included.
+                let scheme = target.split("://").next().unwrap_or_default();
+                return Err(fail(format!(
+                    "the feedback store is a SQLite file or a PostgreSQL database \
+                     (postgres://…), not {scheme}://"
+                )));
             } else {
                 let path = target
                     .strip_prefix("sqlite://")
@@ -735,5 +743,15 @@ mod tests {
             let row = self.rt.block_on(fut).map_err(store_err)?;
             row.try_get(0).map_err(store_err)
         }
+    }
+
+    #[test]
+    fn a_url_of_another_database_is_refused_not_taken_for_a_file() {
+        let e = Store::open("mariadb://root:pa/ss@127.0.0.1:3306/x")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("not mariadb://") && !e.contains("pa/ss"), "{e}");
+        assert!(!std::path::Path::new("mariadb:").exists());
     }
 }
