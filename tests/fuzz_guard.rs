@@ -307,7 +307,15 @@ const POSITIONS: &[&str] = &[
 ];
 
 /// Argument lists for a call.
-const ARGS: &[&str] = &["()", "(1)", "('x')", "(a)", "(a, 1)", "(upper(a))", "(1, 2)"];
+const ARGS: &[&str] = &[
+    "()",
+    "(1)",
+    "('x')",
+    "(a)",
+    "(a, 1)",
+    "(upper(a))",
+    "(1, 2)",
+];
 
 /// Calls that must never reach the server, per dialect: real functions with effects or leaks,
 /// names nobody allowed, and allowed names written so that they mean another function.
@@ -412,7 +420,9 @@ fn fuzz_calls(d: Dialect, url: &str, table: &str, n: usize, seed: u64) -> Sent {
             bad[rng.random_range(0..bad.len())].to_string()
         } else if rng.random_bool(0.4) {
             // Calls whose arguments fit, so that many statements run to the end.
-            let fits = ["upper", "lower", "length", "abs", "round", "coalesce", "nullif"];
+            let fits = [
+                "upper", "lower", "length", "abs", "round", "coalesce", "nullif",
+            ];
             fits[rng.random_range(0..fits.len())].to_string()
         } else {
             allowed[rng.random_range(0..allowed.len())].clone()
@@ -514,7 +524,9 @@ fn functions_off_the_allow_list_never_reach_postgresql() {
     common::admin_exec(&cluster.url("postgres"), "CREATE DATABASE fuzz");
     common::admin_exec(
         &cluster.url("fuzz"),
-        &format!("CREATE TABLE {table} (a text, b int); INSERT INTO {table} VALUES ('x', 1), (NULL, 2)"),
+        &format!(
+            "CREATE TABLE {table} (a text, b int); INSERT INTO {table} VALUES ('x', 1), (NULL, 2)"
+        ),
     );
     let sent = fuzz_calls(Dialect::Postgres, &cluster.url("fuzz"), &table, n, 26);
     let log = cluster.log();
@@ -547,11 +559,11 @@ fn functions_off_the_allow_list_never_reach_mariadb() {
             &sqlora::cancel::Cancel::new(),
         )
         .unwrap();
-    let (was_on, was_output) = (
-        before.rows[0][0].display(),
-        before.rows[0][1].display(),
+    let (was_on, was_output) = (before.rows[0][0].display(), before.rows[0][1].display());
+    common::admin_exec(
+        admin,
+        "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 'ON'",
     );
-    common::admin_exec(admin, "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 'ON'");
     let sent = fuzz_calls(Dialect::MySql, &my.url(), &table, n, 26);
     let rows = probe
         .query(
@@ -565,7 +577,11 @@ fn functions_off_the_allow_list_never_reach_mariadb() {
             &sqlora::cancel::Cancel::new(),
         )
         .unwrap();
-    let on = if was_on == "1" || was_on.eq_ignore_ascii_case("on") { "ON" } else { "OFF" };
+    let on = if was_on == "1" || was_on.eq_ignore_ascii_case("on") {
+        "ON"
+    } else {
+        "OFF"
+    };
     common::admin_exec(
         admin,
         &format!("SET GLOBAL general_log = '{on}'; SET GLOBAL log_output = '{was_output}'"),

@@ -434,7 +434,12 @@ fn hostile_sql_is_refused_through_ask_the_shell_and_feedback_record() {
         let before = snapshot(&b);
         let sqls: Vec<&str> = cases
             .iter()
-            .filter(|c| c.cli && c.on.as_ref().is_none_or(|on| on.iter().any(|o| o == b.name)))
+            .filter(|c| {
+                c.cli
+                    && c.on
+                        .as_ref()
+                        .is_none_or(|on| on.iter().any(|o| o == b.name))
+            })
             .map(|c| c.sql.as_str())
             .chain(deep.iter().map(String::as_str))
             .collect();
@@ -445,7 +450,13 @@ fn hostile_sql_is_refused_through_ask_the_shell_and_feedback_record() {
                 (
                     "feedback record",
                     vec![
-                        "feedback", "record", "--db", &b.url, "--question", "hostile", "--sql",
+                        "feedback",
+                        "record",
+                        "--db",
+                        &b.url,
+                        "--question",
+                        "hostile",
+                        "--sql",
                         sql,
                     ],
                 ),
@@ -472,7 +483,13 @@ fn hostile_sql_is_refused_through_ask_the_shell_and_feedback_record() {
         }
         // One shell session, every statement through `\sql`; then an ordinary query still runs.
         let mut child = std::process::Command::new(bin)
-            .args(["shell", "--db", &b.url, "--model", "/nonexistent/model.gguf"])
+            .args([
+                "shell",
+                "--db",
+                &b.url,
+                "--model",
+                "/nonexistent/model.gguf",
+            ])
             .env("SQLORA_DATA_DIR", data.path())
             .env_remove("SQLORA_FEEDBACK_DB")
             .stdin(std::process::Stdio::piped())

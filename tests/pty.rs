@@ -68,17 +68,34 @@ fn a_huge_value_is_shortened_and_the_shell_goes_on() {
 
     // Loading the model and reading the schema into it takes a while on a small CPU.
     let started = Instant::now();
-    expect(&mut s, "sqlora> ", Duration::from_secs(240), "the first prompt");
-    eprintln!("first prompt after {:.1} s", started.elapsed().as_secs_f64());
+    expect(
+        &mut s,
+        "sqlora> ",
+        Duration::from_secs(240),
+        "the first prompt",
+    );
+    eprintln!(
+        "first prompt after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // 100 MB of hex in one value: shortened, noted, and the prompt back in seconds.
     let sent = Instant::now();
-    s.send_line("SELECT hex(randomblob(50000000)) AS big").unwrap();
+    s.send_line("SELECT hex(randomblob(50000000)) AS big")
+        .unwrap();
     let limit = Duration::from_secs(5);
     let table = expect(&mut s, "shortened for display", limit, "the big value");
-    let _ = expect(&mut s, "sqlora> ", limit.saturating_sub(sent.elapsed()), "the prompt");
+    let _ = expect(
+        &mut s,
+        "sqlora> ",
+        limit.saturating_sub(sent.elapsed()),
+        "the prompt",
+    );
     let took = sent.elapsed();
-    eprintln!("100 MB value: prompt back {:.2} s after sending", took.as_secs_f64());
+    eprintln!(
+        "100 MB value: prompt back {:.2} s after sending",
+        took.as_secs_f64()
+    );
     assert!(took < limit, "{took:?}");
     // The cell shows its start and how much was left out: 100,000,000 hex digits, 1,000 shown.
     assert!(
@@ -98,8 +115,18 @@ fn a_huge_value_is_shortened_and_the_shell_goes_on() {
     std::thread::sleep(Duration::from_millis(1500));
     let pressed = Instant::now();
     s.send_control('c').unwrap();
-    let _ = expect(&mut s, "cancelled", Duration::from_secs(5), "Ctrl-C in a query");
-    let _ = expect(&mut s, "sqlora> ", Duration::from_secs(5), "the prompt after Ctrl-C");
+    let _ = expect(
+        &mut s,
+        "cancelled",
+        Duration::from_secs(5),
+        "Ctrl-C in a query",
+    );
+    let _ = expect(
+        &mut s,
+        "sqlora> ",
+        Duration::from_secs(5),
+        "the prompt after Ctrl-C",
+    );
     eprintln!(
         "Ctrl-C in a query: prompt back {:.2} s after it",
         pressed.elapsed().as_secs_f64()
@@ -120,11 +147,21 @@ fn a_huge_value_is_shortened_and_the_shell_goes_on() {
             .any(|w| w == customers.to_string()),
         "{customers} not in:\n{answer}"
     );
-    let _ = expect(&mut s, "sqlora> ", Duration::from_secs(10), "the prompt after the answer");
+    let _ = expect(
+        &mut s,
+        "sqlora> ",
+        Duration::from_secs(10),
+        "the prompt after the answer",
+    );
 
     // Ctrl-C at the prompt keeps the shell: it still runs SQL afterwards.
     s.send_control('c').unwrap();
-    let _ = expect(&mut s, "sqlora> ", Duration::from_secs(10), "the prompt after Ctrl-C");
+    let _ = expect(
+        &mut s,
+        "sqlora> ",
+        Duration::from_secs(10),
+        "the prompt after Ctrl-C",
+    );
     s.send_line("\\sql SELECT 40 + 2 AS answer").unwrap();
     let out = expect(&mut s, "1 row", Duration::from_secs(10), "SQL after Ctrl-C");
     assert!(out.contains("42"), "{out}");

@@ -64,7 +64,8 @@ impl Policy {
                 && n.split('.').count() <= 2
                 && n.split('.').all(|p| {
                     !p.is_empty()
-                        && p.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+                        && p.chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
                 });
             if !ok {
                 return Err(format!(
@@ -80,10 +81,7 @@ impl Policy {
 
     /// How many functions `dialect` allows, and how many of them the administrator added.
     pub fn size(&self, dialect: Dialect) -> (usize, usize) {
-        (
-            self.allowed[slot(dialect)].len(),
-            self.added[slot(dialect)],
-        )
+        (self.allowed[slot(dialect)].len(), self.added[slot(dialect)])
     }
 
     /// The allowed names of `dialect`, sorted.
@@ -206,7 +204,11 @@ mod tests {
         ] {
             let said = format!("{} {words}", p.size(d).0);
             assert!(
-                readme.split_whitespace().collect::<Vec<_>>().join(" ").contains(&said),
+                readme
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .contains(&said),
                 "README.md should say `{said}`"
             );
         }

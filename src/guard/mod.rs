@@ -16,9 +16,7 @@ pub mod qualify;
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{
-    Expr, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
-};
+use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor};
 use sqlparser::dialect::{Dialect as SqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
@@ -30,8 +28,11 @@ pub const MAX_SQL_BYTES: usize = 1 << 20;
 /// How deeply expressions and queries may nest. Accepted statements are walked again by the
 /// identifier check, rendered and dropped on ordinary threads, so this keeps them shallow.
 pub const MAX_DEPTH: usize = 500;
-/// Stack for parsing and measuring a statement before its depth is known.
-const STACK: usize = 512 << 20;
+/// Stack for parsing, measuring and (when too deep) dropping a statement before its depth is
+/// known. The deepest tree 1 MiB can hold (half a million levels) needs 16–64 MiB in a release
+/// build (`the_deepest_statement_that_fits_is_measured_without_overflow`); this is 4× that,
+/// address space reserved, touched only as far as a statement goes.
+const STACK: usize = 256 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
@@ -117,7 +118,9 @@ pub fn check_with(
 }
 
 /// Runs `f` on a thread with a stack large enough for any statement of [`MAX_SQL_BYTES`].
-fn on_big_stack<T: Send>(f: impl FnOnce() -> Result<T, GuardError> + Send) -> Result<T, GuardError> {
+fn on_big_stack<T: Send>(
+    f: impl FnOnce() -> Result<T, GuardError> + Send,
+) -> Result<T, GuardError> {
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("sqlora-guard".into())
@@ -125,7 +128,11 @@ fn on_big_stack<T: Send>(f: impl FnOnce() -> Result<T, GuardError> + Send) -> Re
             .spawn_scoped(s, f)
             .map_err(|e| GuardError::Refused(format!("cannot start the checker: {e}")))?
             .join()
-            .unwrap_or_else(|_| Err(GuardError::Refused("the checker failed on this statement".into())))
+            .unwrap_or_else(|_| {
+                Err(GuardError::Refused(
+                    "the checker failed on this statement".into(),
+                ))
+            })
     })
 }
 
@@ -340,7 +347,9 @@ fn check_query_tree(
                 | TableFactor::Pivot { .. }
                 | TableFactor::Unpivot { .. } => ControlFlow::Continue(()),
                 TableFactor::UNNEST { .. } => {
-                    self.function(&ObjectName::from(vec![sqlparser::ast::Ident::new("unnest")]))
+                    self.function(&ObjectName::from(vec![sqlparser::ast::Ident::new(
+                        "unnest",
+                    )]))
                 }
                 TableFactor::JsonTable { .. } => {
                     self.function(&ObjectName::from(vec![sqlparser::ast::Ident::new(
@@ -552,9 +561,8 @@ mod tests {
 
     #[test]
     fn functions_off_the_allow_list_are_refused_wherever_they_appear() {
-        let refused_in = |sql: &str, d: Dialect| {
-            matches!(check(sql, d), Err(GuardError::Function { .. }))
-        };
+        let refused_in =
+            |sql: &str, d: Dialect| matches!(check(sql, d), Err(GuardError::Function { .. }));
         let pg = Dialect::Postgres;
         for sql in [
             "SELECT pg_read_file('/etc/passwd')",
@@ -590,16 +598,33 @@ mod tests {
         ] {
             assert!(refused_in(sql, pg), "{sql}: {:?}", check(sql, pg));
         }
-        assert!(refused_in("SELECT LOAD_FILE('/etc/passwd')", Dialect::MySql));
+        assert!(refused_in(
+            "SELECT LOAD_FILE('/etc/passwd')",
+            Dialect::MySql
+        ));
         assert!(refused_in("SELECT SLEEP(10)", Dialect::MySql));
-        assert!(refused_in("SELECT BENCHMARK(1e9, MD5('a'))", Dialect::MySql));
+        assert!(refused_in(
+            "SELECT BENCHMARK(1e9, MD5('a'))",
+            Dialect::MySql
+        ));
         assert!(refused_in("SELECT GET_LOCK('a', 1)", Dialect::MySql));
         assert!(refused_in("SELECT load_extension('x.so')", Dialect::Sqlite));
-        assert!(refused_in("SELECT readfile('/etc/passwd')", Dialect::Sqlite));
-        assert!(refused_in("SELECT * FROM t, readfile('x')", Dialect::Sqlite));
+        assert!(refused_in(
+            "SELECT readfile('/etc/passwd')",
+            Dialect::Sqlite
+        ));
+        assert!(refused_in(
+            "SELECT * FROM t, readfile('x')",
+            Dialect::Sqlite
+        ));
         // The refusal names the function.
-        let e = check("SELECT pg_read_file('x')", pg).unwrap_err().to_string();
-        assert!(e.contains("pg_read_file()") && e.contains("PostgreSQL"), "{e}");
+        let e = check("SELECT pg_read_file('x')", pg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pg_read_file()") && e.contains("PostgreSQL"),
+            "{e}"
+        );
         // Ordinary functions, and the same names where they are columns, pass.
         for sql in [
             "SELECT upper(name), count(*) FROM t GROUP BY 1",
@@ -613,14 +638,22 @@ mod tests {
             assert!(check(sql, pg).is_ok(), "{sql}: {:?}", check(sql, pg));
         }
         assert!(check("SELECT sleep FROM t", Dialect::MySql).is_ok());
-        assert!(check("SELECT DATE_FORMAT(d, '%Y'), IFNULL(a, 0) FROM t", Dialect::MySql).is_ok());
+        assert!(check(
+            "SELECT DATE_FORMAT(d, '%Y'), IFNULL(a, 0) FROM t",
+            Dialect::MySql
+        )
+        .is_ok());
         assert!(check("SELECT readfile FROM t", Dialect::Sqlite).is_ok());
         assert!(check(
             "SELECT strftime('%Y', d), julianday(d), substr(a, 1, 2) FROM t",
             Dialect::Sqlite
         )
         .is_ok());
-        assert!(check("SELECT j.value FROM t, json_each(t.doc) AS j", Dialect::Sqlite).is_ok());
+        assert!(check(
+            "SELECT j.value FROM t, json_each(t.doc) AS j",
+            Dialect::Sqlite
+        )
+        .is_ok());
     }
 
     #[test]
@@ -660,7 +693,9 @@ mod tests {
     fn what_runs_is_the_checked_text_without_comments() {
         let my = Dialect::MySql;
         assert_eq!(
-            check("SELECT id -- the key\nFROM t /* all */;", my).unwrap().sql,
+            check("SELECT id -- the key\nFROM t /* all */;", my)
+                .unwrap()
+                .sql,
             "SELECT id \nFROM t"
         );
         for sql in [
@@ -673,6 +708,19 @@ mod tests {
                 let e = check(sql, d).unwrap_err().to_string();
                 assert!(e.contains("executable comment"), "{sql}: {e}");
             }
+        }
+    }
+
+    #[test]
+    fn the_deepest_statement_that_fits_is_measured_without_overflow() {
+        // Two bytes a level: the deepest tree a statement of MAX_SQL_BYTES can hold.
+        for term in ["+1", "|1"] {
+            let sql = format!("SELECT 1{}", term.repeat((MAX_SQL_BYTES - 10) / 2));
+            let t = std::time::Instant::now();
+            let e = check(&sql, Dialect::Postgres).expect_err("too deep");
+            assert!(e.to_string().contains("too deeply nested"), "{e}");
+            assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+            assert!(is_sql(&sql, Dialect::Postgres));
         }
     }
 
@@ -692,7 +740,10 @@ mod tests {
             .contains("at most"));
         // Just under the limit, an accepted statement is walked, rendered and dropped on an
         // ordinary 2 MiB thread without overflowing.
-        let sql = format!("SELECT a FROM t WHERE a = 1{}", " OR a = 1".repeat(MAX_DEPTH - 10));
+        let sql = format!(
+            "SELECT a FROM t WHERE a = 1{}",
+            " OR a = 1".repeat(MAX_DEPTH - 10)
+        );
         std::thread::Builder::new()
             .stack_size(2 << 20)
             .spawn(move || {

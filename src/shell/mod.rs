@@ -263,9 +263,15 @@ pub fn looks_like_sql(line: &str, dialect: Dialect) -> bool {
     let mut rest = line.trim_start();
     loop {
         if let Some(r) = rest.strip_prefix("/*") {
-            rest = r.split_once("*/").map_or("", |(_, after)| after).trim_start();
+            rest = r
+                .split_once("*/")
+                .map_or("", |(_, after)| after)
+                .trim_start();
         } else if let Some(r) = rest.strip_prefix("--") {
-            rest = r.split_once('\n').map_or("", |(_, after)| after).trim_start();
+            rest = r
+                .split_once('\n')
+                .map_or("", |(_, after)| after)
+                .trim_start();
         } else if let Some(r) = rest.strip_prefix('(') {
             rest = r.trim_start();
         } else {
@@ -436,8 +442,7 @@ impl Shell {
         let has_columns = !o.columns.is_empty();
         match render_within(o, self.format, Instant::now() + budget, &self.cancel) {
             Ok(shown) => {
-                let note =
-                    render::shortened_note(shown.shortened, &whole_values_hint(self.format));
+                let note = render::shortened_note(shown.shortened, &whole_values_hint(self.format));
                 match self.format {
                     Format::Table => {
                         if has_columns {

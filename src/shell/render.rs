@@ -365,10 +365,7 @@ mod tests {
         let v = Value::Text("ab€cd".into());
         assert_eq!(value_text(&v, None), (Cow::Borrowed("ab€cd"), false));
         assert_eq!(value_text(&v, Some(5)), (Cow::Borrowed("ab€cd"), false));
-        assert_eq!(
-            value_text(&v, Some(3)).0,
-            "ab€… (2 more characters)"
-        );
+        assert_eq!(value_text(&v, Some(3)).0, "ab€… (2 more characters)");
         assert_eq!(value_text(&v, Some(4)).0, "ab€c… (1 more character)");
         // Short non-text values are untouched by any cap.
         assert_eq!(value_text(&Value::Int(123456), Some(2)).0, "123456");
@@ -394,7 +391,12 @@ mod tests {
         let o = one_text("x".repeat(50_000));
         assert_eq!(csv(&o).len(), "big\r\n".len() + 50_000 + 2);
         assert_eq!(rows_json(&o)[0][0].as_str().unwrap().len(), 50_000);
-        assert_eq!(table_shown(&o, None, &AtomicBool::new(false)).unwrap().shortened, 1);
+        assert_eq!(
+            table_shown(&o, None, &AtomicBool::new(false))
+                .unwrap()
+                .shortened,
+            1
+        );
         // Values within the cap are not counted.
         let small = table_shown(&sample(), Some(60), &AtomicBool::new(false)).unwrap();
         assert_eq!(small.shortened, 0);
@@ -429,7 +431,10 @@ mod tests {
         assert_eq!(c.shortened, 1);
         assert_eq!(
             c.text,
-            format!("a,b\r\n{}… (5 more characters),1\r\nshort,\r\n", "ü".repeat(20))
+            format!(
+                "a,b\r\n{}… (5 more characters),1\r\nshort,\r\n",
+                "ü".repeat(20)
+            )
         );
         let j = show(&o, Format::Json, None, Some(20), &never).unwrap();
         assert_eq!(j.shortened, 1);
@@ -444,7 +449,10 @@ mod tests {
         assert_eq!((whole.shortened, whole.text), (0, csv(&o)));
         let whole = show(&o, Format::Json, None, None, &never).unwrap();
         assert_eq!(whole.shortened, 0);
-        assert_eq!(serde_json::from_str::<Json>(&whole.text).unwrap(), rows_json(&o));
+        assert_eq!(
+            serde_json::from_str::<Json>(&whole.text).unwrap(),
+            rows_json(&o)
+        );
         const { assert!(SHELL_VALUE_CHARS > TABLE_CELL_CHARS) };
     }
 

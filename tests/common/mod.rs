@@ -308,7 +308,11 @@ impl PgTestCluster {
                 .status()
                 .unwrap()
                 .success();
-            assert!(ok, "cannot hand {} to the postgres user", dir.path().display());
+            assert!(
+                ok,
+                "cannot hand {} to the postgres user",
+                dir.path().display()
+            );
         }
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -392,7 +396,10 @@ impl Drop for PgTestCluster {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.run("pg_ctl", &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
+            self.run(
+                "pg_ctl",
+                &["-D", &data.to_string_lossy(), "-m", "immediate", "stop"],
+            )
         }));
     }
 }
@@ -410,11 +417,15 @@ pub fn admin_exec(url: &str, sql: &str) {
     rt.block_on(async move {
         if url.starts_with("postgres") {
             let mut c = sqlx::PgConnection::connect(&url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await?;
             c.close().await
         } else {
             let mut c = sqlx::MySqlConnection::connect(&url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await?;
             c.close().await
         }
     })
