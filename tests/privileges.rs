@@ -37,32 +37,8 @@ fn admin_url(server: Server) -> String {
 }
 
 /// Runs `sql` (one or more statements) on `url` with sqlx, outside sqlora.
-fn raw(server: Server, url: &str, sql: &str) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = url.replacen("mariadb://", "mysql://", 1);
-    let sql = sql.to_string();
-    rt.block_on(async move {
-        match server {
-            Server::Postgres => {
-                let mut c = sqlx::PgConnection::connect(&url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await?;
-                c.close().await
-            }
-            Server::MariaDb => {
-                let mut c = sqlx::MySqlConnection::connect(&url).await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await?;
-                c.close().await
-            }
-        }
-    })
+fn raw(_server: Server, url: &str, sql: &str) -> Result<(), sqlx::Error> {
+    common::try_exec(url, sql)
 }
 
 /// A login name no other test (or test process) uses at the same time.

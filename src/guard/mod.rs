@@ -162,31 +162,33 @@ fn depth_ok(st: &Statement) -> Result<(), GuardError> {
     struct Depth {
         now: usize,
     }
+    impl Depth {
+        fn enter(&mut self) -> ControlFlow<()> {
+            self.now += 1;
+            if self.now > MAX_DEPTH {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn leave(&mut self) -> ControlFlow<()> {
+            self.now -= 1;
+            ControlFlow::Continue(())
+        }
+    }
     impl Visitor for Depth {
         type Break = ();
         fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-            self.now += 1;
-            if self.now > MAX_DEPTH {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
+            self.enter()
         }
         fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
-            self.now -= 1;
-            ControlFlow::Continue(())
+            self.leave()
         }
         fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.now += 1;
-            if self.now > MAX_DEPTH {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
+            self.enter()
         }
         fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-            self.now -= 1;
-            ControlFlow::Continue(())
+            self.leave()
         }
     }
     match st.visit(&mut Depth { now: 0 }) {

@@ -92,7 +92,6 @@ pub struct ServerDb {
     pub server: Server,
     pub name: String,
     admin: String,
-    rt: tokio::runtime::Runtime,
 }
 
 impl ServerDb {
@@ -114,15 +113,10 @@ impl ServerDb {
             Server::MariaDb => std::env::var("SQLORA_TEST_MYSQL")
                 .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".into()),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let db = Self {
             server,
             name,
             admin,
-            rt,
         };
         db.admin_exec(&format!("CREATE DATABASE {}", db.name));
         db
@@ -148,28 +142,7 @@ impl ServerDb {
     }
 
     fn run_on(&self, url: &str, sql: &str) -> Result<(), sqlx::Error> {
-        use sqlx::Connection;
-        let sql = sql.to_string();
-        let url = url.replacen("mariadb://", "mysql://", 1);
-        let server = self.server;
-        self.rt.block_on(async move {
-            match server {
-                Server::Postgres => {
-                    let mut c = sqlx::PgConnection::connect(&url).await?;
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut c)
-                        .await?;
-                    c.close().await
-                }
-                Server::MariaDb => {
-                    let mut c = sqlx::MySqlConnection::connect(&url).await?;
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut c)
-                        .await?;
-                    c.close().await
-                }
-            }
-        })
+        try_exec(url, sql)
     }
 
     /// Runs a script (many statements) in this database as the superuser.
@@ -404,8 +377,9 @@ impl Drop for PgTestCluster {
     }
 }
 
-/// Runs SQL scripts against a server URL as its superuser (for test set-up and probes).
-pub fn admin_exec(url: &str, sql: &str) {
+/// Runs a script (one or more statements) on a PostgreSQL or MySQL/MariaDB URL with sqlx,
+/// outside sqlora.
+pub fn try_exec(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -413,21 +387,20 @@ pub fn admin_exec(url: &str, sql: &str) {
         .unwrap();
     let url = url.replacen("mariadb://", "mysql://", 1);
     let sql = sql.to_string();
-    let shown = url.clone();
     rt.block_on(async move {
         if url.starts_with("postgres") {
             let mut c = sqlx::PgConnection::connect(&url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
             c.close().await
         } else {
             let mut c = sqlx::MySqlConnection::connect(&url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
             c.close().await
         }
     })
-    .unwrap_or_else(|e| panic!("`{shown}`: {e}"));
+}
+
+/// [`try_exec`] for set-up and probes that must work.
+pub fn admin_exec(url: &str, sql: &str) {
+    try_exec(url, sql).unwrap_or_else(|e| panic!("`{}`: {e}", sqlora::db::redact_url(url)));
 }
