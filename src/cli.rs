@@ -1,4 +1,5 @@
-//! Command-line interface (clap derive). Parsing and validation only; no IO.
+//! Command-line interface (clap derive). Parsing and validation only; no IO (whether a word
+//! names an existing file is asked of the caller, see [`Cli::resolve`]).
 
 use std::path::PathBuf;
 
@@ -20,6 +21,11 @@ pub struct Cli {
     /// Options for the shell when no subcommand is given.
     #[command(flatten)]
     pub shell: ShellArgs,
+    /// A database to open the shell on (a SQLite file or a postgres://, mysql://, mariadb:// or
+    /// sqlite: URL), or a question to answer at once as `sqlora ask` does (on that database
+    /// when the first word names one, else on --db or the default).
+    #[arg(value_name = "DB|QUESTION")]
+    pub target: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +47,89 @@ pub enum Command {
     Adapters(AdaptersCommand),
     /// Train a LoRA adapter (QLoRA: the base stays quantized) on question/SQL pairs.
     Train(Box<TrainArgs>),
+    /// Where the config file is, and the settings in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `sqlora completions bash > ~/.local/share/bash-completion/completions/sqlora`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config file's path (`SQLORA_CONFIG`, else config.toml in the config dir).
+    Path,
+    /// Print the settings in effect and where each comes from (passwords are hidden).
+    Show,
+}
+
+/// True when `s` is a database URL sqlora opens (not a file path).
+pub fn is_database_url(s: &str) -> bool {
+    let lower = s.trim().to_ascii_lowercase();
+    [
+        "postgres://",
+        "postgresql://",
+        "mysql://",
+        "mariadb://",
+        "sqlite:",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
+}
+
+/// True when `s` is one word that reads as a database file name (so a missing one is a typo,
+/// not a question).
+fn looks_like_db_file(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    !s.contains(char::is_whitespace)
+        && (s.contains('/')
+            || s.contains(std::path::MAIN_SEPARATOR)
+            || [".sqlite", ".sqlite3", ".db", ".db3"]
+                .iter()
+                .any(|e| lower.ends_with(e)))
+}
+
+impl Cli {
+    /// The command to run. Without a subcommand, the first word (if any) that is an existing
+    /// file (`is_file` answers) or a database URL is the database: alone it opens the shell
+    /// on it, with more words those are a question asked of it. Other words are a question
+    /// answered at once on --db (or the default), as `sqlora ask` does; a lone word that
+    /// reads as a database file but is not one is an error.
+    pub fn resolve(self, is_file: impl Fn(&str) -> bool) -> Result<Command, String> {
+        if let Some(c) = self.command {
+            return Ok(c);
+        }
+        let mut shell = self.shell;
+        let mut words = self.target;
+        if let Some(first) = words.first() {
+            // `sqlora --format csv ask …`: the shell's options put before a command.
+            let command = <Cli as clap::CommandFactory>::command();
+            if command.get_subcommands().any(|c| c.get_name() == first) {
+                return Err(format!(
+                    "`{first}` is a command: put its options after it (`sqlora {first} --…`)"
+                ));
+            }
+            if is_database_url(first) || is_file(first) {
+                shell.common.db.db = Some(words.remove(0));
+            } else if words.len() == 1 && looks_like_db_file(first) {
+                return Err(format!(
+                    "no database file `{first}` (give an existing SQLite file, a database URL, \
+                     or a question)"
+                ));
+            }
+        }
+        if words.is_empty() {
+            return Ok(Command::Shell(shell));
+        }
+        Ok(Command::Ask(AskArgs {
+            common: shell.common,
+            format: shell.format,
+            compare: false,
+            question: words,
+        }))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -402,6 +491,12 @@ pub struct ShellArgs {
     /// Result format in the shell.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Page long results through $PAGER (default: when the output is a terminal).
+    #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub pager: Option<bool>,
+    /// How NULL is shown in tables (default: empty, as in psql).
+    #[arg(long, value_name = "TEXT")]
+    pub null: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -653,6 +748,107 @@ mod tests {
         .limits()
         .unwrap_err();
         assert!(e.contains("at most 86400"), "{e}");
+    }
+
+    /// Parses and resolves `args`, with `files` the paths that exist.
+    fn resolve(args: &[&str], files: &[&str]) -> Result<Command, String> {
+        let cli = Cli::try_parse_from([&["sqlora"], args].concat()).map_err(|e| e.to_string())?;
+        cli.resolve(|p| files.contains(&p))
+    }
+
+    #[test]
+    fn a_database_positional_opens_the_shell() {
+        match resolve(&["chinook.sqlite"], &["chinook.sqlite"]).unwrap() {
+            Command::Shell(s) => assert_eq!(s.common.db.db.as_deref(), Some("chinook.sqlite")),
+            other => panic!("{other:?}"),
+        }
+        match resolve(&["--format", "csv", "postgres://u@h/db"], &[]).unwrap() {
+            Command::Shell(s) => {
+                assert_eq!(s.common.db.db.as_deref(), Some("postgres://u@h/db"));
+                assert_eq!(s.format, Format::Csv);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Nothing at all: the shell on --db or the default.
+        assert!(
+            matches!(resolve(&[], &[]).unwrap(), Command::Shell(s) if s.common.db.db.is_none())
+        );
+        // A missing file that reads as one is a typo, not a question.
+        let e = resolve(&["chinok.sqlite"], &[]).unwrap_err();
+        assert!(e.contains("no database file `chinok.sqlite`"), "{e}");
+        assert!(resolve(&["./data/x"], &[]).is_err());
+    }
+
+    #[test]
+    fn other_words_are_a_question() {
+        match resolve(&["How many customers?"], &[]).unwrap() {
+            Command::Ask(a) => {
+                assert_eq!(a.question, ["How many customers?"]);
+                assert!(a.common.db.db.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        match resolve(&["--format", "json", "how", "many", "albums"], &[]).unwrap() {
+            Command::Ask(a) => {
+                assert_eq!(a.question.join(" "), "how many albums");
+                assert_eq!(a.format, Format::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A database first, then the question.
+        match resolve(&["demo.db", "how many?"], &["demo.db"]).unwrap() {
+            Command::Ask(a) => {
+                assert_eq!(a.common.db.db.as_deref(), Some("demo.db"));
+                assert_eq!(a.question, ["how many?"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn subcommand_names_win_over_the_positional() {
+        assert!(matches!(
+            resolve(&["model", "list"], &[]).unwrap(),
+            Command::Model(ModelCommand::List)
+        ));
+        assert!(matches!(
+            resolve(&["config", "path"], &[]).unwrap(),
+            Command::Config(ConfigCommand::Path)
+        ));
+        assert!(matches!(
+            resolve(&["completions", "zsh"], &[]).unwrap(),
+            Command::Completions {
+                shell: clap_complete::Shell::Zsh
+            }
+        ));
+        match resolve(&["ask", "--db", "x.sqlite", "how", "many"], &["x.sqlite"]).unwrap() {
+            Command::Ask(a) => assert_eq!(a.common.db.db.as_deref(), Some("x.sqlite")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            resolve(&["shell"], &[]).unwrap(),
+            Command::Shell(_)
+        ));
+        // Shell options and a subcommand do not mix (nor make a question of its name).
+        let e = resolve(&["--format", "csv", "ask", "q"], &[]).unwrap_err();
+        assert!(e.contains("`ask` is a command"), "{e}");
+        assert!(resolve(&["completions", "tcsh"], &[]).is_err());
+    }
+
+    #[test]
+    fn database_urls() {
+        for u in [
+            "postgres://a@b/c",
+            "POSTGRESQL://x",
+            "mysql://h/d",
+            "mariadb://h/d",
+            "sqlite:x.db",
+        ] {
+            assert!(is_database_url(u), "{u}");
+        }
+        for u in ["how many?", "x.sqlite", "http://x"] {
+            assert!(!is_database_url(u), "{u}");
+        }
     }
 
     #[test]

@@ -32,15 +32,21 @@ use llm::registry::{self, ModelSpec, PullProgress};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Before the file is read: `config path` answers even when the file does not parse.
+    if let Some(Command::Config(cmd)) = &cli.command {
+        return config::command(cmd);
+    }
     // The administrator's additions to the function allow-list hold for every command.
     guard::functions::install(config::Config::load()?.policy()?).map_err(anyhow::Error::msg)?;
-    match cli.command {
-        None => shell::run(cli.shell),
-        Some(Command::Shell(args)) => shell::run(args),
-        Some(Command::Ask(args)) => ask(args),
-        Some(Command::Eval(args)) => evaluate(args),
-        Some(Command::Feedback(cmd)) => feedback_command(cmd),
-        Some(Command::Model(ModelCommand::Pull { name })) => {
+    match cli
+        .resolve(|p| std::path::Path::new(p).is_file())
+        .map_err(anyhow::Error::msg)?
+    {
+        Command::Shell(args) => shell::run(args),
+        Command::Ask(args) => ask(args),
+        Command::Eval(args) => evaluate(args),
+        Command::Feedback(cmd) => feedback_command(cmd),
+        Command::Model(ModelCommand::Pull { name }) => {
             let spec = registry::find(&name).with_context(|| {
                 format!("unknown model `{name}`: use one of {}", registry::names())
             })?;
@@ -48,9 +54,15 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
-        Some(Command::Model(ModelCommand::List)) => model_list(),
-        Some(Command::Adapters(cmd)) => adapters_command(cmd),
-        Some(Command::Train(args)) => train_command(*args),
+        Command::Model(ModelCommand::List) => model_list(),
+        Command::Adapters(cmd) => adapters_command(cmd),
+        Command::Train(args) => train_command(*args),
+        Command::Config(cmd) => config::command(&cmd),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "sqlora", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
@@ -232,6 +244,63 @@ pub fn adapter_library() -> Result<llm::library::Library> {
     ))
 }
 
+/// A library error as a sentence: "adapter" is not put before a message that names the
+/// adapter already (`no adapter named `x``).
+fn adapter_error(e: llm::LlmError) -> anyhow::Error {
+    match e {
+        llm::LlmError::Adapter(m) if m.contains("adapter") => anyhow::Error::msg(m),
+        e => e.into(),
+    }
+}
+
+/// The model's name for people: the registry's name and quantization for a known file
+/// (`qwen2.5-coder-0.5b (Q4_K_M)`), else the file's name and the GGUF's file type (the
+/// GGUF's own `general.name` often names another conversion of the weights).
+pub fn model_label(path: &std::path::Path) -> String {
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    if let Some(spec) = registry::MODELS.iter().find(|m| m.file == file) {
+        let quant = spec.about.split(" (").next().unwrap_or("");
+        let quant = quant.split_whitespace().last().unwrap_or("");
+        return format!("{} ({quant})", spec.name);
+    }
+    match gguf_file_type(path) {
+        Some(t) => format!("{file} ({t})"),
+        None => file,
+    }
+}
+
+/// The GGUF's `general.file_type`, named as llama.cpp names it.
+fn gguf_file_type(path: &std::path::Path) -> Option<String> {
+    use candle_core::quantized::gguf_file::Content;
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let content = Content::read(&mut f).ok()?;
+    let t = content.metadata.get("general.file_type")?.to_u32().ok()?;
+    let name = match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        other => return Some(format!("file type {other}")),
+    };
+    Some(name.to_string())
+}
+
 /// Applies `--adapter NAME` (or, without it, the database's default adapter) to `engine`.
 /// Returns the adapter's name when one is applied.
 pub fn apply_adapter(
@@ -250,7 +319,7 @@ pub fn apply_adapter(
         },
     };
     let base = llm::library::base_of(engine);
-    let adapter = lib.load_for(&name, &base)?;
+    let adapter = lib.load_for(&name, &base).map_err(adapter_error)?;
     engine.set_adapter(Some(adapter))?;
     if merge {
         engine.merge_adapter()?;
@@ -327,7 +396,7 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
             Ok(())
         }
         AdaptersCommand::Export { name, dir } => {
-            lib.export(&name, &dir)?;
+            lib.export(&name, &dir).map_err(adapter_error)?;
             eprintln!(
                 "sqlora: `{name}` written to {} (PEFT layout)",
                 dir.display()
@@ -335,7 +404,7 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
             Ok(())
         }
         AdaptersCommand::Remove { name } => {
-            lib.remove(&name)?;
+            lib.remove(&name).map_err(adapter_error)?;
             eprintln!("sqlora: removed `{name}`");
             Ok(())
         }
@@ -928,8 +997,8 @@ fn model_list() -> Result<()> {
             ""
         };
         println!(
-            "  {mark} {:<20} {:>7.0} MB  {}{default}",
-            m.name,
+            "  {mark} {:<29} {:>7.0} MB  {}{default}",
+            model_label(&registry::cached_path(&dir, m)),
             m.size as f64 / 1e6,
             m.about.split(" (").next().unwrap_or(m.about)
         );
@@ -941,7 +1010,12 @@ fn model_list() -> Result<()> {
         .collect();
     others.sort();
     for n in others {
-        println!("  other   {n} (use --model {})", dir.join(&n).display());
+        let path = dir.join(&n);
+        println!(
+            "  other   {} (use --model {})",
+            model_label(&path),
+            path.display()
+        );
     }
     Ok(())
 }
@@ -1500,7 +1574,10 @@ impl ExSlice {
         name: Option<&str>,
     ) -> Result<((usize, usize), llm::Engine)> {
         let adapter = match name {
-            Some(n) => Some(lib.load_for(n, &llm::library::base_of(&engine))?),
+            Some(n) => Some(
+                lib.load_for(n, &llm::library::base_of(&engine))
+                    .map_err(adapter_error)?,
+            ),
             None => None,
         };
         engine.set_adapter(adapter)?;

@@ -2,10 +2,20 @@
 //! a failed command — ends as one line on stderr (`sqlora: error: …`) and a non-zero exit;
 //! help and version go to stdout as clap writes them.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() {
-    let cli = match sqlora::cli::Cli::try_parse() {
+    // The config file's [defaults] become clap's defaults, under the command line and the
+    // environment. A config file that does not read is reported by `run` (`config path` still
+    // answers), so here it only leaves the built-in defaults.
+    let command = match sqlora::config::Config::load() {
+        Ok(config) => config.apply(sqlora::cli::Cli::command()),
+        Err(_) => sqlora::cli::Cli::command(),
+    };
+    let cli = match command
+        .try_get_matches()
+        .and_then(|m| sqlora::cli::Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {

@@ -2,7 +2,9 @@
 //!
 //! Holds the open database, its schema and the loaded model for one session; the shell, `ask`,
 //! the benchmark and the tests all go through [`Pipeline::ask`] and [`Pipeline::run_sql`], so a
-//! question is answered the same way everywhere. Never prints.
+//! question is answered the same way everywhere. Only the shell adds a previous turn to a
+//! question ([`Pipeline::ask_in`]) or asks for an explanation; progress is told to a callback.
+//! Never prints.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,6 +107,18 @@ pub struct Attempt {
     pub error: String,
 }
 
+/// What [`Pipeline::ask_in`] is doing, for a caller that shows progress (the pipeline itself
+/// never prints).
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// Generation `attempt` of at most `of` (1 + repairs) starts.
+    Answering { attempt: usize, of: usize },
+    /// An attempt failed and its repair is asked for next.
+    Failed { attempt: usize, failed: &'a Attempt },
+}
+
+pub use crate::llm::prompt::Turn;
+
 /// One answered question.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -201,6 +215,9 @@ pub struct Pipeline {
 /// The default schema budget: enough for most single databases, small enough for a small
 /// model to read well and prefill fast.
 pub const DEFAULT_CONTEXT_TOKENS: usize = 2048;
+
+/// The most tokens an explanation of a query (`\explain`) may take.
+pub const EXPLAIN_TOKENS: usize = 160;
 
 /// Distinct values read per text column, and rows scanned per column to find them.
 const VALUES_PER_COLUMN: usize = 1000;
@@ -462,8 +479,80 @@ impl Pipeline {
     /// the error and asked again, up to `repairs` times (refusals are final); the last error is
     /// returned if every attempt fails.
     pub fn ask(&mut self, question: &str, cancel: &Cancel) -> Result<Answer, AskError> {
-        let asked = self.ask_many(&[question], cancel)?;
+        self.ask_in(question, &[], cancel, &mut |_| {})
+    }
+
+    /// [`Pipeline::ask`] for a follow-up of `previous` (oldest first; empty: a question of its
+    /// own, asked exactly as `ask` asks it), telling `progress` of each attempt as it starts
+    /// and of each failure that is repaired. Only the shell asks follow-ups.
+    pub fn ask_in(
+        &mut self,
+        question: &str,
+        previous: &[Turn],
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Answer, AskError> {
+        let asked = self.ask_many_in(&[question], previous, cancel, progress)?;
         asked.into_iter().next().ok_or(AskError::NoModel)?.result
+    }
+
+    /// Tokens of the schema prefix [`Pipeline::warm_up`] would run through the model (`None`
+    /// without a model, or when the tables are chosen per question).
+    pub fn prefix_tokens(&self) -> Option<usize> {
+        if self.selects_tables() {
+            return None;
+        }
+        let engine = self.engine.as_ref()?;
+        let p = self.prompt_for(engine, "", &self.context);
+        engine
+            .tokenizer()
+            .encode(&p.prefix)
+            .ok()
+            .map(|ids| ids.len())
+    }
+
+    /// The model's explanation of `sql` in a few plain sentences (the question it answered
+    /// shown with it when there is one); nothing is run. At most [`EXPLAIN_TOKENS`] tokens,
+    /// cut back to the last full sentence.
+    pub fn explain(
+        &mut self,
+        question: Option<&str>,
+        sql: &str,
+        cancel: &Cancel,
+    ) -> Result<String, AskError> {
+        let context = self.context_for(question.unwrap_or(sql), cancel)?;
+        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+        let p = prompt::build_explain_prompt(
+            engine.template(),
+            question,
+            sql,
+            &context,
+            self.db.dialect(),
+        );
+        let opts = GenOptions {
+            max_new_tokens: EXPLAIN_TOKENS,
+            stop_at_fence_close: false,
+            stop_when: None,
+        };
+        let g = engine.generate(&p, &opts, cancel)?;
+        let text = g.text.trim();
+        let text = if g.new_tokens >= EXPLAIN_TOKENS {
+            text.rfind(". ").map_or(text, |i| &text[..=i]).trim_end()
+        } else {
+            text
+        };
+        Ok(text.to_string())
+    }
+
+    /// The database's query plan for `sql` (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN`
+    /// elsewhere), run through the same guard as any SQL.
+    pub fn plan(&mut self, sql: &str, cancel: &Cancel) -> Result<SqlRun, AskError> {
+        let sql = sql.trim().trim_end_matches(';').trim_end();
+        let explain = match self.dialect() {
+            Dialect::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+            Dialect::Postgres | Dialect::MySql => format!("EXPLAIN {sql}"),
+        };
+        self.run_sql(&explain, cancel)
     }
 
     /// Answers several questions as [`Pipeline::ask`] does each, in rounds: the first answers
@@ -476,13 +565,25 @@ impl Pipeline {
         questions: &[&str],
         cancel: &Cancel,
     ) -> Result<Vec<Asked>, AskError> {
+        self.ask_many_in(questions, &[], cancel, &mut |_| {})
+    }
+
+    /// [`Pipeline::ask_many`], every question a follow-up of `previous` (see
+    /// [`Pipeline::ask_in`]).
+    fn ask_many_in(
+        &mut self,
+        questions: &[&str],
+        previous: &[Turn],
+        cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<Vec<Asked>, AskError> {
         let t0 = Instant::now();
         if self.engine.is_none() {
             return Err(AskError::NoModel);
         }
         let mut open: Vec<Open> = Vec::with_capacity(questions.len());
         for q in questions {
-            let posed = self.pose(q, cancel)?;
+            let posed = self.pose(q, previous, cancel)?;
             open.push(Open {
                 prompt: posed.base.clone(),
                 posed,
@@ -495,7 +596,13 @@ impl Pipeline {
         // `active[k]` is the question `open[k]` answers.
         let mut active: Vec<usize> = (0..open.len()).collect();
         let mut first = true;
+        let mut round = 0;
         while !active.is_empty() {
+            round += 1;
+            progress(Progress::Answering {
+                attempt: round,
+                of: self.repairs + 1,
+            });
             let prompts: Vec<prompt::Prompt> = open.iter().map(|o| o.prompt.clone()).collect();
             let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
             let generations = match engine.generate_batch(&prompts, &self.gen, cancel) {
@@ -514,7 +621,7 @@ impl Pipeline {
             for ((mut o, i), generation) in open.drain(..).zip(active.drain(..)).zip(generations) {
                 o.generations += 1;
                 o.total.add(&generation);
-                match self.check(&mut o, &generation, t0, cancel) {
+                match self.check(&mut o, &generation, t0, cancel, progress) {
                     Some(result) => done[i] = Some(o.finish(result)),
                     None => {
                         next.push(o);
@@ -533,11 +640,23 @@ impl Pipeline {
 
     /// The context and prompt for `question` (with the table selection when the schema is over
     /// the budget).
-    fn pose(&mut self, question: &str, cancel: &Cancel) -> Result<Posed, AskError> {
+    fn pose(
+        &mut self,
+        question: &str,
+        previous: &[Turn],
+        cancel: &Cancel,
+    ) -> Result<Posed, AskError> {
         if self.engine.is_none() {
             return Err(AskError::NoModel);
         }
-        let context = self.context_for(question, cancel)?;
+        // A follow-up's tables are those of the whole conversation.
+        let context = if previous.is_empty() {
+            self.context_for(question, cancel)?
+        } else {
+            let mut all: Vec<&str> = previous.iter().map(|t| t.question.as_str()).collect();
+            all.push(question);
+            self.context_for(&all.join("\n"), cancel)?
+        };
         let selection = self.last_selection.as_ref();
         let tables = selection
             .map(|s| s.tables.iter().map(|c| c.table.clone()).collect())
@@ -546,7 +665,18 @@ impl Pipeline {
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
         Ok(Posed {
             question: question.to_string(),
-            base: self.prompt_for(engine, question, &context),
+            base: if previous.is_empty() {
+                self.prompt_for(engine, question, &context)
+            } else {
+                prompt::build_followup_prompt(
+                    engine.template(),
+                    question,
+                    &context,
+                    self.dialect(),
+                    &[],
+                    previous,
+                )
+            },
             tables,
             namespace,
         })
@@ -561,6 +691,7 @@ impl Pipeline {
         generation: &Generation,
         t0: Instant,
         cancel: &Cancel,
+        progress: &mut dyn FnMut(Progress<'_>),
     ) -> Option<Result<Answer, AskError>> {
         let result = match guard::extract_sql(&generation.text) {
             Some(sql) => {
@@ -608,6 +739,12 @@ impl Pipeline {
         o.prompt =
             prompt::build_repair_prompt(template, &o.posed.base, &sql, &shown, self.dialect());
         o.attempts.push(Attempt { sql, error });
+        if let Some(failed) = o.attempts.last() {
+            progress(Progress::Failed {
+                attempt: o.attempts.len(),
+                failed,
+            });
+        }
         None
     }
 

@@ -245,7 +245,7 @@ fn postgres_values_render_like_psql_and_stay_exact() {
     };
     assert_eq!(
         sqlora::shell::render::csv(&outcome),
-        "n,nothing\r\n12345678901234567890.0123456789,\r\n"
+        "n,nothing\n12345678901234567890.0123456789,\n"
     );
 }
 

@@ -831,3 +831,167 @@ fn train_checks_its_name_and_data_first() {
         "{err}"
     );
 }
+
+#[test]
+fn completions_print_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = sqlora(dir.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let s = text(&out.stdout);
+        assert!(
+            s.contains("sqlora") && s.contains("completions"),
+            "{shell}: {s}"
+        );
+    }
+    fails_in_one_line(dir.path(), &["completions", "tcsh"], "invalid value 'tcsh'");
+}
+
+#[test]
+fn config_path_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        "[defaults]\nformat = \"csv\"\ntimeout = 9\nnull = \"-\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], db_env: Option<&str>| {
+        let mut c = sqlora(dir.path());
+        c.env("SQLORA_CONFIG", &file).args(args);
+        if let Some(v) = db_env {
+            c.env("DATABASE_URL", v);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(
+        run(&["config", "path"], None).trim(),
+        file.to_str().unwrap()
+    );
+    let show = run(
+        &["config", "show"],
+        Some("postgres://ann:s3cret@db.example/shop"),
+    );
+    assert!(!show.contains("s3cret"), "{show}");
+    assert!(
+        show.contains("postgres://ann@db.example/shop") && show.contains("$DATABASE_URL"),
+        "{show}"
+    );
+    assert!(
+        show.contains("format     csv  (from the config file)"),
+        "{show}"
+    );
+    assert!(
+        show.contains("timeout    9  (from the config file)"),
+        "{show}"
+    );
+    assert!(show.contains("max_rows   1000  (default)"), "{show}");
+
+    // The file's defaults apply, and the command line wins over them.
+    let db = dir.path().join("t.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (a INTEGER, b TEXT); INSERT INTO t VALUES (1, NULL), (2, 'x');",
+    )
+    .unwrap();
+    drop(conn);
+    let db = db.to_str().unwrap();
+    let csv = run(&["ask", "--db", db, "SELECT a FROM t ORDER BY a"], None);
+    assert_eq!(csv.trim(), "a\n1\n2", "{csv}");
+    let json = run(
+        &["ask", "--db", db, "--format", "json", "SELECT a FROM t"],
+        None,
+    );
+    assert!(json.trim_start().starts_with('{'), "{json}");
+
+    // A bad file: one line naming the file and the line; `config path` still answers.
+    std::fs::write(&file, "[defaults]\nformat = \"csv\"\nmax_rows = 0\n").unwrap();
+    let mut c = sqlora(dir.path());
+    let out = c
+        .env("SQLORA_CONFIG", &file)
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(file.to_str().unwrap()) && err.contains("line 3"),
+        "{err}"
+    );
+    assert!(err.contains("defaults.max_rows"), "{err}");
+    assert_eq!(
+        run(&["config", "path"], None).trim(),
+        file.to_str().unwrap()
+    );
+}
+
+#[test]
+fn a_database_or_a_question_as_the_first_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE items (id INTEGER, name TEXT); INSERT INTO items VALUES (1, 'tea'), (2, 'cake');")
+        .unwrap();
+    drop(conn);
+    let db = db.to_str().unwrap();
+    // `sqlora DB QUESTION`: answered at once on that database (SQL runs without the model).
+    let out = sqlora(dir.path())
+        .args(["--format", "csv", db, "SELECT name FROM items ORDER BY id"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "name\ntea\ncake");
+    // `sqlora QUESTION`: on the default (demo) database, as `sqlora ask`.
+    let out = sqlora(dir.path())
+        .args(["--format", "csv", "SELECT count(*) AS n FROM customers"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("n\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    // `sqlora DB`: the shell on it.
+    let mut child = sqlora(dir.path())
+        .args([db, "--model", "/nonexistent/m.gguf"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT name FROM items WHERE id = 2\n\\q\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("shop.sqlite"), "{stderr}");
+    assert!(stdout.contains("cake"), "{stdout}");
+    // A missing file that reads as one is a typo, said before anything loads.
+    fails_in_one_line(
+        dir.path(),
+        &["nosuch.sqlite"],
+        "no database file `nosuch.sqlite`",
+    );
+}
+
+#[test]
+fn a_missing_adapter_is_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = fails_in_one_line(
+        dir.path(),
+        &["adapters", "remove", "spider"],
+        "no adapter named `spider`",
+    );
+    assert!(!err.contains("adapter no adapter"), "{err}");
+}

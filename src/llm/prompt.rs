@@ -200,6 +200,90 @@ pub fn build_repair_prompt(
     }
 }
 
+/// An earlier question of the same conversation and the SQL that answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub question: String,
+    pub sql: String,
+}
+
+/// Builds the prompt for a follow-up `question` asked after `previous` (oldest first): the
+/// first earlier question is asked as in [`build_prompt`] and answered with its SQL, each later
+/// one and then `question` come as follow-up turns. The prefix is [`build_prompt`]'s, so the
+/// cached schema prefix still serves; with no previous turn this is [`build_prompt`] exactly.
+pub fn build_followup_prompt(
+    template: ChatTemplate,
+    question: &str,
+    context: &str,
+    dialect: Dialect,
+    examples: &[Example],
+    previous: &[Turn],
+) -> Prompt {
+    let Some((first, later)) = previous.split_first() else {
+        return build_prompt(template, question, context, dialect, examples);
+    };
+    let mut p = build_prompt(template, &first.question, context, dialect, examples);
+    let mut answered = first;
+    for turn in later.iter().chain(std::iter::once(&Turn {
+        question: question.to_string(),
+        sql: String::new(),
+    })) {
+        p.suffix.push_str(answered.sql.trim());
+        p.suffix.push_str("\n```");
+        p.suffix.push_str(template.close());
+        p.suffix.push_str(&template.open("user"));
+        p.suffix.push_str(&format!(
+            "Follow-up question: {}\nWrite one {} query that answers the follow-up question: \
+             change the previous query as the follow-up asks, using only the tables and columns \
+             in Context. Answer with the SQL query only.",
+            turn.question.trim(),
+            dialect.name()
+        ));
+        p.suffix.push_str(template.close());
+        p.suffix.push_str(&template.open("assistant"));
+        p.suffix.push_str(ANSWER_START);
+        answered = turn;
+    }
+    p
+}
+
+/// Builds the prompt that asks the model to explain `sql` in plain sentences: after the same
+/// cached schema prefix, the question it answered (when there is one, as it was asked) and the
+/// SQL as the answer, then the request. The model's answer is prose, not a code block.
+pub fn build_explain_prompt(
+    template: ChatTemplate,
+    question: Option<&str>,
+    sql: &str,
+    context: &str,
+    dialect: Dialect,
+) -> Prompt {
+    const ASK: &str = "Explain in two or three plain sentences what this query does, for \
+                       someone who does not read SQL. Do not write SQL.";
+    match question.map(str::trim).filter(|q| !q.is_empty()) {
+        Some(q) => {
+            let mut p = build_prompt(template, q, context, dialect, &[]);
+            p.suffix.push_str(sql.trim());
+            p.suffix.push_str("\n```");
+            p.suffix.push_str(template.close());
+            p.suffix.push_str(&template.open("user"));
+            p.suffix.push_str(ASK);
+            p.suffix.push_str(template.close());
+            p.suffix.push_str(&template.open("assistant"));
+            p
+        }
+        None => {
+            let mut p = build_prompt(template, "", context, dialect, &[]);
+            p.suffix = format!(
+                "{ASK}\n```sql\n{}\n```\n\n### Response:\n{}{}",
+                sql.trim(),
+                template.close(),
+                template.open("assistant")
+            );
+            p
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +375,140 @@ mod tests {
             ChatTemplate::Llama3
         );
         assert_eq!(ChatTemplate::from_template_text(""), ChatTemplate::Plain);
+    }
+
+    /// The single-question prompt, byte for byte: `eval` and `ask` send this, and measured
+    /// accuracy depends on it not moving.
+    #[test]
+    fn single_question_prompt_is_unchanged() {
+        let p = build_prompt(
+            ChatTemplate::ChatMl,
+            "How many t?",
+            CTX,
+            Dialect::Sqlite,
+            &[],
+        );
+        let expected = "<|im_start|>system\nYou are an expert data analyst who writes correct, \
+            efficient SQL.<|im_end|>\n<|im_start|>user\n### Instruction:\nWrite one SQLite query \
+            that answers the question in Input, using only the tables and columns in Context. \
+            Select only the columns the question asks for. Answer with the SQL query only.\n\
+            SQLite: dates are TEXT 'YYYY-MM-DD'; use strftime('%Y', col) for the year, \
+            strftime('%Y-%m', col) for the month, date('now'); use LIMIT n; quote identifiers \
+            with double quotes only when needed.\n\n### Context:\nCREATE TABLE t (id INTEGER \
+            PRIMARY KEY, name TEXT);\n\n### Input:\nHow many t?\n\n### Response:\n<|im_end|>\n\
+            <|im_start|>assistant\n```sql\n";
+        assert_eq!(p.text(), expected);
+        assert_eq!(
+            build_followup_prompt(
+                ChatTemplate::ChatMl,
+                "How many t?",
+                CTX,
+                Dialect::Sqlite,
+                &[],
+                &[]
+            ),
+            p,
+            "no previous turn: the very same prompt"
+        );
+    }
+
+    #[test]
+    fn followup_prompt_puts_the_previous_turn_after_the_schema_prefix() {
+        let prev = [Turn {
+            question: "List the names of t".into(),
+            sql: "SELECT name FROM t".into(),
+        }];
+        let single = build_prompt(
+            ChatTemplate::ChatMl,
+            "and only id 3?",
+            CTX,
+            Dialect::Sqlite,
+            &[],
+        );
+        let f = build_followup_prompt(
+            ChatTemplate::ChatMl,
+            "and only id 3?",
+            CTX,
+            Dialect::Sqlite,
+            &[],
+            &prev,
+        );
+        // The schema prefix is the one every question shares: its KV cache still serves.
+        assert_eq!(f.prefix, single.prefix);
+        assert!(!f.prefix.contains("List the names"));
+        let s = &f.suffix;
+        let q0 = s.find("List the names of t\n\n### Response:\n").unwrap();
+        let sql0 = s
+            .find("```sql\nSELECT name FROM t\n```<|im_end|>\n")
+            .unwrap();
+        let q1 = s.find("Follow-up question: and only id 3?\n").unwrap();
+        assert!(q0 == 0 && q0 < sql0 && sql0 < q1);
+        assert!(s.ends_with("<|im_end|>\n<|im_start|>assistant\n```sql\n"));
+        assert_eq!(f.answer_start(), ANSWER_START);
+        // A repair of a follow-up extends it and keeps the prefix.
+        let r = build_repair_prompt(
+            ChatTemplate::ChatMl,
+            &f,
+            "SELECT x",
+            "no x",
+            Dialect::Sqlite,
+        );
+        assert_eq!(r.prefix, f.prefix);
+        assert!(r.suffix.starts_with(&f.suffix));
+    }
+
+    #[test]
+    fn followup_chain_keeps_every_turn_in_order() {
+        let prev = [
+            Turn {
+                question: "q one".into(),
+                sql: "SELECT 1".into(),
+            },
+            Turn {
+                question: "and q two".into(),
+                sql: "SELECT 2".into(),
+            },
+        ];
+        let f = build_followup_prompt(
+            ChatTemplate::Plain,
+            "q three",
+            CTX,
+            Dialect::Sqlite,
+            &[],
+            &prev,
+        );
+        let s = &f.suffix;
+        let at = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle} in {s}"));
+        assert!(at("q one") < at("SELECT 1"));
+        assert!(at("SELECT 1") < at("Follow-up question: and q two"));
+        assert!(at("Follow-up question: and q two") < at("SELECT 2"));
+        assert!(at("SELECT 2") < at("Follow-up question: q three"));
+        assert!(s.ends_with(ANSWER_START));
+    }
+
+    #[test]
+    fn explain_prompt_shows_the_sql_and_asks_for_prose() {
+        let base = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Sqlite, &[]);
+        for question in [Some("List the names of t"), None] {
+            let p = build_explain_prompt(
+                ChatTemplate::ChatMl,
+                question,
+                "SELECT name FROM t",
+                CTX,
+                Dialect::Sqlite,
+            );
+            assert_eq!(p.prefix, base.prefix, "the cached schema prefix serves");
+            assert!(p.suffix.contains("```sql\nSELECT name FROM t\n```"));
+            assert!(p.suffix.contains("plain sentences"));
+            assert!(p.suffix.ends_with("<|im_start|>assistant\n"));
+            assert_eq!(
+                p.answer_start(),
+                "",
+                "the answer is prose, not a code block"
+            );
+            if let Some(q) = question {
+                assert!(p.suffix.starts_with(q));
+            }
+        }
     }
 }

@@ -30,13 +30,47 @@ pub const COMMANDS: &[MetaCommand] = &[
     },
     MetaCommand {
         name: "tables",
-        aliases: &["dt", "d"],
+        aliases: &["dt"],
         args: "",
         help: "list tables and views",
         run: |sh, _| {
             sh.print_tables();
             Flow::Continue
         },
+    },
+    MetaCommand {
+        name: "d",
+        aliases: &[],
+        args: "[TABLE]",
+        help: "list tables, or a table's columns, types, nullability and keys",
+        run: |sh, arg| {
+            sh.describe(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "e",
+        aliases: &["edit"],
+        args: "",
+        help: "edit the last SQL or question in $VISUAL/$EDITOR, then run it",
+        run: |sh, _| sh.edit_last(),
+    },
+    MetaCommand {
+        name: "o",
+        aliases: &["out"],
+        args: "[FILE]",
+        help: "send results to FILE; no FILE: back to stdout",
+        run: |sh, arg| {
+            sh.set_output(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "i",
+        aliases: &["include"],
+        args: "FILE",
+        help: "run each statement and question of FILE in turn",
+        run: |sh, arg| sh.include(arg),
     },
     MetaCommand {
         name: "schema",
@@ -85,6 +119,36 @@ pub const COMMANDS: &[MetaCommand] = &[
         help: "how results are printed",
         run: |sh, arg| {
             sh.set_format(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "x",
+        aliases: &[],
+        args: "[on|off|auto]",
+        help: "expanded display: each row as a record (auto: when the table is too wide)",
+        run: |sh, arg| {
+            set_expanded(sh, arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "pager",
+        aliases: &[],
+        args: "[on|off]",
+        help: "page output taller or wider than the terminal ($SQLORA_PAGER, $PAGER, less -SRFX)",
+        run: |sh, arg| {
+            set_pager(sh, arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "pset",
+        aliases: &[],
+        args: "null [TEXT]",
+        help: "how NULL shows in tables (empty by default); also pset expanded|pager|format",
+        run: |sh, arg| {
+            pset(sh, arg);
             Flow::Continue
         },
     },
@@ -159,6 +223,26 @@ pub const COMMANDS: &[MetaCommand] = &[
         },
     },
     MetaCommand {
+        name: "new",
+        aliases: &[],
+        args: "",
+        help: "start over: the next question is not a follow-up of earlier ones",
+        run: |sh, _| {
+            sh.new_conversation();
+            Flow::Continue
+        },
+    },
+    MetaCommand {
+        name: "explain",
+        aliases: &[],
+        args: "[plan]",
+        help: "the last SQL in plain words (no SQL runs), or the database's plan for it",
+        run: |sh, arg| {
+            sh.explain(arg);
+            Flow::Continue
+        },
+    },
+    MetaCommand {
         name: "refresh",
         aliases: &[],
         args: "",
@@ -169,6 +253,75 @@ pub const COMMANDS: &[MetaCommand] = &[
         },
     },
 ];
+
+/// `\x [on|off|auto]`, in psql's words; no argument toggles on and off.
+fn set_expanded(sh: &mut Shell, arg: &str) {
+    use super::render::Expanded;
+    sh.look.expanded = match arg.trim() {
+        "" if sh.look.expanded == Expanded::Off => Expanded::On,
+        "" => Expanded::Off,
+        arg => match arg.parse() {
+            Ok(x) => x,
+            Err(e) => return eprintln!("sqlora: {e}"),
+        },
+    };
+    eprintln!(
+        "Expanded display is {}.",
+        match sh.look.expanded {
+            Expanded::On => "on",
+            Expanded::Off => "off",
+            Expanded::Auto => "used automatically",
+        }
+    );
+}
+
+/// `\pager [on|off]`; no argument toggles. Says when the environment leaves no pager.
+fn set_pager(sh: &mut Shell, arg: &str) {
+    sh.pager = match arg.trim().to_ascii_lowercase().as_str() {
+        "" => !sh.pager,
+        "on" | "true" | "1" => true,
+        "off" | "false" | "0" => false,
+        other => return eprintln!("sqlora: unknown pager setting `{other}` (on, off)"),
+    };
+    match (sh.pager, super::pager::command()) {
+        (false, _) => eprintln!("Pager usage is off."),
+        (true, None) => {
+            eprintln!("Pager is on, but SQLORA_PAGER or PAGER is set empty: output is not paged.")
+        }
+        (true, Some(cmd)) => eprintln!("Pager ({cmd}) is used for long or wide output."),
+    }
+}
+
+/// The text of `\pset null '(null)'`: one pair of matching quotes around it is dropped.
+fn unquote(s: &str) -> &str {
+    let s = s.trim();
+    for q in ['\'', '"'] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    s
+}
+
+/// `\pset null [TEXT]` (no TEXT: show it), and psql's `\pset expanded|x|pager|format`
+/// spelled as sqlora's own commands; other options are one line saying so.
+fn pset(sh: &mut Shell, arg: &str) {
+    let (option, value) = split(arg);
+    match option.to_ascii_lowercase().as_str() {
+        "null" if value.is_empty() => eprintln!("Null display is \"{}\".", sh.look.null),
+        "null" => {
+            sh.look.null = unquote(value).to_string();
+            eprintln!("Null display is \"{}\".", sh.look.null);
+        }
+        "expanded" | "x" => set_expanded(sh, value),
+        "pager" => set_pager(sh, value),
+        "format" => sh.set_format(value),
+        "" => eprintln!("usage: \\pset null [TEXT] (also expanded, pager, format)"),
+        other => {
+            eprintln!("sqlora: \\pset {other} is not supported (null, expanded, pager, format are)")
+        }
+    }
+}
 
 /// Finds a command by name or alias (case-insensitive).
 pub fn lookup(name: &str) -> Option<&'static MetaCommand> {
@@ -202,6 +355,11 @@ pub fn help_text() -> String {
         };
         s.push_str(&format!("  {usage:<28} {}\n", c.help));
     }
+    s.push_str(
+        "A question that starts with \"and\", \"only\", \"what about\"… or points back \
+         (\"those\", \"them\") is a follow-up:\nit is asked with the earlier questions and \
+         their SQL until \\new.\n",
+    );
     s.push_str("Ctrl-C cancels a running answer or query; Ctrl-D quits.");
     s
 }
@@ -219,6 +377,15 @@ mod tests {
         assert_eq!(split("\\sql SELECT 1 ;"), ("sql", "SELECT 1 ;"));
         assert_eq!(split("\\tables"), ("tables", ""));
         assert_eq!(split("\\schema  orders "), ("schema", "orders"));
+    }
+
+    #[test]
+    fn pset_values_lose_one_pair_of_quotes() {
+        assert_eq!(unquote("(null)"), "(null)");
+        assert_eq!(unquote("'(null)'"), "(null)");
+        assert_eq!(unquote("\"∅\""), "∅");
+        assert_eq!(unquote("''"), "");
+        assert_eq!(unquote("'a"), "'a");
     }
 
     #[test]

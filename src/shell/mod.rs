@@ -4,6 +4,11 @@
 //! cover the query (long values are shortened for the terminal, see [`render`]).
 
 pub mod commands;
+pub mod complete;
+pub mod conversation;
+pub mod input;
+pub mod pager;
+pub mod progress;
 pub mod render;
 
 use std::io::IsTerminal;
@@ -13,10 +18,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
-use rustyline::{Context, Editor, Helper, Highlighter, Hinter, Validator};
+use rustyline::Editor;
 
 use crate::cancel::Cancel;
 use crate::cli::ShellArgs;
@@ -35,6 +39,10 @@ pub struct Shell {
     timing: bool,
     cancel: Cancel,
     color: bool,
+    /// How tables look: NULL (`\pset null`) and records (`\x`).
+    look: render::Look,
+    /// `\pager`: output taller or wider than the terminal goes through the pager.
+    pager: bool,
     model_error: Option<String>,
     /// Where answers and verdicts are kept (absent when it could not be opened).
     feedback: Option<crate::feedback::Store>,
@@ -42,6 +50,10 @@ pub struct Shell {
     last: Option<LastAnswer>,
     /// Answers whose verdict this session changed, newest last (for `\undo`).
     judged: Vec<i64>,
+    /// Earlier turns a follow-up is asked with, and the SQL `\explain` explains.
+    conversation: conversation::Conversation,
+    /// Multi-line SQL, `\e`, `\o`, `\i` and the Ctrl-C hint (see [`input`]).
+    input: input::State,
 }
 
 struct LastAnswer {
@@ -76,7 +88,10 @@ pub fn run(args: ShellArgs) -> Result<()> {
         if tables == 1 { "" } else { "s" }
     );
     let mut model_error = None;
-    match crate::load_engine(&args.common.model) {
+    let spinner = progress::Spinner::start("loading the model");
+    let loaded = crate::load_engine(&args.common.model);
+    drop(spinner);
+    match loaded {
         Ok(mut engine) => {
             let info = engine.info().clone();
             let db_id = pipeline.describe_db();
@@ -92,14 +107,20 @@ pub fn run(args: ShellArgs) -> Result<()> {
             }
             pipeline.set_engine(engine);
             eprintln!(
-                "model {} ({}) loaded on {} in {:.1} s; reading the schema into it…",
-                info.name,
+                "model {} from {} loaded on {} in {:.1} s; reading the schema into it…",
+                crate::model_label(&info.path),
                 info.path.display(),
                 info.device,
                 info.load_secs
             );
             let t = std::time::Instant::now();
-            match pipeline.warm_up(&cancel) {
+            let spinner = progress::Spinner::start(&match pipeline.prefix_tokens() {
+                Some(n) => format!("reading the schema into the model ({n} tokens)"),
+                None => "reading the schema".into(),
+            });
+            let warmed = pipeline.warm_up(&cancel);
+            drop(spinner);
+            match warmed {
                 Ok(0) if pipeline.selects_tables() => eprintln!(
                     "schema context: over the budget of {} tokens, so the tables are chosen per \
                      question (\\context shows them); value index ready in {:.1} s",
@@ -135,16 +156,30 @@ pub fn run(args: ShellArgs) -> Result<()> {
         format: args.format,
         timing: false,
         cancel,
-        color: std::io::stdout().is_terminal(),
+        // No escape bytes unless both outputs are terminals, nor under NO_COLOR (non-empty).
+        color: std::io::stdout().is_terminal()
+            && std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        // NULL is empty unless `--null` (or the config) says otherwise, as in psql.
+        look: render::Look {
+            null: args.null.clone().unwrap_or_default(),
+            ..render::Look::default()
+        },
+        // Never pages anything but a terminal, whatever this says (see `page_or_print`).
+        pager: args
+            .pager
+            .unwrap_or_else(|| std::io::stdout().is_terminal()),
         model_error,
         feedback,
         last: None,
         judged: Vec::new(),
+        conversation: Default::default(),
+        input: Default::default(),
     };
     shell.repl(editor)
 }
 
-fn new_editor() -> Result<Editor<ShellHelper, FileHistory>> {
+fn new_editor() -> Result<Editor<complete::SqlHelper, FileHistory>> {
     let config = rustyline::Config::builder()
         .auto_add_history(false)
         .max_history_size(10_000)?
@@ -201,91 +236,14 @@ fn edit_sql(start: &str) -> std::result::Result<String, String> {
     }
 }
 
-#[derive(Helper, Hinter, Highlighter, Validator)]
-struct ShellHelper {
-    words: Vec<String>,
-}
-
-impl Completer for ShellHelper {
-    type Candidate = Pair;
-    fn complete(
-        &self,
-        line: &str,
-        pos: usize,
-        _: &Context<'_>,
-    ) -> rustyline::Result<(usize, Vec<Pair>)> {
-        let head = &line[..pos];
-        let start = head
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '\\'))
-            .map_or(0, |i| i + 1);
-        let word = &head[start..];
-        if word.is_empty() {
-            return Ok((pos, Vec::new()));
-        }
-        let pairs: Vec<Pair> = if let Some(cmd) = word.strip_prefix('\\') {
-            commands::COMMANDS
-                .iter()
-                .flat_map(|c| std::iter::once(c.name).chain(c.aliases.iter().copied()))
-                .filter(|n| n.starts_with(cmd))
-                .map(|n| Pair {
-                    display: format!("\\{n}"),
-                    replacement: format!("\\{n}"),
-                })
-                .collect()
-        } else {
-            let lw = word.to_ascii_lowercase();
-            self.words
-                .iter()
-                .filter(|w| w.to_ascii_lowercase().starts_with(&lw))
-                .map(|w| Pair {
-                    display: w.clone(),
-                    replacement: w.clone(),
-                })
-                .collect()
-        };
-        Ok((start, pairs))
-    }
-}
-
 fn history_path() -> Option<PathBuf> {
     crate::paths::data_dir().ok().map(|d| d.join("history.txt"))
 }
 
-/// Words that start SQL the user typed directly (rather than a question).
-const SQL_STARTS: &[&str] = &[
-    "SELECT", "WITH", "VALUES", "EXPLAIN", "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER",
-    "PRAGMA", "ATTACH", "DETACH", "REPLACE", "TRUNCATE", "GRANT", "VACUUM", "SHOW", "DESCRIBE",
-];
-
-/// True when `line` is SQL rather than a question: it starts with a SQL keyword and parses.
+/// True when `line` is SQL rather than a question: it starts with a statement keyword and
+/// parses, and is no SHOW/DESCRIBE (English starts with those too); see [`input`] for the rule.
 pub fn looks_like_sql(line: &str, dialect: Dialect) -> bool {
-    // Leading comments and parentheses do not make a line less SQL: `/*!…*/ (SELECT 1)`.
-    let mut rest = line.trim_start();
-    loop {
-        if let Some(r) = rest.strip_prefix("/*") {
-            rest = r
-                .split_once("*/")
-                .map_or("", |(_, after)| after)
-                .trim_start();
-        } else if let Some(r) = rest.strip_prefix("--") {
-            rest = r
-                .split_once('\n')
-                .map_or("", |(_, after)| after)
-                .trim_start();
-        } else if let Some(r) = rest.strip_prefix('(') {
-            rest = r.trim_start();
-        } else {
-            break;
-        }
-    }
-    let first: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
-    if !SQL_STARTS.iter().any(|k| k.eq_ignore_ascii_case(&first)) {
-        return false;
-    }
-    crate::guard::is_sql(line, dialect)
+    input::is_sql_line(line, dialect)
 }
 
 /// What the note under a shortened result in the shell points to: for a table, the longer
@@ -309,13 +267,15 @@ enum NotShown {
     Failed,
 }
 
-/// Renders `o` in `format` on a worker thread (cells capped, CSV and JSON values at
-/// [`render::SHELL_VALUE_CHARS`]) and waits for it until `deadline` or until `cancel` is
-/// set, checked before each wait. On either the worker is told to stop and left to finish
-/// alone: the shell does not wait for it.
+/// Renders `o` in `format` as `look` says, fitted to `width` (the terminal's; `None`: not one)
+/// on a worker thread (cells capped, CSV and JSON values at [`render::SHELL_VALUE_CHARS`])
+/// and waits for it until `deadline` or until `cancel` is set, checked before each wait. On
+/// either the worker is told to stop and left to finish alone: the shell does not wait for it.
 fn render_within(
     o: Outcome,
     format: Format,
+    look: render::Look,
+    width: Option<u16>,
     deadline: Instant,
     cancel: &Cancel,
 ) -> std::result::Result<render::Shown, NotShown> {
@@ -324,8 +284,8 @@ fn render_within(
     {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            // comfy-table measures the terminal itself when stdout is one.
-            let shown = render::show(&o, format, None, Some(render::SHELL_VALUE_CHARS), &stop);
+            let chars = Some(render::SHELL_VALUE_CHARS);
+            let shown = render::show_as(&o, format, &look, width, chars, &stop);
             let _ = tx.send(shown);
         });
     }
@@ -349,34 +309,36 @@ fn render_within(
 }
 
 impl Shell {
-    fn words(&self) -> Vec<String> {
-        let mut w: Vec<String> = Vec::new();
-        for t in &self.pipeline.schema().tables {
-            w.push(t.name.clone());
-            w.extend(t.columns.iter().map(|c| c.name.clone()));
-        }
-        w.sort();
-        w.dedup();
-        w
+    /// Table and column names for completion.
+    fn names(&self) -> Vec<complete::TableNames> {
+        let tables = &self.pipeline.schema().tables;
+        let names = tables.iter().map(|t| {
+            let columns = t.columns.iter().map(|c| c.name.clone()).collect();
+            (t.name.clone(), columns)
+        });
+        names.collect()
     }
 
-    fn repl(&mut self, mut rl: Editor<ShellHelper, FileHistory>) -> Result<()> {
-        rl.set_helper(Some(ShellHelper {
-            words: self.words(),
-        }));
+    fn repl(&mut self, mut rl: Editor<complete::SqlHelper, FileHistory>) -> Result<()> {
+        rl.set_helper(Some(complete::SqlHelper::new(
+            self.names(),
+            complete::color_here(),
+        )));
         let hist = history_path();
         if let Some(h) = &hist {
             let _ = rl.load_history(h);
         }
+        self.bind_ctrl_c(&mut rl);
         loop {
             let prompt = match self.pipeline.engine().and_then(|e| e.adapter_name()) {
                 Some(a) => format!("sqlora[{a}]> "),
                 None => "sqlora> ".to_string(),
             };
-            match rl.readline(&prompt) {
+            match rl.readline(&self.input.prompt(&prompt)) {
                 Ok(line) => {
                     let line = line.trim();
-                    if line.is_empty() {
+                    // An empty line ends (discards) a buffered statement.
+                    if line.is_empty() && !self.input.buffering() {
                         continue;
                     }
                     let _ = rl.add_history_entry(line);
@@ -388,10 +350,10 @@ impl Shell {
                         break;
                     }
                     if let Some(h) = rl.helper_mut() {
-                        h.words = self.words();
+                        h.set_schema(self.names());
                     }
                 }
-                Err(ReadlineError::Interrupted) => continue,
+                Err(ReadlineError::Interrupted) => self.on_interrupt(),
                 Err(ReadlineError::Eof) => break,
                 Err(e) => return Err(e.into()),
             }
@@ -411,12 +373,8 @@ impl Shell {
                 }
             };
         }
-        if looks_like_sql(line, self.pipeline.dialect()) {
-            self.run_sql(line);
-        } else {
-            self.ask(line);
-        }
-        Flow::Continue
+        // SQL (over lines until `;`), a question, or a psql habit: see [`input`].
+        self.on_line(line)
     }
 
     fn paint(&self, code: &str, s: &str) -> String {
@@ -440,26 +398,36 @@ impl Shell {
             .max(Duration::from_secs(1));
         let count = render::row_count_line(&o);
         let has_columns = !o.columns.is_empty();
-        match render_within(o, self.format, Instant::now() + budget, &self.cancel) {
+        let size = pager::terminal_size();
+        let (look, width) = (self.look.clone(), size.map(|(cols, _)| cols));
+        let deadline = Instant::now() + budget;
+        match render_within(o, self.format, look, width, deadline, &self.cancel) {
+            // `\o FILE`: the result goes there.
+            Ok(shown) if self.input.write_result(&shown.text, &count) => {}
             Ok(shown) => {
                 let note = render::shortened_note(shown.shortened, &whole_values_hint(self.format));
+                let mut out = String::new();
+                let mut line = |s: &str| {
+                    out.push_str(s);
+                    out.push('\n');
+                };
                 match self.format {
                     Format::Table => {
-                        if has_columns {
-                            println!("{}", shown.text);
+                        // Expanded display of no rows is no text at all.
+                        if has_columns && !shown.text.is_empty() {
+                            line(&shown.text);
                         }
-                        println!("{}", self.paint("2", &count));
-                        if let Some(note) = note {
-                            println!("{}", self.paint("2", &note));
-                        }
-                    }
-                    _ => {
-                        println!("{}", shown.text.trim_end());
-                        // Kept off stdout, which holds nothing but the CSV or JSON.
-                        if let Some(note) = note {
-                            eprintln!("{}", self.paint("2", &note));
+                        line(&self.paint("2", &count));
+                        if let Some(note) = &note {
+                            line(&self.paint("2", note));
                         }
                     }
+                    _ => line(shown.text.trim_end()),
+                }
+                self.page_or_print(&out, size);
+                // Kept off stdout, which holds nothing but the CSV or JSON.
+                if let (Format::Csv | Format::Json, Some(note)) = (self.format, note) {
+                    eprintln!("{}", self.paint("2", &note));
                 }
             }
             Err(NotShown::Cancelled) => {
@@ -484,7 +452,34 @@ impl Shell {
         }
     }
 
+    /// Writes `out` to stdout: through the pager when `\pager` is on, stdout is a terminal of
+    /// `size` and `out` is taller or wider than it; else (or when the pager cannot run) whole.
+    fn page_or_print(&self, out: &str, size: Option<(u16, u16)>) {
+        use std::io::Write;
+        if let (true, Some(size)) = (self.pager, size) {
+            if let Some(cmd) = pager::command().filter(|_| pager::too_big(out, size)) {
+                match pager::page(out, &cmd, &self.cancel) {
+                    Ok(()) => return,
+                    Err(e) => eprintln!("sqlora: {e}; printing instead (\\pager off)"),
+                }
+            }
+        }
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout loses the output, not the shell.
+        let _ = stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush());
+    }
+
     fn report(&self, e: &AskError) {
+        // While `\i` runs a file, each failure is one line that says where.
+        if let Some(at) = &self.input.location {
+            eprintln!(
+                "{}",
+                self.paint("31", &format!("{at}: error: {}", e.one_line()))
+            );
+            return;
+        }
         let msg = e.to_string();
         let mut lines = msg.lines();
         eprintln!(
@@ -502,24 +497,62 @@ impl Shell {
             eprintln!("sqlora: no model ({e}); type SQL or use \\sql");
             return;
         }
-        let result = self.pipeline.ask(question, &self.cancel);
-        self.log_answer(question, &result);
+        let previous = self.conversation.previous_for(question).to_vec();
+        if let Some(first) = previous.first() {
+            eprintln!(
+                "{}",
+                self.paint(
+                    "2",
+                    &format!(
+                        "follow-up of \"{}\" ({} earlier; \\new starts over)",
+                        first.question,
+                        previous.len()
+                    )
+                )
+            );
+        }
+        let result = {
+            let spinner = progress::Spinner::start("answering");
+            // `self.paint` would borrow the whole shell while the pipeline answers.
+            let color = self.color;
+            let paint = move |s: &str| {
+                if color {
+                    format!("\x1b[2m{s}\x1b[0m")
+                } else {
+                    s.to_string()
+                }
+            };
+            let mut on = |p: crate::pipeline::Progress<'_>| match p {
+                crate::pipeline::Progress::Answering { attempt, of } => {
+                    spinner.detail(&format!("attempt {attempt}/{of}"))
+                }
+                // Each failed attempt on one line as it fails, SQL and error.
+                crate::pipeline::Progress::Failed { attempt, failed } => {
+                    let sql = failed.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+                    let error = failed
+                        .error
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    spinner.println(&paint(&format!(
+                        "attempt {attempt} failed: {error} — SQL: {} (repairing)",
+                        crate::pipeline::clip(&sql)
+                    )));
+                }
+            };
+            self.pipeline
+                .ask_in(question, &previous, &self.cancel, &mut on)
+        };
+        // A follow-up is logged with what it follows, so that it reads as a whole question.
+        let logged = match previous.last() {
+            Some(t) => format!("{} (follow-up: {})", t.question, question.trim()),
+            None => question.to_string(),
+        };
+        self.log_answer(&logged, &result);
+        self.conversation
+            .record(question, !previous.is_empty(), &result);
         match result {
             Ok(a) => {
-                for (i, at) in a.attempts.iter().enumerate() {
-                    let sql = at.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-                    eprintln!(
-                        "{}",
-                        self.paint(
-                            "2",
-                            &format!(
-                                "attempt {}: {sql}\n  failed: {} (repairing)",
-                                i + 1,
-                                at.error
-                            )
-                        )
-                    );
-                }
                 println!("{}", self.paint("36", &a.sql));
                 self.print_outcome(a.outcome, a.query_secs);
                 if self.timing {
@@ -658,6 +691,7 @@ impl Shell {
                 println!("{}", self.paint("36", &r.sql));
                 self.print_outcome(r.outcome, r.query_secs);
                 self.judge(crate::feedback::Verdict::Corrected, Some(&r.sql), None);
+                self.conversation.corrected(&r.sql);
             }
             Err(e) => {
                 self.report(&e);
@@ -739,7 +773,10 @@ impl Shell {
                 return;
             }
         }
-        if let Err(e) = self.pipeline.warm_up(&self.cancel) {
+        let spinner = progress::Spinner::start("reading the schema into the model");
+        let warmed = self.pipeline.warm_up(&self.cancel);
+        drop(spinner);
+        if let Err(e) = warmed {
             eprintln!("sqlora: {e}");
         }
         self.cancel.reset();
@@ -808,6 +845,7 @@ impl Shell {
         }
         match self.pipeline.run_sql(sql, &self.cancel) {
             Ok(r) => {
+                self.conversation.ran_sql(&r.sql);
                 self.print_outcome(r.outcome, r.query_secs);
                 if self.timing {
                     eprintln!(
@@ -953,15 +991,19 @@ mod tests {
         }
     }
 
+    fn look() -> render::Look {
+        render::Look::default()
+    }
+
     #[test]
     fn rendering_shortens_in_time() {
         let never = Cancel::new();
         let far = Instant::now() + Duration::from_secs(60);
-        let shown = render_within(big(), Format::Table, far, &never).unwrap();
+        let shown = render_within(big(), Format::Table, look(), None, far, &never).unwrap();
         assert_eq!(shown.shortened, 3);
         assert!(shown.text.contains("(4,999,000 more characters)"));
         for f in [Format::Csv, Format::Json] {
-            let shown = render_within(big(), f, far, &never).unwrap();
+            let shown = render_within(big(), f, look(), None, far, &never).unwrap();
             assert_eq!(shown.shortened, 3);
             assert!(shown.text.len() < 4 * render::SHELL_VALUE_CHARS);
             assert!(shown.text.contains("(4,990,000 more characters)"));
@@ -973,13 +1015,13 @@ mod tests {
         let c = Cancel::new();
         let past = Instant::now();
         assert_eq!(
-            render_within(big(), Format::Table, past, &c),
+            render_within(big(), Format::Table, look(), None, past, &c),
             Err(NotShown::TimedOut)
         );
         c.set();
         let far = Instant::now() + Duration::from_secs(60);
         assert_eq!(
-            render_within(big(), Format::Table, far, &c),
+            render_within(big(), Format::Table, look(), None, far, &c),
             Err(NotShown::Cancelled)
         );
     }

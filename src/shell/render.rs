@@ -1,15 +1,23 @@
-//! Rendering an [`Outcome`] as a table, CSV or JSON: pure functions, no IO, no threads.
+//! Rendering an [`Outcome`] as a table, psql's expanded records, CSV or JSON: pure functions,
+//! no IO, no threads, no escape bytes (the caller paints, or not).
 //!
 //! A value longer than a cap is shown as its start and `… (N more characters)`, cut on a char
 //! boundary without copying the rest, so one huge value renders as fast as a small one: table
 //! cells always ([`TABLE_CELL_CHARS`]), CSV and JSON only when the caller passes a cap (the
-//! shell does). [`csv`] and [`rows_json`] are machine output and print whole values. Never
-//! decides where output goes or how long rendering may take: callers pass a stop flag.
+//! shell does). [`csv`] and [`rows_json`] are machine output and print whole values; CSV ends
+//! lines with LF. A table never breaks a number, nor a word narrower than the width it is
+//! given: text wraps at spaces and a table that cannot fit is wider than asked (a pager
+//! scrolls it sideways). How NULL shows and whether rows become records is a [`Look`]. Never
+//! decides where output goes, whether to page or how long rendering may take: callers pass
+//! a stop flag, and the width (without one, comfy-table asks the terminal stdout is, if any).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
+use comfy_table::{
+    presets, Cell, CellAlignment, ColumnConstraint, ContentArrangement, Table, Width,
+};
 use serde_json::{json, Value as Json};
 
 use crate::db::{Outcome, Value};
@@ -110,13 +118,45 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// psql's `\x`: rows as a table, as records (`-[ RECORD 1 ]-`, then `column | value` lines),
+/// or as records only when the table would be wider than the width given and has more than
+/// one column (psql's `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expanded {
+    #[default]
+    Off,
+    On,
+    Auto,
+}
+
+impl std::str::FromStr for Expanded {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" => Ok(Expanded::On),
+            "off" | "false" | "0" => Ok(Expanded::Off),
+            "auto" => Ok(Expanded::Auto),
+            other => Err(format!("unknown expanded mode `{other}` (on, off, auto)")),
+        }
+    }
+}
+
+/// How a table shows beyond its format: NULL as `null` (empty by default, as in psql, so the
+/// text `NULL` never looks like a NULL; `\pset null`) and rows as records or not.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Look {
+    pub null: String,
+    pub expanded: Expanded,
+}
+
 /// `o` in `format`, whole values in CSV and JSON.
 pub fn render(o: &Outcome, format: Format, width: Option<u16>) -> String {
     show(o, format, width, None, &AtomicBool::new(false)).map_or_else(String::new, |s| s.text)
 }
 
-/// `o` in `format`: table cells capped at [`TABLE_CELL_CHARS`], CSV and JSON values at
-/// `value_chars` (`None`: whole). `None` when `stop` was raised before it finished (checked
+/// `o` in `format` with the default [`Look`]: table cells capped at [`TABLE_CELL_CHARS`], CSV
+/// and JSON values at `value_chars` (`None`: whole), JSON as objects keyed by column name
+/// ([`objects_json_shown`]). `None` when `stop` was raised before it finished (checked
 /// between rows).
 pub fn show(
     o: &Outcome,
@@ -125,21 +165,30 @@ pub fn show(
     value_chars: Option<usize>,
     stop: &AtomicBool,
 ) -> Option<Shown> {
+    show_as(o, format, &Look::default(), width, value_chars, stop)
+}
+
+/// [`show`] as `look` says (it changes tables only: CSV leaves NULL empty, JSON writes null).
+pub fn show_as(
+    o: &Outcome,
+    format: Format,
+    look: &Look,
+    width: Option<u16>,
+    value_chars: Option<usize>,
+    stop: &AtomicBool,
+) -> Option<Shown> {
     match format {
-        Format::Table => table_shown(o, width, stop),
+        Format::Table => table_look(o, look, width, stop),
         Format::Csv => csv_shown(o, value_chars, stop),
         Format::Json => {
-            let (rows, shortened) = rows_json_shown(o, value_chars, stop)?;
-            Some(Shown {
-                text: serde_json::to_string_pretty(&rows).unwrap_or_default(),
-                shortened,
-            })
+            let (text, shortened) = objects_json_shown(o, value_chars, stop)?;
+            Some(Shown { text, shortened })
         }
     }
 }
 
 /// A bordered table fitted to `width` columns (when known), numbers right-aligned, cells over
-/// [`TABLE_CELL_CHARS`] shortened (see [`table_shown`] for how many were).
+/// [`TABLE_CELL_CHARS`] shortened (see [`table_shown`] for how many were), NULL empty.
 pub fn table(o: &Outcome, width: Option<u16>) -> String {
     table_counted(o, width).text
 }
@@ -152,37 +201,190 @@ pub fn table_counted(o: &Outcome, width: Option<u16>) -> Shown {
 
 /// [`table`] with the count of shortened cells; `None` when `stop` was raised first.
 pub fn table_shown(o: &Outcome, width: Option<u16>, stop: &AtomicBool) -> Option<Shown> {
+    let look = Look {
+        expanded: Expanded::Off,
+        ..Look::default()
+    };
+    table_look(o, &look, width, stop)
+}
+
+/// Width of `s` on a terminal, counted in characters.
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// The widest run of `s` without whitespace, of those at most `cap` wide: what wrapping at
+/// spaces cannot make narrower (a wider word breaks anyway, so it asks for nothing).
+fn longest_word(s: &str, cap: usize) -> usize {
+    s.split_whitespace()
+        .map(chars)
+        .filter(|&w| w <= cap)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A result's cells as a table shows them (NULL as the look says, long values shortened) and
+/// what its layout needs per column.
+struct Cells {
+    /// Each cell's text and whether it is a number (right-aligned).
+    rows: Vec<Vec<(String, bool)>>,
+    /// Per column: its widest line, header included.
+    widest: Vec<usize>,
+    /// Per column: its widest unbreakable run: a whole number, or a word no wider than the
+    /// cap given (a wider word breaks: alone it is wider than the screen).
+    unbreakable: Vec<usize>,
+    shortened: usize,
+}
+
+fn cells(o: &Outcome, look: &Look, word_cap: usize, stop: &AtomicBool) -> Option<Cells> {
+    let mut widest: Vec<usize> = o
+        .columns
+        .iter()
+        .map(|c| c.lines().map(chars).max().unwrap_or(0))
+        .collect();
+    let mut unbreakable: Vec<usize> = o
+        .columns
+        .iter()
+        .map(|c| longest_word(c, word_cap))
+        .collect();
+    let mut shortened = 0;
+    let mut rows = Vec::with_capacity(o.rows.len());
+    for row in &o.rows {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(row.len());
+        for (i, v) in row.iter().enumerate() {
+            let (text, short) = match v {
+                Value::Null => (look.null.clone(), false),
+                _ => {
+                    let (text, short) = value_text(v, Some(TABLE_CELL_CHARS));
+                    (text.into_owned(), short)
+                }
+            };
+            shortened += usize::from(short);
+            let number = matches!(v, Value::Int(_) | Value::Float(_) | Value::Decimal(_));
+            if let (Some(w), Some(u)) = (widest.get_mut(i), unbreakable.get_mut(i)) {
+                *w = (*w).max(text.lines().map(chars).max().unwrap_or(0));
+                let keep = if number && !short {
+                    chars(&text)
+                } else {
+                    longest_word(&text, word_cap)
+                };
+                *u = (*u).max(keep);
+            }
+            out.push((text, number));
+        }
+        rows.push(out);
+    }
+    Some(Cells {
+        rows,
+        widest,
+        unbreakable,
+        shortened,
+    })
+}
+
+/// `o` as a table or as records, as `look` and `width` say; `None` when `stop` was raised.
+fn table_look(o: &Outcome, look: &Look, width: Option<u16>, stop: &AtomicBool) -> Option<Shown> {
+    // Without a width comfy-table fits the table to the terminal stdout is, if any (as
+    // `sqlora ask` has it): words are capped by that. Borders and padding take 4 columns
+    // around a lone cell.
+    let fit = width.or_else(|| Table::new().width());
+    let word_cap = fit.map_or(usize::MAX, |w| usize::from(w).saturating_sub(4).max(1));
+    let c = cells(o, look, word_cap, stop)?;
+    let expanded = match look.expanded {
+        Expanded::Off => false,
+        Expanded::On => true,
+        // The table as wide as its content: each column its widest line and 2 of padding,
+        // and a border around and between them.
+        Expanded::Auto => width.is_some_and(|w| {
+            let natural = c.widest.iter().map(|w| w + 3).sum::<usize>() + 1;
+            c.widest.len() > 1 && natural > usize::from(w)
+        }),
+    };
+    let text = if expanded {
+        records(&c, &o.columns, width)
+    } else {
+        table_of(&c, &o.columns, width)
+    };
+    if stop.load(Ordering::Relaxed) {
+        return None;
+    }
+    Some(Shown {
+        text,
+        shortened: c.shortened,
+    })
+}
+
+/// A bordered table fitted to `width` when known: text wraps at spaces, and no column is made
+/// narrower than its widest unbreakable run, so a table that cannot fit is wider than asked.
+fn table_of(c: &Cells, columns: &[String], width: Option<u16>) -> String {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED);
     t.set_content_arrangement(ContentArrangement::Dynamic);
     if let Some(w) = width {
         t.set_width(w);
     }
-    t.set_header(o.columns.iter().map(Cell::new));
-    let mut shortened = 0;
-    for row in &o.rows {
-        if stop.load(Ordering::Relaxed) {
-            return None;
-        }
-        t.add_row(row.iter().map(|v| {
-            let (text, short) = value_text(v, Some(TABLE_CELL_CHARS));
-            shortened += usize::from(short);
+    t.set_header(columns.iter().map(Cell::new));
+    for row in &c.rows {
+        t.add_row(row.iter().map(|(text, number)| {
             let cell = Cell::new(text);
-            match v {
-                Value::Int(_) | Value::Float(_) | Value::Decimal(_) => {
-                    cell.set_alignment(CellAlignment::Right)
-                }
-                _ => cell,
+            if *number {
+                cell.set_alignment(CellAlignment::Right)
+            } else {
+                cell
             }
         }));
     }
-    if stop.load(Ordering::Relaxed) {
-        return None;
+    for (column, &min) in t.column_iter_mut().zip(&c.unbreakable) {
+        // comfy-table counts a column's padding (1 each side) in its width.
+        let min = u16::try_from(min + 2).unwrap_or(u16::MAX);
+        column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(min)));
     }
-    Some(Shown {
-        text: t.to_string(),
-        shortened,
-    })
+    t.to_string()
+}
+
+/// psql's expanded display: per row a `-[ RECORD N ]` line, then one `column | value` line per
+/// column (a value's further lines under it, the name left blank); empty without rows.
+fn records(c: &Cells, columns: &[String], width: Option<u16>) -> String {
+    let name_w = columns.iter().map(|n| chars(n)).max().unwrap_or(0);
+    let value_w = c
+        .rows
+        .iter()
+        .flatten()
+        .map(|(text, _)| text.lines().map(chars).max().unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let line_w = (name_w + 3 + value_w).min(width.map_or(usize::MAX, usize::from));
+    let mut out = String::new();
+    for (i, row) in c.rows.iter().enumerate() {
+        let head = format!("-[ RECORD {} ]", i + 1);
+        out.push_str(&head);
+        let head_w = chars(&head);
+        if head_w <= name_w {
+            out.push_str(&"-".repeat(name_w + 1 - head_w));
+            out.push('+');
+            out.push_str(&"-".repeat(line_w.saturating_sub(name_w + 2)));
+        } else {
+            out.push_str(&"-".repeat(line_w.saturating_sub(head_w)));
+        }
+        out.push('\n');
+        for (name, (text, _)) in columns.iter().zip(row) {
+            let mut lines = text.split('\n');
+            let first = lines.next().unwrap_or("");
+            let line = format!("{name:<name_w$} | {first}");
+            out.push_str(line.trim_end());
+            out.push('\n');
+            for more in lines {
+                let line = format!("{:<name_w$} | {more}", "");
+                out.push_str(line.trim_end());
+                out.push('\n');
+            }
+        }
+    }
+    out.truncate(out.trim_end_matches('\n').len());
+    out
 }
 
 /// The footer line under a table: `3 rows` / `1 row` / `1000 rows (truncated at the row cap)`.
@@ -203,7 +405,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// RFC 4180 CSV with a header line; NULL is an empty field; whole values.
+/// RFC 4180 CSV with a header line, but lines end with LF as Unix tools expect; NULL is an empty
+/// field; whole values.
 pub fn csv(o: &Outcome) -> String {
     csv_shown(o, None, &AtomicBool::new(false)).map_or_else(String::new, |s| s.text)
 }
@@ -213,7 +416,7 @@ pub fn csv_shown(o: &Outcome, value_chars: Option<usize>, stop: &AtomicBool) -> 
     let mut out = String::new();
     let header: Vec<String> = o.columns.iter().map(|c| csv_field(c)).collect();
     out.push_str(&header.join(","));
-    out.push_str("\r\n");
+    out.push('\n');
     let mut shortened = 0;
     for row in &o.rows {
         if stop.load(Ordering::Relaxed) {
@@ -231,7 +434,7 @@ pub fn csv_shown(o: &Outcome, value_chars: Option<usize>, stop: &AtomicBool) -> 
             })
             .collect();
         out.push_str(&fields.join(","));
-        out.push_str("\r\n");
+        out.push('\n');
     }
     Some(Shown {
         text: out,
@@ -274,22 +477,79 @@ pub fn rows_json_shown(
         }
         rows.push(Json::Array(
             r.iter()
-                .map(|v| match (v, value_chars) {
-                    (Value::Text(_) | Value::Decimal(_), Some(_)) => {
-                        match value_text(v, value_chars) {
-                            (text, true) => {
-                                shortened += 1;
-                                Json::String(text.into_owned())
-                            }
-                            (_, false) => value_json(v),
-                        }
-                    }
-                    _ => value_json(v),
-                })
+                .map(|v| json_shown(v, value_chars, &mut shortened))
                 .collect(),
         ));
     }
     Some((Json::Array(rows), shortened))
+}
+
+/// `v` as JSON, text (and decimals) over `value_chars` as a shortened string, counted.
+fn json_shown(v: &Value, value_chars: Option<usize>, shortened: &mut usize) -> Json {
+    match (v, value_chars) {
+        (Value::Text(_) | Value::Decimal(_), Some(_)) => match value_text(v, value_chars) {
+            (text, true) => {
+                *shortened += 1;
+                Json::String(text.into_owned())
+            }
+            (_, false) => value_json(v),
+        },
+        _ => value_json(v),
+    }
+}
+
+/// Column names made unique, to be JSON keys: a repeated name gets `_2`, `_3`, … (a suffix no
+/// column has), in column order: `count, count` is `count, count_2`.
+pub fn unique_keys(columns: &[String]) -> Vec<String> {
+    let all: HashSet<&str> = columns.iter().map(String::as_str).collect();
+    let mut used: HashSet<String> = HashSet::new();
+    let mut keys = Vec::with_capacity(columns.len());
+    for c in columns {
+        if used.insert(c.clone()) {
+            keys.push(c.clone());
+            continue;
+        }
+        let key = (2..)
+            .map(|n| format!("{c}_{n}"))
+            .find(|k| !all.contains(k.as_str()) && !used.contains(k))
+            .unwrap_or_default();
+        used.insert(key.clone());
+        keys.push(key);
+    }
+    keys
+}
+
+/// The shell's JSON: an array of objects keyed by column name ([`unique_keys`]), in column
+/// order, one object a line; values as [`rows_json_shown`] has them. `None` when `stop` was
+/// raised first.
+pub fn objects_json_shown(
+    o: &Outcome,
+    value_chars: Option<usize>,
+    stop: &AtomicBool,
+) -> Option<(String, usize)> {
+    let keys: Vec<String> = unique_keys(&o.columns)
+        .into_iter()
+        .map(|k| Json::String(k).to_string())
+        .collect();
+    let mut shortened = 0;
+    let mut out = String::from("[");
+    for (i, r) in o.rows.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        out.push_str(if i == 0 { "\n  {" } else { ",\n  {" });
+        for (j, (key, v)) in keys.iter().zip(r).enumerate() {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(key);
+            out.push_str(": ");
+            out.push_str(&json_shown(v, value_chars, &mut shortened).to_string());
+        }
+        out.push('}');
+    }
+    out.push_str(if o.rows.is_empty() { "]" } else { "\n]" });
+    Some((out, shortened))
 }
 
 #[cfg(test)]
@@ -311,7 +571,7 @@ mod tests {
     fn csv_quotes_and_nulls() {
         assert_eq!(
             csv(&sample()),
-            "name,total\r\n\"Smith, \"\"Jo\"\"\",12.5\r\n,3\r\n"
+            "name,total\n\"Smith, \"\"Jo\"\"\",12.5\n,3\n"
         );
     }
 
@@ -327,7 +587,8 @@ mod tests {
     fn table_has_header_values_and_null() {
         let t = table(&sample(), Some(60));
         assert!(t.contains("name") && t.contains("total"));
-        assert!(t.contains("NULL") && t.contains("12.5"));
+        // NULL is empty, as in psql: the text `NULL` is the only `NULL` shown.
+        assert!(!t.contains("NULL") && t.contains("12.5"));
         assert_eq!(t.lines().count(), 6);
     }
 
@@ -389,7 +650,7 @@ mod tests {
         assert!(shown.text.chars().count() < TABLE_CELL_CHARS * 3);
         // The whole-value renderers keep every character.
         let o = one_text("x".repeat(50_000));
-        assert_eq!(csv(&o).len(), "big\r\n".len() + 50_000 + 2);
+        assert_eq!(csv(&o).len(), "big\n".len() + 50_000 + 1);
         assert_eq!(rows_json(&o)[0][0].as_str().unwrap().len(), 50_000);
         assert_eq!(
             table_shown(&o, None, &AtomicBool::new(false))
@@ -431,19 +692,16 @@ mod tests {
         assert_eq!(c.shortened, 1);
         assert_eq!(
             c.text,
-            format!(
-                "a,b\r\n{}… (5 more characters),1\r\nshort,\r\n",
-                "ü".repeat(20)
-            )
+            format!("a,b\n{}… (5 more characters),1\nshort,\n", "ü".repeat(20))
         );
         let j = show(&o, Format::Json, None, Some(20), &never).unwrap();
         assert_eq!(j.shortened, 1);
         let v: Json = serde_json::from_str(&j.text).unwrap();
         assert_eq!(
-            v[0][0],
+            v[0]["a"],
             json!(format!("{}… (5 more characters)", "ü".repeat(20)))
         );
-        assert_eq!(v[1], json!(["short", null]));
+        assert_eq!(v[1], json!({"a": "short", "b": null}));
         // Without a cap (machine output) nothing is shortened.
         let whole = show(&o, Format::Csv, None, None, &never).unwrap();
         assert_eq!((whole.shortened, whole.text), (0, csv(&o)));
@@ -451,7 +709,7 @@ mod tests {
         assert_eq!(whole.shortened, 0);
         assert_eq!(
             serde_json::from_str::<Json>(&whole.text).unwrap(),
-            rows_json(&o)
+            json!([{"a": "ü".repeat(25), "b": 1}, {"a": "short", "b": null}])
         );
         const { assert!(SHELL_VALUE_CHARS > TABLE_CELL_CHARS) };
     }
@@ -462,6 +720,194 @@ mod tests {
         for f in [Format::Table, Format::Csv, Format::Json] {
             assert_eq!(show(&sample(), f, None, None, &stop), None);
         }
+    }
+
+    #[test]
+    fn shell_json_is_objects_in_column_order_with_unique_keys() {
+        let o = Outcome {
+            columns: vec![
+                "name".into(),
+                "count".into(),
+                "count".into(),
+                "count_2".into(),
+            ],
+            rows: vec![vec![
+                Value::Text("x".into()),
+                Value::Int(3),
+                Value::Decimal("12345678901234567890.01".into()),
+                Value::Null,
+            ]],
+            truncated: false,
+        };
+        let keys = unique_keys(&o.columns);
+        assert_eq!(keys, ["name", "count", "count_3", "count_2"]);
+        assert_eq!(
+            unique_keys(&["a".into(), "a".into(), "a".into()]),
+            ["a", "a_2", "a_3"]
+        );
+        let never = AtomicBool::new(false);
+        let text = show(&o, Format::Json, None, None, &never).unwrap().text;
+        assert_eq!(
+            text,
+            "[\n  {\"name\": \"x\", \"count\": 3, \"count_3\": 12345678901234567890.01, \
+             \"count_2\": null}\n]"
+        );
+        let empty = Outcome { rows: vec![], ..o };
+        assert_eq!(
+            show(&empty, Format::Json, None, None, &never).unwrap().text,
+            "[]"
+        );
+        // `ask --format json` keeps its arrays.
+        assert_eq!(rows_json(&sample())[1], json!([null, 3]));
+    }
+
+    #[test]
+    fn csv_lines_end_with_lf_only() {
+        let o = Outcome {
+            columns: vec!["a".into(), "b".into()],
+            rows: vec![
+                vec![Value::Text("two\nlines".into()), Value::Int(1)],
+                vec![Value::Null, Value::Text("x".into())],
+            ],
+            truncated: false,
+        };
+        let c = csv(&o);
+        assert!(!c.contains('\r'), "{c:?}");
+        assert_eq!(c, "a,b\n\"two\nlines\",1\n,x\n");
+    }
+
+    #[test]
+    fn null_shows_as_the_look_says_and_never_as_the_text_null() {
+        let o = Outcome {
+            columns: vec!["v".into()],
+            rows: vec![vec![Value::Null], vec![Value::Text("NULL".into())]],
+            truncated: false,
+        };
+        let never = AtomicBool::new(false);
+        let cell_lines = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.starts_with('│'))
+                .skip(1)
+                .map(|l| l.trim_matches(|c: char| c == '│' || c == ' ').to_string())
+                .collect()
+        };
+        let plain = show_as(&o, Format::Table, &Look::default(), Some(40), None, &never).unwrap();
+        assert_eq!(cell_lines(&plain.text), ["", "NULL"], "{}", plain.text);
+        let look = Look {
+            null: "(null)".into(),
+            ..Look::default()
+        };
+        let set = show_as(&o, Format::Table, &look, Some(40), None, &never).unwrap();
+        assert_eq!(cell_lines(&set.text), ["(null)", "NULL"], "{}", set.text);
+        // Machine formats keep NULL apart their own way.
+        let c = show_as(&o, Format::Csv, &look, None, None, &never).unwrap();
+        assert_eq!(c.text, "v\n\nNULL\n");
+        let j = show_as(&o, Format::Json, &look, None, None, &never).unwrap();
+        assert_eq!(j.text, "[\n  {\"v\": null},\n  {\"v\": \"NULL\"}\n]");
+    }
+
+    #[test]
+    fn expanded_shows_records_like_psql() {
+        let look = Look {
+            null: "∅".into(),
+            expanded: Expanded::On,
+        };
+        let never = AtomicBool::new(false);
+        let t = show_as(&sample(), Format::Table, &look, Some(80), None, &never).unwrap();
+        assert_eq!(
+            t.text,
+            "-[ RECORD 1 ]------\n\
+             name  | Smith, \"Jo\"\n\
+             total | 12.5\n\
+             -[ RECORD 2 ]------\n\
+             name  | ∅\n\
+             total | 3"
+        );
+        // A long column name puts psql's `+` over the separator; more lines stay under it.
+        let o = Outcome {
+            columns: vec!["a_long_column_name".into(), "b".into()],
+            rows: vec![vec![Value::Text("one\ntwo".into()), Value::Int(7)]],
+            truncated: false,
+        };
+        let t = show_as(&o, Format::Table, &look, Some(80), None, &never).unwrap();
+        assert_eq!(
+            t.text,
+            "-[ RECORD 1 ]------+----\n\
+             a_long_column_name | one\n\
+             \x20                  | two\n\
+             b                  | 7"
+        );
+        let none = Outcome {
+            rows: vec![],
+            ..o.clone()
+        };
+        let shown = show_as(&none, Format::Table, &look, Some(80), None, &never);
+        assert_eq!(shown.unwrap().text, "");
+        // auto: records only when the table is wider than the width, and never for one column.
+        let auto = Look {
+            expanded: Expanded::Auto,
+            ..Look::default()
+        };
+        let narrow = show_as(&o, Format::Table, &auto, Some(20), None, &never).unwrap();
+        assert!(narrow.text.starts_with("-[ RECORD 1 ]"), "{}", narrow.text);
+        let wide = show_as(&o, Format::Table, &auto, Some(80), None, &never).unwrap();
+        assert!(wide.text.starts_with('┌'), "{}", wide.text);
+        let unknown = show_as(&o, Format::Table, &auto, None, None, &never).unwrap();
+        assert!(unknown.text.starts_with('┌'), "{}", unknown.text);
+        let one = one_text("x ".repeat(40));
+        let one = show_as(&one, Format::Table, &auto, Some(20), None, &never).unwrap();
+        assert!(one.text.starts_with('┌'), "{}", one.text);
+        assert_eq!("on".parse(), Ok(Expanded::On));
+        assert_eq!(" AUTO".parse(), Ok(Expanded::Auto));
+        assert!("maybe".parse::<Expanded>().is_err());
+    }
+
+    #[test]
+    fn narrow_tables_never_split_numbers_or_words() {
+        let o = Outcome {
+            columns: vec!["id".into(), "revenue".into(), "note".into(), "ratio".into()],
+            rows: vec![
+                vec![
+                    Value::Int(11170334),
+                    Value::Decimal("123456789012.50".into()),
+                    Value::Text("a fairly long note that has to wrap somewhere".into()),
+                    Value::Float(0.333333333333),
+                ],
+                vec![
+                    Value::Int(-42),
+                    Value::Decimal("7".into()),
+                    Value::Text("short".into()),
+                    Value::Float(1.5),
+                ],
+            ],
+            truncated: false,
+        };
+        for width in [20, 30, 45, 60, 80] {
+            let t = table(&o, Some(width));
+            for whole in [
+                "11170334",
+                "123456789012.50",
+                "0.333333333333",
+                "fairly",
+                "somewhere",
+                "revenue",
+            ] {
+                assert!(t.contains(whole), "`{whole}` split at width {width}:\n{t}");
+            }
+        }
+        // With room, the table fits the width by wrapping the text at spaces.
+        let t = table(&o, Some(60));
+        assert!(t.lines().all(|l| l.chars().count() <= 60), "{t}");
+        assert!(t.lines().count() > 6, "{t}");
+        // A word wider than the whole width breaks (alone it never fits); the table fits.
+        let hex = Outcome {
+            columns: vec!["h".into(), "n".into()],
+            rows: vec![vec![Value::Text("AB".repeat(60)), Value::Int(11170334)]],
+            truncated: false,
+        };
+        let t = table(&hex, Some(50));
+        assert!(t.contains("11170334"), "{t}");
+        assert!(t.lines().all(|l| l.chars().count() <= 50), "{t}");
     }
 
     #[test]

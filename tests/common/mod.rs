@@ -390,11 +390,15 @@ pub fn try_exec(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     rt.block_on(async move {
         if url.starts_with("postgres") {
             let mut c = sqlx::PgConnection::connect(&url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await?;
             c.close().await
         } else {
             let mut c = sqlx::MySqlConnection::connect(&url).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await?;
             c.close().await
         }
     })
