@@ -369,6 +369,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_table_lists_every_command() {
+        let readme = include_str!("../../README.md");
+        let table: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| !l.starts_with("| command | what it does |"))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(!table.is_empty(), "README.md has no command table");
+        for c in COMMANDS {
+            assert!(
+                table.iter().any(|row| row.contains(&format!("`\\{}", c.name))),
+                "README.md's command table does not list \\{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
     fn lookup_and_split() {
         assert_eq!(lookup("Q").unwrap().name, "q");
         assert_eq!(lookup("quit").unwrap().name, "q");
