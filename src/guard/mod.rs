@@ -142,9 +142,13 @@ fn parse_one(text: &str, dialect: Dialect) -> Result<Statement, GuardError> {
         let msg = e.to_string();
         let msg = msg.trim_start_matches("sql parser error: ");
         if msg.contains("ecursion limit") {
-            GuardError::Refused(format!(
-                "the statement is too deeply nested (sqlora checks at most {MAX_DEPTH} levels)"
-            ))
+            // The parser's own limit (parentheses and subqueries 50 deep): a mistake the model
+            // may repair, as it is for any other statement that does not parse.
+            GuardError::Parse(
+                "the statement is too deeply nested: parentheses and subqueries nest at most 50 \
+                 deep"
+                    .into(),
+            )
         } else {
             GuardError::Parse(msg.to_string())
         }
@@ -735,6 +739,12 @@ mod tests {
                 assert!(e.to_string().contains("too deeply nested"), "{e}");
             }
         }
+        // Parentheses past the parser's own limit: a parse error the model may repair.
+        let parens = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(matches!(
+            check(&parens, Dialect::Sqlite),
+            Err(GuardError::Parse(m)) if m.contains("too deeply nested")
+        ));
         let long = format!("SELECT {}1", "1 + ".repeat(MAX_SQL_BYTES / 4));
         assert!(check(&long, Dialect::Sqlite)
             .unwrap_err()
