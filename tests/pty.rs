@@ -25,6 +25,23 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Presses Ctrl-C while something runs and checks that it is cancelled and the prompt is back
+/// within a second, the shell alive.
+fn ctrl_c_back_within_a_second(s: &mut PtySession, what: &str) {
+    let pressed = Instant::now();
+    s.send_control('c').unwrap();
+    let _ = expect(s, "cancelled", Duration::from_secs(5), what);
+    let _ = expect(
+        s,
+        "sqlora> ",
+        Duration::from_secs(5),
+        "the prompt after Ctrl-C",
+    );
+    let took = pressed.elapsed();
+    eprintln!("{what}: prompt back {:.2} s after it", took.as_secs_f64());
+    assert!(took < Duration::from_secs(1), "{what} took {took:?}");
+}
+
 fn expect(s: &mut PtySession, needle: &str, within: Duration, what: &str) -> String {
     let deadline = Instant::now() + within;
     let mut seen = String::new();
@@ -124,29 +141,7 @@ fn a_huge_value_is_shortened_and_the_shell_goes_on() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let pressed = Instant::now();
-    s.send_control('c').unwrap();
-    let _ = expect(
-        &mut s,
-        "cancelled",
-        Duration::from_secs(5),
-        "Ctrl-C in a query",
-    );
-    let _ = expect(
-        &mut s,
-        "sqlora> ",
-        Duration::from_secs(5),
-        "the prompt after Ctrl-C",
-    );
-    eprintln!(
-        "Ctrl-C in a query: prompt back {:.2} s after it",
-        pressed.elapsed().as_secs_f64()
-    );
-    assert!(
-        pressed.elapsed() < Duration::from_secs(1),
-        "Ctrl-C in a query took {:?}",
-        pressed.elapsed()
-    );
+    ctrl_c_back_within_a_second(&mut s, "Ctrl-C in a query");
 
     // An ordinary question, answered by the real model.
     let customers: i64 = rusqlite::Connection::open(&db)
@@ -329,29 +324,7 @@ fn a_follow_up_builds_on_the_last_answer_and_explain_tells_what_it_does() {
         .unwrap();
     let _ = expect(&mut s, "answering", Duration::from_secs(10), "the spinner");
     std::thread::sleep(Duration::from_millis(800));
-    let pressed = Instant::now();
-    s.send_control('c').unwrap();
-    let _ = expect(
-        &mut s,
-        "cancelled",
-        Duration::from_secs(5),
-        "Ctrl-C while answering",
-    );
-    let _ = expect(
-        &mut s,
-        "sqlora> ",
-        Duration::from_secs(5),
-        "the prompt after Ctrl-C",
-    );
-    eprintln!(
-        "Ctrl-C while answering: prompt back {:.2} s after it",
-        pressed.elapsed().as_secs_f64()
-    );
-    assert!(
-        pressed.elapsed() < Duration::from_secs(1),
-        "Ctrl-C while answering took {:?}",
-        pressed.elapsed()
-    );
+    ctrl_c_back_within_a_second(&mut s, "Ctrl-C while answering");
     s.send_control('d').unwrap();
 }
 

@@ -379,7 +379,9 @@ mod tests {
         assert!(!table.is_empty(), "README.md has no command table");
         for c in COMMANDS {
             assert!(
-                table.iter().any(|row| row.contains(&format!("`\\{}", c.name))),
+                table
+                    .iter()
+                    .any(|row| row.contains(&format!("`\\{}", c.name))),
                 "README.md's command table does not list \\{}",
                 c.name
             );
