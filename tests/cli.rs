@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn sqlora(data_dir: &std::path::Path) -> Command {
@@ -105,21 +104,7 @@ fn a_schema_over_the_budget_shows_the_model_the_tables_the_question_needs() {
 }
 
 fn shell(dir: &std::path::Path, args: &[&str], input: &str) -> Output {
-    let mut child = sqlora(dir)
-        .arg("shell")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    common::feed(sqlora(dir).arg("shell").args(args), input)
 }
 
 #[test]
@@ -959,20 +944,10 @@ fn a_database_or_a_question_as_the_first_word() {
         text(&out.stdout)
     );
     // `sqlora DB`: the shell on it.
-    let mut child = sqlora(dir.path())
-        .args([db, "--model", "/nonexistent/m.gguf"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"SELECT name FROM items WHERE id = 2\n\\q\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::feed(
+        sqlora(dir.path()).args([db, "--model", "/nonexistent/m.gguf"]),
+        "SELECT name FROM items WHERE id = 2\n\\q\n",
+    );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("shop.sqlite"), "{stderr}");

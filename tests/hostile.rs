@@ -482,22 +482,6 @@ fn hostile_sql_is_refused_through_ask_the_shell_and_feedback_record() {
             }
         }
         // One shell session, every statement through `\sql`; then an ordinary query still runs.
-        let mut child = std::process::Command::new(bin)
-            .args([
-                "shell",
-                "--db",
-                &b.url,
-                "--model",
-                "/nonexistent/model.gguf",
-            ])
-            .env("SQLORA_DATA_DIR", data.path())
-            .env_remove("SQLORA_FEEDBACK_DB")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Written from another thread: the shell's output must be read while it is fed.
         let script: String = sqls
             .iter()
             .map(|sql| format!("\\sql {sql}\n"))
@@ -506,13 +490,19 @@ fn hostile_sql_is_refused_through_ask_the_shell_and_feedback_record() {
                 "\\q\n".to_string(),
             ])
             .collect();
-        let mut stdin = child.stdin.take().unwrap();
-        let feeder = std::thread::spawn(move || {
-            use std::io::Write;
-            stdin.write_all(script.as_bytes())
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap().unwrap();
+        let out = common::feed(
+            std::process::Command::new(bin)
+                .args([
+                    "shell",
+                    "--db",
+                    &b.url,
+                    "--model",
+                    "/nonexistent/model.gguf",
+                ])
+                .env("SQLORA_DATA_DIR", data.path())
+                .env_remove("SQLORA_FEEDBACK_DB"),
+            &script,
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{}: the shell died: {stderr}", b.name);

@@ -408,3 +408,23 @@ pub fn try_exec(url: &str, sql: &str) -> Result<(), sqlx::Error> {
 pub fn admin_exec(url: &str, sql: &str) {
     try_exec(url, sql).unwrap_or_else(|e| panic!("`{}`: {e}", sqlora::db::redact_url(url)));
 }
+
+/// Runs `cmd` with `input` on its stdin and its stdout and stderr captured. The input is
+/// written from another thread, so a child that prints more than a pipe holds before it has
+/// read everything cannot block the test.
+pub fn feed(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
+}
