@@ -35,8 +35,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::db::Dialect;
 use crate::guard::functions::Policy;
+use crate::sql::Dialect;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod schema;
 pub mod shell;
+pub mod sql;
 pub mod train;
 
 use std::io::Write;
@@ -78,7 +79,7 @@ pub fn open_pipeline(common: &cli::CommonArgs) -> Result<pipeline::Pipeline> {
         eprintln!("sqlora: {warning}");
     }
     let here = db::user_schemas(db.as_mut())?;
-    if let Some(missing) = (db.dialect() == db::Dialect::Postgres)
+    if let Some(missing) = (db.dialect() == sql::Dialect::Postgres)
         .then(|| common.db.schema.iter().find(|s| !here.contains(s)))
         .flatten()
     {
@@ -841,7 +842,7 @@ pub fn open_feedback(opts: &FeedbackOpts) -> Result<feedback::Store> {
 }
 
 fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
-    use feedback::{Filter, Verdict};
+    use feedback::{Filter, Review};
     let identity = |url: &Option<String>| -> Result<Option<String>> {
         url.as_deref()
             .map(db::identity)
@@ -866,7 +867,7 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
                 .run_sql(&sql, &cancel::Cancel::new())
                 .map_err(|e| anyhow::anyhow!("{}", e.one_line()))?;
             let mut store = open_feedback(&feedback)?;
-            let verdict = Verdict::parse(&verdict).unwrap_or(Verdict::Corrected);
+            let verdict = Review::parse(&verdict).unwrap_or(Review::Corrected);
             let id = store.record(&feedback::NewAnswer {
                 question: question.trim().to_string(),
                 db_identity: p.describe_db(),
@@ -875,7 +876,7 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
                 model: "none".into(),
                 final_sql: Some(run.sql.clone()),
                 verdict: Some(verdict),
-                correction: (verdict == Verdict::Corrected).then(|| run.sql.clone()),
+                correction: (verdict == Review::Corrected).then(|| run.sql.clone()),
                 note,
                 source: "cli".into(),
                 ..Default::default()
@@ -898,11 +899,11 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
             let mut store = open_feedback(&feedback)?;
             let entries = store.list(&Filter {
                 db: identity(&db)?,
-                verdict: verdict.as_deref().and_then(Verdict::parse),
+                verdict: verdict.as_deref().and_then(Review::parse),
                 since: None,
                 limit: Some(limit),
             })?;
-            let o = db::Outcome {
+            let o = sql::Outcome {
                 columns: ["id", "when", "verdict", "database", "question", "sql"]
                     .map(String::from)
                     .to_vec(),
@@ -911,14 +912,14 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
                     .map(|e| {
                         let sql = e.correction.clone().or_else(|| e.final_sql.clone());
                         vec![
-                            db::Value::Int(e.id),
-                            db::Value::Text(
+                            sql::Value::Int(e.id),
+                            sql::Value::Text(
                                 e.updated_at.replace('T', " ").chars().take(16).collect(),
                             ),
-                            db::Value::Text(e.verdict.as_str().into()),
-                            db::Value::Text(e.db_identity.clone()),
-                            db::Value::Text(e.question.clone()),
-                            sql.map_or(db::Value::Null, db::Value::Text),
+                            sql::Value::Text(e.verdict.as_str().into()),
+                            sql::Value::Text(e.db_identity.clone()),
+                            sql::Value::Text(e.question.clone()),
+                            sql.map_or(sql::Value::Null, sql::Value::Text),
                         ]
                     })
                     .collect(),
@@ -963,14 +964,14 @@ fn feedback_command(cmd: FeedbackCommand) -> Result<()> {
         FeedbackCommand::Stats { feedback } => {
             let mut store = open_feedback(&feedback)?;
             let (counts, fresh) = store.stats()?;
-            let o = db::Outcome {
+            let o = sql::Outcome {
                 columns: ["database", "verdict", "answers"]
                     .map(String::from)
                     .to_vec(),
                 rows: counts
                     .into_iter()
                     .map(|(d, v, n)| {
-                        vec![db::Value::Text(d), db::Value::Text(v), db::Value::Int(n)]
+                        vec![sql::Value::Text(d), sql::Value::Text(v), sql::Value::Int(n)]
                     })
                     .collect(),
                 truncated: false,
@@ -1638,7 +1639,7 @@ fn spider_train_pairs(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec
             question: q.to_string(),
             context,
             answer: sql.split_whitespace().collect::<Vec<_>>().join(" "),
-            dialect: Some("sqlite".into()),
+            dialect: Some(sql::Dialect::Sqlite),
         });
         if limit.is_some_and(|n| pairs.len() >= n * 4) {
             break;

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cancel::Cancel;
-use crate::db::{Database, DbError, Dialect, Limits, Outcome};
+use crate::db::{Database, DbError, Limits};
+
 use crate::guard::{self, GuardError};
 use crate::llm::{prompt, Engine, GenOptions, Generation, LlmError, StopRule};
 use crate::schema::select::{self, ColumnValues, Selection, Selector, ValueIndex};
 use crate::schema::{self, Schema};
+use crate::sql::{Dialect, Outcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {

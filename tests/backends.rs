@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use common::{Server, ServerDb};
 use sqlora::cancel::Cancel;
-use sqlora::db::{self, Database, DbError, Limits, Value};
+use sqlora::db::{self, Database, DbError, Limits};
+
 use sqlora::schema::Schema;
+use sqlora::sql::Value;
 
 fn limits() -> Limits {
     Limits {
@@ -238,7 +240,7 @@ fn postgres_values_render_like_psql_and_stay_exact() {
     // JSON output keeps the decimal digit for digit; CSV leaves NULL empty.
     let json = sqlora::shell::render::value_json(&row[0]).to_string();
     assert_eq!(json, "12345678901234567890.0123456789");
-    let outcome = sqlora::db::Outcome {
+    let outcome = sqlora::sql::Outcome {
         columns: vec!["n".into(), "nothing".into()],
         rows: vec![vec![row[0].clone(), row[16].clone()]],
         truncated: false,

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Server, ServerDb};
-use sqlora::feedback::{Filter, Store, Verdict};
+use sqlora::feedback::{Filter, Review, Store};
 
 fn sqlora(data_dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sqlora"));
@@ -63,10 +63,10 @@ fn ask_fix_and_reject_in_the_shell_then_export_exactly_the_correction() {
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(
         all[0].verdict,
-        Verdict::Rejected,
+        Review::Rejected,
         "\\undo took back the \\ok"
     );
-    assert_eq!(all[1].verdict, Verdict::Corrected);
+    assert_eq!(all[1].verdict, Review::Corrected);
     assert_eq!(all[1].correction.as_deref(), Some(fix));
 
     let export = sqlora(dir.path())

@@ -17,9 +17,9 @@ mod common;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use sqlora::db::Dialect;
 use sqlora::guard;
 use sqlora::schema::{Column, Schema, Table, TableKind};
+use sqlora::sql::Dialect;
 
 const DIALECTS: [Dialect; 3] = [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql];
 

@@ -8,8 +8,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use sqlora::db::{self, Dialect};
+use sqlora::db;
+
 use sqlora::guard;
+use sqlora::sql::Dialect;
 
 fn check_set(file: &str) -> (usize, usize, Vec<String>) {
     let data = common::shared_data();

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use common::{Server, ServerDb};
 use sqlora::cancel::Cancel;
-use sqlora::db::{self, Database, Limits, Value};
+use sqlora::db::{self, Database, Limits};
+
+use sqlora::sql::Value;
 
 fn limits() -> Limits {
     Limits {

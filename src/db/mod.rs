@@ -17,78 +17,7 @@ use std::time::Duration;
 
 use crate::cancel::Cancel;
 use crate::schema::Schema;
-
-/// The SQL dialects sqlora speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-impl Dialect {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "SQLite",
-            Dialect::Postgres => "PostgreSQL",
-            Dialect::MySql => "MySQL",
-        }
-    }
-}
-
-/// One cell of a result. Types without a variant of their own (dates, times, intervals, json,
-/// arrays, uuid, enums) arrive as the database's own text rendering.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    /// An exact numeric (DECIMAL/NUMERIC, unsigned 64-bit) in its decimal text, never rounded.
-    Decimal(String),
-    Text(String),
-    Bytes(Vec<u8>),
-}
-
-impl Value {
-    /// Display text (NULL as `NULL`, bytes as hex).
-    pub fn display(&self) -> String {
-        match self {
-            Value::Null => "NULL".into(),
-            Value::Bool(b) => b.to_string(),
-            Value::Int(i) => i.to_string(),
-            Value::Decimal(d) => d.clone(),
-            Value::Float(f) => format_float(*f),
-            Value::Text(s) => s.clone(),
-            Value::Bytes(b) => {
-                let hex: String = b.iter().take(32).map(|x| format!("{x:02x}")).collect();
-                if b.len() > 32 {
-                    format!("\\x{hex}… ({} bytes)", b.len())
-                } else {
-                    format!("\\x{hex}")
-                }
-            }
-        }
-    }
-}
-
-fn format_float(f: f64) -> String {
-    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
-        format!("{f:.1}")
-    } else {
-        let s = format!("{f}");
-        s
-    }
-}
-
-/// The result of a statement or a shell command: what every renderer takes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Value>>,
-    /// True when more rows existed than the row cap allowed.
-    pub truncated: bool,
-}
+use crate::sql::{Dialect, Outcome, Value};
 
 /// Limits for one statement.
 #[derive(Debug, Clone)]

@@ -26,9 +26,10 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
 use super::remote::{self, describe_sqlx, query_error as map_err};
-use super::{Database, DbError, Dialect, Limits, Outcome, Powers, Reach, Value};
+use super::{Database, DbError, Limits, Powers, Reach};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
+use crate::sql::{Dialect, Outcome, Value};
 
 const SAMPLE_QUERY_MAX_TABLES: usize = 60;
 const SAMPLES: usize = 3;

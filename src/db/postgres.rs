@@ -25,9 +25,10 @@ use sqlx::{
 };
 
 use super::remote::{self, describe_sqlx, query_error as map_err};
-use super::{Database, DbError, Dialect, Limits, Outcome, Powers, Reach, Value};
+use super::{Database, DbError, Limits, Powers, Reach};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
+use crate::sql::{Dialect, Outcome, Value};
 
 /// Above this many tables, sample values come only from `pg_stats` (no per-table queries).
 const SAMPLE_QUERY_MAX_TABLES: usize = 60;

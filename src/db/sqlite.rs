@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use rusqlite::{types::ValueRef, Connection, OpenFlags};
 
-use super::{Database, DbError, Dialect, Limits, Outcome, Value};
+use super::{Database, DbError, Limits};
 use crate::cancel::Cancel;
 use crate::schema::{Column, ForeignKey, Schema, Table, TableKind};
+use crate::sql::{Dialect, Outcome, Value};
 
 /// One row of `pragma_foreign_key_list`: constraint id, referenced table, column, referenced
 /// column (absent: the referenced primary key).

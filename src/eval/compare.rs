@@ -17,7 +17,7 @@
 
 use std::cmp::Ordering;
 
-use crate::db::Value;
+use crate::sql::Value;
 
 /// Relative tolerance for comparing floats.
 pub const FLOAT_TOLERANCE: f64 = 1e-6;

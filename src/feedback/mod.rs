@@ -15,6 +15,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::AnyConnection;
 use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr};
 
+use crate::sql::Dialect;
+
 /// Answers of one database with one verdict: (database, verdict, count).
 pub type VerdictCount = (String, String, i64);
 
@@ -37,32 +39,32 @@ fn store_err(e: impl std::fmt::Display) -> FeedbackError {
     )
 }
 
-/// What the user made of an answer.
+/// What the user made of an answer (`\ok`, `\fix`, `\bad`, or nothing yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum Review {
     Unreviewed,
     Accepted,
     Corrected,
     Rejected,
 }
 
-impl Verdict {
+impl Review {
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Unreviewed => "unreviewed",
-            Verdict::Accepted => "accepted",
-            Verdict::Corrected => "corrected",
-            Verdict::Rejected => "rejected",
+            Review::Unreviewed => "unreviewed",
+            Review::Accepted => "accepted",
+            Review::Corrected => "corrected",
+            Review::Rejected => "rejected",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         [
-            Verdict::Unreviewed,
-            Verdict::Accepted,
-            Verdict::Corrected,
-            Verdict::Rejected,
+            Review::Unreviewed,
+            Review::Accepted,
+            Review::Corrected,
+            Review::Rejected,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -87,7 +89,7 @@ pub struct NewAnswer {
     /// The SQL that ran (none when every attempt failed).
     pub final_sql: Option<String>,
     pub error: Option<String>,
-    pub verdict: Option<Verdict>,
+    pub verdict: Option<Review>,
     pub correction: Option<String>,
     pub note: Option<String>,
     /// `shell`, `cli` or `import`.
@@ -107,7 +109,7 @@ pub struct Entry {
     pub schema_fingerprint: String,
     pub model: String,
     pub final_sql: Option<String>,
-    pub verdict: Verdict,
+    pub verdict: Review,
     pub correction: Option<String>,
     pub note: Option<String>,
     pub trained_in: Option<String>,
@@ -121,14 +123,14 @@ pub struct Pair {
     pub context: String,
     pub answer: String,
     pub db: String,
-    pub dialect: String,
+    pub dialect: Dialect,
 }
 
 /// Which entries to list or export.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub db: Option<String>,
-    pub verdict: Option<Verdict>,
+    pub verdict: Option<Review>,
     /// ISO 8601 date or time: entries updated at or after it.
     pub since: Option<String>,
     pub limit: Option<usize>,
@@ -319,7 +321,7 @@ impl Store {
                 .collect::<Vec<_>>(),
         )
         .map_err(store_err)?;
-        let verdict = a.verdict.unwrap_or(Verdict::Unreviewed).as_str();
+        let verdict = a.verdict.unwrap_or(Review::Unreviewed).as_str();
         let source = if a.source.is_empty() {
             "shell"
         } else {
@@ -365,7 +367,7 @@ impl Store {
     pub fn set_verdict(
         &mut self,
         id: i64,
-        verdict: Verdict,
+        verdict: Review,
         correction: Option<&str>,
         note: Option<&str>,
     ) -> Result<(), FeedbackError> {
@@ -415,7 +417,7 @@ impl Store {
 
     /// Reverts the latest verdict change of answer `id`; returns the verdict it is back to,
     /// or `None` when there was nothing to undo.
-    pub fn undo(&mut self, id: i64) -> Result<Option<Verdict>, FeedbackError> {
+    pub fn undo(&mut self, id: i64) -> Result<Option<Review>, FeedbackError> {
         let at = crate::clock::now_iso();
         let fut = async {
             let mut tx = self.conn.begin().await?;
@@ -454,7 +456,7 @@ impl Store {
             Ok::<_, sqlx::Error>(Some(v))
         };
         let v = self.rt.block_on(fut).map_err(store_err)?;
-        Ok(v.as_deref().and_then(Verdict::parse))
+        Ok(v.as_deref().and_then(Review::parse))
     }
 
     fn entry(row: &AnyRow) -> Result<Entry, sqlx::Error> {
@@ -469,8 +471,8 @@ impl Store {
             schema_fingerprint: row.try_get("schema_fingerprint")?,
             model: row.try_get("model")?,
             final_sql: row.try_get("final_sql")?,
-            verdict: Verdict::parse(&row.try_get::<String, _>("verdict")?)
-                .unwrap_or(Verdict::Unreviewed),
+            verdict: Review::parse(&row.try_get::<String, _>("verdict")?)
+                .unwrap_or(Review::Unreviewed),
             correction: row.try_get("correction")?,
             note: row.try_get("note")?,
             trained_in: row.try_get("trained_in")?,
@@ -488,7 +490,7 @@ impl Store {
             .block_on(
                 sqlx::query(sql)
                     .bind(f.db.clone().unwrap_or_default())
-                    .bind(f.verdict.map_or("", Verdict::as_str))
+                    .bind(f.verdict.map_or("", Review::as_str))
                     .bind(f.since.clone().unwrap_or_default())
                     .bind(f.limit.map_or(i64::MAX, |n| n as i64))
                     .fetch_all(&mut self.conn),
@@ -537,7 +539,11 @@ impl Store {
                 context: get(2)?.unwrap_or_default(),
                 answer,
                 db: get(3)?.unwrap_or_default(),
-                dialect: get(4)?.unwrap_or_default(),
+                // Stored as the dialect's display name; an unreadable one is SQLite, the
+                // only dialect the store held before it recorded one.
+                dialect: get(4)?
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(Dialect::Sqlite),
             });
         }
         out.reverse();
@@ -661,10 +667,10 @@ mod tests {
             .unwrap();
         let b = s.record(&answer("Max a?", "SELECT min(a) FROM t")).unwrap();
         let c = s.record(&answer("All a?", "DROP TABLE t")).unwrap();
-        s.set_verdict(a, Verdict::Accepted, None, None).unwrap();
-        s.set_verdict(b, Verdict::Corrected, Some("SELECT max(a) FROM t"), None)
+        s.set_verdict(a, Review::Accepted, None, None).unwrap();
+        s.set_verdict(b, Review::Corrected, Some("SELECT max(a) FROM t"), None)
             .unwrap();
-        s.set_verdict(c, Verdict::Rejected, None, Some("wrong"))
+        s.set_verdict(c, Review::Rejected, None, Some("wrong"))
             .unwrap();
         let pairs = s.export(&Filter::default()).unwrap();
         let answers: Vec<&str> = pairs.iter().map(|p| p.answer.as_str()).collect();
@@ -672,13 +678,13 @@ mod tests {
         assert_eq!(pairs[0].context, "CREATE TABLE t (a INT);");
 
         // Undo puts the previous verdict back; a second undo of `a` restores unreviewed.
-        s.set_verdict(a, Verdict::Rejected, None, None).unwrap();
-        assert_eq!(s.undo(a).unwrap(), Some(Verdict::Accepted));
-        assert_eq!(s.undo(a).unwrap(), Some(Verdict::Unreviewed));
+        s.set_verdict(a, Review::Rejected, None, None).unwrap();
+        assert_eq!(s.undo(a).unwrap(), Some(Review::Accepted));
+        assert_eq!(s.undo(a).unwrap(), Some(Review::Unreviewed));
         assert_eq!(s.undo(a).unwrap(), None);
         assert_eq!(s.export(&Filter::default()).unwrap().len(), 1);
         assert!(matches!(
-            s.set_verdict(999, Verdict::Accepted, None, None),
+            s.set_verdict(999, Review::Accepted, None, None),
             Err(FeedbackError::NotFound(999))
         ));
 
@@ -686,14 +692,14 @@ mod tests {
         let d = s
             .record(&answer("Max a?", "SELECT max(a) AS m FROM t"))
             .unwrap();
-        s.set_verdict(d, Verdict::Accepted, None, None).unwrap();
+        s.set_verdict(d, Review::Accepted, None, None).unwrap();
         let pairs = s.export(&Filter::default()).unwrap();
         assert_eq!(pairs.len(), 1);
         assert_eq!(pairs[0].answer, "SELECT max(a) AS m FROM t");
 
         let listed = s
             .list(&Filter {
-                verdict: Some(Verdict::Rejected),
+                verdict: Some(Review::Rejected),
                 ..Filter::default()
             })
             .unwrap();

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use sqlparser::ast::{Ident, ObjectName};
 
-use crate::db::Dialect;
+use crate::sql::Dialect;
 
 const COMMON: &str = include_str!("functions/common.txt");
 const SQLITE: &str = include_str!("functions/sqlite.txt");

@@ -20,7 +20,7 @@ use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, Statement, TableFactor, V
 use sqlparser::dialect::{Dialect as SqlDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
-use crate::db::Dialect;
+use crate::sql::Dialect;
 
 /// The longest statement the guard reads (1 MiB): far beyond any question's SQL, and small
 /// enough that the deepest tree it can hold is checked on [`STACK`] without overflow.

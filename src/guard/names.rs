@@ -16,8 +16,8 @@ use sqlparser::ast::{
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias, TableFactor, Visit, Visitor,
 };
 
-use crate::db::Dialect;
 use crate::schema::Schema;
+use crate::sql::Dialect;
 
 /// A name that did not resolve, with the closest names that do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use sqlparser::ast::{visit_relations, Cte, Visit, Visitor};
 use sqlparser::parser::Parser;
 
 use super::parser_dialect;
-use crate::db::Dialect;
 use crate::schema::{ident, Schema};
+use crate::sql::Dialect;
 
 /// `sql` with the bare names of `namespace`'s tables qualified; `None` when nothing changes
 /// (or `sql` does not parse: the guard reports that on the text as written).

@@ -6,7 +6,7 @@
 
 use candle_core::quantized::gguf_file;
 
-use crate::db::Dialect;
+use crate::sql::Dialect;
 
 /// The chat format a model was trained with, read from `tokenizer.chat_template`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

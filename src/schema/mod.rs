@@ -7,7 +7,7 @@ pub mod select;
 
 use std::fmt::Write;
 
-use crate::db::Dialect;
+use crate::sql::Dialect;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableKind {

@@ -15,7 +15,7 @@ use bm25::{Document, Language, SearchEngine, SearchEngineBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{render_table, Schema};
-use crate::db::Dialect;
+use crate::sql::Dialect;
 
 /// Distinct values of one text column, as read from the database (bounded by the reader).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,7 +254,7 @@ pub struct Selection {
     pub whole: bool,
     /// The one namespace (not the default one) every chosen table is in. Its tables are then
     /// shown with bare names, as a database of their own, and the bare names a query writes
-    /// must be qualified with it before it runs ([`crate::guard::qualify`]).
+    /// must be qualified with it before it runs (the guard's `qualify` does that).
     pub namespace: Option<String>,
 }
 

@@ -267,7 +267,7 @@ mod tests {
             question: String::new(),
             sql: sql.into(),
             attempts: Vec::new(),
-            outcome: crate::db::Outcome {
+            outcome: crate::sql::Outcome {
                 columns: Vec::new(),
                 rows: Vec::new(),
                 truncated: false,

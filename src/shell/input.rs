@@ -43,8 +43,8 @@ use rustyline::{
 use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
 
 use super::{Flow, Shell};
-use crate::db::{Dialect, Outcome, Value};
 use crate::guard::GuardError;
+use crate::sql::{Dialect, Outcome, Value};
 
 /// Words that start a query a user may type over several lines.
 const QUERY_STARTS: &[&str] = &["select", "with", "values", "table", "explain"];

@@ -24,8 +24,8 @@ use rustyline::Editor;
 
 use crate::cancel::Cancel;
 use crate::cli::ShellArgs;
-use crate::db::{Dialect, Outcome};
 use crate::pipeline::{AskError, Pipeline};
+use crate::sql::{Dialect, Outcome};
 use render::Format;
 
 pub enum Flow {
@@ -636,7 +636,7 @@ impl Shell {
 
     fn judge(
         &mut self,
-        verdict: crate::feedback::Verdict,
+        verdict: crate::feedback::Review,
         correction: Option<&str>,
         note: Option<&str>,
     ) {
@@ -654,12 +654,12 @@ impl Shell {
     }
 
     pub fn accept(&mut self) {
-        self.judge(crate::feedback::Verdict::Accepted, None, None);
+        self.judge(crate::feedback::Review::Accepted, None, None);
     }
 
     pub fn reject(&mut self, note: &str) {
         let note = (!note.trim().is_empty()).then_some(note.trim());
-        self.judge(crate::feedback::Verdict::Rejected, None, note);
+        self.judge(crate::feedback::Review::Rejected, None, note);
     }
 
     /// `\\fix [SQL]`: the corrected SQL from the argument, `$VISUAL`/`$EDITOR`, or typed
@@ -690,7 +690,7 @@ impl Shell {
             Ok(r) => {
                 println!("{}", self.paint("36", &r.sql));
                 self.print_outcome(r.outcome, r.query_secs);
-                self.judge(crate::feedback::Verdict::Corrected, Some(&r.sql), None);
+                self.judge(crate::feedback::Review::Corrected, Some(&r.sql), None);
                 self.conversation.corrected(&r.sql);
             }
             Err(e) => {
@@ -821,12 +821,12 @@ impl Shell {
                         .iter()
                         .map(|e| {
                             vec![
-                                crate::db::Value::Int(e.id),
-                                crate::db::Value::Text(
+                                crate::sql::Value::Int(e.id),
+                                crate::sql::Value::Text(
                                     e.updated_at.replace('T', " ")[..16].to_string(),
                                 ),
-                                crate::db::Value::Text(e.verdict.as_str().into()),
-                                crate::db::Value::Text(e.question.clone()),
+                                crate::sql::Value::Text(e.verdict.as_str().into()),
+                                crate::sql::Value::Text(e.question.clone()),
                             ]
                         })
                         .collect(),
@@ -872,12 +872,12 @@ impl Shell {
                 .iter()
                 .map(|t| {
                     vec![
-                        crate::db::Value::Text(t.name.clone()),
-                        crate::db::Value::Text(match t.kind {
+                        crate::sql::Value::Text(t.name.clone()),
+                        crate::sql::Value::Text(match t.kind {
                             crate::schema::TableKind::Table => "table".into(),
                             crate::schema::TableKind::View => "view".into(),
                         }),
-                        crate::db::Value::Int(t.columns.len() as i64),
+                        crate::sql::Value::Int(t.columns.len() as i64),
                     ]
                 })
                 .collect(),
@@ -986,7 +986,7 @@ mod tests {
     fn big() -> Outcome {
         Outcome {
             columns: vec!["big".into()],
-            rows: vec![vec![crate::db::Value::Text("x".repeat(5_000_000))]; 3],
+            rows: vec![vec![crate::sql::Value::Text("x".repeat(5_000_000))]; 3],
             truncated: false,
         }
     }

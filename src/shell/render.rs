@@ -20,7 +20,7 @@ use comfy_table::{
 };
 use serde_json::{json, Value as Json};
 
-use crate::db::{Outcome, Value};
+use crate::sql::{Outcome, Value};
 
 /// Characters of one value a table cell shows; the rest is counted, not shown.
 pub const TABLE_CELL_CHARS: usize = 1_000;

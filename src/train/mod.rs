@@ -23,11 +23,11 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::cancel::Cancel;
-use crate::db::Dialect;
 use crate::llm::lora::{Adapter, AdapterConfig, Target};
 use crate::llm::prompt::{self, ChatTemplate};
 use crate::llm::trainable::{mix_seed, Dropout, LoraParams};
 use crate::llm::{LlmError, Model, TextTokenizer};
+use crate::sql::Dialect;
 
 /// One training sequence: prompt and answer tokens, the loss starting at `answer_start`.
 #[derive(Debug, Clone)]
@@ -42,16 +42,9 @@ pub struct Pair {
     pub question: String,
     pub context: String,
     pub answer: String,
+    /// `sqlite` (the default), `postgres` or `mysql`; checked when the file is read.
     #[serde(default)]
-    pub dialect: Option<String>,
-}
-
-fn dialect_of(name: Option<&str>) -> Dialect {
-    match name.map(str::to_ascii_lowercase).as_deref() {
-        Some("postgres" | "postgresql") => Dialect::Postgres,
-        Some("mysql" | "mariadb") => Dialect::MySql,
-        _ => Dialect::Sqlite,
-    }
+    pub dialect: Option<Dialect>,
 }
 
 /// Reads JSONL pairs; a line that is not a pair is an error naming the file and line.
@@ -96,7 +89,7 @@ pub fn example(
         template,
         &pair.question,
         &pair.context,
-        dialect_of(pair.dialect.as_deref()),
+        pair.dialect.unwrap_or(Dialect::Sqlite),
         &[],
     );
     let mut ids = tokenizer.encode(&p.text())?;

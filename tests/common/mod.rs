@@ -5,7 +5,7 @@ pub mod tiny;
 
 use std::path::PathBuf;
 
-use sqlora::db::{Outcome, Value};
+use sqlora::sql::{Outcome, Value};
 
 /// The default model, which `.ci/run` fetches before the tests (`sqlora model pull`).
 pub fn model_path() -> PathBuf {
@@ -187,7 +187,7 @@ impl Drop for ServerDb {
 
 /// Row count and checksum of every table, read through sqlora's own read-only path.
 pub fn fingerprint(db: &mut dyn sqlora::db::Database) -> Vec<(String, String)> {
-    use sqlora::db::Dialect;
+    use sqlora::sql::Dialect;
     let schema = db.introspect().unwrap();
     let dialect = db.dialect();
     let limits = sqlora::db::Limits::default();
