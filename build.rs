@@ -1,4 +1,4 @@
-//! With the `cuda` feature: compiles the project's own CUDA kernels (`src/llm/kernels/*.cu`) to
+//! With the `cuda` feature: compiles the project's own CUDA kernels (`src/llm/cuda/kernels/*.cu`) to
 //! PTX with nvcc, and (x86-64 Linux) builds the CUDA library shim described in
 //! [`cuda_shim`]. The default (CPU) build needs nothing.
 
@@ -8,11 +8,11 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/llm/kernels/decode.cu");
-    println!("cargo:rerun-if-changed=src/llm/kernels/attention.cu");
-    println!("cargo:rerun-if-changed=src/llm/kernels/layers.cu");
-    println!("cargo:rerun-if-changed=src/llm/kernels/train.cu");
-    println!("cargo:rerun-if-changed=src/llm/kernels/common.cuh");
+    println!("cargo:rerun-if-changed=src/llm/cuda/kernels/decode.cu");
+    println!("cargo:rerun-if-changed=src/llm/cuda/kernels/attention.cu");
+    println!("cargo:rerun-if-changed=src/llm/cuda/kernels/layers.cu");
+    println!("cargo:rerun-if-changed=src/llm/cuda/kernels/train.cu");
+    println!("cargo:rerun-if-changed=src/llm/cuda/kernels/common.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rustc-check-cfg=cfg(sqlora_cuda_shim)");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -43,7 +43,7 @@ fn ptx(out: &Path, roots: &[PathBuf]) {
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(char::is_ascii_digit).collect();
     for name in ["decode", "attention", "layers", "train"] {
-        let src = format!("src/llm/kernels/{name}.cu");
+        let src = format!("src/llm/cuda/kernels/{name}.cu");
         let status = Command::new(&nvcc)
             .args(["--ptx", "-O3", "-std=c++17"])
             .arg(format!("-arch=compute_{cap}"))

@@ -225,7 +225,7 @@ fn bench_adapter(
     r: usize,
 ) -> anyhow::Result<()> {
     use candle_core::{Device, Tensor};
-    use sqlora::llm::lora::{Adapter, AdapterConfig, LoraPair, Target};
+    use sqlora::llm::lora::adapter::{Adapter, AdapterConfig, LoraPair, Target};
     let mut e = Engine::load(path, load_opts)?;
     let speed = |e: &mut Engine, label: &str| -> anyhow::Result<()> {
         let t = Instant::now();

@@ -239,8 +239,8 @@ pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
 }
 
 /// The adapter library in the data dir.
-pub fn adapter_library() -> Result<llm::library::Library> {
-    Ok(llm::library::Library::new(
+pub fn adapter_library() -> Result<llm::lora::library::Library> {
+    Ok(llm::lora::library::Library::new(
         paths::data_dir()?.join("adapters"),
     ))
 }
@@ -319,7 +319,7 @@ pub fn apply_adapter(
             None => return Ok(None),
         },
     };
-    let base = llm::library::base_of(engine);
+    let base = llm::lora::library::base_of(engine);
     let adapter = lib.load_for(&name, &base).map_err(adapter_error)?;
     engine.set_adapter(Some(adapter))?;
     if merge {
@@ -342,7 +342,7 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
             }
             for n in names {
                 let meta = lib.meta(&n);
-                let cfg = llm::lora::Adapter::load(&lib.path(&n)).map(|a| a.config);
+                let cfg = llm::lora::adapter::Adapter::load(&lib.path(&n)).map(|a| a.config);
                 let dbs: Vec<&str> = defaults
                     .iter()
                     .filter(|(_, v)| **v == n)
@@ -372,7 +372,7 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
             Ok(())
         }
         AdaptersCommand::Show { name } => {
-            let a = llm::lora::Adapter::load(&lib.path(&name))
+            let a = llm::lora::adapter::Adapter::load(&lib.path(&name))
                 .map_err(|e| anyhow::anyhow!("{e} (see `sqlora adapters list`)"))?;
             println!("{}", serde_json::to_string_pretty(&a.config)?);
             if let Some(m) = lib.meta(&name) {
@@ -392,7 +392,7 @@ fn adapters_command(cmd: AdaptersCommand) -> Result<()> {
                     .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned())
             });
             let engine = load_engine(&model)?;
-            let dest = lib.import(&path, &name, &llm::library::base_of(&engine))?;
+            let dest = lib.import(&path, &name, &llm::lora::library::base_of(&engine))?;
             eprintln!("sqlora: imported `{name}` into {}", dest.display());
             Ok(())
         }
@@ -1022,12 +1022,12 @@ fn model_list() -> Result<()> {
 }
 
 fn train_command(mut args: cli::TrainArgs) -> Result<()> {
-    use llm::lora::Target;
+    use llm::lora::adapter::Target;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     // The name first: nothing is read, trained or written under a name the library refuses.
     if let Some(out) = &args.out {
-        llm::library::valid_name(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+        llm::lora::library::valid_name(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
     }
     let lib = adapter_library()?;
     let db_filter = args.db.as_deref().map(db::identity).transpose()?;
@@ -1072,7 +1072,7 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
         eprintln!("sqlora: {fresh} new accepted or corrected answers for {scope}: training");
     }
     let out = args.out.clone().context("--out names the new adapter")?;
-    if !args.resume && lib.path(&out).join(llm::lora::CONFIG_FILE).exists() {
+    if !args.resume && lib.path(&out).join(llm::lora::adapter::CONFIG_FILE).exists() {
         bail!("an adapter named `{out}` exists already (remove it, or pick another --out)");
     }
     let mut targets = Vec::new();
@@ -1363,8 +1363,8 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
     let lora = &trainer.lora;
     let tokens_per_sec = trainer.tokens_seen as f64 / secs.max(1e-9);
     let adapter = lora.to_adapter(&out)?;
-    let meta = llm::library::Meta {
-        base: llm::library::base_of(&engine),
+    let meta = llm::lora::library::Meta {
+        base: llm::lora::library::base_of(&engine),
         created_at: clock::now_iso(),
         source: format!("sqlora train on {}", sources.join(", ")),
         training: Some(serde_json::json!({
@@ -1384,7 +1384,7 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
         })),
         eval: None,
     };
-    if lib.path(&out).join(llm::lora::CONFIG_FILE).exists() {
+    if lib.path(&out).join(llm::lora::adapter::CONFIG_FILE).exists() {
         lib.remove(&out)?;
     }
     let dest = lib.add(&out, &adapter, &meta)?;
@@ -1430,7 +1430,7 @@ fn train_command(mut args: cli::TrainArgs) -> Result<()> {
 /// loss on the held-out pairs.
 #[allow(clippy::too_many_arguments)]
 fn adopt_if_not_worse(
-    lib: &llm::library::Library,
+    lib: &llm::lora::library::Library,
     engine: &llm::Engine,
     out: &str,
     trainer: &train::Trainer,
@@ -1480,7 +1480,7 @@ fn adopt_if_not_worse(
                 "ex": 100.0 * c as f64 / t.max(1) as f64}),
         );
     }
-    let base = llm::library::base_of(engine);
+    let base = llm::lora::library::base_of(engine);
     let defaults = lib.defaults();
     let mut losses: std::collections::HashMap<Option<String>, f64> = Default::default();
     for db in dbs {
@@ -1491,14 +1491,14 @@ fn adopt_if_not_worse(
                 let lora = match &current {
                     Some(name) => match lib.load_for(name, &base) {
                         Ok(a) => {
-                            llm::trainable::LoraParams::from_adapter(&a, engine.model().device())?
+                            llm::lora::params::LoraParams::from_adapter(&a, engine.model().device())?
                         }
                         Err(e) => {
                             eprintln!("sqlora: the current default `{name}` cannot be loaded ({e}); comparing with the base model");
-                            llm::trainable::LoraParams::none()
+                            llm::lora::params::LoraParams::none()
                         }
                     },
-                    None => llm::trainable::LoraParams::none(),
+                    None => llm::lora::params::LoraParams::none(),
                 };
                 let l = train::eval_loss(
                     engine.model(),
@@ -1571,12 +1571,12 @@ impl ExSlice {
     fn run(
         &self,
         mut engine: llm::Engine,
-        lib: &llm::library::Library,
+        lib: &llm::lora::library::Library,
         name: Option<&str>,
     ) -> Result<((usize, usize), llm::Engine)> {
         let adapter = match name {
             Some(n) => Some(
-                lib.load_for(n, &llm::library::base_of(&engine))
+                lib.load_for(n, &llm::lora::library::base_of(&engine))
                     .map_err(adapter_error)?,
             ),
             None => None,

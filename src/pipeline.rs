@@ -535,6 +535,7 @@ impl Pipeline {
             max_new_tokens: EXPLAIN_TOKENS,
             stop_at_fence_close: false,
             stop_when: None,
+            mask: None,
         };
         let g = engine.generate(&p, &opts, cancel)?;
         let text = g.text.trim();

@@ -112,7 +112,7 @@ fn fused_training_attention_and_its_gradients_match_candles_ops() {
         let (q, k, v) = (draw(nh), draw(nkv), draw(nkv));
         let w = Tensor::randn(0f32, 1.0, (b, nh, s, d), &dev).unwrap();
 
-        let out = sqlora::llm::cuda_attention::attention(&q, &k, &v, scale as f32).unwrap();
+        let out = sqlora::llm::cuda::attention::attention(&q, &k, &v, scale as f32).unwrap();
         let grads = (&out * &w).unwrap().sum_all().unwrap().backward().unwrap();
 
         // Reference: candle's ops in f32 on the same values.
@@ -159,7 +159,7 @@ fn fused_training_attention_and_its_gradients_match_candles_ops() {
 #[test]
 fn fused_norm_rope_and_swiglu_and_their_gradients_match_candles_ops() {
     use candle_core::{DType, Device, Tensor, Var};
-    use sqlora::llm::cuda_layers;
+    use sqlora::llm::cuda::layers;
     let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
     let (s, d) = (33, 64);
     let inv: Vec<f32> = (0..d / 2)
@@ -242,8 +242,8 @@ fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
 fn hand_written_training_layer_matches_candles_autograd() {
     use candle_core::{DType, Tensor};
     use rand::{Rng, SeedableRng};
-    use sqlora::llm::lora::{AdapterConfig, Target};
-    use sqlora::llm::trainable::{Dropout, LoraParams};
+    use sqlora::llm::lora::adapter::{AdapterConfig, Target};
+    use sqlora::llm::lora::adapter::{dropout::Dropout, params::LoraParams};
     use sqlora::train::{batch_loss, Example, Pass};
     let e = engine(false);
     let model = e.model();
@@ -342,7 +342,7 @@ fn hand_written_training_layer_matches_candles_autograd() {
 #[test]
 fn tensor_core_attention_matches_the_f32_kernel() {
     use candle_core::{DType, Device, Tensor};
-    use sqlora::llm::cuda_train::{attention_backward, attention_forward};
+    use sqlora::llm::cuda::train_layer::{attention_backward, attention_forward};
     let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
     // Lengths below, at and across the 64-row tiles.
     for s in [1, 17, 64, 77, 200] {

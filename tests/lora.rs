@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
-use sqlora::llm::lora::{Adapter, AdapterConfig, LoraPair, Target};
+use sqlora::llm::lora::adapter::{Adapter, AdapterConfig, LoraPair, Target};
 use sqlora::llm::{Engine, KvCache, LoadOptions};
 
 fn engine() -> Engine {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
-use sqlora::llm::lora::{Adapter, AdapterConfig, LoraPair, Target};
+use sqlora::llm::lora::adapter::{Adapter, AdapterConfig, LoraPair, Target};
 use sqlora::llm::{KvCache, Model, WeightPlan};
 
 fn fixture() -> PathBuf {

@@ -23,9 +23,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::cancel::Cancel;
-use crate::llm::lora::{Adapter, AdapterConfig, Target};
+use crate::llm::lora::adapter::{Adapter, AdapterConfig, Target};
 use crate::llm::prompt::{self, ChatTemplate};
-use crate::llm::trainable::{mix_seed, Dropout, LoraParams};
+use crate::llm::lora::{dropout::{mix_seed, Dropout}, params::LoraParams};
 use crate::llm::{LlmError, Model, TextTokenizer};
 use crate::sql::Dialect;
 
@@ -220,7 +220,7 @@ impl Lap {
                 "sqlora: train trace: {what} {:.1} ms",
                 self.at.elapsed().as_secs_f64() * 1e3
             );
-            for (part, secs, n) in crate::llm::trainable::probe::take() {
+            for (part, secs, n) in crate::llm::autograd::probe::take() {
                 eprintln!(
                     "sqlora: train trace:   {part}: {:.1} ms over {n} layer runs",
                     secs * 1e3
@@ -290,7 +290,7 @@ pub struct Pass {
 /// `sqlora.json`).
 pub fn layer_path(model: &Model, opts: &Options) -> &'static str {
     #[cfg(feature = "cuda")]
-    if crate::llm::cuda_train::supported(model, opts.compute.dtype()) {
+    if crate::llm::cuda::train_layer::supported(model, opts.compute.dtype()) {
         return "hand-written CUDA layers";
     }
     let _ = model;
@@ -346,8 +346,8 @@ pub fn batch_loss(
     // Going forward: what the hand-written CUDA layer's backward needs, the whole graph, or
     // (recomputing) each layer's input only.
     #[cfg(feature = "cuda")]
-    let hand = if pass.hand && crate::llm::cuda_train::supported(model, compute) {
-        Some(crate::llm::cuda_train::Layers::new(model, lora, drop)?)
+    let hand = if pass.hand && crate::llm::cuda::train_layer::supported(model, compute) {
+        Some(crate::llm::cuda::train_layer::Layers::new(model, lora, drop)?)
     } else {
         None
     };
@@ -442,7 +442,7 @@ pub fn batch_loss(
             .ok_or_else(|| LlmError::Generation("no gradient reached the last layer".into()))?
             .clone();
         std::mem::drop(store);
-        let mut lora_grads = crate::llm::cuda_train::LoraGrads::new();
+        let mut lora_grads = crate::llm::cuda::train_layer::LoraGrads::new();
         for (i, kept) in hand_saved.into_iter().enumerate().rev() {
             g = layers.backward(i, kept, &g, &inputs, &mut lora_grads)?;
         }
@@ -550,7 +550,7 @@ impl AdamW {
             if var.device().is_cuda() {
                 // One kernel, in place, where the ops below are a dozen launches per matrix.
                 let f = |x: f64| x as f32;
-                crate::llm::cuda_train::adamw(
+                crate::llm::cuda::train_layer::adamw(
                     var,
                     g,
                     &self.m[i],

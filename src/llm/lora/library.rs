@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::lora::{Adapter, Target, CONFIG_FILE, WEIGHTS_FILE};
-use super::{Engine, LlmError};
+use super::adapter::{Adapter, Target, CONFIG_FILE, WEIGHTS_FILE};
+use crate::llm::{Engine, LlmError};
 
 pub const META_FILE: &str = "sqlora.json";
 const DEFAULTS_FILE: &str = "defaults.json";
@@ -45,7 +45,7 @@ pub fn base_of(engine: &Engine) -> BaseIdentity {
         architecture: format!("{:?}", c.arch).to_lowercase(),
         hidden_size: c.hidden,
         layers: engine.model().n_layers(),
-        gguf_sha256: super::registry::known_sha256(&engine.info().path, engine.info().file_size)
+        gguf_sha256: crate::llm::registry::known_sha256(&engine.info().path, engine.info().file_size)
             .map(str::to_string),
     }
 }
@@ -331,7 +331,7 @@ impl Library {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::lora::{AdapterConfig, LoraPair};
+    use crate::llm::lora::adapter::{AdapterConfig, LoraPair};
     use candle_core::{DType, Device, Tensor};
 
     fn tiny(hidden: usize, layers: usize) -> Adapter {

@@ -1,5 +1,5 @@
 //! Fused causal attention for training on CUDA, with its backward
-//! (`src/llm/kernels/attention.cu`): the `[batch, heads, seq, seq]` scores, their mask, softmax
+//! (`src/llm/cuda/kernels/attention.cu`): the `[batch, heads, seq, seq]` scores, their mask, softmax
 //! and the gradients of all three never exist in memory, and grouped-query heads read their
 //! shared keys and values without copies. Head size 64; f32 or bf16 inputs, f32 arithmetic.
 //!
@@ -69,7 +69,7 @@ fn launch(
     grid: (usize, usize, usize),
     block: usize,
 ) -> candle_core::Result<()> {
-    super::cuda_layers::launch_grid(b, grid, block, 0)
+    super::layers::launch_grid(b, grid, block, 0)
 }
 
 /// The forward kernel on typed inputs.

@@ -1,5 +1,5 @@
 //! Single-sequence decode on CUDA with the project's own fused kernels
-//! (`src/llm/kernels/decode.cu`, compiled to PTX by `build.rs`).
+//! (`src/llm/cuda/kernels/decode.cu`, compiled to PTX by `build.rs`).
 //!
 //! candle's stock path spends a decode step on ~35 small kernel launches per layer (norms,
 //! biases, RoPE, cache concatenation, softmax, the input quantization of every quantized matmul)
@@ -21,8 +21,10 @@ use candle_core::cuda_backend::cudarc::driver::{
 };
 use candle_core::{DType, Storage, Tensor};
 
-use super::model::{Arch, KvCache, Model};
-use super::LlmError;
+use crate::llm::cache::KvCache;
+use crate::llm::config::Arch;
+use crate::llm::model::Model;
+use crate::llm::LlmError;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/decode.ptx"));
 const MODULE: &str = "sqlora_decode";
@@ -234,7 +236,7 @@ impl Decoder {
                 ],
                 0,
             )?;
-            let bias = |p: &super::model::Projection| -> Result<Tensor, LlmError> {
+            let bias = |p: &crate::llm::linear::Projection| -> Result<Tensor, LlmError> {
                 Ok(match &p.bias {
                     Some(b) => b.to_dtype(DType::F32)?,
                     None => Tensor::zeros(p.dims.0, DType::F32, model.device())?,

@@ -1,0 +1,10 @@
+//! LoRA adapters: the PEFT adapter files and their application ([`adapter`]), the trainable
+//! parameters ([`params`]) and the dropout on their input ([`dropout`]) used in training, and the
+//! on-disk library of named adapters ([`library`]).
+//!
+//! Never runs the model itself; the model applies an adapter it is given.
+
+pub mod adapter;
+pub mod dropout;
+pub mod library;
+pub mod params;
