@@ -10,11 +10,12 @@ use anyhow::{bail, Context, Result};
 use super::progress;
 use super::session::{adapter_library, apply_adapter, load_engine};
 use crate::cli::EvalArgs;
-use crate::{clock, eval};
+use crate::clock;
+use crate::eval::{self, report};
 
 /// Runs `sqlora eval`.
 pub fn command(args: EvalArgs) -> Result<()> {
-    use eval::report::{self, Report, Summary};
+    use report::{Report, Summary};
     if args.compare_base && args.model.merge {
         bail!("--compare-base runs the base model too: it cannot be combined with --merge");
     }
@@ -50,12 +51,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
             flips.len() - fixed
         );
         for f in &flips {
-            let mark = if f.after == eval::Verdict::Correct {
-                "+"
-            } else {
-                "-"
-            };
-            println!("{mark} #{} {}", f.index, f.question);
+            println!("{}", flip_line(f));
             println!(
                 "    A ({}): {}",
                 f.before.name(),
@@ -223,12 +219,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
         eval_record["base_correct"] = base_summary.overall.correct.into();
         eval_record["base_ex"] = base_summary.overall.ex().into();
         for f in &flips {
-            let mark = if f.after == eval::Verdict::Correct {
-                "+"
-            } else {
-                "-"
-            };
-            println!("{mark} #{} {}", f.index, f.question);
+            println!("{}", flip_line(f));
         }
     }
     if let (Some(name), true) = (&adapter, complete) {
@@ -254,4 +245,14 @@ pub fn command(args: EvalArgs) -> Result<()> {
         eprintln!("sqlora: report written to {}", out.display());
     }
     Ok(())
+}
+
+/// A question whose verdict flipped: `+ #12 question` when it is now correct, else `-`.
+fn flip_line(f: &report::Flip) -> String {
+    let mark = if f.after == eval::Verdict::Correct {
+        "+"
+    } else {
+        "-"
+    };
+    format!("{mark} #{} {}", f.index, f.question)
 }

@@ -107,11 +107,12 @@ pub fn command(cmd: FeedbackCommand) -> Result<()> {
             out,
         } => {
             let mut store = open_feedback(&feedback)?;
-            let pairs = store.export(&Filter {
+            let filter = Filter {
                 db: identity(&db)?,
                 since,
                 ..Filter::default()
-            })?;
+            };
+            let pairs = store.export(&filter)?;
             let mut text = String::new();
             for p in &pairs {
                 text.push_str(&serde_json::to_string(p)?);

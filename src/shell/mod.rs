@@ -2,6 +2,14 @@
 //! it through the pipeline, render the outcome. One bad input prints one line and the shell
 //! goes on; so does a result too slow to render, which `--timeout` and Ctrl-C cover as they
 //! cover the query (long values are shortened for the terminal, see [`render`]).
+//!
+//! The shell opens nothing itself: whoever starts it (`sqlora shell`, in the application
+//! layer) opens the database, the model and the feedback store and hands them over as
+//! [`Opened`], with the Ctrl-C flag, and [`Options`] for how results look. What it must reach
+//! at run time above itself — the adapter library, for `\adapter` — comes as an
+//! [`Adapters`]. So the shell imports only from below (the pipeline and what it is built
+//! on), never the command line, the config file or the commands. The feedback commands are
+//! in [`review`].
 
 pub mod commands;
 pub mod complete;

@@ -109,39 +109,46 @@ pub enum Format {
     Json,
 }
 
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "table" => Ok(Format::Table),
-            "csv" => Ok(Format::Csv),
-            "json" => Ok(Format::Json),
-            other => Err(format!("unknown format `{other}` (table, csv, json)")),
-        }
-    }
-}
-
 /// psql's `\x`: rows as a table, as records (`-[ RECORD 1 ]-`, then `column | value` lines),
 /// or as records only when the table would be wider than the width given and has more than
 /// one column (psql's `auto`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Expanded {
-    #[default]
-    Off,
+    #[value(alias = "true", alias = "1")]
     On,
+    #[default]
+    #[value(alias = "false", alias = "0")]
+    Off,
     Auto,
 }
 
-impl std::str::FromStr for Expanded {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "1" => Ok(Expanded::On),
-            "off" | "false" | "0" => Ok(Expanded::Off),
-            "auto" => Ok(Expanded::Auto),
-            other => Err(format!("unknown expanded mode `{other}` (on, off, auto)")),
+/// Both parse as typed in the shell or the config file: trimmed, in any case, by their names
+/// and aliases.
+macro_rules! parse_by_name {
+    ($type:ty, $what:literal) => {
+        impl std::str::FromStr for $type {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                by_name(s, $what)
+            }
         }
-    }
+    };
+}
+parse_by_name!(Format, "format");
+parse_by_name!(Expanded, "expanded mode");
+
+/// `s` (trimmed, in any case) as the `T` one of whose names or aliases it is; else
+/// `unknown WHAT `s` (…)` listing the names.
+fn by_name<T: clap::ValueEnum>(s: &str, what: &str) -> Result<T, String> {
+    let s = s.trim().to_ascii_lowercase();
+    T::from_str(&s, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        format!("unknown {what} `{s}` ({})", names.join(", "))
+    })
 }
 
 /// How a table shows beyond its format: NULL as `null` (empty by default, as in psql, so the
@@ -639,7 +646,17 @@ mod tests {
         assert!(one.text.starts_with('┌'), "{}", one.text);
         assert_eq!("on".parse(), Ok(Expanded::On));
         assert_eq!(" AUTO".parse(), Ok(Expanded::Auto));
-        assert!("maybe".parse::<Expanded>().is_err());
+        assert_eq!("TRUE ".parse(), Ok(Expanded::On));
+        assert_eq!("0".parse(), Ok(Expanded::Off));
+        assert_eq!(
+            " Maybe".parse::<Expanded>(),
+            Err("unknown expanded mode `maybe` (on, off, auto)".into())
+        );
+        assert_eq!(" JSON".parse(), Ok(Format::Json));
+        assert_eq!(
+            "xml".parse::<Format>(),
+            Err("unknown format `xml` (table, csv, json)".into())
+        );
     }
 
     #[test]
