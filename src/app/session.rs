@@ -1,8 +1,9 @@
 //! What a command opens before it works, each opened one way: the database (`--db`, or the
 //! demo database when none is given), the pipeline over it with the run limits, the model
 //! (`--model`, fetched when a named one is missing), the adapter applied to it, the adapter
-//! library and the feedback store, and the model's name for people. Prints only the one
-//! privileges warning; what to do with what was opened is the commands' (and the shell's).
+//! library and the feedback store, and the model's name for people. Prints only the
+//! privileges warning, and a download's lines when a named model must be fetched; what to do
+//! with what was opened is the commands' (and the shell's).
 
 use std::path::PathBuf;
 

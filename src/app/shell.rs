@@ -2,7 +2,7 @@
 //! — the database and pipeline, the model with its adapter (a model that does not load
 //! leaves questions disabled, not the shell), the schema read into the model, the feedback
 //! store (none: answers are not logged) and the Ctrl-C flag — and then handed to
-//! [`crate::shell::run`]. `\adapter` reaches the adapter library through [`Library`], an
+//! [`crate::shell::run`]. `\adapter` reaches the adapter library through `Library`, an
 //! [`crate::shell::Adapters`] given to the shell, so that the shell imports nothing from
 //! the application layer. Prints the start-up lines on stderr; never reads input.
 

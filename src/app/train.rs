@@ -1,7 +1,7 @@
 //! `sqlora train`: a LoRA adapter trained on question/SQL pairs (feedback, Spider train, JSONL
 //! files) and saved into the library, with its run folder (checkpoint, metrics, loss curve);
 //! with `--auto`, only once enough new judged answers exist, and then made a database's
-//! default unless it is worse than the current one ([`adopt_if_not_worse`]). The training
+//! default unless it is worse than the current one (`adopt_if_not_worse`). The training
 //! itself is [`crate::train`]'s; this gathers the pairs, draws the bar, and prints.
 
 use std::io::Write;

@@ -9,7 +9,7 @@
 //! at run time above itself — the adapter library, for `\adapter` — comes as an
 //! [`Adapters`]. So the shell imports only from below (the pipeline and what it is built
 //! on), never the command line, the config file or the commands. The feedback commands are
-//! in [`review`].
+//! in `review.rs`.
 
 pub mod commands;
 pub mod complete;

@@ -5,7 +5,7 @@
 //! boundary without copying the rest, so one huge value renders as fast as a small one: table
 //! cells always ([`TABLE_CELL_CHARS`]), CSV and JSON only when the caller passes a cap (the
 //! shell does). [`csv`] and [`rows_json`] are machine output and print whole values; CSV ends
-//! lines with LF (both are written in [`data`]; this file holds the tables and what all the
+//! lines with LF (both are written in `data.rs`; this file holds the tables and what all the
 //! formats share). A table never breaks a number, nor a word narrower than the width it is
 //! given: text wraps at spaces and a table that cannot fit is wider than asked (a pager
 //! scrolls it sideways). How NULL shows and whether rows become records is a [`Look`]. Never
