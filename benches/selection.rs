@@ -35,7 +35,10 @@ fn main() -> anyhow::Result<()> {
         merge: false,
         device: DeviceChoice::Cpu,
     };
-    let engine = Engine::load(&sqlora::model_path(&opts)?, &LoadOptions::default())?;
+    let engine = Engine::load(
+        &sqlora::app::session::model_path(&opts)?,
+        &LoadOptions::default(),
+    )?;
     let t = Instant::now();
     let mut p = Pipeline::new(sqlora::db::connect(&url, &[])?, Some(engine))?;
     p.context_tokens = budget;

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         merge: false,
         device: DeviceChoice::Cpu,
     };
-    let path = sqlora::model_path(&opts)?;
+    let path = sqlora::app::session::model_path(&opts)?;
     let choice: DeviceChoice = std::env::var("BENCH_DEVICE")
         .unwrap_or_else(|_| "cpu".into())
         .parse()

@@ -659,6 +659,36 @@ mod tests {
     #[test]
     fn numeric_options_refuse_nonsense() {
         let parse = |args: &[&str]| Cli::try_parse_from([&["sqlora"], args].concat());
+        // Each of these after `train --data d --out o`.
+        let train: Vec<Vec<&str>> = [
+            "--lr NaN",
+            "--lr 0",
+            "--lr inf",
+            "--steps 0",
+            "--batch 0",
+            "--grad-accum 0",
+            "--max-len 0",
+            "--rank 0",
+            "--rank 100000",
+            "--alpha 0",
+            "--alpha=-inf",
+            "--dropout 1",
+            "--dropout=-0.1",
+            "--dropout NaN",
+            "--epochs 0",
+            "--epochs 1e300",
+            "--eval-split 1",
+            "--weight-decay=-1",
+            "--clip NaN",
+            "--limit 0",
+        ]
+        .iter()
+        .map(|opt| {
+            let mut args = vec!["train", "--data", "d", "--out", "o"];
+            args.extend(opt.split_whitespace());
+            args
+        })
+        .collect();
         for args in [
             &["ask", "--timeout", "1e20", "q"][..],
             &["ask", "--timeout", "NaN", "q"],
@@ -676,28 +706,11 @@ mod tests {
             &["eval", "--set", "s", "--batch", "0"],
             &["feedback", "list", "--limit", "0"],
             &["feedback", "export", "--since", "notadate"],
-            &["train", "--data", "d", "--out", "o", "--lr", "NaN"],
-            &["train", "--data", "d", "--out", "o", "--lr", "0"],
-            &["train", "--data", "d", "--out", "o", "--lr", "inf"],
-            &["train", "--data", "d", "--out", "o", "--steps", "0"],
-            &["train", "--data", "d", "--out", "o", "--batch", "0"],
-            &["train", "--data", "d", "--out", "o", "--grad-accum", "0"],
-            &["train", "--data", "d", "--out", "o", "--max-len", "0"],
-            &["train", "--data", "d", "--out", "o", "--rank", "0"],
-            &["train", "--data", "d", "--out", "o", "--rank", "100000"],
-            &["train", "--data", "d", "--out", "o", "--alpha", "0"],
-            &["train", "--data", "d", "--out", "o", "--alpha=-inf"],
-            &["train", "--data", "d", "--out", "o", "--dropout", "1"],
-            &["train", "--data", "d", "--out", "o", "--dropout=-0.1"],
-            &["train", "--data", "d", "--out", "o", "--dropout", "NaN"],
-            &["train", "--data", "d", "--out", "o", "--epochs", "0"],
-            &["train", "--data", "d", "--out", "o", "--epochs", "1e300"],
-            &["train", "--data", "d", "--out", "o", "--eval-split", "1"],
-            &["train", "--data", "d", "--out", "o", "--weight-decay=-1"],
-            &["train", "--data", "d", "--out", "o", "--clip", "NaN"],
-            &["train", "--data", "d", "--out", "o", "--limit", "0"],
             &["train", "--auto", "--eval-limit", "0"],
-        ] {
+        ]
+        .into_iter()
+        .chain(train.iter().map(Vec::as_slice))
+        {
             let e = parse(args).expect_err(&args.join(" "));
             assert!(e.to_string().contains("invalid value"), "{args:?}: {e}");
         }

@@ -8,7 +8,7 @@ fn main() {
     // The config file's [defaults] become clap's defaults, under the command line and the
     // environment. A config file that does not read is reported by `run` (`config path` still
     // answers), so here it only leaves the built-in defaults.
-    let command = match sqlora::config::Config::load() {
+    let command = match sqlora::app::config::Config::load() {
         Ok(config) => config.apply(sqlora::cli::Cli::command()),
         Err(_) => sqlora::cli::Cli::command(),
     };

@@ -544,6 +544,29 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("../shared/data"))
 }
 
+/// The questions of `set`: Spider dev (`spider-dev`, read from `data`, default
+/// [`default_data_dir`]) or a JSONL file's.
+pub fn load_set(set: &str, data: Option<&Path>) -> Result<Vec<Item>, EvalError> {
+    if set == "spider-dev" {
+        load_spider_dev(&data.map_or_else(default_data_dir, Path::to_path_buf))
+    } else {
+        load_jsonl(Path::new(set))
+    }
+}
+
+/// How many questions on one database `engine` answers together when no `--batch` is given.
+/// On a GPU, one question at a time through the fused decoder beats batches through candle's
+/// kernels (all of Spider dev on one H200: 80 s against 86 s at 32).
+pub fn default_batch(engine: &Engine) -> usize {
+    if engine.fused_decode() {
+        1
+    } else if engine.model().device().is_cuda() {
+        32
+    } else {
+        8
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,34 +61,14 @@ pub(super) fn layer(
 /// Inference: candle's fused norm and RoPE, the weights in their per-phase representation, and
 /// attention that appends this step's keys and values to the layer's cache slot.
 pub(super) struct InferOps<'a> {
-    c: &'a ModelConfig,
-    layer: &'a Layer,
+    pub c: &'a ModelConfig,
+    pub layer: &'a Layer,
     /// `[seq, keys]` for one sequence, `[b, 1, rep·seq, keys]` for a batch, or none (one
     /// sequence, one new token).
-    mask: Option<&'a Tensor>,
-    cos: &'a Tensor,
-    sin: &'a Tensor,
-    slot: &'a mut Option<(Tensor, Tensor)>,
-}
-
-impl<'a> InferOps<'a> {
-    pub(super) fn new(
-        c: &'a ModelConfig,
-        layer: &'a Layer,
-        mask: Option<&'a Tensor>,
-        cos: &'a Tensor,
-        sin: &'a Tensor,
-        slot: &'a mut Option<(Tensor, Tensor)>,
-    ) -> Self {
-        Self {
-            c,
-            layer,
-            mask,
-            cos,
-            sin,
-            slot,
-        }
-    }
+    pub mask: Option<&'a Tensor>,
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+    pub slot: &'a mut Option<(Tensor, Tensor)>,
 }
 
 impl LayerOps for InferOps<'_> {

@@ -289,7 +289,14 @@ impl Model {
             .index_select(ids, 0)?
             .reshape((b, seq, self.config.hidden))?;
         for (layer, slot) in self.layers.iter().zip(slots.iter_mut()) {
-            let mut ops = InferOps::new(&self.config, layer, mask, cos, sin, slot);
+            let mut ops = InferOps {
+                c: &self.config,
+                layer,
+                mask,
+                cos,
+                sin,
+                slot,
+            };
             x = block::layer(&self.config, layer, &x, &mut ops)?;
         }
         let last = x.narrow(1, seq - 1, 1)?.contiguous()?;

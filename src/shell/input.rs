@@ -549,7 +549,7 @@ impl Shell {
         } else {
             self.input.last.clone().unwrap_or_default()
         };
-        let edited = match super::edit_sql(&start) {
+        let edited = match edit_sql(&start) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("sqlora: {e}");
@@ -572,6 +572,55 @@ impl Shell {
                 self.run_kind(Kind::Question, &q)
             }
             k => self.run_kind(k, text),
+        }
+    }
+}
+
+/// SQL edited in `$VISUAL`/`$EDITOR` (prefilled with `start`), or typed on stdin up to an
+/// empty line when no editor is set: for `\e` and `\fix`.
+pub(super) fn edit_sql(start: &str) -> std::result::Result<String, String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    match editor {
+        Some(editor) => {
+            let file = tempfile::Builder::new()
+                .prefix("sqlora-fix-")
+                .suffix(".sql")
+                .tempfile()
+                .map_err(|e| format!("cannot create a file to edit: {e}"))?;
+            std::fs::write(file.path(), format!("{start}\n"))
+                .map_err(|e| format!("cannot write {}: {e}", file.path().display()))?;
+            let mut parts = editor.split_whitespace();
+            let program = parts.next().unwrap_or("vi");
+            let status = std::process::Command::new(program)
+                .args(parts)
+                .arg(file.path())
+                .status()
+                .map_err(|e| format!("cannot run the editor `{editor}`: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "the editor `{editor}` exited with {status}; nothing saved"
+                ));
+            }
+            std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edit: {e}"))
+        }
+        None => {
+            eprintln!("Type the corrected SQL; an empty line ends it (current: {start})");
+            let mut out = String::new();
+            let stdin = std::io::stdin();
+            loop {
+                let mut line = String::new();
+                let n = stdin
+                    .read_line(&mut line)
+                    .map_err(|e| format!("cannot read the correction: {e}"))?;
+                if n == 0 || line.trim().is_empty() {
+                    break;
+                }
+                out.push_str(&line);
+            }
+            Ok(out)
         }
     }
 }

@@ -2,6 +2,14 @@
 //! it through the pipeline, render the outcome. One bad input prints one line and the shell
 //! goes on; so does a result too slow to render, which `--timeout` and Ctrl-C cover as they
 //! cover the query (long values are shortened for the terminal, see [`render`]).
+//!
+//! The shell opens nothing itself: whoever starts it (`sqlora shell`, in the application
+//! layer) opens the database, the model and the feedback store and hands them over as
+//! [`Opened`], with the Ctrl-C flag, and [`Options`] for how results look. What it must reach
+//! at run time above itself — the adapter library, for `\adapter` — comes as an
+//! [`Adapters`]. So the shell imports only from below (the pipeline and what it is built
+//! on), never the command line, the config file or the commands. The feedback commands are
+//! in `review.rs`.
 
 pub mod commands;
 pub mod complete;
@@ -10,6 +18,7 @@ pub mod input;
 pub mod pager;
 pub mod progress;
 pub mod render;
+mod review;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,10 +32,11 @@ use rustyline::history::FileHistory;
 use rustyline::Editor;
 
 use crate::cancel::Cancel;
-use crate::cli::ShellArgs;
+use crate::llm::Engine;
 use crate::pipeline::{AskError, Pipeline};
 use crate::sql::{Dialect, Outcome};
 use render::Format;
+use review::LastAnswer;
 
 pub enum Flow {
     Continue,
@@ -54,186 +64,89 @@ pub struct Shell {
     conversation: conversation::Conversation,
     /// Multi-line SQL, `\e`, `\o`, `\i` and the Ctrl-C hint (see [`input`]).
     input: input::State,
+    /// `\adapter`: the adapter library and how an adapter is applied (see [`Adapters`]).
+    adapters: Box<dyn Adapters>,
 }
 
-struct LastAnswer {
-    id: i64,
-    sql: Option<String>,
+/// What `\adapter` needs from the layer that started the shell: the adapter library and the
+/// way an adapter is applied to a model are the application's, so the shell is handed them
+/// as this rather than reaching up for them.
+pub trait Adapters {
+    /// The names of the adapters in the library (none when it cannot be read).
+    fn names(&self) -> Vec<String>;
+    /// Applies the adapter named `name` to `engine`; its name when one is applied, `None` for
+    /// `none` (the engine is left as it was: the shell takes the adapter off).
+    fn apply(&self, engine: &mut Engine, name: &str) -> Result<Option<String>>;
 }
 
-/// Starts the shell on `--db` (or the demo database) with `--model`.
-pub fn run(args: ShellArgs) -> Result<()> {
-    let mut pipeline = crate::open_pipeline(&args.common)?;
-    // On a terminal, creating the line editor installs rustyline's own SIGINT handler; it
-    // comes first so that the Ctrl-C handler below replaces it and Ctrl-C during a query or
-    // while a result renders reaches `cancel` (at the prompt, Ctrl-C is a key to rustyline).
-    let editor = new_editor()?;
-    let cancel = Cancel::new();
-    {
-        let c = cancel.clone();
-        // A second Ctrl-C while the first is still being honoured exits.
-        let _ = ctrlc::set_handler(move || {
-            if c.is_set() {
-                std::process::exit(130);
-            }
-            c.set();
-        });
+/// How results are shown, as the command line (or the config file) asks.
+pub struct Options {
+    pub format: Format,
+    /// How NULL is shown (`--null`; none: empty).
+    pub null: Option<String>,
+    /// `--pager` (none: page when stdout is a terminal).
+    pub pager: Option<bool>,
+}
+
+/// What the shell works with, opened by its caller before [`run`].
+pub struct Opened {
+    /// The database, with the model attached when it loaded.
+    pub pipeline: Pipeline,
+    /// Set by Ctrl-C (see [`LineEditor`]); the shell resets it after each input.
+    pub cancel: Cancel,
+    /// Why no model loaded: questions are refused with it, SQL still runs.
+    pub model_error: Option<String>,
+    /// Where answers and verdicts are kept (none: they are not logged this session).
+    pub feedback: Option<crate::feedback::Store>,
+    pub adapters: Box<dyn Adapters>,
+}
+
+/// The line editor with the shell's history settings. On a terminal, making it installs
+/// rustyline's own SIGINT handler: make it before the Ctrl-C handler that sets
+/// [`Opened::cancel`], so that handler replaces it and Ctrl-C during a query or while a
+/// result renders reaches the shell (at the prompt, Ctrl-C is a key to rustyline).
+pub struct LineEditor(Editor<complete::SqlHelper, FileHistory>);
+
+impl LineEditor {
+    pub fn new() -> Result<Self> {
+        let config = rustyline::Config::builder()
+            .auto_add_history(false)
+            .max_history_size(10_000)?
+            .build();
+        Ok(Self(Editor::with_config(config)?))
     }
-    let tables = pipeline.schema().tables.len();
-    eprintln!(
-        "sqlora {} — {} ({} table{})",
-        env!("CARGO_PKG_VERSION"),
-        pipeline.describe_db(),
-        tables,
-        if tables == 1 { "" } else { "s" }
-    );
-    let mut model_error = None;
-    let spinner = progress::Spinner::start("loading the model");
-    let loaded = crate::load_engine(&args.common.model);
-    drop(spinner);
-    match loaded {
-        Ok(mut engine) => {
-            let info = engine.info().clone();
-            let db_id = pipeline.describe_db();
-            match crate::apply_adapter(
-                &mut engine,
-                args.common.model.adapter.as_deref(),
-                Some(&db_id),
-                args.common.model.merge,
-            ) {
-                Ok(Some(name)) => eprintln!("adapter `{name}` applied"),
-                Ok(None) => {}
-                Err(e) => eprintln!("sqlora: {e:#}; using the base model"),
-            }
-            pipeline.set_engine(engine);
-            eprintln!(
-                "model {} from {} loaded on {} in {:.1} s; reading the schema into it…",
-                crate::model_label(&info.path),
-                info.path.display(),
-                info.device,
-                info.load_secs
-            );
-            let t = std::time::Instant::now();
-            let spinner = progress::Spinner::start(&match pipeline.prefix_tokens() {
-                Some(n) => format!("reading the schema into the model ({n} tokens)"),
-                None => "reading the schema".into(),
-            });
-            let warmed = pipeline.warm_up(&cancel);
-            drop(spinner);
-            match warmed {
-                Ok(0) if pipeline.selects_tables() => eprintln!(
-                    "schema context: over the budget of {} tokens, so the tables are chosen per \
-                     question (\\context shows them); value index ready in {:.1} s",
-                    pipeline.context_tokens,
-                    t.elapsed().as_secs_f64()
-                ),
-                Ok(n) => eprintln!(
-                    "schema context: {n} tokens, cached in {:.1} s",
-                    t.elapsed().as_secs_f64()
-                ),
-                Err(e) => {
-                    eprintln!("sqlora: {e} (the schema will be read with the first question)")
-                }
-            }
-            cancel.reset();
-        }
-        Err(e) => {
-            let msg = format!("{e:#}");
-            eprintln!("sqlora: {msg}\nsqlora: questions are disabled; \\sql and SQL still work");
-            model_error = Some(msg);
-        }
-    }
-    let feedback = match crate::open_feedback(&args.feedback) {
-        Ok(store) => Some(store),
-        Err(e) => {
-            eprintln!("sqlora: {e:#}; answers will not be logged this session");
-            None
-        }
-    };
+}
+
+/// Runs the shell until `\q` or end of input, on what `opened` holds.
+pub fn run(editor: LineEditor, opened: Opened, options: Options) -> Result<()> {
     eprintln!("Type a question, SQL, or \\help. \\q quits. After an answer: \\ok, \\fix, \\bad.");
     let mut shell = Shell {
-        pipeline,
-        format: args.format,
+        pipeline: opened.pipeline,
+        format: options.format,
         timing: false,
-        cancel,
+        cancel: opened.cancel,
         // No escape bytes unless both outputs are terminals, nor under NO_COLOR (non-empty).
         color: std::io::stdout().is_terminal()
             && std::io::stderr().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         // NULL is empty unless `--null` (or the config) says otherwise, as in psql.
         look: render::Look {
-            null: args.null.clone().unwrap_or_default(),
+            null: options.null.unwrap_or_default(),
             ..render::Look::default()
         },
         // Never pages anything but a terminal, whatever this says (see `page_or_print`).
-        pager: args
+        pager: options
             .pager
             .unwrap_or_else(|| std::io::stdout().is_terminal()),
-        model_error,
-        feedback,
+        model_error: opened.model_error,
+        feedback: opened.feedback,
         last: None,
         judged: Vec::new(),
         conversation: Default::default(),
         input: Default::default(),
+        adapters: opened.adapters,
     };
-    shell.repl(editor)
-}
-
-fn new_editor() -> Result<Editor<complete::SqlHelper, FileHistory>> {
-    let config = rustyline::Config::builder()
-        .auto_add_history(false)
-        .max_history_size(10_000)?
-        .build();
-    Ok(Editor::with_config(config)?)
-}
-
-/// The corrected SQL from `$VISUAL`/`$EDITOR` (prefilled with `start`), or typed on stdin
-/// up to an empty line when no editor is set.
-fn edit_sql(start: &str) -> std::result::Result<String, String> {
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .ok()
-        .filter(|e| !e.trim().is_empty());
-    match editor {
-        Some(editor) => {
-            let file = tempfile::Builder::new()
-                .prefix("sqlora-fix-")
-                .suffix(".sql")
-                .tempfile()
-                .map_err(|e| format!("cannot create a file to edit: {e}"))?;
-            std::fs::write(file.path(), format!("{start}\n"))
-                .map_err(|e| format!("cannot write {}: {e}", file.path().display()))?;
-            let mut parts = editor.split_whitespace();
-            let program = parts.next().unwrap_or("vi");
-            let status = std::process::Command::new(program)
-                .args(parts)
-                .arg(file.path())
-                .status()
-                .map_err(|e| format!("cannot run the editor `{editor}`: {e}"))?;
-            if !status.success() {
-                return Err(format!(
-                    "the editor `{editor}` exited with {status}; nothing saved"
-                ));
-            }
-            std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edit: {e}"))
-        }
-        None => {
-            eprintln!("Type the corrected SQL; an empty line ends it (current: {start})");
-            let mut out = String::new();
-            let stdin = std::io::stdin();
-            loop {
-                let mut line = String::new();
-                let n = stdin
-                    .read_line(&mut line)
-                    .map_err(|e| format!("cannot read the correction: {e}"))?;
-                if n == 0 || line.trim().is_empty() {
-                    break;
-                }
-                out.push_str(&line);
-            }
-            Ok(out)
-        }
-    }
+    shell.repl(editor.0)
 }
 
 fn history_path() -> Option<PathBuf> {
@@ -581,125 +494,6 @@ impl Shell {
         }
     }
 
-    /// Logs an answer (or a failed one) as unreviewed; it becomes what `\\ok` and co. judge.
-    fn log_answer(&mut self, question: &str, result: &Result<crate::pipeline::Answer, AskError>) {
-        if matches!(
-            result,
-            Err(AskError::Model(crate::llm::LlmError::Cancelled))
-        ) {
-            return;
-        }
-        let Some(store) = self.feedback.as_mut() else {
-            return;
-        };
-        let mut entry = crate::feedback::NewAnswer {
-            question: question.to_string(),
-            db_identity: self.pipeline.describe_db(),
-            dialect: self.pipeline.dialect().name().to_string(),
-            schema_context: self.pipeline.context().to_string(),
-            model: self
-                .pipeline
-                .engine()
-                .map_or_else(|| "none".into(), |e| e.info().name.clone()),
-            adapter: self.pipeline.engine().and_then(|e| e.adapter_name()),
-            source: "shell".into(),
-            ..Default::default()
-        };
-        match result {
-            Ok(a) => {
-                entry.generated_sql = Some(
-                    a.attempts
-                        .first()
-                        .map_or_else(|| a.sql.clone(), |at| at.sql.clone()),
-                );
-                entry.attempts = a
-                    .attempts
-                    .iter()
-                    .map(|at| (at.sql.clone(), at.error.clone()))
-                    .collect();
-                entry.final_sql = Some(a.sql.clone());
-            }
-            Err(e) => {
-                entry.generated_sql = e.sql().map(str::to_string);
-                entry.error = Some(e.to_string().lines().next().unwrap_or("").to_string());
-            }
-        }
-        let sql = entry
-            .final_sql
-            .clone()
-            .or_else(|| entry.generated_sql.clone());
-        match store.record(&entry) {
-            Ok(id) => self.last = Some(LastAnswer { id, sql }),
-            Err(e) => eprintln!("sqlora: {e} (this answer was not logged)"),
-        }
-    }
-
-    fn judge(
-        &mut self,
-        verdict: crate::feedback::Review,
-        correction: Option<&str>,
-        note: Option<&str>,
-    ) {
-        let (Some(store), Some(last)) = (self.feedback.as_mut(), self.last.as_ref()) else {
-            eprintln!("sqlora: no answer to judge yet (ask a question first)");
-            return;
-        };
-        match store.set_verdict(last.id, verdict, correction, note) {
-            Ok(()) => {
-                self.judged.push(last.id);
-                eprintln!("answer #{} marked {}", last.id, verdict.as_str());
-            }
-            Err(e) => eprintln!("sqlora: {e}"),
-        }
-    }
-
-    pub fn accept(&mut self) {
-        self.judge(crate::feedback::Review::Accepted, None, None);
-    }
-
-    pub fn reject(&mut self, note: &str) {
-        let note = (!note.trim().is_empty()).then_some(note.trim());
-        self.judge(crate::feedback::Review::Rejected, None, note);
-    }
-
-    /// `\\fix [SQL]`: the corrected SQL from the argument, `$VISUAL`/`$EDITOR`, or typed
-    /// lines; it must pass the guard and run before it is saved.
-    pub fn fix(&mut self, arg: &str) {
-        let Some(last) = self.last.as_ref() else {
-            eprintln!("sqlora: no answer to correct yet (ask a question first)");
-            return;
-        };
-        let start = last.sql.clone().unwrap_or_default();
-        let sql = if !arg.trim().is_empty() {
-            arg.trim().to_string()
-        } else {
-            match edit_sql(&start) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("sqlora: {e}");
-                    return;
-                }
-            }
-        };
-        let sql = sql.trim().trim_end_matches(';').trim().to_string();
-        if sql.is_empty() {
-            eprintln!("sqlora: empty SQL; nothing saved");
-            return;
-        }
-        match self.pipeline.run_sql(&sql, &self.cancel) {
-            Ok(r) => {
-                println!("{}", self.paint("36", &r.sql));
-                self.print_outcome(r.outcome, r.query_secs);
-                self.judge(crate::feedback::Review::Corrected, Some(&r.sql), None);
-                self.conversation.corrected(&r.sql);
-            }
-            Err(e) => {
-                self.report(&e);
-                eprintln!("sqlora: the correction was not saved");
-            }
-        }
-    }
-
     /// `\\compare QUESTION`: the adapter's answer and the base model's, and whether they agree.
     pub fn compare(&mut self, question: &str) {
         if question.trim().is_empty() {
@@ -747,11 +541,9 @@ impl Shell {
                 Some(a) => println!("adapter: {a}"),
                 None => println!("adapter: none (base model)"),
             }
-            if let Ok(lib) = crate::adapter_library() {
-                let names = lib.names();
-                if !names.is_empty() {
-                    println!("in the library: {}", names.join(", "));
-                }
+            let names = self.adapters.names();
+            if !names.is_empty() {
+                println!("in the library: {}", names.join(", "));
             }
             return;
         }
@@ -759,7 +551,7 @@ impl Shell {
             eprintln!("sqlora: no model loaded");
             return;
         };
-        match crate::apply_adapter(engine, Some(arg), None, false) {
+        match self.adapters.apply(engine, arg) {
             Ok(Some(name)) => eprintln!("adapter `{name}` applied; re-reading the schema into it…"),
             Ok(None) => {
                 if let Err(e) = engine.set_adapter(None) {
@@ -780,62 +572,6 @@ impl Shell {
             eprintln!("sqlora: {e}");
         }
         self.cancel.reset();
-    }
-
-    pub fn undo(&mut self) {
-        let Some(store) = self.feedback.as_mut() else {
-            eprintln!("sqlora: feedback is off this session");
-            return;
-        };
-        let Some(id) = self.judged.pop() else {
-            eprintln!("sqlora: nothing to undo");
-            return;
-        };
-        match store.undo(id) {
-            Ok(Some(v)) => eprintln!("answer #{id} is back to {}", v.as_str()),
-            Ok(None) => eprintln!("sqlora: nothing to undo for answer #{id}"),
-            Err(e) => eprintln!("sqlora: {e}"),
-        }
-    }
-
-    pub fn history(&mut self, arg: &str) {
-        let Some(store) = self.feedback.as_mut() else {
-            eprintln!("sqlora: feedback is off this session");
-            return;
-        };
-        let limit = arg.trim().parse().unwrap_or(20);
-        let filter = crate::feedback::Filter {
-            limit: Some(limit),
-            ..Default::default()
-        };
-        match store.list(&filter) {
-            Ok(entries) => {
-                let o = Outcome {
-                    columns: vec![
-                        "id".into(),
-                        "when".into(),
-                        "verdict".into(),
-                        "question".into(),
-                    ],
-                    rows: entries
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                crate::sql::Value::Int(e.id),
-                                crate::sql::Value::Text(
-                                    e.updated_at.replace('T', " ")[..16].to_string(),
-                                ),
-                                crate::sql::Value::Text(e.verdict.as_str().into()),
-                                crate::sql::Value::Text(e.question.clone()),
-                            ]
-                        })
-                        .collect(),
-                    truncated: false,
-                };
-                self.print_outcome(o, 0.0);
-            }
-            Err(e) => eprintln!("sqlora: {e}"),
-        }
     }
 
     pub fn run_sql(&mut self, sql: &str) {

@@ -16,7 +16,7 @@ pub fn model_path() -> PathBuf {
         merge: false,
         device: sqlora::llm::device::DeviceChoice::Auto,
     };
-    sqlora::model_path(&opts).unwrap_or_else(|e| {
+    sqlora::app::session::model_path(&opts).unwrap_or_else(|e| {
         panic!("these tests need the real model: {e:#} (run `cargo run --release -- model pull`)")
     })
 }

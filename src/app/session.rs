@@ -1,0 +1,231 @@
+//! What a command opens before it works, each opened one way: the database (`--db`, or the
+//! demo database when none is given), the pipeline over it with the run limits, the model
+//! (`--model`, fetched when a named one is missing), the adapter applied to it, the adapter
+//! library and the feedback store, and the model's name for people. Prints only the
+//! privileges warning, and a download's lines when a named model must be fetched; what to do
+//! with what was opened is the commands' (and the shell's).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{CommonArgs, DbOpts, FeedbackOpts, ModelChoice, ModelOpts};
+use crate::llm::registry;
+use crate::{db, feedback, llm, paths, pipeline, sql};
+
+/// Opens the database and applies the run limits shared by `shell` and `ask`; the model is
+/// attached by the caller (the shell keeps going without one). A database without tables, or a
+/// `--schema` that does not exist or holds none, is refused here, before any model work.
+pub fn open_pipeline(common: &CommonArgs) -> Result<pipeline::Pipeline> {
+    let limits = common.run.limits().map_err(anyhow::Error::msg)?;
+    let mut db = open_database(&common.db)?;
+    // One line on stderr (stdout stays the answer's) when the login can do more than read.
+    let quiet = std::env::var("SQLORA_QUIET_PRIVILEGES").is_ok_and(|v| !v.is_empty() && v != "0");
+    if let Some(warning) = db.powers().warning().filter(|_| !quiet) {
+        eprintln!("sqlora: {warning}");
+    }
+    let here = db::user_schemas(db.as_mut())?;
+    if let Some(missing) = (db.dialect() == sql::Dialect::Postgres)
+        .then(|| common.db.schema.iter().find(|s| !here.contains(s)))
+        .flatten()
+    {
+        bail!(
+            "schema `{missing}` does not exist in {} (schemas here: {})",
+            db.describe(),
+            here.join(", ")
+        );
+    }
+    let mut p = pipeline::Pipeline::new(db, None)?;
+    if p.schema().tables.is_empty() {
+        bail!("{}", no_tables(&p.describe_db(), &common.db.schema, &here));
+    }
+    p.limits = limits;
+    p.repairs = common.run.repairs;
+    p.context_tokens = common.run.context_tokens;
+    p.values_cache = paths::cache_dir().ok().map(|d| d.join("values"));
+    Ok(p)
+}
+
+/// Why an introspected database gives the model nothing to answer from: `name` has no tables
+/// (in the `--schema`s given, or in its search_path; `here` lists PostgreSQL's schemas).
+fn no_tables(name: &str, schemas: &[String], here: &[String]) -> String {
+    let name = name.strip_prefix("sqlite:").unwrap_or(name);
+    let quoted: Vec<String> = schemas.iter().map(|s| format!("`{s}`")).collect();
+    match (here.is_empty(), quoted.len()) {
+        (true, _) => format!("database {name} has no tables"),
+        (false, 0) => format!(
+            "database {name} has no tables in its search_path (schemas here: {}; pick one with \
+             --schema)",
+            here.join(", ")
+        ),
+        (false, 1) => format!(
+            "schema {} of {name} has no tables (schemas here: {})",
+            quoted[0],
+            here.join(", ")
+        ),
+        (false, _) => format!(
+            "schemas {} of {name} have no tables (schemas here: {})",
+            quoted.join(", "),
+            here.join(", ")
+        ),
+    }
+}
+
+/// Opens `--db`, or the bundled demo database (built on first use) when none is given.
+pub fn open_database(opts: &DbOpts) -> Result<Box<dyn db::Database>> {
+    Ok(db::connect(&database_url(opts)?, &opts.schema)?)
+}
+
+/// The URL `--db` gives, or the bundled demo database's path (built on first use) when none
+/// is given (or an empty one).
+pub fn database_url(opts: &DbOpts) -> Result<String> {
+    Ok(match &opts.db {
+        Some(u) if !u.trim().is_empty() => u.clone(),
+        _ => db::demo::ensure(&paths::data_dir()?)?
+            .to_string_lossy()
+            .into_owned(),
+    })
+}
+
+/// Resolves `--model` to a GGUF file, fetching a named model when it is missing.
+pub fn model_path(opts: &ModelOpts) -> Result<PathBuf> {
+    match opts.choice().map_err(anyhow::Error::msg)? {
+        ModelChoice::File(p) => {
+            if !p.is_file() {
+                bail!("model file {} not found", p.display());
+            }
+            Ok(p)
+        }
+        ModelChoice::Named(spec) => {
+            let dir = paths::models_dir()?;
+            if registry::is_cached(&dir, spec) {
+                return Ok(registry::cached_path(&dir, spec));
+            }
+            if opts.offline {
+                bail!(
+                    "model {} is not cached and --offline was given; run `sqlora model pull {}`",
+                    spec.name,
+                    spec.name
+                );
+            }
+            super::model::pull(spec, false)
+        }
+    }
+}
+
+/// Loads the model `--model` names.
+pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
+    let path = model_path(opts)?;
+    let (device, chosen) = llm::device::select(opts.device)?;
+    let load = llm::LoadOptions {
+        plan: llm::device::plan_for(&device),
+        device,
+        kv_dir: paths::cache_dir().ok().map(|d| d.join("kv")),
+    };
+    let mut engine = llm::Engine::load(&path, &load)
+        .with_context(|| format!("loading model {}", path.display()))?;
+    engine.set_device_label(chosen);
+    Ok(engine)
+}
+
+/// The adapter library in the data dir.
+pub fn adapter_library() -> Result<llm::lora::library::Library> {
+    Ok(llm::lora::library::Library::new(
+        paths::data_dir()?.join("adapters"),
+    ))
+}
+
+/// A library error as a sentence: "adapter" is not put before a message that names the
+/// adapter already (`no adapter named `x``).
+pub fn adapter_error(e: llm::LlmError) -> anyhow::Error {
+    match e {
+        llm::LlmError::Adapter(m) if m.contains("adapter") => anyhow::Error::msg(m),
+        e => e.into(),
+    }
+}
+
+/// The model's name for people: the registry's name and quantization for a known file
+/// (`qwen2.5-coder-0.5b (Q4_K_M)`), else the file's name and the GGUF's file type (the
+/// GGUF's own `general.name` often names another conversion of the weights).
+pub fn model_label(path: &std::path::Path) -> String {
+    let file = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    if let Some(spec) = registry::MODELS.iter().find(|m| m.file == file) {
+        let quant = spec.about.split(" (").next().unwrap_or("");
+        let quant = quant.split_whitespace().last().unwrap_or("");
+        return format!("{} ({quant})", spec.name);
+    }
+    match gguf_file_type(path) {
+        Some(t) => format!("{file} ({t})"),
+        None => file,
+    }
+}
+
+/// The GGUF's `general.file_type`, named as llama.cpp names it.
+fn gguf_file_type(path: &std::path::Path) -> Option<String> {
+    use candle_core::quantized::gguf_file::Content;
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let content = Content::read(&mut f).ok()?;
+    let t = content.metadata.get("general.file_type")?.to_u32().ok()?;
+    let name = match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        other => return Some(format!("file type {other}")),
+    };
+    Some(name.to_string())
+}
+
+/// Applies `--adapter NAME` (or, without it, the database's default adapter) to `engine`.
+/// Returns the adapter's name when one is applied.
+pub fn apply_adapter(
+    engine: &mut llm::Engine,
+    choice: Option<&str>,
+    db_identity: Option<&str>,
+    merge: bool,
+) -> Result<Option<String>> {
+    let lib = adapter_library()?;
+    let name = match choice.map(str::trim) {
+        Some("none") | Some("") => return Ok(None),
+        Some(n) => n.to_string(),
+        None => match db_identity.and_then(|d| lib.defaults().get(d).cloned()) {
+            Some(n) => n,
+            None => return Ok(None),
+        },
+    };
+    let base = llm::lora::library::base_of(engine);
+    let adapter = lib.load_for(&name, &base).map_err(adapter_error)?;
+    engine.set_adapter(Some(adapter))?;
+    if merge {
+        engine.merge_adapter()?;
+    }
+    Ok(Some(name))
+}
+
+/// Opens the feedback store `--feedback-db` names (default: feedback.sqlite in the data dir).
+pub fn open_feedback(opts: &FeedbackOpts) -> Result<feedback::Store> {
+    let target = match &opts.feedback_db {
+        Some(t) if !t.trim().is_empty() => t.clone(),
+        _ => paths::data_dir()?
+            .join("feedback.sqlite")
+            .to_string_lossy()
+            .into_owned(),
+    };
+    Ok(feedback::Store::open(&target)?)
+}
