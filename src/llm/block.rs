@@ -12,8 +12,8 @@ use candle_core::Tensor;
 
 use super::config::ModelConfig;
 use super::layers::rope;
-use super::lora::adapter::Target;
 use super::linear::Projection;
+use super::lora::adapter::Target;
 
 /// How each step of a layer is computed.
 pub(super) trait LayerOps {

@@ -14,6 +14,8 @@ use candle_core::{Device, Tensor};
 
 use super::cache::{BatchCache, KvCache};
 use super::config::{Arch, ModelConfig};
+#[cfg(feature = "cuda")]
+use super::cuda::decode as cuda_decode;
 use super::generate::{self, GenOptions, Row};
 use super::gguf_check;
 use super::linear::WeightPlan;
@@ -21,8 +23,6 @@ use super::lora::adapter as lora;
 use super::model::Model;
 use super::prompt::{ChatTemplate, Prompt};
 use super::tokenizer::TextTokenizer;
-#[cfg(feature = "cuda")]
-use super::cuda::decode as cuda_decode;
 use super::LlmError;
 use crate::cancel::Cancel;
 
@@ -557,7 +557,13 @@ impl Engine {
                     next: Err(logits),
                 };
                 generate::decode(&mut stepper, &mut rows, tokenizer, opts, cancel)?;
-                return Ok(self.finish(rows, &suffixes, prefix_ids.len(), computed, prefill_secs)?);
+                return Ok(self.finish(
+                    rows,
+                    &suffixes,
+                    prefix_ids.len(),
+                    computed,
+                    prefill_secs,
+                )?);
             }
             debug_assert!(!fused);
             let mut stepper = generate::Single {

@@ -87,7 +87,11 @@ pub(super) struct Row {
 impl Row {
     /// The answer text so far, `answer_start` included.
     pub fn text(&self, tokenizer: &TextTokenizer) -> Result<String, LlmError> {
-        Ok(format!("{}{}", self.answer_start, tokenizer.decode(&self.tokens)?))
+        Ok(format!(
+            "{}{}",
+            self.answer_start,
+            tokenizer.decode(&self.tokens)?
+        ))
     }
 }
 
@@ -113,7 +117,8 @@ pub(super) fn decode(
         for (k, &i) in active.iter().enumerate() {
             let row = &mut rows[i];
             let token = next[k];
-            let mut done = token.is_none_or(|t| tokenizer.is_stop(t)) || row.tokens.len() >= row.budget;
+            let mut done =
+                token.is_none_or(|t| tokenizer.is_stop(t)) || row.tokens.len() >= row.budget;
             if let (false, Some(token)) = (done, token) {
                 row.tokens.push(token);
                 // Decoding the answer so far costs microseconds; a needless token costs far more.

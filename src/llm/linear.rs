@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Storage, Tensor, D};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Storage, Tensor, D,
+};
 
 use super::lora::adapter::LoraPair;
 use super::LlmError;
@@ -66,7 +68,11 @@ pub(super) enum Form {
 }
 
 impl Form {
-    pub(super) fn build(q: &Arc<QTensor>, fmt: WeightFormat, device: &Device) -> candle_core::Result<Self> {
+    pub(super) fn build(
+        q: &Arc<QTensor>,
+        fmt: WeightFormat,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
         let native_dense = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         Ok(match fmt {
             WeightFormat::F32 => Form::Dense(q.dequantize(device)?),

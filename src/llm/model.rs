@@ -152,11 +152,7 @@ impl Model {
     }
 
     /// `[out, in]` of layer `layer`'s projection `target` (for building adapters).
-    pub fn projection_dims(
-        &self,
-        layer: usize,
-        target: Target,
-    ) -> Option<(usize, usize)> {
+    pub fn projection_dims(&self, layer: usize, target: Target) -> Option<(usize, usize)> {
         Some(self.layers.get(layer)?.projection(target).dims)
     }
 
@@ -166,12 +162,7 @@ impl Model {
 
     /// Runs one projection of one layer on `x` (`[rows, in]`), adapter included: lets tests
     /// check the LoRA arithmetic against plain matrix products.
-    pub fn project(
-        &self,
-        layer: usize,
-        target: Target,
-        x: &Tensor,
-    ) -> Result<Tensor, LlmError> {
+    pub fn project(&self, layer: usize, target: Target, x: &Tensor) -> Result<Tensor, LlmError> {
         let l = self
             .layers
             .get(layer)
@@ -205,7 +196,14 @@ impl Model {
         };
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
-        let logits = self.run(&ids_t, (1, seq), mask.as_ref(), &cos, &sin, &mut cache.layers)?;
+        let logits = self.run(
+            &ids_t,
+            (1, seq),
+            mask.as_ref(),
+            &cos,
+            &sin,
+            &mut cache.layers,
+        )?;
         cache.len = pos + seq;
         Ok(logits.flatten_all()?)
     }

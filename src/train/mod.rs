@@ -24,8 +24,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::cancel::Cancel;
 use crate::llm::lora::adapter::{Adapter, AdapterConfig, Target};
+use crate::llm::lora::{
+    dropout::{mix_seed, Dropout},
+    params::LoraParams,
+};
 use crate::llm::prompt::{self, ChatTemplate};
-use crate::llm::lora::{dropout::{mix_seed, Dropout}, params::LoraParams};
 use crate::llm::{LlmError, Model, TextTokenizer};
 use crate::sql::Dialect;
 
@@ -347,7 +350,9 @@ pub fn batch_loss(
     // (recomputing) each layer's input only.
     #[cfg(feature = "cuda")]
     let hand = if pass.hand && crate::llm::cuda::train_layer::supported(model, compute) {
-        Some(crate::llm::cuda::train_layer::Layers::new(model, lora, drop)?)
+        Some(crate::llm::cuda::train_layer::Layers::new(
+            model, lora, drop,
+        )?)
     } else {
         None
     };

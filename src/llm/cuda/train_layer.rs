@@ -52,7 +52,6 @@ pub fn supported(model: &Model, dtype: DType) -> bool {
         && std::env::var("SQLORA_HAND_LAYER").map_or(true, |v| v != "0")
 }
 
-
 /// The step's LoRA matrices in bf16 (cast once per batch from the f32 masters), with what
 /// dropout draws.
 struct Lora {
@@ -572,4 +571,3 @@ impl<'m> Layers<'m> {
         dx.reshape((b, s, hidden))
     }
 }
-

@@ -14,11 +14,9 @@ use half::bf16;
 
 pub(super) type Result<T> = candle_core::Result<T>;
 
-
 pub(super) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train.ptx"));
 pub(super) const MODULE: &str = "sqlora_train";
 pub(super) const HEAD_DIM: usize = 64;
-
 
 pub(super) fn cuda(dev: &Device) -> Result<&CudaDevice> {
     match dev {
@@ -322,11 +320,7 @@ pub fn attention_backward(
     let (dqa, dka, dva) = (addr(&dq)?, addr(&dk)?, addr(&dv)?);
     let (nhi, nkvi, si) = (nh as i32, nkv as i32, s as i32);
     let load = |name: &str| {
-        dev.get_or_load_custom_func(
-            name,
-            super::attention::MODULE,
-            super::attention::PTX,
-        )
+        dev.get_or_load_custom_func(name, super::attention::MODULE, super::attention::PTX)
     };
     let rows = b * nh * s;
     let f = load("attn_delta")?;
@@ -390,4 +384,3 @@ pub fn adamw(
         .arg(&c2);
     run(&mut b, elementwise(n), 256)
 }
-

@@ -59,7 +59,12 @@ impl Dropout {
     }
 
     #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
-    pub(crate) fn apply(&mut self, x: &Tensor, layer: usize, t: Target) -> candle_core::Result<Tensor> {
+    pub(crate) fn apply(
+        &mut self,
+        x: &Tensor,
+        layer: usize,
+        t: Target,
+    ) -> candle_core::Result<Tensor> {
         if self.p <= 0.0 {
             return Ok(x.clone());
         }
@@ -68,10 +73,12 @@ impl Dropout {
         // dominate a training step. The hand-written CUDA layer draws the same masks.
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            return x.contiguous()?.apply_op1(crate::llm::cuda::train_ops::HashDropout {
-                p: self.p,
-                seed: mask_seed(self.seed, layer, t),
-            });
+            return x
+                .contiguous()?
+                .apply_op1(crate::llm::cuda::train_ops::HashDropout {
+                    p: self.p,
+                    seed: mask_seed(self.seed, layer, t),
+                });
         }
         if !x.device().is_cpu() {
             return candle_nn::ops::dropout(x, self.p);

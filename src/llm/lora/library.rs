@@ -45,8 +45,11 @@ pub fn base_of(engine: &Engine) -> BaseIdentity {
         architecture: format!("{:?}", c.arch).to_lowercase(),
         hidden_size: c.hidden,
         layers: engine.model().n_layers(),
-        gguf_sha256: crate::llm::registry::known_sha256(&engine.info().path, engine.info().file_size)
-            .map(str::to_string),
+        gguf_sha256: crate::llm::registry::known_sha256(
+            &engine.info().path,
+            engine.info().file_size,
+        )
+        .map(str::to_string),
     }
 }
 
