@@ -1,6 +1,6 @@
 //! `sqlora model pull` and `model list`: the registry's models fetched (or a cached copy
-//! verified, through `session::pull`) into the models dir, and what that dir holds. Downloads only what the registry
-//! names, with its sha256 checked; never deletes a file.
+//! verified, through `session::pull`) into the models dir, and what that dir holds. Downloads
+//! only what the registry names, with its sha256 checked; never deletes a file.
 
 use anyhow::{Context, Result};
 
