@@ -154,3 +154,63 @@ fn batched_answers_equal_one_at_a_time_answers() {
 fn prompts_suffix_len(e: &Engine, p: &prompt::Prompt) -> usize {
     e.tokenizer().encode(&p.suffix).unwrap().len()
 }
+
+/// The per-step token mask of the one decoding loop holds on the single-sequence path and on
+/// the batched path alike: a mask that allows only the next token of a fixed text makes every
+/// answer that text, and a mask that forbids the greedy first token changes the first token.
+#[test]
+fn a_token_mask_steers_single_and_batched_decoding() {
+    use std::sync::Arc;
+    use sqlora::llm::TokenMask;
+
+    let (_d, db_path) = common::demo_db();
+    let mut db = sqlora::db::open(&db_path.to_string_lossy()).unwrap();
+    let context = sqlora::schema::render_context(&db.introspect().unwrap(), db.dialect());
+    let mut e = Engine::load(&common::model_path(), &LoadOptions::default()).unwrap();
+    let questions = ["How many customers are there?", "Which country has the most customers?"];
+    let prompts: Vec<_> = questions
+        .iter()
+        .map(|q| prompt::build_prompt(e.template(), q, &context, db.dialect(), &[]))
+        .collect();
+    let cancel = Cancel::new();
+    let start = prompts[0].answer_start().to_string();
+    let forced = "SELECT 42 AS answer;\n```";
+    let target = e.tokenizer().encode(forced).unwrap();
+    let tokenizer = e.tokenizer().clone();
+    let (t, s) = (target.clone(), start.clone());
+    let follow = TokenMask(Arc::new(move |text: &str| {
+        let k = (0..=t.len())
+            .find(|&k| format!("{s}{}", tokenizer.decode(&t[..k]).unwrap()) == text)
+            .expect("the answer so far is a prefix of the forced text");
+        Some(t.get(k).map(|&id| vec![id]).unwrap_or_default())
+    }));
+    let opts = GenOptions {
+        mask: Some(follow),
+        stop_at_fence_close: false,
+        ..GenOptions::default()
+    };
+    let want = format!("{start}{}", e.tokenizer().decode(&target).unwrap());
+    let one = e.generate(&prompts[0], &opts, &cancel).unwrap();
+    assert_eq!(one.text, want);
+    assert_eq!(one.new_tokens, target.len());
+    for g in e.generate_batch(&prompts, &opts, &cancel).unwrap() {
+        assert_eq!(g.text, want);
+    }
+
+    // Forbid the greedy first token: the first token becomes another one.
+    let plain = GenOptions::default();
+    let greedy = e.generate(&prompts[0], &plain, &cancel).unwrap();
+    let first = e.tokenizer().encode(&greedy.text[start.len()..]).unwrap()[0];
+    let vocab = e.config().vocab_size as u32;
+    let s = start.clone();
+    let opts = GenOptions {
+        mask: Some(TokenMask(Arc::new(move |text: &str| {
+            (text == s).then(|| (0..vocab).filter(|&id| id != first).collect())
+        }))),
+        max_new_tokens: 1,
+        ..GenOptions::default()
+    };
+    let other = e.generate(&prompts[0], &opts, &cancel).unwrap();
+    assert_eq!(other.new_tokens, 1);
+    assert_ne!(e.tokenizer().encode(&other.text[start.len()..]).unwrap()[0], first);
+}

@@ -15,6 +15,7 @@ const STOP_TOKENS: &[&str] = &[
     "<|end_of_text|>",
 ];
 
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     stop_ids: Vec<u32>,
