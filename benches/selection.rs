@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use sqlora::cancel::Cancel;
 use sqlora::cli::ModelOpts;
-use sqlora::llm::device::DeviceChoice;
+use sqlora::hub::device::DeviceChoice;
 use sqlora::llm::{Engine, LoadOptions};
 use sqlora::pipeline::Pipeline;
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use sqlora::cancel::Cancel;
 use sqlora::cli::ModelOpts;
-use sqlora::llm::device::{plan_for, select, DeviceChoice};
+use sqlora::hub::device::{plan_for, select, DeviceChoice};
 use sqlora::llm::{Engine, LoadOptions, WeightFormat, WeightPlan};
 use sqlora::pipeline::Pipeline;
 

@@ -326,7 +326,7 @@ pub enum ModelCommand {
     /// Download a model into the cache and verify its checksum.
     Pull {
         /// Model name (see `sqlora model list`).
-        #[arg(default_value = crate::llm::registry::DEFAULT_MODEL)]
+        #[arg(default_value = crate::hub::registry::DEFAULT_MODEL)]
         name: String,
     },
     /// Show known models and which are cached.
@@ -370,7 +370,7 @@ pub struct ModelOpts {
         default_value = "auto",
         value_name = "auto|cpu|cuda[:N]"
     )]
-    pub device: crate::llm::device::DeviceChoice,
+    pub device: crate::hub::device::DeviceChoice,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -578,13 +578,13 @@ impl RunOpts {
 /// A `--model` value: a known name or a file.
 #[derive(Debug, Clone)]
 pub enum ModelChoice {
-    Named(&'static crate::llm::registry::ModelSpec),
+    Named(&'static crate::hub::registry::ModelSpec),
     File(PathBuf),
 }
 
 impl ModelOpts {
     pub fn choice(&self) -> Result<ModelChoice, String> {
-        use crate::llm::registry;
+        use crate::hub::registry;
         let value = self.model.as_deref().unwrap_or(registry::DEFAULT_MODEL);
         if let Some(spec) = registry::find(value) {
             return Ok(ModelChoice::Named(spec));
@@ -872,7 +872,7 @@ mod tests {
                 offline: false,
                 adapter: None,
                 merge: false,
-                device: crate::llm::device::DeviceChoice::Auto,
+                device: crate::hub::device::DeviceChoice::Auto,
             }
             .choice()
         };

@@ -14,6 +14,7 @@ pub mod db;
 pub mod eval;
 pub mod feedback;
 pub mod guard;
+pub mod hub;
 pub mod llm;
 pub mod paths;
 pub mod pipeline;

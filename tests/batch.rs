@@ -160,14 +160,17 @@ fn prompts_suffix_len(e: &Engine, p: &prompt::Prompt) -> usize {
 /// answer that text, and a mask that forbids the greedy first token changes the first token.
 #[test]
 fn a_token_mask_steers_single_and_batched_decoding() {
-    use std::sync::Arc;
     use sqlora::llm::TokenMask;
+    use std::sync::Arc;
 
     let (_d, db_path) = common::demo_db();
     let mut db = sqlora::db::open(&db_path.to_string_lossy()).unwrap();
     let context = sqlora::schema::render_context(&db.introspect().unwrap(), db.dialect());
     let mut e = Engine::load(&common::model_path(), &LoadOptions::default()).unwrap();
-    let questions = ["How many customers are there?", "Which country has the most customers?"];
+    let questions = [
+        "How many customers are there?",
+        "Which country has the most customers?",
+    ];
     let prompts: Vec<_> = questions
         .iter()
         .map(|q| prompt::build_prompt(e.template(), q, &context, db.dialect(), &[]))
@@ -212,5 +215,8 @@ fn a_token_mask_steers_single_and_batched_decoding() {
     };
     let other = e.generate(&prompts[0], &opts, &cancel).unwrap();
     assert_eq!(other.new_tokens, 1);
-    assert_ne!(e.tokenizer().encode(&other.text[start.len()..]).unwrap()[0], first);
+    assert_ne!(
+        e.tokenizer().encode(&other.text[start.len()..]).unwrap()[0],
+        first
+    );
 }

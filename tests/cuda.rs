@@ -7,7 +7,7 @@
 mod common;
 
 use sqlora::cancel::Cancel;
-use sqlora::llm::device::{plan_for, select, DeviceChoice};
+use sqlora::hub::device::{plan_for, select, DeviceChoice};
 use sqlora::llm::{prompt, Engine, GenOptions, LoadOptions, WeightFormat, WeightPlan};
 
 /// The model on the GPU; with `dense`, candle's kernels decode with the dense f32 weights the

@@ -1,6 +1,6 @@
 //! The source tree keeps the shape the README's layout section describes: imports between the
-//! top-level modules only run downward (app → cli → shell → eval → pipeline, feedback, train →
-//! db, guard, llm → schema → sql and the small utilities), no file imports another that imports
+//! top-level modules only run downward (app → cli → shell → eval → pipeline, feedback, train,
+//! hub → db, guard, llm → schema → sql and the small utilities), no file imports another that imports
 //! it back (through any chain), `lib.rs` stays a list of modules and one dispatch, no source
 //! file grows past 900 lines, and every file opens with a paragraph on what it owns.
 //!
@@ -25,6 +25,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("pipeline", 3),
     ("feedback", 3),
     ("train", 3),
+    ("hub", 3),
     ("eval", 4),
     ("shell", 5),
     ("cli", 6),
@@ -56,7 +57,10 @@ fn files() -> BTreeMap<Module, PathBuf> {
         .filter(|p| p != &src().join("main.rs"))
         .map(|p| {
             let rel = p.strip_prefix(src()).unwrap().with_extension("");
-            let mut m: Module = rel.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+            let mut m: Module = rel
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect();
             if matches!(m.last().map(String::as_str), Some("mod" | "lib" | "main")) {
                 m.pop();
             }
@@ -93,9 +97,14 @@ fn paths(code: &str, module: &Module) -> Vec<Module> {
     let mut i = 0;
     while i < b.len() {
         let boundary = i == 0 || !is_ident(b[i - 1] as char) && b[i - 1] != b':';
-        let word_end = code[i..].find(|c: char| !is_ident(c)).map_or(b.len(), |n| i + n);
+        let word_end = code[i..]
+            .find(|c: char| !is_ident(c))
+            .map_or(b.len(), |n| i + n);
         let word = &code[i..word_end];
-        if !boundary || !matches!(word, "crate" | "super" | "self") || !code[word_end..].starts_with("::") {
+        if !boundary
+            || !matches!(word, "crate" | "super" | "self")
+            || !code[word_end..].starts_with("::")
+        {
             i = if word_end > i {
                 word_end
             } else {
@@ -130,7 +139,9 @@ fn read_path(code: &str, mut i: usize, mut prefix: Module, out: &mut Vec<Module>
                 if code[i..].starts_with('}') || i >= code.len() {
                     return i + 1;
                 }
-                let end = code[i..].find(|c: char| !is_ident(c)).map_or(code.len(), |n| i + n);
+                let end = code[i..]
+                    .find(|c: char| !is_ident(c))
+                    .map_or(code.len(), |n| i + n);
                 let mut item = prefix.clone();
                 let seg = &code[i..end];
                 if seg == "super" {
@@ -145,11 +156,15 @@ fn read_path(code: &str, mut i: usize, mut prefix: Module, out: &mut Vec<Module>
                     end.max(i + 1)
                 };
                 // Skip `as name` and anything else up to the item's end.
-                let rest = code[next..].find([',', '}']).map_or(code.len(), |n| next + n);
+                let rest = code[next..]
+                    .find([',', '}'])
+                    .map_or(code.len(), |n| next + n);
                 i = rest;
             }
         }
-        let end = code[i..].find(|c: char| !is_ident(c)).map_or(code.len(), |n| i + n);
+        let end = code[i..]
+            .find(|c: char| !is_ident(c))
+            .map_or(code.len(), |n| i + n);
         let seg = &code[i..end];
         if seg.is_empty() {
             break;
@@ -217,7 +232,11 @@ fn top_level_modules_import_only_downward() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports that run up or sideways:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports that run up or sideways:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -265,11 +284,19 @@ fn no_file_imports_itself_through_a_chain() {
 fn files_stay_small_and_say_what_they_own() {
     let files = files();
     let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
-    assert!(lib.lines().count() < 150, "lib.rs has {} lines", lib.lines().count());
+    assert!(
+        lib.lines().count() < 150,
+        "lib.rs has {} lines",
+        lib.lines().count()
+    );
     for path in files.values().chain([&src().join("main.rs")]) {
         let text = std::fs::read_to_string(path).unwrap();
         let name = path.strip_prefix(src()).unwrap().display().to_string();
-        assert!(text.lines().count() <= 900, "src/{name} has {} lines", text.lines().count());
+        assert!(
+            text.lines().count() <= 900,
+            "src/{name} has {} lines",
+            text.lines().count()
+        );
         assert!(
             text.trim_start().starts_with("//!"),
             "src/{name} does not open with a paragraph on what it owns"

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::session::{self, adapter_error, adapter_library, load_engine};
 use crate::cli::AdaptersCommand;
-use crate::{db, llm};
+use crate::{db, hub, llm};
 
 /// Runs `sqlora adapters …`.
 pub fn command(cmd: AdaptersCommand) -> Result<()> {
@@ -73,7 +73,7 @@ pub fn command(cmd: AdaptersCommand) -> Result<()> {
                     .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned())
             });
             let engine = load_engine(&model)?;
-            let dest = lib.import(&path, &name, &llm::lora::library::base_of(&engine))?;
+            let dest = lib.import(&path, &name, &hub::base_identity(&engine))?;
             eprintln!("sqlora: imported `{name}` into {}", dest.display());
             Ok(())
         }

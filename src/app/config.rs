@@ -182,7 +182,7 @@ impl Config {
                 (Some(v), "db") => crate::db::redact_url(&v),
                 (Some(v), _) => v,
                 (None, "db") => "the bundled demo database".to_string(),
-                (None, "model") => crate::llm::registry::DEFAULT_MODEL.to_string(),
+                (None, "model") => crate::hub::registry::DEFAULT_MODEL.to_string(),
                 (None, "adapter") => "the database's default adapter, if one is set".into(),
                 (None, "pager") => "when the output is a terminal".to_string(),
                 (None, "null") => "(empty)".to_string(),

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use super::session::{model_label, pull};
 use crate::cli::ModelCommand;
-use crate::llm::registry;
+use crate::hub::registry;
 use crate::paths;
 
 /// Runs `sqlora model …`.

@@ -6,7 +6,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cancel::Cancel;
-use crate::llm::registry::PullProgress;
+use crate::hub::registry::PullProgress;
 
 /// A bar of `len` steps drawn with indicatif's `template` (`{bar:30}` and the like), filled
 /// with `=>`.

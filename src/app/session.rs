@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use super::progress;
 use crate::cli::{CommonArgs, DbOpts, FeedbackOpts, ModelChoice, ModelOpts};
-use crate::llm::registry::{self, ModelSpec};
-use crate::{db, feedback, llm, paths, pipeline, sql};
+use crate::hub::registry::{self, ModelSpec};
+use crate::{db, feedback, hub, llm, paths, pipeline, sql};
 
 /// Opens the database and applies the run limits shared by `shell` and `ask`; the model is
 /// attached by the caller (the shell keeps going without one). A database without tables, or a
@@ -117,9 +117,9 @@ pub fn model_path(opts: &ModelOpts) -> Result<PathBuf> {
 /// Loads the model `--model` names.
 pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
     let path = model_path(opts)?;
-    let (device, chosen) = llm::device::select(opts.device)?;
+    let (device, chosen) = hub::device::select(opts.device)?;
     let load = llm::LoadOptions {
-        plan: llm::device::plan_for(&device),
+        plan: hub::device::plan_for(&device),
         device,
         kv_dir: paths::cache_dir().ok().map(|d| d.join("kv")),
     };
@@ -210,7 +210,7 @@ pub fn apply_adapter(
             None => return Ok(None),
         },
     };
-    let base = llm::lora::library::base_of(engine);
+    let base = hub::base_identity(engine);
     let adapter = lib.load_for(&name, &base).map_err(adapter_error)?;
     engine.set_adapter(Some(adapter))?;
     if merge {

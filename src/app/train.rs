@@ -12,7 +12,7 @@ use super::progress;
 use super::session::{adapter_error, adapter_library, load_engine, model_path, open_feedback};
 use crate::cancel::Cancel;
 use crate::cli::{ModelOpts, TrainArgs};
-use crate::{clock, db, eval, feedback, llm, paths, pipeline, sql, train};
+use crate::{clock, db, eval, feedback, hub, llm, paths, pipeline, sql, train};
 
 /// Runs `sqlora train`.
 pub fn command(mut args: TrainArgs) -> Result<()> {
@@ -134,7 +134,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     };
     // QLoRA: the base weights stay in the GGUF's quantization on every device.
     let path = model_path(&args.model)?;
-    let (device, chosen) = llm::device::select(args.model.device)?;
+    let (device, chosen) = hub::device::select(args.model.device)?;
     if device.is_cuda() && !args.exact_f32 {
         // Tensor cores: f32 storage and accumulation, inputs rounded to TF32.
         candle_core::cuda::set_gemm_reduced_precision_f32(true);
@@ -359,7 +359,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     let tokens_per_sec = trainer.tokens_seen as f64 / secs.max(1e-9);
     let adapter = lora.to_adapter(&out)?;
     let meta = llm::lora::library::Meta {
-        base: llm::lora::library::base_of(&engine),
+        base: hub::base_identity(&engine),
         created_at: clock::now_iso(),
         source: format!("sqlora train on {}", sources.join(", ")),
         training: Some(serde_json::json!({
@@ -479,7 +479,7 @@ fn adopt_if_not_worse(
                 "ex": 100.0 * c as f64 / t.max(1) as f64}),
         );
     }
-    let base = llm::lora::library::base_of(engine);
+    let base = hub::base_identity(engine);
     let defaults = lib.defaults();
     let mut losses: std::collections::HashMap<Option<String>, f64> = Default::default();
     for db in dbs {
@@ -571,7 +571,7 @@ impl ExSlice {
     ) -> Result<((usize, usize), llm::Engine)> {
         let adapter = match name {
             Some(n) => Some(
-                lib.load_for(n, &llm::lora::library::base_of(&engine))
+                lib.load_for(n, &hub::base_identity(&engine))
                     .map_err(adapter_error)?,
             ),
             None => None,

@@ -3,8 +3,7 @@
 //! body ([`block`]) that inference ([`model`]) and training ([`autograd`]) both run, the KV
 //! cache, the one decoding loop ([`generate`]), the [`engine`] that ties them to a tokenizer,
 //! a prompt-prefix cache and an adapter, LoRA adapters ([`lora`]), and CUDA speed-ups of the
-//! layer body ([`cuda`]). Also the prompt builder, the model registry and download
-//! ([`registry`]) and device choice ([`device`]).
+//! layer body ([`cuda`]), and the prompt builder.
 //!
 //! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
 
@@ -15,7 +14,6 @@ pub mod cache;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod device;
 pub mod engine;
 pub mod generate;
 pub mod gguf_check;
@@ -24,7 +22,6 @@ pub mod linear;
 pub mod lora;
 pub mod model;
 pub mod prompt;
-pub mod registry;
 pub mod tokenizer;
 
 use std::path::PathBuf;

@@ -14,7 +14,7 @@ pub fn model_path() -> PathBuf {
         offline: true,
         adapter: None,
         merge: false,
-        device: sqlora::llm::device::DeviceChoice::Auto,
+        device: sqlora::hub::device::DeviceChoice::Auto,
     };
     sqlora::app::session::model_path(&opts).unwrap_or_else(|e| {
         panic!("these tests need the real model: {e:#} (run `cargo run --release -- model pull`)")
@@ -60,7 +60,7 @@ pub fn same_rows(a: &Outcome, b: &Outcome) -> bool {
 }
 
 pub fn sha256(path: &std::path::Path) -> String {
-    sqlora::llm::registry::sha256_file(path).unwrap()
+    sqlora::hub::registry::sha256_file(path).unwrap()
 }
 
 /// The shared data directory (Spider and the sample databases): `$SQLORA_EVAL_DATA`, else

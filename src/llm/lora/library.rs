@@ -38,18 +38,15 @@ pub struct Meta {
     pub eval: Option<serde_json::Value>,
 }
 
-/// The base identity of a loaded model.
-pub fn base_of(engine: &Engine) -> BaseIdentity {
+/// The base identity of a loaded model whose GGUF file has the sha256 `gguf_sha256` when
+/// known (the registry knows its own files': `hub::base_identity`).
+pub fn base_of(engine: &Engine, gguf_sha256: Option<&str>) -> BaseIdentity {
     let c = &engine.model().config;
     BaseIdentity {
         architecture: format!("{:?}", c.arch).to_lowercase(),
         hidden_size: c.hidden,
         layers: engine.model().n_layers(),
-        gguf_sha256: crate::llm::registry::known_sha256(
-            &engine.info().path,
-            engine.info().file_size,
-        )
-        .map(str::to_string),
+        gguf_sha256: gguf_sha256.map(str::to_string),
     }
 }
 

