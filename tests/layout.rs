@@ -1,8 +1,8 @@
 //! The source tree keeps the shape the README's layout section describes: imports between the
 //! top-level modules only run downward (app → cli → shell → eval → pipeline, feedback, train,
-//! hub → db, guard, llm → schema → sql and the small utilities), no file imports another that imports
-//! it back (through any chain), `lib.rs` stays a list of modules and one dispatch, no source
-//! file grows past 900 lines, and every file opens with a paragraph on what it owns.
+//! hub → db, guard, llm → schema → sql and the small utilities), no file imports another that
+//! imports it back (through any chain), `lib.rs` stays a list of modules and one dispatch, no
+//! source file grows past 900 lines, and every file opens with a paragraph on what it owns.
 //!
 //! Reads `src/` as text (no compiler involved): a `crate::…`, `super::…` or `self::…` path
 //! outside a file's `#[cfg(test)] mod tests` is an import of the file that path names. A
