@@ -10,6 +10,7 @@ pub mod demo;
 pub mod mysql;
 pub mod postgres;
 mod remote;
+mod samples;
 pub mod sqlite;
 
 use std::path::PathBuf;

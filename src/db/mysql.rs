@@ -25,15 +25,12 @@ use futures_util::TryStreamExt;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
 
-use super::remote::{self, describe_sqlx, query_error as map_err};
+use super::remote::{self, query_error as map_err};
+use super::samples::{self, ENUM_MAX, SAMPLE_QUERY_MAX_TABLES};
 use super::{Database, DbError, Limits, Powers, Reach};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 use crate::sql::{Dialect, Outcome, Value};
-
-const SAMPLE_QUERY_MAX_TABLES: usize = 60;
-const SAMPLES: usize = 3;
-const ENUM_MAX: usize = 8;
 
 pub struct MySqlDb {
     rt: tokio::runtime::Runtime,
@@ -51,11 +48,13 @@ pub struct MySqlDb {
 /// The database's identity without connecting (see [`super::identity`]).
 pub fn identity(url: &str) -> Result<String, DbError> {
     let normal = url.replacen("mariadb://", "mysql://", 1);
-    let opts = MySqlConnectOptions::from_str(&normal).map_err(|e| DbError::Connect {
-        target: remote::redact(url),
-        reason: remote::one_line(&e.to_string()),
-    })?;
-    Ok(format!(
+    let opts = MySqlConnectOptions::from_str(&normal).map_err(|e| remote::bad_url(url, &e))?;
+    Ok(label(url, &opts, opts.get_database().unwrap_or("")))
+}
+
+/// `mysql://` or `mariadb://` (as `url` says), the login, the server and `database`.
+fn label(url: &str, opts: &MySqlConnectOptions, database: &str) -> String {
+    format!(
         "{}://{}@{}:{}/{}",
         if url.starts_with("mariadb") {
             "mariadb"
@@ -65,8 +64,8 @@ pub fn identity(url: &str) -> Result<String, DbError> {
         opts.get_username(),
         opts.get_host(),
         opts.get_port(),
-        opts.get_database().unwrap_or("")
-    ))
+        database
+    )
 }
 
 impl MySqlDb {
@@ -77,29 +76,15 @@ impl MySqlDb {
             Some(rest) => format!("mysql://{rest}"),
             None => url.to_string(),
         };
-        let fail = |reason: String| DbError::Connect {
-            target: remote::redact(url),
-            reason,
-        };
-        let opts = MySqlConnectOptions::from_str(&normal)
-            .map_err(|e| fail(remote::one_line(&e.to_string())))?;
+        let opts = MySqlConnectOptions::from_str(&normal).map_err(|e| remote::bad_url(url, &e))?;
         let Some(database) = opts.get_database().map(str::to_string) else {
-            return Err(fail(
-                "no database named: add it to the URL, e.g. mysql://user@host:3306/shop".into(),
-            ));
+            return Err(DbError::Connect {
+                target: remote::redact(url),
+                reason: "no database named: add it to the URL, e.g. mysql://user@host:3306/shop"
+                    .into(),
+            });
         };
-        let label = format!(
-            "{}://{}@{}:{}/{}",
-            if url.starts_with("mariadb") {
-                "mariadb"
-            } else {
-                "mysql"
-            },
-            opts.get_username(),
-            opts.get_host(),
-            opts.get_port(),
-            database
-        );
+        let label = label(url, &opts, &database);
         let mut db = Self {
             rt,
             opts,
@@ -173,13 +158,7 @@ impl MySqlDb {
         }
         let opts = self.opts.clone();
         let connect = async move {
-            let mut conn = tokio::time::timeout(
-                remote::CONNECT_TIMEOUT,
-                MySqlConnection::connect_with(&opts),
-            )
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let mut conn = remote::connect(MySqlConnection::connect_with(&opts)).await?;
             let setup = async {
                 let (id, version): (u64, String) =
                     sqlx::query_as("SELECT CONNECTION_ID(), VERSION()")
@@ -198,7 +177,7 @@ impl MySqlDb {
                 Ok::<_, sqlx::Error>((id, mariadb, mode))
             }
             .await
-            .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            .map_err(|e| remote::reason(&e))?;
             Ok::<_, String>((conn, setup))
         };
         let (conn, (id, mariadb, mode)) =
@@ -228,7 +207,7 @@ impl MySqlDb {
         Fut: std::future::Future<Output = (MySqlConnection, Result<T, sqlx::Error>)>,
     {
         self.ensure_connected()?;
-        let mut conn = self.conn.take().expect("connected");
+        let conn = self.conn.take().expect("connected");
         // One SET: the time limit, and the lexing the guard assumed (see the module doc).
         let limit = if self.mariadb {
             format!(
@@ -245,24 +224,8 @@ impl MySqlDb {
         };
         let opts = self.opts.clone();
         let id = self.connection_id;
-        let work = async move {
-            let begin = async {
-                sqlx::raw_sql(AssertSqlSafe(limit))
-                    .execute(&mut conn)
-                    .await?;
-                sqlx::raw_sql("START TRANSACTION READ ONLY")
-                    .execute(&mut conn)
-                    .await
-            }
-            .await;
-            let (mut conn, result) = match begin {
-                Ok(_) => f(conn).await,
-                Err(e) => (conn, Err(e)),
-            };
-            // Always, also after an error: nothing stays open on the connection.
-            let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
-            (conn, result.and_then(|v| rollback.map(|_| v)))
-        };
+        let begin = [limit, "START TRANSACTION READ ONLY".to_string()];
+        let work = remote::rolled_back(conn, begin, f);
         let stop_server = async move {
             if let Ok(mut c) = MySqlConnection::connect_with(&opts).await {
                 let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
@@ -428,19 +391,13 @@ fn add_grant(line: &str, powers: &mut Powers) {
 /// 1969 (MariaDB max_statement_time), 3024 (MySQL max_execution_time) and 1317 (KILL QUERY)
 /// are our time limit or our Ctrl-C.
 fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
-    if let sqlx::Error::Database(d) = e {
-        let code = d
+    let code = match e {
+        sqlx::Error::Database(d) => d
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-            .map(|m| m.number());
-        if matches!(code, Some(1969 | 3024 | 1317)) {
-            return if cancel.is_set() {
-                DbError::Cancelled
-            } else {
-                DbError::Timeout(timeout)
-            };
-        }
-    }
-    map_err(e)
+            .map(|m| m.number()),
+        _ => None,
+    };
+    remote::classify(e, matches!(code, Some(1969 | 3024 | 1317)), timeout, cancel)
 }
 
 /// A value in the text protocol, typed where sqlora has a type for it.
@@ -735,37 +692,18 @@ impl MySqlDb {
     /// Distinct example values for text columns of small schemas: one query per table, over
     /// its first rows only, under a short time limit.
     fn sample(&mut self, tables: &mut [Table], text_columns: &[(usize, usize, bool)]) {
-        for (ti, table) in tables.iter_mut().enumerate() {
-            let wanted: Vec<(usize, bool)> = text_columns
-                .iter()
-                .filter(|&&(t, c, _)| {
-                    if t != ti {
-                        return false;
-                    }
-                    let col = &table.columns[c];
-                    col.enum_values.is_empty() && !table.primary_key.contains(&col.name)
-                })
-                .map(|&(_, c, date)| (c, date))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let from = quote(&table.name);
-            let parts: Vec<String> = wanted
-                .iter()
-                .map(|&(c, _)| {
-                    let col = quote(&table.columns[c].name);
-                    format!(
-                        "(SELECT GROUP_CONCAT(v SEPARATOR 0x1f) FROM (SELECT DISTINCT \
-                         CAST({col} AS CHAR) AS v FROM (SELECT {col} FROM {from} LIMIT 2000) a \
-                         WHERE {col} IS NOT NULL AND CHAR_LENGTH({col}) BETWEEN 1 AND 40 \
-                         LIMIT {}) b)",
-                        ENUM_MAX + 1
-                    )
-                })
-                .collect();
-            let sql = format!("SELECT {}", parts.join(", "));
-            let got = self.read_only(
+        let part = |column: &str, from: &str| {
+            let col = quote(column);
+            format!(
+                "(SELECT GROUP_CONCAT(v SEPARATOR 0x1f) FROM (SELECT DISTINCT \
+                 CAST({col} AS CHAR) AS v FROM (SELECT {col} FROM {from} LIMIT 2000) a \
+                 WHERE {col} IS NOT NULL AND CHAR_LENGTH({col}) BETWEEN 1 AND 40 \
+                 LIMIT {}) b)",
+                ENUM_MAX + 1
+            )
+        };
+        let read = |sql: String| {
+            let joined = self.read_only(
                 Duration::from_secs(5),
                 &Cancel::new(),
                 |mut conn| async move {
@@ -780,23 +718,18 @@ impl MySqlDb {
                     .await;
                     (conn, r)
                 },
-            );
-            let Ok(values) = got else { continue };
-            for ((c, date_like), joined) in wanted.into_iter().zip(values) {
-                let mut vals: Vec<String> = joined
-                    .map(|j| j.split('\u{1f}').map(str::to_string).collect())
-                    .unwrap_or_default();
-                let keep = if date_like {
-                    1
-                } else if vals.len() <= ENUM_MAX {
-                    vals.len()
-                } else {
-                    SAMPLES
-                };
-                vals.truncate(keep);
-                table.columns[c].samples = vals;
-            }
-        }
+            )?;
+            Ok::<_, DbError>(
+                joined
+                    .into_iter()
+                    .map(|j| {
+                        j.map(|j| j.split('\u{1f}').map(str::to_string).collect())
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            )
+        };
+        samples::sample_tables(tables, text_columns, |t| quote(&t.name), part, read);
     }
 }
 

@@ -24,17 +24,12 @@ use sqlx::{
     AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
 };
 
-use super::remote::{self, describe_sqlx, query_error as map_err};
+use super::remote::{self, query_error as map_err};
+use super::samples::{self, ENUM_MAX, SAMPLES, SAMPLE_QUERY_MAX_TABLES};
 use super::{Database, DbError, Limits, Powers, Reach};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 use crate::sql::{Dialect, Outcome, Value};
-
-/// Above this many tables, sample values come only from `pg_stats` (no per-table queries).
-const SAMPLE_QUERY_MAX_TABLES: usize = 60;
-/// Distinct example values shown per text column, and the most shown for enum-like ones.
-const SAMPLES: usize = 3;
-const ENUM_MAX: usize = 8;
 
 pub struct PgDb {
     rt: tokio::runtime::Runtime,
@@ -51,10 +46,7 @@ impl PgDb {
     /// Connects to `url`; `schemas` chooses what to introspect (default: the search_path).
     pub fn connect(url: &str, schemas: &[String]) -> Result<Self, DbError> {
         let rt = remote::runtime()?;
-        let opts = PgConnectOptions::from_str(url).map_err(|e| DbError::Connect {
-            target: remote::redact(url),
-            reason: remote::one_line(&e.to_string()),
-        })?;
+        let opts = PgConnectOptions::from_str(url).map_err(|e| remote::bad_url(url, &e))?;
         let opts = opts.application_name("sqlora");
         let label = label(&opts);
         let mut db = Self {
@@ -109,20 +101,16 @@ impl PgDb {
         }
         let opts = self.opts.clone();
         let connect = async move {
-            let mut conn =
-                tokio::time::timeout(remote::CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
-                    .await
-                    .map_err(|_| "timed out".to_string())?
-                    .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let mut conn = remote::connect(PgConnection::connect_with(&opts)).await?;
             let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
                 .fetch_one(&mut conn)
                 .await
-                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+                .map_err(|e| remote::reason(&e))?;
             // String literals as the guard's parser reads them, whatever the defaults.
             sqlx::raw_sql("SET standard_conforming_strings = on")
                 .execute(&mut conn)
                 .await
-                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+                .map_err(|e| remote::reason(&e))?;
             Ok::<_, String>((conn, pid))
         };
         let (conn, pid) = self
@@ -150,26 +138,15 @@ impl PgDb {
         Fut: std::future::Future<Output = (PgConnection, Result<T, sqlx::Error>)>,
     {
         self.ensure_connected()?;
-        let mut conn = self.conn.take().expect("connected");
+        let conn = self.conn.take().expect("connected");
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
         let opts = self.opts.clone();
         let pid = self.pid;
-        let work = async move {
-            let begin = async {
-                sqlx::raw_sql("BEGIN READ ONLY").execute(&mut conn).await?;
-                sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL statement_timeout = {ms}")))
-                    .execute(&mut conn)
-                    .await
-            }
-            .await;
-            let (mut conn, result) = match begin {
-                Ok(_) => f(conn).await,
-                Err(e) => (conn, Err(e)),
-            };
-            // Always, also after an error: nothing stays open on the connection.
-            let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
-            (conn, result.and_then(|v| rollback.map(|_| v)))
-        };
+        let begin = [
+            "BEGIN READ ONLY".to_string(),
+            format!("SET LOCAL statement_timeout = {ms}"),
+        ];
+        let work = remote::rolled_back(conn, begin, f);
         let cancel_server = async move {
             if let Ok(mut c) = PgConnection::connect_with(&opts).await {
                 let _ = sqlx::query("SELECT pg_cancel_backend($1)")
@@ -212,24 +189,13 @@ fn label(opts: &PgConnectOptions) -> String {
 pub fn identity(url: &str) -> Result<String, DbError> {
     PgConnectOptions::from_str(url)
         .map(|o| label(&o))
-        .map_err(|e| DbError::Connect {
-            target: remote::redact(url),
-            reason: remote::one_line(&e.to_string()),
-        })
+        .map_err(|e| remote::bad_url(url, &e))
 }
 
 /// 57014 is `query_canceled`: our timeout or our Ctrl-C.
 fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
-    if let sqlx::Error::Database(d) = e {
-        if d.code().as_deref() == Some("57014") {
-            return if cancel.is_set() {
-                DbError::Cancelled
-            } else {
-                DbError::Timeout(timeout)
-            };
-        }
-    }
-    map_err(e)
+    let stopped = matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014"));
+    remote::classify(e, stopped, timeout, cancel)
 }
 
 /// Whether the statement is an EXPLAIN (which a cursor cannot hold).
@@ -610,47 +576,24 @@ impl PgDb {
     /// Distinct example values for text columns of tables without planner statistics: one
     /// query per table, over its first rows only, under a short timeout.
     fn sample_unanalysed(&mut self, tables: &mut [Table], text_columns: &[(usize, usize, bool)]) {
-        for (ti, table) in tables.iter_mut().enumerate() {
-            let wanted: Vec<(usize, bool)> = text_columns
-                .iter()
-                .filter(|&&(t, c, _)| {
-                    if t != ti {
-                        return false;
-                    }
-                    let col = &table.columns[c];
-                    col.samples.is_empty()
-                        && col.enum_values.is_empty()
-                        && !table.primary_key.contains(&col.name)
-                })
-                .map(|&(_, c, date)| (c, date))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let from = table.schema.as_ref().map_or_else(
-                || {
-                    format!(
-                        "{}.{}",
-                        quote(self.schemas.first().map_or("public", |s| s)),
-                        quote(&table.name)
-                    )
-                },
+        let default_schema = self.schemas.first().map_or("public", |s| s).to_string();
+        let from = |table: &Table| {
+            table.schema.as_ref().map_or_else(
+                || format!("{}.{}", quote(&default_schema), quote(&table.name)),
                 |ns| format!("{}.{}", quote(ns), quote(&table.name)),
-            );
-            let parts: Vec<String> = wanted
-                .iter()
-                .map(|&(c, _)| {
-                    let col = quote(&table.columns[c].name);
-                    format!(
-                        "ARRAY(SELECT DISTINCT v FROM (SELECT {col}::text AS v FROM {from} \
-                         LIMIT 2000) s WHERE v IS NOT NULL AND length(v) BETWEEN 1 AND 40 \
-                         LIMIT {})",
-                        ENUM_MAX + 1
-                    )
-                })
-                .collect();
-            let sql = format!("SELECT {}", parts.join(", "));
-            let got = self.read_only(
+            )
+        };
+        let part = |column: &str, from: &str| {
+            let col = quote(column);
+            format!(
+                "ARRAY(SELECT DISTINCT v FROM (SELECT {col}::text AS v FROM {from} \
+                 LIMIT 2000) s WHERE v IS NOT NULL AND length(v) BETWEEN 1 AND 40 \
+                 LIMIT {})",
+                ENUM_MAX + 1
+            )
+        };
+        let read = |sql: String| {
+            self.read_only(
                 Duration::from_secs(5),
                 &Cancel::new(),
                 move |mut conn| async move {
@@ -663,20 +606,9 @@ impl PgDb {
                     .await;
                     (conn, r)
                 },
-            );
-            let Ok(values) = got else { continue };
-            for ((c, date_like), mut vals) in wanted.into_iter().zip(values) {
-                let keep = if date_like {
-                    1
-                } else if vals.len() <= ENUM_MAX {
-                    vals.len()
-                } else {
-                    SAMPLES
-                };
-                vals.truncate(keep);
-                table.columns[c].samples = vals;
-            }
-        }
+            )
+        };
+        samples::sample_tables(tables, text_columns, from, part, read);
     }
 }
 

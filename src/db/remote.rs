@@ -40,9 +40,76 @@ pub fn describe_sqlx(e: &sqlx::Error) -> String {
     }
 }
 
+/// sqlx's error as one line (see [`describe_sqlx`]).
+pub fn reason(e: &sqlx::Error) -> String {
+    one_line(&describe_sqlx(e))
+}
+
 /// A query error as one line.
 pub fn query_error(e: &sqlx::Error) -> DbError {
-    DbError::Query(one_line(&describe_sqlx(e)))
+    DbError::Query(reason(e))
+}
+
+/// The error for a URL whose options do not parse (its password left out).
+pub fn bad_url(url: &str, e: &sqlx::Error) -> DbError {
+    DbError::Connect {
+        target: redact(url),
+        reason: one_line(&e.to_string()),
+    }
+}
+
+/// A new connection, or why not on one line; connecting gives up after [`CONNECT_TIMEOUT`].
+pub async fn connect<C>(
+    connecting: impl Future<Output = Result<C, sqlx::Error>>,
+) -> Result<C, String> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| reason(&e))
+}
+
+/// The error of a statement, where `stopped` says the server stopped it for our time limit or
+/// our Ctrl-C (each backend knows its own error codes for that).
+pub fn classify(e: &sqlx::Error, stopped: bool, timeout: Duration, cancel: &Cancel) -> DbError {
+    if stopped {
+        return if cancel.is_set() {
+            DbError::Cancelled
+        } else {
+            DbError::Timeout(timeout)
+        };
+    }
+    query_error(e)
+}
+
+/// Runs `begin` (the statements that open a read-only transaction under the time limit), then
+/// `f` if they worked, then always `ROLLBACK`, also after an error: nothing stays open on the
+/// connection.
+pub async fn rolled_back<C, T, F, Fut>(
+    mut conn: C,
+    begin: [String; 2],
+    f: F,
+) -> (C, Result<T, sqlx::Error>)
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = (C, Result<T, sqlx::Error>)>,
+{
+    let opened = async {
+        for statement in begin {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    let (mut conn, result) = match opened {
+        Ok(()) => f(conn).await,
+        Err(e) => (conn, Err(e)),
+    };
+    let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+    (conn, result.and_then(|v| rollback.map(|_| v)))
 }
 
 /// Whether the connection itself failed (it is then dropped and made again).
@@ -109,7 +176,7 @@ pub fn settle<C, T>(
             None,
             Err(DbError::Query(format!(
                 "lost the connection to {label}: {}",
-                one_line(&describe_sqlx(&e))
+                reason(&e)
             ))),
         ),
         Some((conn, Err(e))) => (Some(conn), Err(classify(&e))),

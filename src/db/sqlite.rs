@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use rusqlite::{types::ValueRef, Connection, OpenFlags};
 
+use super::samples::{self, ENUM_MAX};
 use super::{Database, DbError, Limits};
 use crate::cancel::Cancel;
 use crate::schema::{Column, ForeignKey, Schema, Table, TableKind};
@@ -14,11 +15,6 @@ use crate::sql::{Dialect, Outcome, Value};
 /// One row of `pragma_foreign_key_list`: constraint id, referenced table, column, referenced
 /// column (absent: the referenced primary key).
 type ForeignKeyRow = (i64, String, String, Option<String>);
-
-/// Distinct example values shown per text column.
-const SAMPLES: usize = 3;
-/// A text column with at most this many distinct values has them all shown.
-const ENUM_MAX: usize = 8;
 
 pub struct SqliteDb {
     conn: Connection,
@@ -115,16 +111,7 @@ impl SqliteDb {
         let Ok(rows) = stmt.query_map([], |r| r.get::<_, String>(0)) else {
             return Vec::new();
         };
-        let mut values: Vec<String> = rows.filter_map(Result::ok).collect();
-        let keep = if date_like {
-            1
-        } else if values.len() <= ENUM_MAX {
-            values.len()
-        } else {
-            SAMPLES
-        };
-        values.truncate(keep);
-        values
+        samples::kept(rows.filter_map(Result::ok).collect(), date_like)
     }
 }
 
