@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
-use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
+use sqlx::{AssertSqlSafe, Column, Connection, Row, TypeInfo};
 
 use super::remote::{self, query_error as map_err};
 use super::samples::{self, ENUM_MAX, SAMPLE_QUERY_MAX_TABLES};
@@ -33,13 +33,11 @@ use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind
 use crate::sql::{Dialect, Outcome, Value};
 
 pub struct MySqlDb {
-    rt: tokio::runtime::Runtime,
+    session: remote::Session<MySqlConnection>,
     opts: MySqlConnectOptions,
-    conn: Option<MySqlConnection>,
     connection_id: u64,
     mariadb: bool,
     database: String,
-    label: String,
     /// The session sql_mode every statement runs under (see [`lexing_sql_mode`]).
     sql_mode: String,
     powers: Powers,
@@ -86,13 +84,15 @@ impl MySqlDb {
         };
         let label = label(url, &opts, &database);
         let mut db = Self {
-            rt,
+            session: remote::Session {
+                rt,
+                conn: None,
+                label,
+            },
             opts,
-            conn: None,
             connection_id: 0,
             mariadb: false,
             database,
-            label,
             sql_mode: String::new(),
             powers: Powers::default(),
         };
@@ -153,7 +153,7 @@ impl MySqlDb {
     }
 
     fn ensure_connected(&mut self) -> Result<(), DbError> {
-        if self.conn.is_some() {
+        if self.session.conn.is_some() {
             return Ok(());
         }
         let opts = self.opts.clone();
@@ -180,14 +180,7 @@ impl MySqlDb {
             .map_err(|e| remote::reason(&e))?;
             Ok::<_, String>((conn, setup))
         };
-        let (conn, (id, mariadb, mode)) =
-            self.rt
-                .block_on(connect)
-                .map_err(|reason| DbError::Connect {
-                    target: self.label.clone(),
-                    reason,
-                })?;
-        self.conn = Some(conn);
+        let (id, mariadb, mode) = self.session.open(connect)?;
         self.connection_id = id;
         self.mariadb = mariadb;
         self.sql_mode = mode;
@@ -207,7 +200,6 @@ impl MySqlDb {
         Fut: std::future::Future<Output = (MySqlConnection, Result<T, sqlx::Error>)>,
     {
         self.ensure_connected()?;
-        let conn = self.conn.take().expect("connected");
         // One SET: the time limit, and the lexing the guard assumed (see the module doc).
         let limit = if self.mariadb {
             format!(
@@ -225,7 +217,6 @@ impl MySqlDb {
         let opts = self.opts.clone();
         let id = self.connection_id;
         let begin = [limit, "START TRANSACTION READ ONLY".to_string()];
-        let work = remote::rolled_back(conn, begin, f);
         let stop_server = async move {
             if let Ok(mut c) = MySqlConnection::connect_with(&opts).await {
                 let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
@@ -234,14 +225,8 @@ impl MySqlDb {
                 let _ = c.close().await;
             }
         };
-        let finished = self
-            .rt
-            .block_on(remote::with_cancel(work, cancel, timeout, stop_server));
-        let (conn, result) = remote::settle(finished, &self.label, timeout, cancel, |e| {
-            classify(e, timeout, cancel)
-        });
-        self.conn = conn;
-        result
+        self.session
+            .read_only(begin, stop_server, stopped, timeout, cancel, f)
     }
 }
 
@@ -390,14 +375,14 @@ fn add_grant(line: &str, powers: &mut Powers) {
 
 /// 1969 (MariaDB max_statement_time), 3024 (MySQL max_execution_time) and 1317 (KILL QUERY)
 /// are our time limit or our Ctrl-C.
-fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
+fn stopped(e: &sqlx::Error) -> bool {
     let code = match e {
         sqlx::Error::Database(d) => d
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
             .map(|m| m.number()),
         _ => None,
     };
-    remote::classify(e, matches!(code, Some(1969 | 3024 | 1317)), timeout, cancel)
+    matches!(code, Some(1969 | 3024 | 1317))
 }
 
 /// A value in the text protocol, typed where sqlora has a type for it.
@@ -535,7 +520,7 @@ impl Database for MySqlDb {
     }
 
     fn describe(&self) -> String {
-        self.label.clone()
+        self.session.label.clone()
     }
 
     fn powers(&self) -> Powers {
@@ -652,14 +637,7 @@ impl Database for MySqlDb {
             let r = async {
                 // Prepared first: a clean error for unknown names, and one statement only, so
                 // the text run below is that one statement.
-                let stmt = (&mut conn)
-                    .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
-                    .await?;
-                let columns: Vec<String> = stmt
-                    .columns()
-                    .iter()
-                    .map(|c| c.name().to_string())
-                    .collect();
+                let (columns, _) = remote::prepared(&mut conn, &sql).await?;
                 let mut out = Outcome {
                     columns,
                     rows: Vec::new(),

@@ -20,9 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{
-    AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
-};
+use sqlx::{AssertSqlSafe, Connection, Row, TypeInfo, ValueRef};
 
 use super::remote::{self, query_error as map_err};
 use super::samples::{self, ENUM_MAX, SAMPLES, SAMPLE_QUERY_MAX_TABLES};
@@ -32,13 +30,11 @@ use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind
 use crate::sql::{Dialect, Outcome, Value};
 
 pub struct PgDb {
-    rt: tokio::runtime::Runtime,
+    session: remote::Session<PgConnection>,
     opts: PgConnectOptions,
-    conn: Option<PgConnection>,
     pid: i32,
     /// Schemas to introspect, in search order; the first is the default (names unqualified).
     schemas: Vec<String>,
-    label: String,
     powers: Powers,
 }
 
@@ -50,18 +46,21 @@ impl PgDb {
         let opts = opts.application_name("sqlora");
         let label = label(&opts);
         let mut db = Self {
-            rt,
+            session: remote::Session {
+                rt,
+                conn: None,
+                label,
+            },
             opts,
-            conn: None,
             pid: 0,
             schemas: schemas.to_vec(),
-            label,
             powers: Powers::default(),
         };
         db.ensure_connected()?;
         if db.schemas.is_empty() {
-            let conn = db.conn.as_mut().expect("connected");
+            let conn = db.session.conn.as_mut().expect("connected");
             let found: Vec<String> = db
+                .session
                 .rt
                 .block_on(
                     sqlx::query_scalar("SELECT current_schemas(false)::text[]").fetch_one(conn),
@@ -96,7 +95,7 @@ impl PgDb {
     }
 
     fn ensure_connected(&mut self) -> Result<(), DbError> {
-        if self.conn.is_some() {
+        if self.session.conn.is_some() {
             return Ok(());
         }
         let opts = self.opts.clone();
@@ -113,15 +112,7 @@ impl PgDb {
                 .map_err(|e| remote::reason(&e))?;
             Ok::<_, String>((conn, pid))
         };
-        let (conn, pid) = self
-            .rt
-            .block_on(connect)
-            .map_err(|reason| DbError::Connect {
-                target: self.label.clone(),
-                reason,
-            })?;
-        self.conn = Some(conn);
-        self.pid = pid;
+        self.pid = self.session.open(connect)?;
         Ok(())
     }
 
@@ -138,7 +129,6 @@ impl PgDb {
         Fut: std::future::Future<Output = (PgConnection, Result<T, sqlx::Error>)>,
     {
         self.ensure_connected()?;
-        let conn = self.conn.take().expect("connected");
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
         let opts = self.opts.clone();
         let pid = self.pid;
@@ -146,7 +136,6 @@ impl PgDb {
             "BEGIN READ ONLY".to_string(),
             format!("SET LOCAL statement_timeout = {ms}"),
         ];
-        let work = remote::rolled_back(conn, begin, f);
         let cancel_server = async move {
             if let Ok(mut c) = PgConnection::connect_with(&opts).await {
                 let _ = sqlx::query("SELECT pg_cancel_backend($1)")
@@ -156,14 +145,8 @@ impl PgDb {
                 let _ = c.close().await;
             }
         };
-        let finished = self
-            .rt
-            .block_on(remote::with_cancel(work, cancel, timeout, cancel_server));
-        let (conn, result) = remote::settle(finished, &self.label, timeout, cancel, |e| {
-            classify(e, timeout, cancel)
-        });
-        self.conn = conn;
-        result
+        self.session
+            .read_only(begin, cancel_server, stopped, timeout, cancel, f)
     }
 
     fn default_schema(&self) -> &str {
@@ -193,9 +176,8 @@ pub fn identity(url: &str) -> Result<String, DbError> {
 }
 
 /// 57014 is `query_canceled`: our timeout or our Ctrl-C.
-fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
-    let stopped = matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014"));
-    remote::classify(e, stopped, timeout, cancel)
+fn stopped(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014"))
 }
 
 /// Whether the statement is an EXPLAIN (which a cursor cannot hold).
@@ -393,7 +375,7 @@ impl Database for PgDb {
     }
 
     fn describe(&self) -> String {
-        self.label.clone()
+        self.session.label.clone()
     }
 
     fn powers(&self) -> Powers {
@@ -525,19 +507,7 @@ impl Database for PgDb {
         self.read_only(limits.timeout, cancel, move |mut conn| async move {
             let r = async {
                 // Prepare first: a clean error for unknown names, and exactly one statement.
-                let stmt = (&mut conn)
-                    .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
-                    .await?;
-                let columns: Vec<String> = stmt
-                    .columns()
-                    .iter()
-                    .map(|c| c.name().to_string())
-                    .collect();
-                let types: Vec<String> = stmt
-                    .columns()
-                    .iter()
-                    .map(|c| c.type_info().name().to_string())
-                    .collect();
+                let (columns, types) = remote::prepared(&mut conn, &sql).await?;
                 let rows: Vec<PgRow> = if is_explain(&sql) {
                     sqlx::query(AssertSqlSafe(sql.clone()))
                         .fetch_all(&mut conn)

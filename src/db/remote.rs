@@ -1,5 +1,10 @@
-//! What the sqlx backends (PostgreSQL, MySQL) share: their tokio runtime, cancellation and
-//! timeouts around a server round trip, and error text kept to one line without secrets.
+//! What the sqlx backends (PostgreSQL, MySQL) share: their tokio runtime and connection
+//! ([`Session`]), the read-only transaction every statement runs in and always rolls back,
+//! cancellation and timeouts around a server round trip, preparing a statement to learn its
+//! columns, and error text kept to one line without secrets.
+//!
+//! The SQL that differs (how a transaction is made read-only and limited in time, how the
+//! server is asked to stop a statement, which error codes mean it did) stays in each backend.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -79,6 +84,83 @@ pub fn classify(e: &sqlx::Error, stopped: bool, timeout: Duration, cancel: &Canc
         };
     }
     query_error(e)
+}
+
+/// One server connection of a sqlx backend: its runtime, the open connection (none once it
+/// broke: the next statement connects again) and the server's label for messages.
+pub struct Session<C> {
+    pub rt: tokio::runtime::Runtime,
+    pub conn: Option<C>,
+    pub label: String,
+}
+
+impl<C> Session<C>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    /// Keeps the connection `connecting` makes (with what was read while setting it up, given
+    /// back); its failure is a connection error naming the server.
+    pub fn open<S>(
+        &mut self,
+        connecting: impl Future<Output = Result<(C, S), String>>,
+    ) -> Result<S, DbError> {
+        let (conn, setup) = self
+            .rt
+            .block_on(connecting)
+            .map_err(|reason| DbError::Connect {
+                target: self.label.clone(),
+                reason,
+            })?;
+        self.conn = Some(conn);
+        Ok(setup)
+    }
+
+    /// Runs `f` on the open connection in a transaction opened by `begin` and always rolled
+    /// back (see [`rolled_back`]), watching `cancel` and the time (see [`with_cancel`]);
+    /// `stopped` tells the backend's own timeout and cancel errors (see [`classify`]).
+    pub fn read_only<T, F, Fut>(
+        &mut self,
+        begin: [String; 2],
+        stop_server: impl Future<Output = ()>,
+        stopped: impl FnOnce(&sqlx::Error) -> bool,
+        timeout: Duration,
+        cancel: &Cancel,
+        f: F,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = (C, Result<T, sqlx::Error>)>,
+    {
+        let conn = self.conn.take().expect("connected");
+        let work = rolled_back(conn, begin, f);
+        let finished = self
+            .rt
+            .block_on(with_cancel(work, cancel, timeout, stop_server));
+        let (conn, result) = settle(finished, &self.label, timeout, cancel, |e| {
+            classify(e, stopped(e), timeout, cancel)
+        });
+        self.conn = conn;
+        result
+    }
+}
+
+/// Prepares `sql` without running it (a clean error for unknown names, and exactly one
+/// statement) and gives the names and type names of its result columns.
+pub async fn prepared<C>(conn: &mut C, sql: &str) -> Result<(Vec<String>, Vec<String>), sqlx::Error>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo};
+    let stmt = (&mut *conn)
+        .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await?;
+    Ok(stmt
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+        .unzip())
 }
 
 /// Runs `begin` (the statements that open a read-only transaction under the time limit), then
