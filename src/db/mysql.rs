@@ -550,18 +550,14 @@ impl Database for MySqlDb {
             let kind = get(row, 1)?.unwrap_or_default();
             let comment = get(row, 2)?.filter(|c| !c.is_empty() && c != "VIEW");
             index.insert(name.clone(), out.len());
+            let kind = if kind.contains("VIEW") {
+                TableKind::View
+            } else {
+                TableKind::Table
+            };
             out.push(Table {
-                schema: None,
-                name,
-                kind: if kind.contains("VIEW") {
-                    TableKind::View
-                } else {
-                    TableKind::Table
-                },
-                columns: Vec::new(),
-                primary_key: Vec::new(),
-                foreign_keys: Vec::new(),
                 comment,
+                ..Table::new(None, name, kind)
             });
         }
         let mut text_columns = Vec::new();

@@ -416,17 +416,13 @@ impl Database for PgDb {
         let mut index = std::collections::HashMap::new();
         for (ns, name, kind, comment) in tables {
             index.insert((ns.clone(), name.clone()), out.len());
+            let kind = match kind.as_str() {
+                "v" | "m" => TableKind::View,
+                _ => TableKind::Table,
+            };
             out.push(Table {
-                schema: self.qualify(&ns),
-                name,
-                kind: match kind.as_str() {
-                    "v" | "m" => TableKind::View,
-                    _ => TableKind::Table,
-                },
-                columns: Vec::new(),
-                primary_key: Vec::new(),
-                foreign_keys: Vec::new(),
                 comment,
+                ..Table::new(self.qualify(&ns), name, kind)
             });
         }
         // (table index, column index) of text columns, for sampling.

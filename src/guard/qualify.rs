@@ -91,21 +91,11 @@ mod tests {
 
     fn table(ns: Option<&str>, name: &str) -> Table {
         Table {
-            schema: ns.map(str::to_string),
-            name: name.into(),
-            kind: TableKind::Table,
             columns: vec![Column {
-                name: "id".into(),
-                data_type: "integer".into(),
                 not_null: true,
-                default: None,
-                comment: None,
-                samples: vec![],
-                enum_values: vec![],
+                ..Column::new("id", "integer")
             }],
-            primary_key: vec![],
-            foreign_keys: vec![],
-            comment: None,
+            ..Table::new(ns.map(str::to_string), name, TableKind::Table)
         }
     }
 

@@ -651,21 +651,7 @@ mod tests {
 
     fn table(ns: Option<&str>, name: &str, cols: &[&str], fks: &[(&str, &str)]) -> Table {
         Table {
-            schema: ns.map(String::from),
-            name: name.into(),
-            kind: TableKind::Table,
-            columns: cols
-                .iter()
-                .map(|c| Column {
-                    name: c.to_string(),
-                    data_type: "TEXT".into(),
-                    not_null: false,
-                    default: None,
-                    comment: None,
-                    samples: vec![],
-                    enum_values: vec![],
-                })
-                .collect(),
+            columns: cols.iter().map(|c| Column::new(*c, "TEXT")).collect(),
             primary_key: vec![cols[0].to_string()],
             foreign_keys: fks
                 .iter()
@@ -677,7 +663,7 @@ mod tests {
                     ref_columns: vec!["id".into()],
                 })
                 .collect(),
-            comment: None,
+            ..Table::new(ns.map(String::from), name, TableKind::Table)
         }
     }
 
