@@ -286,7 +286,8 @@ fn run(conn: &Connection, sql: &str, max_rows: usize) -> rusqlite::Result<Outcom
 mod tests {
     use super::*;
 
-    fn fixture() -> (tempfile::TempDir, PathBuf) {
+    /// A small database of two tables and a view, opened (the directory lives as long as it).
+    fn fixture() -> (tempfile::TempDir, SqliteDb) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let c = Connection::open(&path).unwrap();
@@ -300,13 +301,13 @@ mod tests {
              INSERT INTO b SELECT i, i, 1, 'n' || i FROM n;",
         )
         .unwrap();
-        (dir, path)
+        let db = SqliteDb::open(&path).unwrap();
+        (dir, db)
     }
 
     #[test]
     fn introspects_keys_fks_views_and_samples() {
-        let (_d, path) = fixture();
-        let mut db = SqliteDb::open(&path).unwrap();
+        let (_d, mut db) = fixture();
         let s = db.introspect().unwrap();
         let names: Vec<&str> = s.tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "v"]);
@@ -326,8 +327,7 @@ mod tests {
 
     #[test]
     fn row_cap_truncates_and_writes_fail() {
-        let (_d, path) = fixture();
-        let mut db = SqliteDb::open(&path).unwrap();
+        let (_d, mut db) = fixture();
         let limits = Limits {
             max_rows: 10,
             ..Limits::default()
@@ -345,8 +345,7 @@ mod tests {
 
     #[test]
     fn timeout_interrupts_a_long_query() {
-        let (_d, path) = fixture();
-        let mut db = SqliteDb::open(&path).unwrap();
+        let (_d, mut db) = fixture();
         let limits = Limits {
             max_rows: 10,
             timeout: std::time::Duration::from_millis(200),
