@@ -498,7 +498,7 @@ mod tests {
 
     /// A shop among unrelated filler tables.
     fn schema() -> Schema {
-        let mut tables = vec![
+        let tables = vec![
             table(None, "customers", &["id", "name", "city"], &[]),
             table(
                 None,
@@ -514,15 +514,31 @@ mod tests {
             ),
             table(None, "products", &["id", "title", "price"], &[]),
         ];
-        for i in 0..60 {
-            tables.push(table(
-                None,
-                &format!("sensor_{i}"),
-                &["id", "reading", "unit", "calibrated_at"],
-                &[],
-            ));
-        }
+        padded(
+            tables,
+            None,
+            "sensor",
+            &["id", "reading", "unit", "calibrated_at"],
+            60,
+        )
+    }
+
+    /// `tables` followed by `n` unrelated tables `{prefix}_{i}` of namespace `ns`, each of
+    /// columns `cols`.
+    fn padded(
+        mut tables: Vec<Table>,
+        ns: Option<&str>,
+        prefix: &str,
+        cols: &[&str],
+        n: usize,
+    ) -> Schema {
+        tables.extend((0..n).map(|i| table(ns, &format!("{prefix}_{i}"), cols, &[])));
         Schema { tables }
+    }
+
+    /// The tables `pick` chose, as a query writes them.
+    fn chosen(pick: &Selection) -> Vec<&str> {
+        pick.tables.iter().map(|c| c.table.as_str()).collect()
     }
 
     fn chars(s: &str) -> usize {
@@ -541,7 +557,7 @@ mod tests {
         assert!(sel.whole_tokens() > 300);
         let pick = sel.select("Which products did customers in Rio de Janeiro buy?", 300);
         assert!(!pick.whole);
-        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&pick);
         for t in ["customers", "products", "orders", "order_lines"] {
             assert!(names.contains(&t), "{t} missing from {names:?}");
         }
@@ -589,18 +605,10 @@ mod tests {
             &["song_id", "title", "sales"],
             &[],
         ));
-        for i in 0..30 {
-            tables.push(table(
-                Some("zoo"),
-                &format!("animal_{i}"),
-                &["id", "species"],
-                &[],
-            ));
-        }
-        let s = Schema { tables };
+        let s = padded(tables, Some("zoo"), "animal", &["id", "species"], 30);
         let sel = Selector::new(&s, Dialect::Postgres, ValueIndex::default(), &chars);
         let pick = sel.select("How many singers performed in each concert?", 200);
-        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&pick);
         assert!(names.contains(&"concerts.singer_in_concert"), "{names:?}");
         assert!(names.contains(&"concerts.concert"), "{names:?}");
         assert!(!names.iter().any(|n| n.starts_with("zoo.")), "{names:?}");
@@ -635,7 +643,7 @@ mod tests {
 
     #[test]
     fn a_schema_that_fits_is_shown_whole() {
-        let mut tables = vec![
+        let tables = vec![
             table(
                 Some("shop"),
                 "orders",
@@ -650,19 +658,11 @@ mod tests {
             ),
             table(Some("shop"), "couriers", &["courier_id", "name"], &[]),
         ];
-        for i in 0..40 {
-            tables.push(table(
-                Some("lab"),
-                &format!("sample_{i}"),
-                &["id", "reading"],
-                &[],
-            ));
-        }
-        let s = Schema { tables };
+        let s = padded(tables, Some("lab"), "sample", &["id", "reading"], 40);
         let sel = Selector::new(&s, Dialect::Postgres, ValueIndex::default(), &chars);
         // Every table of the schema the question is about, including one it does not name.
         let pick = sel.select("How many orders were refunded?", 300);
-        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&pick);
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(names.contains(&"shop.couriers"), "{names:?}");
         let c = pick
@@ -683,7 +683,7 @@ mod tests {
             .map(|t| chars(&render_table(&without_namespace(t), Dialect::Postgres)) + 1)
             .sum();
         let tight = sel.select("How many orders were refunded?", whole + 39);
-        let names: Vec<&str> = tight.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&tight);
         assert!(!names.contains(&"shop.couriers"), "{names:?}");
         assert!(names.contains(&"shop.orders"), "{names:?}");
     }
