@@ -7,11 +7,11 @@
 //! Never prints.
 //!
 //! This file holds the [`Pipeline`] itself, its public API and the loop that takes a batch of
-//! questions through the steps, one file a step: [`context`] (the schema shown for a
-//! question), [`pose`] (its prompt), [`generate`] (the model), [`check`] (the guard), [`run`]
-//! (the database) and [`repair`] (the prompt that shows the model its mistake); [`explain`]
-//! asks the model about a query instead. What a question ends in is in [`answer`] and
-//! [`error`].
+//! questions through the steps, one file a step: `context.rs` (the schema shown for a
+//! question), `pose.rs` (its prompt), `generate.rs` (the model), `check.rs` (the guard),
+//! `run.rs` (the database) and `repair.rs` (the prompt that shows the model its mistake);
+//! `explain.rs` asks the model about a query instead. What a question ends in is in
+//! `answer.rs` and `error.rs`.
 
 mod answer;
 mod check;
