@@ -346,6 +346,18 @@ fn powers_of(row: PowersRow) -> Powers {
     p
 }
 
+/// The rows of catalog query `sql` over the introspected `schemas` (its `$1`).
+async fn catalog<R>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    schemas: &[String],
+) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql).bind(schemas).fetch_all(conn).await
+}
+
 type TableRow = (String, String, String, Option<String>);
 type ColumnRow = (
     String,
@@ -389,22 +401,10 @@ impl Database for PgDb {
             &Cancel::new(),
             move |mut conn| async move {
                 let r = async {
-                    let t: Vec<TableRow> = sqlx::query_as(TABLES_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
-                    let c: Vec<ColumnRow> = sqlx::query_as(COLUMNS_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
-                    let k: Vec<KeyRow> = sqlx::query_as(KEYS_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
-                    let s: Vec<StatsRow> = sqlx::query_as(STATS_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
+                    let t: Vec<TableRow> = catalog(&mut conn, TABLES_SQL, &schemas).await?;
+                    let c: Vec<ColumnRow> = catalog(&mut conn, COLUMNS_SQL, &schemas).await?;
+                    let k: Vec<KeyRow> = catalog(&mut conn, KEYS_SQL, &schemas).await?;
+                    let s: Vec<StatsRow> = catalog(&mut conn, STATS_SQL, &schemas).await?;
                     Ok((t, c, k, s))
                 }
                 .await;
