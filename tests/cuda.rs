@@ -342,7 +342,7 @@ fn hand_written_training_layer_matches_candles_autograd() {
 #[test]
 fn tensor_core_attention_matches_the_f32_kernel() {
     use candle_core::{DType, Device, Tensor};
-    use sqlora::llm::cuda::train_layer::{attention_backward, attention_forward};
+    use sqlora::llm::cuda::train_ops::{attention_backward, attention_forward};
     let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
     // Lengths below, at and across the 64-row tiles.
     for s in [1, 17, 64, 77, 200] {

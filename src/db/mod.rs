@@ -10,6 +10,7 @@ pub mod demo;
 pub mod mysql;
 pub mod postgres;
 mod remote;
+mod samples;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -293,27 +294,23 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(
-            parse_target("sqlite:///tmp/a.db").unwrap(),
-            Target::SqliteFile("/tmp/a.db".into())
-        );
-        assert_eq!(
-            parse_target("sqlite:rel.db?mode=ro").unwrap(),
-            Target::SqliteFile("rel.db".into())
-        );
-        assert_eq!(
-            parse_target("shop.sqlite").unwrap(),
-            Target::SqliteFile("shop.sqlite".into())
-        );
+        let file = |p: &str| Target::SqliteFile(p.into());
+        for (url, target) in [
+            ("sqlite:///tmp/a.db", file("/tmp/a.db")),
+            ("sqlite:rel.db?mode=ro", file("rel.db")),
+            ("shop.sqlite", file("shop.sqlite")),
+            (
+                "postgresql://u@h/db",
+                Target::Postgres("postgresql://u@h/db".into()),
+            ),
+            (
+                "mariadb://root@h:3306/x",
+                Target::MySql("mariadb://root@h:3306/x".into()),
+            ),
+        ] {
+            assert_eq!(parse_target(url).unwrap(), target, "{url}");
+        }
         assert!(parse_target("mongodb://x/y").is_err());
-        assert_eq!(
-            parse_target("postgresql://u@h/db").unwrap(),
-            Target::Postgres("postgresql://u@h/db".into())
-        );
-        assert_eq!(
-            parse_target("mariadb://root@h:3306/x").unwrap(),
-            Target::MySql("mariadb://root@h:3306/x".into())
-        );
     }
 
     #[test]

@@ -23,26 +23,21 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
-use sqlx::{AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo};
+use sqlx::{AssertSqlSafe, Column, Connection, Row, TypeInfo};
 
-use super::remote::{self, describe_sqlx, query_error as map_err};
+use super::remote::{self, query_error as map_err};
+use super::samples::{self, ENUM_MAX, SAMPLE_QUERY_MAX_TABLES};
 use super::{Database, DbError, Limits, Powers, Reach};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 use crate::sql::{Dialect, Outcome, Value};
 
-const SAMPLE_QUERY_MAX_TABLES: usize = 60;
-const SAMPLES: usize = 3;
-const ENUM_MAX: usize = 8;
-
 pub struct MySqlDb {
-    rt: tokio::runtime::Runtime,
+    session: remote::Session<MySqlConnection>,
     opts: MySqlConnectOptions,
-    conn: Option<MySqlConnection>,
     connection_id: u64,
     mariadb: bool,
     database: String,
-    label: String,
     /// The session sql_mode every statement runs under (see [`lexing_sql_mode`]).
     sql_mode: String,
     powers: Powers,
@@ -51,11 +46,13 @@ pub struct MySqlDb {
 /// The database's identity without connecting (see [`super::identity`]).
 pub fn identity(url: &str) -> Result<String, DbError> {
     let normal = url.replacen("mariadb://", "mysql://", 1);
-    let opts = MySqlConnectOptions::from_str(&normal).map_err(|e| DbError::Connect {
-        target: remote::redact(url),
-        reason: remote::one_line(&e.to_string()),
-    })?;
-    Ok(format!(
+    let opts = MySqlConnectOptions::from_str(&normal).map_err(|e| remote::bad_url(url, &e))?;
+    Ok(label(url, &opts, opts.get_database().unwrap_or("")))
+}
+
+/// `mysql://` or `mariadb://` (as `url` says), the login, the server and `database`.
+fn label(url: &str, opts: &MySqlConnectOptions, database: &str) -> String {
+    format!(
         "{}://{}@{}:{}/{}",
         if url.starts_with("mariadb") {
             "mariadb"
@@ -65,8 +62,8 @@ pub fn identity(url: &str) -> Result<String, DbError> {
         opts.get_username(),
         opts.get_host(),
         opts.get_port(),
-        opts.get_database().unwrap_or("")
-    ))
+        database
+    )
 }
 
 impl MySqlDb {
@@ -77,37 +74,25 @@ impl MySqlDb {
             Some(rest) => format!("mysql://{rest}"),
             None => url.to_string(),
         };
-        let fail = |reason: String| DbError::Connect {
-            target: remote::redact(url),
-            reason,
-        };
-        let opts = MySqlConnectOptions::from_str(&normal)
-            .map_err(|e| fail(remote::one_line(&e.to_string())))?;
+        let opts = MySqlConnectOptions::from_str(&normal).map_err(|e| remote::bad_url(url, &e))?;
         let Some(database) = opts.get_database().map(str::to_string) else {
-            return Err(fail(
-                "no database named: add it to the URL, e.g. mysql://user@host:3306/shop".into(),
-            ));
+            return Err(DbError::Connect {
+                target: remote::redact(url),
+                reason: "no database named: add it to the URL, e.g. mysql://user@host:3306/shop"
+                    .into(),
+            });
         };
-        let label = format!(
-            "{}://{}@{}:{}/{}",
-            if url.starts_with("mariadb") {
-                "mariadb"
-            } else {
-                "mysql"
-            },
-            opts.get_username(),
-            opts.get_host(),
-            opts.get_port(),
-            database
-        );
+        let label = label(url, &opts, &database);
         let mut db = Self {
-            rt,
+            session: remote::Session {
+                rt,
+                conn: None,
+                label,
+            },
             opts,
-            conn: None,
             connection_id: 0,
             mariadb: false,
             database,
-            label,
             sql_mode: String::new(),
             powers: Powers::default(),
         };
@@ -168,18 +153,12 @@ impl MySqlDb {
     }
 
     fn ensure_connected(&mut self) -> Result<(), DbError> {
-        if self.conn.is_some() {
+        if self.session.conn.is_some() {
             return Ok(());
         }
         let opts = self.opts.clone();
         let connect = async move {
-            let mut conn = tokio::time::timeout(
-                remote::CONNECT_TIMEOUT,
-                MySqlConnection::connect_with(&opts),
-            )
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let mut conn = remote::connect(MySqlConnection::connect_with(&opts)).await?;
             let setup = async {
                 let (id, version): (u64, String) =
                     sqlx::query_as("SELECT CONNECTION_ID(), VERSION()")
@@ -198,17 +177,10 @@ impl MySqlDb {
                 Ok::<_, sqlx::Error>((id, mariadb, mode))
             }
             .await
-            .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            .map_err(|e| remote::reason(&e))?;
             Ok::<_, String>((conn, setup))
         };
-        let (conn, (id, mariadb, mode)) =
-            self.rt
-                .block_on(connect)
-                .map_err(|reason| DbError::Connect {
-                    target: self.label.clone(),
-                    reason,
-                })?;
-        self.conn = Some(conn);
+        let (id, mariadb, mode) = self.session.open(connect)?;
         self.connection_id = id;
         self.mariadb = mariadb;
         self.sql_mode = mode;
@@ -228,7 +200,6 @@ impl MySqlDb {
         Fut: std::future::Future<Output = (MySqlConnection, Result<T, sqlx::Error>)>,
     {
         self.ensure_connected()?;
-        let mut conn = self.conn.take().expect("connected");
         // One SET: the time limit, and the lexing the guard assumed (see the module doc).
         let limit = if self.mariadb {
             format!(
@@ -245,24 +216,7 @@ impl MySqlDb {
         };
         let opts = self.opts.clone();
         let id = self.connection_id;
-        let work = async move {
-            let begin = async {
-                sqlx::raw_sql(AssertSqlSafe(limit))
-                    .execute(&mut conn)
-                    .await?;
-                sqlx::raw_sql("START TRANSACTION READ ONLY")
-                    .execute(&mut conn)
-                    .await
-            }
-            .await;
-            let (mut conn, result) = match begin {
-                Ok(_) => f(conn).await,
-                Err(e) => (conn, Err(e)),
-            };
-            // Always, also after an error: nothing stays open on the connection.
-            let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
-            (conn, result.and_then(|v| rollback.map(|_| v)))
-        };
+        let begin = [limit, "START TRANSACTION READ ONLY".to_string()];
         let stop_server = async move {
             if let Ok(mut c) = MySqlConnection::connect_with(&opts).await {
                 let _ = sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
@@ -271,14 +225,8 @@ impl MySqlDb {
                 let _ = c.close().await;
             }
         };
-        let finished = self
-            .rt
-            .block_on(remote::with_cancel(work, cancel, timeout, stop_server));
-        let (conn, result) = remote::settle(finished, &self.label, timeout, cancel, |e| {
-            classify(e, timeout, cancel)
-        });
-        self.conn = conn;
-        result
+        self.session
+            .read_only(begin, stop_server, stopped, timeout, cancel, f)
     }
 }
 
@@ -427,20 +375,14 @@ fn add_grant(line: &str, powers: &mut Powers) {
 
 /// 1969 (MariaDB max_statement_time), 3024 (MySQL max_execution_time) and 1317 (KILL QUERY)
 /// are our time limit or our Ctrl-C.
-fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
-    if let sqlx::Error::Database(d) = e {
-        let code = d
+fn stopped(e: &sqlx::Error) -> bool {
+    let code = match e {
+        sqlx::Error::Database(d) => d
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-            .map(|m| m.number());
-        if matches!(code, Some(1969 | 3024 | 1317)) {
-            return if cancel.is_set() {
-                DbError::Cancelled
-            } else {
-                DbError::Timeout(timeout)
-            };
-        }
-    }
-    map_err(e)
+            .map(|m| m.number()),
+        _ => None,
+    };
+    matches!(code, Some(1969 | 3024 | 1317))
 }
 
 /// A value in the text protocol, typed where sqlora has a type for it.
@@ -578,7 +520,7 @@ impl Database for MySqlDb {
     }
 
     fn describe(&self) -> String {
-        self.label.clone()
+        self.session.label.clone()
     }
 
     fn powers(&self) -> Powers {
@@ -608,18 +550,14 @@ impl Database for MySqlDb {
             let kind = get(row, 1)?.unwrap_or_default();
             let comment = get(row, 2)?.filter(|c| !c.is_empty() && c != "VIEW");
             index.insert(name.clone(), out.len());
+            let kind = if kind.contains("VIEW") {
+                TableKind::View
+            } else {
+                TableKind::Table
+            };
             out.push(Table {
-                schema: None,
-                name,
-                kind: if kind.contains("VIEW") {
-                    TableKind::View
-                } else {
-                    TableKind::Table
-                },
-                columns: Vec::new(),
-                primary_key: Vec::new(),
-                foreign_keys: Vec::new(),
                 comment,
+                ..Table::new(None, name, kind)
             });
         }
         let mut text_columns = Vec::new();
@@ -695,14 +633,7 @@ impl Database for MySqlDb {
             let r = async {
                 // Prepared first: a clean error for unknown names, and one statement only, so
                 // the text run below is that one statement.
-                let stmt = (&mut conn)
-                    .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
-                    .await?;
-                let columns: Vec<String> = stmt
-                    .columns()
-                    .iter()
-                    .map(|c| c.name().to_string())
-                    .collect();
+                let (columns, _) = remote::prepared(&mut conn, &sql).await?;
                 let mut out = Outcome {
                     columns,
                     rows: Vec::new(),
@@ -735,37 +666,18 @@ impl MySqlDb {
     /// Distinct example values for text columns of small schemas: one query per table, over
     /// its first rows only, under a short time limit.
     fn sample(&mut self, tables: &mut [Table], text_columns: &[(usize, usize, bool)]) {
-        for (ti, table) in tables.iter_mut().enumerate() {
-            let wanted: Vec<(usize, bool)> = text_columns
-                .iter()
-                .filter(|&&(t, c, _)| {
-                    if t != ti {
-                        return false;
-                    }
-                    let col = &table.columns[c];
-                    col.enum_values.is_empty() && !table.primary_key.contains(&col.name)
-                })
-                .map(|&(_, c, date)| (c, date))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let from = quote(&table.name);
-            let parts: Vec<String> = wanted
-                .iter()
-                .map(|&(c, _)| {
-                    let col = quote(&table.columns[c].name);
-                    format!(
-                        "(SELECT GROUP_CONCAT(v SEPARATOR 0x1f) FROM (SELECT DISTINCT \
-                         CAST({col} AS CHAR) AS v FROM (SELECT {col} FROM {from} LIMIT 2000) a \
-                         WHERE {col} IS NOT NULL AND CHAR_LENGTH({col}) BETWEEN 1 AND 40 \
-                         LIMIT {}) b)",
-                        ENUM_MAX + 1
-                    )
-                })
-                .collect();
-            let sql = format!("SELECT {}", parts.join(", "));
-            let got = self.read_only(
+        let part = |column: &str, from: &str| {
+            let col = quote(column);
+            format!(
+                "(SELECT GROUP_CONCAT(v SEPARATOR 0x1f) FROM (SELECT DISTINCT \
+                 CAST({col} AS CHAR) AS v FROM (SELECT {col} FROM {from} LIMIT 2000) a \
+                 WHERE {col} IS NOT NULL AND CHAR_LENGTH({col}) BETWEEN 1 AND 40 \
+                 LIMIT {}) b)",
+                ENUM_MAX + 1
+            )
+        };
+        let read = |sql: String| {
+            let joined = self.read_only(
                 Duration::from_secs(5),
                 &Cancel::new(),
                 |mut conn| async move {
@@ -780,23 +692,18 @@ impl MySqlDb {
                     .await;
                     (conn, r)
                 },
-            );
-            let Ok(values) = got else { continue };
-            for ((c, date_like), joined) in wanted.into_iter().zip(values) {
-                let mut vals: Vec<String> = joined
-                    .map(|j| j.split('\u{1f}').map(str::to_string).collect())
-                    .unwrap_or_default();
-                let keep = if date_like {
-                    1
-                } else if vals.len() <= ENUM_MAX {
-                    vals.len()
-                } else {
-                    SAMPLES
-                };
-                vals.truncate(keep);
-                table.columns[c].samples = vals;
-            }
-        }
+            )?;
+            Ok::<_, DbError>(
+                joined
+                    .into_iter()
+                    .map(|j| {
+                        j.map(|j| j.split('\u{1f}').map(str::to_string).collect())
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+            )
+        };
+        samples::sample_tables(tables, text_columns, |t| quote(&t.name), part, read);
     }
 }
 
@@ -806,16 +713,20 @@ mod tests {
 
     #[test]
     fn sql_mode_loses_what_the_guard_does_not_lex() {
-        assert_eq!(
-            lexing_sql_mode("REAL_AS_FLOAT,PIPES_AS_CONCAT,ANSI_QUOTES,IGNORE_SPACE,ANSI"),
-            "REAL_AS_FLOAT,PIPES_AS_CONCAT,IGNORE_SPACE"
-        );
-        assert_eq!(
-            lexing_sql_mode("NO_BACKSLASH_ESCAPES,STRICT_TRANS_TABLES,ORACLE"),
-            "STRICT_TRANS_TABLES"
-        );
-        assert_eq!(lexing_sql_mode(""), "");
-        assert_eq!(lexing_sql_mode("X'; DROP"), "");
+        for (mode, kept) in [
+            (
+                "REAL_AS_FLOAT,PIPES_AS_CONCAT,ANSI_QUOTES,IGNORE_SPACE,ANSI",
+                "REAL_AS_FLOAT,PIPES_AS_CONCAT,IGNORE_SPACE",
+            ),
+            (
+                "NO_BACKSLASH_ESCAPES,STRICT_TRANS_TABLES,ORACLE",
+                "STRICT_TRANS_TABLES",
+            ),
+            ("", ""),
+            ("X'; DROP", ""),
+        ] {
+            assert_eq!(lexing_sql_mode(mode), kept, "{mode}");
+        }
     }
 
     #[test]

@@ -20,30 +20,21 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{
-    AssertSqlSafe, Column, Connection, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
-};
+use sqlx::{AssertSqlSafe, Connection, Row, TypeInfo, ValueRef};
 
-use super::remote::{self, describe_sqlx, query_error as map_err};
+use super::remote::{self, query_error as map_err};
+use super::samples::{self, ENUM_MAX, SAMPLES, SAMPLE_QUERY_MAX_TABLES};
 use super::{Database, DbError, Limits, Powers, Reach};
 use crate::cancel::Cancel;
 use crate::schema::{Column as SchemaColumn, ForeignKey, Schema, Table, TableKind};
 use crate::sql::{Dialect, Outcome, Value};
 
-/// Above this many tables, sample values come only from `pg_stats` (no per-table queries).
-const SAMPLE_QUERY_MAX_TABLES: usize = 60;
-/// Distinct example values shown per text column, and the most shown for enum-like ones.
-const SAMPLES: usize = 3;
-const ENUM_MAX: usize = 8;
-
 pub struct PgDb {
-    rt: tokio::runtime::Runtime,
+    session: remote::Session<PgConnection>,
     opts: PgConnectOptions,
-    conn: Option<PgConnection>,
     pid: i32,
     /// Schemas to introspect, in search order; the first is the default (names unqualified).
     schemas: Vec<String>,
-    label: String,
     powers: Powers,
 }
 
@@ -51,25 +42,25 @@ impl PgDb {
     /// Connects to `url`; `schemas` chooses what to introspect (default: the search_path).
     pub fn connect(url: &str, schemas: &[String]) -> Result<Self, DbError> {
         let rt = remote::runtime()?;
-        let opts = PgConnectOptions::from_str(url).map_err(|e| DbError::Connect {
-            target: remote::redact(url),
-            reason: remote::one_line(&e.to_string()),
-        })?;
+        let opts = PgConnectOptions::from_str(url).map_err(|e| remote::bad_url(url, &e))?;
         let opts = opts.application_name("sqlora");
         let label = label(&opts);
         let mut db = Self {
-            rt,
+            session: remote::Session {
+                rt,
+                conn: None,
+                label,
+            },
             opts,
-            conn: None,
             pid: 0,
             schemas: schemas.to_vec(),
-            label,
             powers: Powers::default(),
         };
         db.ensure_connected()?;
         if db.schemas.is_empty() {
-            let conn = db.conn.as_mut().expect("connected");
+            let conn = db.session.conn.as_mut().expect("connected");
             let found: Vec<String> = db
+                .session
                 .rt
                 .block_on(
                     sqlx::query_scalar("SELECT current_schemas(false)::text[]").fetch_one(conn),
@@ -104,36 +95,24 @@ impl PgDb {
     }
 
     fn ensure_connected(&mut self) -> Result<(), DbError> {
-        if self.conn.is_some() {
+        if self.session.conn.is_some() {
             return Ok(());
         }
         let opts = self.opts.clone();
         let connect = async move {
-            let mut conn =
-                tokio::time::timeout(remote::CONNECT_TIMEOUT, PgConnection::connect_with(&opts))
-                    .await
-                    .map_err(|_| "timed out".to_string())?
-                    .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+            let mut conn = remote::connect(PgConnection::connect_with(&opts)).await?;
             let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
                 .fetch_one(&mut conn)
                 .await
-                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+                .map_err(|e| remote::reason(&e))?;
             // String literals as the guard's parser reads them, whatever the defaults.
             sqlx::raw_sql("SET standard_conforming_strings = on")
                 .execute(&mut conn)
                 .await
-                .map_err(|e| remote::one_line(&describe_sqlx(&e)))?;
+                .map_err(|e| remote::reason(&e))?;
             Ok::<_, String>((conn, pid))
         };
-        let (conn, pid) = self
-            .rt
-            .block_on(connect)
-            .map_err(|reason| DbError::Connect {
-                target: self.label.clone(),
-                reason,
-            })?;
-        self.conn = Some(conn);
-        self.pid = pid;
+        self.pid = self.session.open(connect)?;
         Ok(())
     }
 
@@ -150,26 +129,13 @@ impl PgDb {
         Fut: std::future::Future<Output = (PgConnection, Result<T, sqlx::Error>)>,
     {
         self.ensure_connected()?;
-        let mut conn = self.conn.take().expect("connected");
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
         let opts = self.opts.clone();
         let pid = self.pid;
-        let work = async move {
-            let begin = async {
-                sqlx::raw_sql("BEGIN READ ONLY").execute(&mut conn).await?;
-                sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL statement_timeout = {ms}")))
-                    .execute(&mut conn)
-                    .await
-            }
-            .await;
-            let (mut conn, result) = match begin {
-                Ok(_) => f(conn).await,
-                Err(e) => (conn, Err(e)),
-            };
-            // Always, also after an error: nothing stays open on the connection.
-            let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
-            (conn, result.and_then(|v| rollback.map(|_| v)))
-        };
+        let begin = [
+            "BEGIN READ ONLY".to_string(),
+            format!("SET LOCAL statement_timeout = {ms}"),
+        ];
         let cancel_server = async move {
             if let Ok(mut c) = PgConnection::connect_with(&opts).await {
                 let _ = sqlx::query("SELECT pg_cancel_backend($1)")
@@ -179,14 +145,8 @@ impl PgDb {
                 let _ = c.close().await;
             }
         };
-        let finished = self
-            .rt
-            .block_on(remote::with_cancel(work, cancel, timeout, cancel_server));
-        let (conn, result) = remote::settle(finished, &self.label, timeout, cancel, |e| {
-            classify(e, timeout, cancel)
-        });
-        self.conn = conn;
-        result
+        self.session
+            .read_only(begin, cancel_server, stopped, timeout, cancel, f)
     }
 
     fn default_schema(&self) -> &str {
@@ -212,24 +172,12 @@ fn label(opts: &PgConnectOptions) -> String {
 pub fn identity(url: &str) -> Result<String, DbError> {
     PgConnectOptions::from_str(url)
         .map(|o| label(&o))
-        .map_err(|e| DbError::Connect {
-            target: remote::redact(url),
-            reason: remote::one_line(&e.to_string()),
-        })
+        .map_err(|e| remote::bad_url(url, &e))
 }
 
 /// 57014 is `query_canceled`: our timeout or our Ctrl-C.
-fn classify(e: &sqlx::Error, timeout: Duration, cancel: &Cancel) -> DbError {
-    if let sqlx::Error::Database(d) = e {
-        if d.code().as_deref() == Some("57014") {
-            return if cancel.is_set() {
-                DbError::Cancelled
-            } else {
-                DbError::Timeout(timeout)
-            };
-        }
-    }
-    map_err(e)
+fn stopped(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57014"))
 }
 
 /// Whether the statement is an EXPLAIN (which a cursor cannot hold).
@@ -398,6 +346,18 @@ fn powers_of(row: PowersRow) -> Powers {
     p
 }
 
+/// The rows of catalog query `sql` over the introspected `schemas` (its `$1`).
+async fn catalog<R>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    schemas: &[String],
+) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql).bind(schemas).fetch_all(conn).await
+}
+
 type TableRow = (String, String, String, Option<String>);
 type ColumnRow = (
     String,
@@ -427,7 +387,7 @@ impl Database for PgDb {
     }
 
     fn describe(&self) -> String {
-        self.label.clone()
+        self.session.label.clone()
     }
 
     fn powers(&self) -> Powers {
@@ -441,22 +401,10 @@ impl Database for PgDb {
             &Cancel::new(),
             move |mut conn| async move {
                 let r = async {
-                    let t: Vec<TableRow> = sqlx::query_as(TABLES_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
-                    let c: Vec<ColumnRow> = sqlx::query_as(COLUMNS_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
-                    let k: Vec<KeyRow> = sqlx::query_as(KEYS_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
-                    let s: Vec<StatsRow> = sqlx::query_as(STATS_SQL)
-                        .bind(&schemas)
-                        .fetch_all(&mut conn)
-                        .await?;
+                    let t: Vec<TableRow> = catalog(&mut conn, TABLES_SQL, &schemas).await?;
+                    let c: Vec<ColumnRow> = catalog(&mut conn, COLUMNS_SQL, &schemas).await?;
+                    let k: Vec<KeyRow> = catalog(&mut conn, KEYS_SQL, &schemas).await?;
+                    let s: Vec<StatsRow> = catalog(&mut conn, STATS_SQL, &schemas).await?;
                     Ok((t, c, k, s))
                 }
                 .await;
@@ -468,17 +416,13 @@ impl Database for PgDb {
         let mut index = std::collections::HashMap::new();
         for (ns, name, kind, comment) in tables {
             index.insert((ns.clone(), name.clone()), out.len());
+            let kind = match kind.as_str() {
+                "v" | "m" => TableKind::View,
+                _ => TableKind::Table,
+            };
             out.push(Table {
-                schema: self.qualify(&ns),
-                name,
-                kind: match kind.as_str() {
-                    "v" | "m" => TableKind::View,
-                    _ => TableKind::Table,
-                },
-                columns: Vec::new(),
-                primary_key: Vec::new(),
-                foreign_keys: Vec::new(),
                 comment,
+                ..Table::new(self.qualify(&ns), name, kind)
             });
         }
         // (table index, column index) of text columns, for sampling.
@@ -559,19 +503,7 @@ impl Database for PgDb {
         self.read_only(limits.timeout, cancel, move |mut conn| async move {
             let r = async {
                 // Prepare first: a clean error for unknown names, and exactly one statement.
-                let stmt = (&mut conn)
-                    .prepare(AssertSqlSafe(sql.clone()).into_sql_str())
-                    .await?;
-                let columns: Vec<String> = stmt
-                    .columns()
-                    .iter()
-                    .map(|c| c.name().to_string())
-                    .collect();
-                let types: Vec<String> = stmt
-                    .columns()
-                    .iter()
-                    .map(|c| c.type_info().name().to_string())
-                    .collect();
+                let (columns, types) = remote::prepared(&mut conn, &sql).await?;
                 let rows: Vec<PgRow> = if is_explain(&sql) {
                     sqlx::query(AssertSqlSafe(sql.clone()))
                         .fetch_all(&mut conn)
@@ -610,47 +542,24 @@ impl PgDb {
     /// Distinct example values for text columns of tables without planner statistics: one
     /// query per table, over its first rows only, under a short timeout.
     fn sample_unanalysed(&mut self, tables: &mut [Table], text_columns: &[(usize, usize, bool)]) {
-        for (ti, table) in tables.iter_mut().enumerate() {
-            let wanted: Vec<(usize, bool)> = text_columns
-                .iter()
-                .filter(|&&(t, c, _)| {
-                    if t != ti {
-                        return false;
-                    }
-                    let col = &table.columns[c];
-                    col.samples.is_empty()
-                        && col.enum_values.is_empty()
-                        && !table.primary_key.contains(&col.name)
-                })
-                .map(|&(_, c, date)| (c, date))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let from = table.schema.as_ref().map_or_else(
-                || {
-                    format!(
-                        "{}.{}",
-                        quote(self.schemas.first().map_or("public", |s| s)),
-                        quote(&table.name)
-                    )
-                },
+        let default_schema = self.schemas.first().map_or("public", |s| s).to_string();
+        let from = |table: &Table| {
+            table.schema.as_ref().map_or_else(
+                || format!("{}.{}", quote(&default_schema), quote(&table.name)),
                 |ns| format!("{}.{}", quote(ns), quote(&table.name)),
-            );
-            let parts: Vec<String> = wanted
-                .iter()
-                .map(|&(c, _)| {
-                    let col = quote(&table.columns[c].name);
-                    format!(
-                        "ARRAY(SELECT DISTINCT v FROM (SELECT {col}::text AS v FROM {from} \
-                         LIMIT 2000) s WHERE v IS NOT NULL AND length(v) BETWEEN 1 AND 40 \
-                         LIMIT {})",
-                        ENUM_MAX + 1
-                    )
-                })
-                .collect();
-            let sql = format!("SELECT {}", parts.join(", "));
-            let got = self.read_only(
+            )
+        };
+        let part = |column: &str, from: &str| {
+            let col = quote(column);
+            format!(
+                "ARRAY(SELECT DISTINCT v FROM (SELECT {col}::text AS v FROM {from} \
+                 LIMIT 2000) s WHERE v IS NOT NULL AND length(v) BETWEEN 1 AND 40 \
+                 LIMIT {})",
+                ENUM_MAX + 1
+            )
+        };
+        let read = |sql: String| {
+            self.read_only(
                 Duration::from_secs(5),
                 &Cancel::new(),
                 move |mut conn| async move {
@@ -663,20 +572,9 @@ impl PgDb {
                     .await;
                     (conn, r)
                 },
-            );
-            let Ok(values) = got else { continue };
-            for ((c, date_like), mut vals) in wanted.into_iter().zip(values) {
-                let keep = if date_like {
-                    1
-                } else if vals.len() <= ENUM_MAX {
-                    vals.len()
-                } else {
-                    SAMPLES
-                };
-                vals.truncate(keep);
-                table.columns[c].samples = vals;
-            }
-        }
+            )
+        };
+        samples::sample_tables(tables, text_columns, from, part, read);
     }
 }
 

@@ -1,5 +1,10 @@
-//! What the sqlx backends (PostgreSQL, MySQL) share: their tokio runtime, cancellation and
-//! timeouts around a server round trip, and error text kept to one line without secrets.
+//! What the sqlx backends (PostgreSQL, MySQL) share: their tokio runtime and connection
+//! ([`Session`]), the read-only transaction every statement runs in and always rolls back,
+//! cancellation and timeouts around a server round trip, preparing a statement to learn its
+//! columns, and error text kept to one line without secrets.
+//!
+//! The SQL that differs (how a transaction is made read-only and limited in time, how the
+//! server is asked to stop a statement, which error codes mean it did) stays in each backend.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -40,9 +45,153 @@ pub fn describe_sqlx(e: &sqlx::Error) -> String {
     }
 }
 
+/// sqlx's error as one line (see [`describe_sqlx`]).
+pub fn reason(e: &sqlx::Error) -> String {
+    one_line(&describe_sqlx(e))
+}
+
 /// A query error as one line.
 pub fn query_error(e: &sqlx::Error) -> DbError {
-    DbError::Query(one_line(&describe_sqlx(e)))
+    DbError::Query(reason(e))
+}
+
+/// The error for a URL whose options do not parse (its password left out).
+pub fn bad_url(url: &str, e: &sqlx::Error) -> DbError {
+    DbError::Connect {
+        target: redact(url),
+        reason: one_line(&e.to_string()),
+    }
+}
+
+/// A new connection, or why not on one line; connecting gives up after [`CONNECT_TIMEOUT`].
+pub async fn connect<C>(
+    connecting: impl Future<Output = Result<C, sqlx::Error>>,
+) -> Result<C, String> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| reason(&e))
+}
+
+/// The error of a statement, where `stopped` says the server stopped it for our time limit or
+/// our Ctrl-C (each backend knows its own error codes for that).
+pub fn classify(e: &sqlx::Error, stopped: bool, timeout: Duration, cancel: &Cancel) -> DbError {
+    if stopped {
+        return if cancel.is_set() {
+            DbError::Cancelled
+        } else {
+            DbError::Timeout(timeout)
+        };
+    }
+    query_error(e)
+}
+
+/// One server connection of a sqlx backend: its runtime, the open connection (none once it
+/// broke: the next statement connects again) and the server's label for messages.
+pub struct Session<C> {
+    pub rt: tokio::runtime::Runtime,
+    pub conn: Option<C>,
+    pub label: String,
+}
+
+impl<C> Session<C>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    /// Keeps the connection `connecting` makes (with what was read while setting it up, given
+    /// back); its failure is a connection error naming the server.
+    pub fn open<S>(
+        &mut self,
+        connecting: impl Future<Output = Result<(C, S), String>>,
+    ) -> Result<S, DbError> {
+        let (conn, setup) = self
+            .rt
+            .block_on(connecting)
+            .map_err(|reason| DbError::Connect {
+                target: self.label.clone(),
+                reason,
+            })?;
+        self.conn = Some(conn);
+        Ok(setup)
+    }
+
+    /// Runs `f` on the open connection in a transaction opened by `begin` and always rolled
+    /// back (see [`rolled_back`]), watching `cancel` and the time (see [`with_cancel`]);
+    /// `stopped` tells the backend's own timeout and cancel errors (see [`classify`]).
+    pub fn read_only<T, F, Fut>(
+        &mut self,
+        begin: [String; 2],
+        stop_server: impl Future<Output = ()>,
+        stopped: impl FnOnce(&sqlx::Error) -> bool,
+        timeout: Duration,
+        cancel: &Cancel,
+        f: F,
+    ) -> Result<T, DbError>
+    where
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = (C, Result<T, sqlx::Error>)>,
+    {
+        let conn = self.conn.take().expect("connected");
+        let work = rolled_back(conn, begin, f);
+        let finished = self
+            .rt
+            .block_on(with_cancel(work, cancel, timeout, stop_server));
+        let (conn, result) = settle(finished, &self.label, timeout, cancel, |e| {
+            classify(e, stopped(e), timeout, cancel)
+        });
+        self.conn = conn;
+        result
+    }
+}
+
+/// Prepares `sql` without running it (a clean error for unknown names, and exactly one
+/// statement) and gives the names and type names of its result columns.
+pub async fn prepared<C>(conn: &mut C, sql: &str) -> Result<(Vec<String>, Vec<String>), sqlx::Error>
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo};
+    let stmt = (&mut *conn)
+        .prepare(sqlx::AssertSqlSafe(sql.to_string()).into_sql_str())
+        .await?;
+    Ok(stmt
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_string(), c.type_info().name().to_string()))
+        .unzip())
+}
+
+/// Runs `begin` (the statements that open a read-only transaction under the time limit), then
+/// `f` if they worked, then always `ROLLBACK`, also after an error: nothing stays open on the
+/// connection.
+pub async fn rolled_back<C, T, F, Fut>(
+    mut conn: C,
+    begin: [String; 2],
+    f: F,
+) -> (C, Result<T, sqlx::Error>)
+where
+    C: sqlx::Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = (C, Result<T, sqlx::Error>)>,
+{
+    let opened = async {
+        for statement in begin {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    let (mut conn, result) = match opened {
+        Ok(()) => f(conn).await,
+        Err(e) => (conn, Err(e)),
+    };
+    let rollback = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+    (conn, result.and_then(|v| rollback.map(|_| v)))
 }
 
 /// Whether the connection itself failed (it is then dropped and made again).
@@ -109,7 +258,7 @@ pub fn settle<C, T>(
             None,
             Err(DbError::Query(format!(
                 "lost the connection to {label}: {}",
-                one_line(&describe_sqlx(&e))
+                reason(&e)
             ))),
         ),
         Some((conn, Err(e))) => (Some(conn), Err(classify(&e))),

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use rusqlite::{types::ValueRef, Connection, OpenFlags};
 
+use super::samples::{self, ENUM_MAX};
 use super::{Database, DbError, Limits};
 use crate::cancel::Cancel;
 use crate::schema::{Column, ForeignKey, Schema, Table, TableKind};
@@ -14,11 +15,6 @@ use crate::sql::{Dialect, Outcome, Value};
 /// One row of `pragma_foreign_key_list`: constraint id, referenced table, column, referenced
 /// column (absent: the referenced primary key).
 type ForeignKeyRow = (i64, String, String, Option<String>);
-
-/// Distinct example values shown per text column.
-const SAMPLES: usize = 3;
-/// A text column with at most this many distinct values has them all shown.
-const ENUM_MAX: usize = 8;
 
 pub struct SqliteDb {
     conn: Connection,
@@ -115,16 +111,7 @@ impl SqliteDb {
         let Ok(rows) = stmt.query_map([], |r| r.get::<_, String>(0)) else {
             return Vec::new();
         };
-        let mut values: Vec<String> = rows.filter_map(Result::ok).collect();
-        let keep = if date_like {
-            1
-        } else if values.len() <= ENUM_MAX {
-            values.len()
-        } else {
-            SAMPLES
-        };
-        values.truncate(keep);
-        values
+        samples::kept(rows.filter_map(Result::ok).collect(), date_like)
     }
 }
 
@@ -299,7 +286,8 @@ fn run(conn: &Connection, sql: &str, max_rows: usize) -> rusqlite::Result<Outcom
 mod tests {
     use super::*;
 
-    fn fixture() -> (tempfile::TempDir, PathBuf) {
+    /// A small database of two tables and a view, opened (the directory lives as long as it).
+    fn fixture() -> (tempfile::TempDir, SqliteDb) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let c = Connection::open(&path).unwrap();
@@ -313,13 +301,13 @@ mod tests {
              INSERT INTO b SELECT i, i, 1, 'n' || i FROM n;",
         )
         .unwrap();
-        (dir, path)
+        let db = SqliteDb::open(&path).unwrap();
+        (dir, db)
     }
 
     #[test]
     fn introspects_keys_fks_views_and_samples() {
-        let (_d, path) = fixture();
-        let mut db = SqliteDb::open(&path).unwrap();
+        let (_d, mut db) = fixture();
         let s = db.introspect().unwrap();
         let names: Vec<&str> = s.tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "v"]);
@@ -339,8 +327,7 @@ mod tests {
 
     #[test]
     fn row_cap_truncates_and_writes_fail() {
-        let (_d, path) = fixture();
-        let mut db = SqliteDb::open(&path).unwrap();
+        let (_d, mut db) = fixture();
         let limits = Limits {
             max_rows: 10,
             ..Limits::default()
@@ -358,8 +345,7 @@ mod tests {
 
     #[test]
     fn timeout_interrupts_a_long_query() {
-        let (_d, path) = fixture();
-        let mut db = SqliteDb::open(&path).unwrap();
+        let (_d, mut db) = fixture();
         let limits = Limits {
             max_rows: 10,
             timeout: std::time::Duration::from_millis(200),

@@ -136,6 +136,20 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
+/// `q` with what an answer was asked under bound next, in the order every insert of an
+/// answer lists them: question, database, dialect, schema fingerprint, schema context, model.
+fn bind_asked<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments>,
+    a: &'q NewAnswer,
+) -> sqlx::query::Query<'q, sqlx::Any, <sqlx::Any as sqlx::Database>::Arguments> {
+    q.bind(&a.question)
+        .bind(&a.db_identity)
+        .bind(&a.dialect)
+        .bind(fingerprint(&a.schema_context))
+        .bind(&a.schema_context)
+        .bind(&a.model)
+}
+
 /// The sha256 of the schema text, which identifies "the same database" across sessions.
 pub fn fingerprint(context: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -334,16 +348,7 @@ impl Store {
                    $17, $18) RETURNING id";
         let fut = async {
             let mut tx = self.conn.begin().await?;
-            let row = sqlx::query(sql)
-                .bind(&at)
-                .bind(&at)
-                .bind(os_user())
-                .bind(&a.question)
-                .bind(&a.db_identity)
-                .bind(&a.dialect)
-                .bind(fingerprint(&a.schema_context))
-                .bind(&a.schema_context)
-                .bind(&a.model)
+            let row = bind_asked(sqlx::query(sql).bind(&at).bind(&at).bind(os_user()), a)
                 .bind(a.adapter.clone())
                 .bind(a.generated_sql.clone())
                 .bind(&attempts)
@@ -733,19 +738,13 @@ mod tests {
         /// An insert as version 1 of the schema wrote it (no `source` column).
         fn record_v1(&mut self, a: &NewAnswer) -> Result<i64, FeedbackError> {
             let at = crate::clock::now_iso();
-            let fut = sqlx::query(
+            let insert = sqlx::query(
                 "INSERT INTO feedback (created_at, updated_at, os_user, question, db_identity, \
                  dialect, schema_fingerprint, schema_context, model) \
                  VALUES ($1, $1, 'me', $2, $3, $4, $5, $6, $7) RETURNING id",
             )
-            .bind(&at)
-            .bind(&a.question)
-            .bind(&a.db_identity)
-            .bind(&a.dialect)
-            .bind(fingerprint(&a.schema_context))
-            .bind(&a.schema_context)
-            .bind(&a.model)
-            .fetch_one(&mut self.conn);
+            .bind(&at);
+            let fut = bind_asked(insert, a).fetch_one(&mut self.conn);
             let row = self.rt.block_on(fut).map_err(store_err)?;
             row.try_get(0).map_err(store_err)
         }

@@ -663,24 +663,8 @@ mod tests {
 
     fn table(name: &str, cols: &[&str]) -> Table {
         Table {
-            schema: None,
-            name: name.into(),
-            kind: TableKind::Table,
-            columns: cols
-                .iter()
-                .map(|c| Column {
-                    name: c.to_string(),
-                    data_type: "TEXT".into(),
-                    not_null: false,
-                    default: None,
-                    comment: None,
-                    samples: vec![],
-                    enum_values: vec![],
-                })
-                .collect(),
-            primary_key: vec![],
-            foreign_keys: vec![],
-            comment: None,
+            columns: cols.iter().map(|c| Column::new(*c, "TEXT")).collect(),
+            ..Table::new(None, name, TableKind::Table)
         }
     }
 

@@ -91,21 +91,11 @@ mod tests {
 
     fn table(ns: Option<&str>, name: &str) -> Table {
         Table {
-            schema: ns.map(str::to_string),
-            name: name.into(),
-            kind: TableKind::Table,
             columns: vec![Column {
-                name: "id".into(),
-                data_type: "integer".into(),
                 not_null: true,
-                default: None,
-                comment: None,
-                samples: vec![],
-                enum_values: vec![],
+                ..Column::new("id", "integer")
             }],
-            primary_key: vec![],
-            foreign_keys: vec![],
-            comment: None,
+            ..Table::new(ns.map(str::to_string), name, TableKind::Table)
         }
     }
 
@@ -133,46 +123,18 @@ mod tests {
     #[test]
     fn qualified_names_ctes_and_other_tables_are_left_alone() {
         let s = schema();
+        let q = |sql: &str| qualify(sql, Dialect::Postgres, &s, "concert_singer");
         // Already qualified, or a table of another namespace: nothing to do.
-        assert_eq!(
-            qualify(
-                "SELECT * FROM music.song",
-                Dialect::Postgres,
-                &s,
-                "concert_singer"
-            ),
-            None
-        );
-        assert_eq!(
-            qualify(
-                "SELECT * FROM song",
-                Dialect::Postgres,
-                &s,
-                "concert_singer"
-            ),
-            None
-        );
+        assert_eq!(q("SELECT * FROM music.song"), None);
+        assert_eq!(q("SELECT * FROM song"), None);
         // A CTE named like a table is the CTE.
         assert_eq!(
-            qualify(
-                "WITH concert AS (SELECT 1 AS id) SELECT * FROM concert JOIN singer USING (id)",
-                Dialect::Postgres,
-                &s,
-                "concert_singer"
-            )
-            .unwrap(),
+            q("WITH concert AS (SELECT 1 AS id) SELECT * FROM concert JOIN singer USING (id)")
+                .unwrap(),
             "WITH concert AS (SELECT 1 AS id) SELECT * FROM concert JOIN concert_singer.singer USING (id)"
         );
         // Unparseable text is the guard's to report.
-        assert_eq!(
-            qualify(
-                "SELEC * FROM singer",
-                Dialect::Postgres,
-                &s,
-                "concert_singer"
-            ),
-            None
-        );
+        assert_eq!(q("SELEC * FROM singer"), None);
     }
 
     #[test]

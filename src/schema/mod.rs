@@ -50,7 +50,37 @@ pub struct Table {
     pub comment: Option<String>,
 }
 
+impl Column {
+    /// A column of `data_type` with nothing else known: nullable, no default, comment or
+    /// example values.
+    pub fn new(name: impl Into<String>, data_type: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            data_type: data_type.into(),
+            not_null: false,
+            default: None,
+            comment: None,
+            samples: Vec::new(),
+            enum_values: Vec::new(),
+        }
+    }
+}
+
 impl Table {
+    /// A table in namespace `schema` (none: the default one) with nothing else known yet: no
+    /// columns, keys or comment.
+    pub fn new(schema: Option<String>, name: impl Into<String>, kind: TableKind) -> Self {
+        Self {
+            schema,
+            name: name.into(),
+            kind,
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            foreign_keys: Vec::new(),
+            comment: None,
+        }
+    }
+
     /// The name as a query must write it: `schema.table` outside the default schema.
     pub fn qualified_name(&self, dialect: Dialect) -> String {
         match &self.schema {

@@ -8,42 +8,19 @@
 //! its score. Tables are then taken best first while they fit the token budget, each with the
 //! tables on the shortest foreign-key path to those already chosen, so that a join the question
 //! needs is always in the prompt. A schema that fits the budget is rendered whole.
+//!
+//! This file ranks and chooses tables; the value index it consults is in [`values`].
+
+mod values;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use bm25::{Document, Language, SearchEngine, SearchEngineBuilder};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{render_table, Schema};
 use crate::sql::Dialect;
-
-/// Distinct values of one text column, as read from the database (bounded by the reader).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnValues {
-    /// Index of the table in [`Schema::tables`].
-    pub table: usize,
-    pub column: String,
-    pub values: Vec<String>,
-}
-
-/// Where a value was seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ValueRef {
-    table: usize,
-    column: String,
-    value: String,
-}
-
-/// Question phrases → the columns whose values they name.
-#[derive(Debug, Default)]
-pub struct ValueIndex {
-    /// Normalised whole value → where it occurs.
-    whole: HashMap<String, Vec<ValueRef>>,
-    /// A distinctive word of a longer value → where it occurs.
-    words: HashMap<String, Vec<ValueRef>>,
-    pub columns: usize,
-    pub values: usize,
-}
+pub use values::{with_samples, ColumnValues, ValueIndex};
 
 /// Tables scoring below this share of the best table's score are left out.
 const RELATIVE_CUTOFF: f32 = 0.2;
@@ -53,110 +30,6 @@ const OTHER_NAMESPACE_CUTOFF: f32 = 0.7;
 
 /// A namespace whose evidence is at least this share of the best namespace's is shown as well.
 const RUNNER_UP: f32 = 0.85;
-
-/// A value word links a question to columns only when it occurs in at most this many values.
-const RARE_WORD: usize = 4;
-
-fn norm(s: &str) -> String {
-    s.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
-}
-
-/// Words too common to link a question to a column on their own.
-const STOP: &[&str] = &[
-    "the", "and", "for", "with", "from", "that", "this", "have", "has", "are", "was", "were",
-    "what", "which", "who", "whom", "how", "many", "much", "all", "each", "every", "list", "show",
-    "give", "find", "name", "names", "number", "their", "there", "than", "more", "most", "least",
-    "less", "not", "any", "some", "order", "by", "of", "in", "on", "to", "is", "a", "an", "or",
-    "as", "at", "be", "it", "its", "do", "does", "did", "yes", "no", "none", "null", "true",
-    "false", "other", "unknown", "average", "total", "count", "year", "years", "id",
-];
-
-fn is_stop(w: &str) -> bool {
-    STOP.contains(&w)
-}
-
-/// Lower-case word tokens of `s` (letters and digits).
-fn words(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
-impl ValueIndex {
-    pub fn new(columns: &[ColumnValues]) -> Self {
-        let mut ix = ValueIndex::default();
-        for cv in columns {
-            ix.columns += 1;
-            for v in &cv.values {
-                let n = norm(v);
-                // Numbers and one-letter codes match too much by accident.
-                if n.chars().count() < 2 || n.chars().all(|c| !c.is_alphabetic()) {
-                    continue;
-                }
-                ix.values += 1;
-                let r = ValueRef {
-                    table: cv.table,
-                    column: cv.column.clone(),
-                    value: v.clone(),
-                };
-                let ws = words(&n);
-                if ws.len() > 1 {
-                    for w in ws.iter().filter(|w| w.len() >= 4 && !is_stop(w)) {
-                        let e = ix.words.entry(w.clone()).or_default();
-                        if e.len() < 64 && !e.contains(&r) {
-                            e.push(r.clone());
-                        }
-                    }
-                }
-                let e = ix.whole.entry(n).or_default();
-                if e.len() < 64 {
-                    e.push(r);
-                }
-            }
-        }
-        ix
-    }
-
-    /// Values the question names: whole values (phrases of up to 6 words, or quoted text),
-    /// then single distinctive words of longer values. Each `(ref, whole?)`.
-    fn matches(&self, question: &str) -> Vec<(ValueRef, bool)> {
-        let mut out: Vec<(ValueRef, bool)> = Vec::new();
-        let mut seen = BTreeSet::new();
-        let mut push = |r: &ValueRef, whole: bool, out: &mut Vec<(ValueRef, bool)>| {
-            if seen.insert((r.table, r.column.clone(), r.value.clone())) {
-                out.push((r.clone(), whole));
-            }
-        };
-        let q = norm(question);
-        for quoted in q.split(['"', '\'', '`']).skip(1).step_by(2) {
-            if let Some(rs) = self.whole.get(quoted.trim()) {
-                rs.iter().for_each(|r| push(r, true, &mut out));
-            }
-        }
-        let ws = words(&q);
-        for n in (1..=6).rev() {
-            for gram in ws.windows(n) {
-                if n == 1 && (is_stop(&gram[0]) || gram[0].len() < 3) {
-                    continue;
-                }
-                if let Some(rs) = self.whole.get(&gram.join(" ")) {
-                    rs.iter().for_each(|r| push(r, true, &mut out));
-                }
-            }
-        }
-        // A word found in many values ("live", "new") says nothing about which column.
-        for w in ws.iter().filter(|w| w.len() >= 4 && !is_stop(w)) {
-            if let Some(rs) = self.words.get(w).filter(|rs| rs.len() <= RARE_WORD) {
-                rs.iter().for_each(|r| push(r, false, &mut out));
-            }
-        }
-        out
-    }
-}
 
 /// Splits an identifier into words: `customer_id` → `customer id`, `OrderLines` → `order lines`.
 pub fn split_ident(name: &str) -> String {
@@ -173,50 +46,6 @@ pub fn split_ident(name: &str) -> String {
         }
         prev_lower = c.is_lowercase() || c.is_ascii_digit();
         out.extend(c.to_lowercase());
-    }
-    out
-}
-
-/// Distinct example values shown per text column, and the most shown when that is all of them
-/// (as introspection shows them).
-const SAMPLES: usize = 3;
-const ALL_SAMPLES: usize = 8;
-
-/// `schema` with sample values for the text columns that introspection left without any (a
-/// large PostgreSQL schema that was never analysed gets none), taken from the value index's
-/// distinct values: sorted, every one when there are at most 8, else the first 3.
-pub fn with_samples(schema: &Schema, columns: &[ColumnValues]) -> Schema {
-    let mut out = schema.clone();
-    for cv in columns {
-        let Some(t) = out.tables.get_mut(cv.table) else {
-            continue;
-        };
-        let name = cv
-            .column
-            .strip_prefix(&format!("{}.", t.name))
-            .unwrap_or(&cv.column)
-            .to_string();
-        if t.primary_key.contains(&name) {
-            continue;
-        }
-        let Some(c) = t.columns.iter_mut().find(|c| c.name == name) else {
-            continue;
-        };
-        if !c.samples.is_empty() || !c.enum_values.is_empty() {
-            continue;
-        }
-        let mut vals: Vec<String> = cv
-            .values
-            .iter()
-            .filter(|v| (1..=40).contains(&v.chars().count()))
-            .cloned()
-            .collect();
-        vals.sort();
-        vals.dedup();
-        if vals.len() > ALL_SAMPLES {
-            vals.truncate(SAMPLES);
-        }
-        c.samples = vals;
     }
     out
 }
@@ -651,21 +480,7 @@ mod tests {
 
     fn table(ns: Option<&str>, name: &str, cols: &[&str], fks: &[(&str, &str)]) -> Table {
         Table {
-            schema: ns.map(String::from),
-            name: name.into(),
-            kind: TableKind::Table,
-            columns: cols
-                .iter()
-                .map(|c| Column {
-                    name: c.to_string(),
-                    data_type: "TEXT".into(),
-                    not_null: false,
-                    default: None,
-                    comment: None,
-                    samples: vec![],
-                    enum_values: vec![],
-                })
-                .collect(),
+            columns: cols.iter().map(|c| Column::new(*c, "TEXT")).collect(),
             primary_key: vec![cols[0].to_string()],
             foreign_keys: fks
                 .iter()
@@ -677,13 +492,13 @@ mod tests {
                     ref_columns: vec!["id".into()],
                 })
                 .collect(),
-            comment: None,
+            ..Table::new(ns.map(String::from), name, TableKind::Table)
         }
     }
 
     /// A shop among unrelated filler tables.
     fn schema() -> Schema {
-        let mut tables = vec![
+        let tables = vec![
             table(None, "customers", &["id", "name", "city"], &[]),
             table(
                 None,
@@ -699,15 +514,31 @@ mod tests {
             ),
             table(None, "products", &["id", "title", "price"], &[]),
         ];
-        for i in 0..60 {
-            tables.push(table(
-                None,
-                &format!("sensor_{i}"),
-                &["id", "reading", "unit", "calibrated_at"],
-                &[],
-            ));
-        }
+        padded(
+            tables,
+            None,
+            "sensor",
+            &["id", "reading", "unit", "calibrated_at"],
+            60,
+        )
+    }
+
+    /// `tables` followed by `n` unrelated tables `{prefix}_{i}` of namespace `ns`, each of
+    /// columns `cols`.
+    fn padded(
+        mut tables: Vec<Table>,
+        ns: Option<&str>,
+        prefix: &str,
+        cols: &[&str],
+        n: usize,
+    ) -> Schema {
+        tables.extend((0..n).map(|i| table(ns, &format!("{prefix}_{i}"), cols, &[])));
         Schema { tables }
+    }
+
+    /// The tables `pick` chose, as a query writes them.
+    fn chosen(pick: &Selection) -> Vec<&str> {
+        pick.tables.iter().map(|c| c.table.as_str()).collect()
     }
 
     fn chars(s: &str) -> usize {
@@ -726,7 +557,7 @@ mod tests {
         assert!(sel.whole_tokens() > 300);
         let pick = sel.select("Which products did customers in Rio de Janeiro buy?", 300);
         assert!(!pick.whole);
-        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&pick);
         for t in ["customers", "products", "orders", "order_lines"] {
             assert!(names.contains(&t), "{t} missing from {names:?}");
         }
@@ -774,18 +605,10 @@ mod tests {
             &["song_id", "title", "sales"],
             &[],
         ));
-        for i in 0..30 {
-            tables.push(table(
-                Some("zoo"),
-                &format!("animal_{i}"),
-                &["id", "species"],
-                &[],
-            ));
-        }
-        let s = Schema { tables };
+        let s = padded(tables, Some("zoo"), "animal", &["id", "species"], 30);
         let sel = Selector::new(&s, Dialect::Postgres, ValueIndex::default(), &chars);
         let pick = sel.select("How many singers performed in each concert?", 200);
-        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&pick);
         assert!(names.contains(&"concerts.singer_in_concert"), "{names:?}");
         assert!(names.contains(&"concerts.concert"), "{names:?}");
         assert!(!names.iter().any(|n| n.starts_with("zoo.")), "{names:?}");
@@ -820,7 +643,7 @@ mod tests {
 
     #[test]
     fn a_schema_that_fits_is_shown_whole() {
-        let mut tables = vec![
+        let tables = vec![
             table(
                 Some("shop"),
                 "orders",
@@ -835,19 +658,11 @@ mod tests {
             ),
             table(Some("shop"), "couriers", &["courier_id", "name"], &[]),
         ];
-        for i in 0..40 {
-            tables.push(table(
-                Some("lab"),
-                &format!("sample_{i}"),
-                &["id", "reading"],
-                &[],
-            ));
-        }
-        let s = Schema { tables };
+        let s = padded(tables, Some("lab"), "sample", &["id", "reading"], 40);
         let sel = Selector::new(&s, Dialect::Postgres, ValueIndex::default(), &chars);
         // Every table of the schema the question is about, including one it does not name.
         let pick = sel.select("How many orders were refunded?", 300);
-        let names: Vec<&str> = pick.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&pick);
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(names.contains(&"shop.couriers"), "{names:?}");
         let c = pick
@@ -868,7 +683,7 @@ mod tests {
             .map(|t| chars(&render_table(&without_namespace(t), Dialect::Postgres)) + 1)
             .sum();
         let tight = sel.select("How many orders were refunded?", whole + 39);
-        let names: Vec<&str> = tight.tables.iter().map(|c| c.table.as_str()).collect();
+        let names = chosen(&tight);
         assert!(!names.contains(&"shop.couriers"), "{names:?}");
         assert!(names.contains(&"shop.orders"), "{names:?}");
     }

@@ -555,7 +555,7 @@ impl AdamW {
             if var.device().is_cuda() {
                 // One kernel, in place, where the ops below are a dozen launches per matrix.
                 let f = |x: f64| x as f32;
-                crate::llm::cuda::train_layer::adamw(
+                crate::llm::cuda::train_ops::adamw(
                     var,
                     g,
                     &self.m[i],
