@@ -159,7 +159,7 @@ fn fused_training_attention_and_its_gradients_match_candles_ops() {
 #[test]
 fn fused_norm_rope_and_swiglu_and_their_gradients_match_candles_ops() {
     use candle_core::{DType, Device, Tensor, Var};
-    use sqlora::llm::cuda::layers;
+    use sqlora::llm::cuda::layers as cuda_layers;
     let dev = Device::new_cuda(0).unwrap_or_else(|e| panic!("this test needs an NVIDIA GPU: {e}"));
     let (s, d) = (33, 64);
     let inv: Vec<f32> = (0..d / 2)
@@ -242,8 +242,8 @@ fn rel_l2(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
 fn hand_written_training_layer_matches_candles_autograd() {
     use candle_core::{DType, Tensor};
     use rand::{Rng, SeedableRng};
-    use sqlora::llm::lora::adapter::{dropout::Dropout, params::LoraParams};
     use sqlora::llm::lora::adapter::{AdapterConfig, Target};
+    use sqlora::llm::lora::{dropout::Dropout, params::LoraParams};
     use sqlora::train::{batch_loss, Example, Pass};
     let e = engine(false);
     let model = e.model();

@@ -98,7 +98,7 @@ impl LayerInputs {
 #[cfg(feature = "cuda")]
 fn use_flash(dev: &Device, head_dim: usize) -> bool {
     dev.is_cuda()
-        && head_dim == super::cuda_attention::HEAD_DIM
+        && head_dim == super::cuda::attention::HEAD_DIM
         && std::env::var("SQLORA_FLASH").map_or(true, |v| v != "0")
 }
 
@@ -113,7 +113,7 @@ fn use_fused(dev: &Device) -> bool {
 fn norm_train_op(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     #[cfg(feature = "cuda")]
     if use_fused(x.device()) {
-        return super::cuda_layers::rms_norm(x, w, eps);
+        return super::cuda::layers::rms_norm(x, w, eps);
     }
     candle_nn::ops::rms_norm_slow(x, &w.to_dtype(x.dtype())?, eps)
 }

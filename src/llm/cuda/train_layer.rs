@@ -23,7 +23,7 @@
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
-use candle_core::cuda_backend::cudarc::driver::{LaunchArgs, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
 use candle_core::quantized::QMatMul;
 use candle_core::{CudaDevice, DType, Device, Tensor};
 

@@ -87,11 +87,11 @@ pub(super) fn mat(t: &Tensor) -> Result<Mat> {
 }
 
 impl Mat {
-    fn t(self) -> Self {
+    pub(super) fn t(self) -> Self {
         Self { t: !self.t, ..self }
     }
     /// Columns `from..` of the same rows.
-    fn cols(self, from: usize) -> Self {
+    pub(super) fn cols(self, from: usize) -> Self {
         Self {
             at: self.at + (from * if self.f32 { 4 } else { 2 }) as u64,
             ..self
