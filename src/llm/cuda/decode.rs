@@ -1,5 +1,7 @@
 //! Single-sequence decode on CUDA with the project's own fused kernels
-//! (`src/llm/cuda/kernels/decode.cu`, compiled to PTX by `build.rs`).
+//! (`src/llm/cuda/kernels/decode.cu`, compiled to PTX by `build.rs`): a speed-up of the model's
+//! one layer body (`llm::block`) for one token at a time, held to it by
+//! `tests/cuda.rs::fused_decode_chooses_the_tokens_candles_kernels_choose`.
 //!
 //! candle's stock path spends a decode step on ~35 small kernel launches per layer (norms,
 //! biases, RoPE, cache concatenation, softmax, the input quantization of every quantized matmul)

@@ -1,6 +1,7 @@
 //! One decoder layer of QLoRA training on CUDA written out by hand, forward and backward, in
-//! bf16: a few dozen launches per layer where candle's autograd graph of the same layer runs a
-//! few hundred ops and keeps every intermediate.
+//! bf16: a speed-up of the model's one layer body (`llm::block`, as `llm::autograd` trains it)
+//! — a few dozen launches per layer where candle's autograd graph of the same layer runs a few
+//! hundred ops and keeps every intermediate.
 //!
 //! - Products are cuBLAS calls (bf16 in, f32 accumulation). The LoRA update `s·(drop(x)·Aᵀ)·Bᵀ`
 //!   is added into the base product's output (β = 1), never formed as a tensor of its own; the

@@ -1,5 +1,5 @@
 // Fused causal attention for training on CUDA, forward and backward (see
-// `src/llm/cuda_attention.rs`), in the manner of FlashAttention-2: the [seq, seq] score matrix
+// `src/llm/cuda/attention.rs`), in the manner of FlashAttention-2: the [seq, seq] score matrix
 // never exists in memory. Inputs q [b, nh, s, D], k and v [b, nkv, s, D] (grouped-query: query
 // head h reads key/value head h / (nh / nkv)), contiguous, f32 or bf16; all arithmetic in f32.
 //

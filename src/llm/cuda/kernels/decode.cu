@@ -1,4 +1,4 @@
-// Fused kernels for single-sequence decode on CUDA (see `src/llm/cuda_decode.rs`).
+// Fused kernels for single-sequence decode on CUDA (see `src/llm/cuda/decode.rs`).
 //
 // One decode step is: embed, then per layer qkv_rope -> attn_chunk_HD -> attn_out (combine and
 // o-projection) -> gate_up -> matvec_add (down), then head_argmax -> argmax_final. Activations

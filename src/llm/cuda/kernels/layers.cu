@@ -1,5 +1,5 @@
 // Fused RMSNorm, RoPE and SwiGLU for training on CUDA, forward and backward (see
-// `src/llm/cuda_layers.rs`). Activations f32 or bf16, arithmetic in f32.
+// `src/llm/cuda/layers.rs`). Activations f32 or bf16, arithmetic in f32.
 
 #include <cuda_bf16.h>
 #include <stdint.h>

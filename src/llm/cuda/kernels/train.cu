@@ -1,4 +1,4 @@
-// Kernels of the hand-written training layer on CUDA (see `src/llm/cuda_train.rs`): LoRA
+// Kernels of the hand-written training layer on CUDA (see `src/llm/cuda/train_layer.rs`): LoRA
 // dropout with masks drawn from a counter-based hash (so the backward pass redraws exactly the
 // forward's mask instead of storing it), the moves between token-major projections and the
 // head-major layout attention reads (with bias and RoPE folded in), and AdamW. Activations bf16,
