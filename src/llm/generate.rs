@@ -30,7 +30,10 @@ impl std::fmt::Debug for StopRule {
 /// A caller's restriction of the next token, asked before every choice with the answer text so
 /// far: `None` allows every token, `Some(ids)` only those (an empty list ends the answer).
 #[derive(Clone)]
-pub struct TokenMask(pub Arc<dyn Fn(&str) -> Option<Vec<u32>> + Send + Sync>);
+pub struct TokenMask(pub Arc<AllowedNext>);
+
+/// The answer text so far → the token ids allowed next (`None`: any).
+pub type AllowedNext = dyn Fn(&str) -> Option<Vec<u32>> + Send + Sync;
 
 impl std::fmt::Debug for TokenMask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
