@@ -1,6 +1,6 @@
 //! Fused RMSNorm, RoPE and SwiGLU for training on CUDA, each one kernel forward and one
-//! backward (`src/llm/cuda/kernels/layers.cu`), where candle's differentiable versions are chains of
-//! elementwise ops (and its fused ones have no backward). f32 or bf16 activations, f32
+//! backward (`src/llm/cuda/kernels/layers.cu`), where candle's differentiable versions are
+//! chains of elementwise ops (and its fused ones have no backward). f32 or bf16 activations, f32
 //! arithmetic; the norm's weight is frozen (no gradient), as in LoRA training.
 
 use candle_core::backend::BackendStorage;
