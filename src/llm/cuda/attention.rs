@@ -1,7 +1,8 @@
 //! Fused causal attention for training on CUDA, with its backward
 //! (`src/llm/cuda/kernels/attention.cu`): the `[batch, heads, seq, seq]` scores, their mask,
-//! softmax and the gradients of all three never exist in memory, and grouped-query heads read their
-//! shared keys and values without copies. Head size 64; f32 or bf16 inputs, f32 arithmetic.
+//! softmax and the gradients of all three never exist in memory, and grouped-query heads read
+//! their shared keys and values without copies. Head size 64; f32 or bf16 inputs, f32
+//! arithmetic.
 //!
 //! [`FlashAttention`] returns `[batch, heads, seq, head_dim + 1]` in f32: the attention output,
 //! and in the last column each row's log-sum-exp, which the backward needs. Callers take
