@@ -15,8 +15,8 @@ pub struct Attempt {
     pub error: String,
 }
 
-/// What [`Pipeline::ask_in`](super::Pipeline::ask_in) is doing, for a caller that shows progress (the pipeline itself
-/// never prints).
+/// What [`Pipeline::ask_in`](super::Pipeline::ask_in) is doing, for a caller that shows
+/// progress (the pipeline itself never prints).
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
     /// Generation `attempt` of at most `of` (1 + repairs) starts.
@@ -40,7 +40,8 @@ pub struct Answer {
     pub tables: Vec<String>,
 }
 
-/// One question's outcome from [`Pipeline::ask_many`](super::Pipeline::ask_many), with what it cost.
+/// One question's outcome from [`Pipeline::ask_many`](super::Pipeline::ask_many), with what it
+/// cost.
 #[derive(Debug)]
 pub struct Asked {
     pub result: Result<Answer, AskError>,

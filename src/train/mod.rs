@@ -285,7 +285,8 @@ pub struct Pass {
     /// The compute dtype.
     pub dtype: DType,
     /// Run the layers through the hand-written CUDA layer where it applies (bf16 on CUDA, see
-    /// `llm::cuda::train_layer`): it keeps a lean set of activations, so `recompute` does not apply.
+    /// `llm::cuda::train_layer`): it keeps a lean set of activations, so `recompute` does not
+    /// apply.
     pub hand: bool,
 }
 
