@@ -765,3 +765,40 @@ fn bf16_compute_follows_the_f32_loss_and_gradients() {
     assert!(rel < 0.02, "{rel}");
     assert!(cosine > 0.99, "{cosine}");
 }
+
+#[test]
+fn a_pair_file_names_its_dialect_or_is_refused_at_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pairs.jsonl");
+    let line = |d: &str| {
+        format!(
+            r#"{{"question": "q", "context": "CREATE TABLE t (a int);", "answer": "SELECT a FROM t"{d}}}"#
+        )
+    };
+    let good = [
+        line(""),
+        line(r#", "dialect": "PostgreSQL""#),
+        line(r#", "dialect": "mariadb""#),
+    ];
+    std::fs::write(&file, good.join("\n")).unwrap();
+    let got: Vec<_> = sqlora::train::read_pairs(&file)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.dialect)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            None,
+            Some(sqlora::sql::Dialect::Postgres),
+            Some(sqlora::sql::Dialect::MySql)
+        ]
+    );
+    std::fs::write(
+        &file,
+        [line(""), line(r#", "dialect": "oracle""#)].join("\n"),
+    )
+    .unwrap();
+    let err = sqlora::train::read_pairs(&file).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("oracle"), "{err}");
+}

@@ -868,38 +868,3 @@ pub fn run(
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pair_file_names_its_dialect_or_is_refused_at_the_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pairs.jsonl");
-        let line = |d: &str| {
-            format!(
-                r#"{{"question": "q", "context": "CREATE TABLE t (a int);", "answer": "SELECT a FROM t"{d}}}"#
-            )
-        };
-        let good = [
-            line(""),
-            line(r#", "dialect": "PostgreSQL""#),
-            line(r#", "dialect": "mariadb""#),
-        ];
-        std::fs::write(&file, good.join("\n")).unwrap();
-        let got: Vec<_> = read_pairs(&file)
-            .unwrap()
-            .into_iter()
-            .map(|p| p.dialect)
-            .collect();
-        assert_eq!(got, [None, Some(Dialect::Postgres), Some(Dialect::MySql)]);
-        std::fs::write(
-            &file,
-            [line(""), line(r#", "dialect": "oracle""#)].join("\n"),
-        )
-        .unwrap();
-        let err = read_pairs(&file).unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("oracle"), "{err}");
-    }
-}
