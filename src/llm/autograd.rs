@@ -20,7 +20,7 @@ use candle_core::Device;
 use candle_core::{DType, Tensor, D};
 
 use super::block::{self, LayerOps};
-use super::layers::{rope, train_mask};
+use super::layers::{causal_mask, rope};
 use super::linear::{frozen, Form};
 use super::lora::adapter::Target;
 use super::lora::dropout::Dropout;
@@ -271,7 +271,7 @@ impl Model {
         let mask = if fused_attention {
             None
         } else {
-            Some(train_mask(seq, self.device())?)
+            Some(causal_mask(seq, 0, self.device())?)
         };
         let cos32 = self.cos.narrow(0, 0, seq)?.contiguous()?;
         let sin32 = self.sin.narrow(0, 0, seq)?.contiguous()?;

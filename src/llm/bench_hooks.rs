@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use super::cache::{BatchCache, KvCache};
 use super::engine::Engine;
-use super::generate::{argmax, argmax_rows};
+#[cfg(feature = "cuda")]
+use super::generate::{argmax, Fused};
+use super::generate::{argmax_rows, Single, Stepper};
 use super::LlmError;
 
 impl Engine {
@@ -18,22 +20,34 @@ impl Engine {
         self.model.forward(tokens, &mut cache).map(|_| ())
     }
 
-    /// Generates exactly `n` tokens after `tokens` and ignores stop tokens (benchmarks); the
-    /// same decode path as [`Engine::generate`].
+    /// Generates exactly `n` tokens after `tokens` and ignores stop tokens (benchmarks), through
+    /// the stepper [`Engine::generate`] would use: the fused decoder where it runs, candle's
+    /// kernels otherwise.
     pub fn decode_n(&mut self, tokens: &[u32], n: usize) -> Result<f64, LlmError> {
         let mut cache = KvCache::default();
         let logits = self.model.forward(tokens, &mut cache)?;
-        let mut next = argmax(&logits)?;
-        let fast = self.fast_start(&cache)?;
-        let t = Instant::now();
-        for _ in 0..n {
-            next = if fast {
-                self.fast_step(next)?
-            } else {
-                argmax(&self.model.forward(&[next], &mut cache)?)?
-            };
+        let fused = self.fast_start(&cache)?;
+        #[cfg(feature = "cuda")]
+        if fused {
+            let decoder = self.fast.as_mut().expect("fast_start built it");
+            return steps(
+                &mut Fused {
+                    decoder,
+                    next: Err(logits),
+                },
+                n,
+            );
         }
-        Ok(t.elapsed().as_secs_f64())
+        debug_assert!(!fused);
+        let model = &self.model;
+        steps(
+            &mut Single {
+                model,
+                cache,
+                logits,
+            },
+            n,
+        )
     }
 
     /// Checks the fused decoder against candle's kernels over `n` greedy steps after `tokens`
@@ -83,4 +97,15 @@ impl Engine {
         }
         Ok(t.elapsed().as_secs_f64())
     }
+}
+
+/// Times `n` greedy steps of `stepper`, each fed the token it chose.
+fn steps(stepper: &mut dyn Stepper, n: usize) -> Result<f64, LlmError> {
+    let mut next = stepper.greedy()?[0];
+    let t = Instant::now();
+    for _ in 0..n {
+        stepper.step(&[0], &[next])?;
+        next = stepper.greedy()?[0];
+    }
+    Ok(t.elapsed().as_secs_f64())
 }

@@ -274,22 +274,6 @@ impl Engine {
         Ok(false)
     }
 
-    /// One fused decode step: runs `token` and returns the greedy next one.
-    pub(super) fn fast_step(&mut self, token: u32) -> Result<u32, LlmError> {
-        #[cfg(feature = "cuda")]
-        if let Some(f) = self.fast.as_mut() {
-            let (next, logit) = f.step(token)?;
-            if !logit.is_finite() {
-                return Err(LlmError::Generation(
-                    "model produced non-finite logits".into(),
-                ));
-            }
-            return Ok(next);
-        }
-        let _ = token;
-        Err(LlmError::Generation("no fused decoder".into()))
-    }
-
     fn kv_file(&self, prefix: &str) -> Option<PathBuf> {
         use sha2::{Digest, Sha256};
         let dir = self.kv_dir.as_ref()?;
@@ -557,13 +541,7 @@ impl Engine {
                     next: Err(logits),
                 };
                 generate::decode(&mut stepper, &mut rows, tokenizer, opts, cancel)?;
-                return Ok(self.finish(
-                    rows,
-                    &suffixes,
-                    prefix_ids.len(),
-                    computed,
-                    prefill_secs,
-                )?);
+                return self.finish(rows, &suffixes, prefix_ids.len(), computed, prefill_secs);
             }
             debug_assert!(!fused);
             let mut stepper = generate::Single {

@@ -48,11 +48,6 @@ pub(super) fn batch_mask(
         .contiguous()
 }
 
-/// The causal mask `[seq, seq]` of training sequences that all start at position 0.
-pub(super) fn train_mask(seq: usize, device: &Device) -> candle_core::Result<Tensor> {
-    causal_mask(seq, 0, device)
-}
-
 /// The RoPE tables `cos`, `sin` (`[max_pos, head_dim / 2]`, f32).
 pub(super) fn rope_tables(
     head_dim: usize,
