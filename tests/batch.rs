@@ -103,9 +103,6 @@ fn a_ragged_batch_gives_each_sequence_its_own_logits() {
 
 #[test]
 fn batched_answers_equal_one_at_a_time_answers() {
-    let (_d, db_path) = common::demo_db();
-    let mut db = sqlora::db::open(&db_path.to_string_lossy()).unwrap();
-    let context = sqlora::schema::render_context(&db.introspect().unwrap(), db.dialect());
     let load = || {
         Engine::load(
             &common::model_path(),
@@ -125,10 +122,7 @@ fn batched_answers_equal_one_at_a_time_answers() {
         "What is the total value of all orders?",
         "Show each category with its number of products.",
     ];
-    let prompts: Vec<_> = questions
-        .iter()
-        .map(|q| prompt::build_prompt(e.template(), q, &context, db.dialect(), &[]))
-        .collect();
+    let prompts = demo_prompts(&e, &questions);
     let opts = GenOptions::default();
     let cancel = Cancel::new();
     let batched = e.generate_batch(&prompts, &opts, &cancel).unwrap();
@@ -151,6 +145,17 @@ fn batched_answers_equal_one_at_a_time_answers() {
     );
 }
 
+/// Prompts for `questions` over the demo database's whole schema.
+fn demo_prompts(e: &Engine, questions: &[&str]) -> Vec<prompt::Prompt> {
+    let (_d, db_path) = common::demo_db();
+    let mut db = sqlora::db::open(&db_path.to_string_lossy()).unwrap();
+    let context = sqlora::schema::render_context(&db.introspect().unwrap(), db.dialect());
+    questions
+        .iter()
+        .map(|q| prompt::build_prompt(e.template(), q, &context, db.dialect(), &[]))
+        .collect()
+}
+
 fn prompts_suffix_len(e: &Engine, p: &prompt::Prompt) -> usize {
     e.tokenizer().encode(&p.suffix).unwrap().len()
 }
@@ -163,18 +168,12 @@ fn a_token_mask_steers_single_and_batched_decoding() {
     use sqlora::llm::TokenMask;
     use std::sync::Arc;
 
-    let (_d, db_path) = common::demo_db();
-    let mut db = sqlora::db::open(&db_path.to_string_lossy()).unwrap();
-    let context = sqlora::schema::render_context(&db.introspect().unwrap(), db.dialect());
     let mut e = Engine::load(&common::model_path(), &LoadOptions::default()).unwrap();
     let questions = [
         "How many customers are there?",
         "Which country has the most customers?",
     ];
-    let prompts: Vec<_> = questions
-        .iter()
-        .map(|q| prompt::build_prompt(e.template(), q, &context, db.dialect(), &[]))
-        .collect();
+    let prompts = demo_prompts(&e, &questions);
     let cancel = Cancel::new();
     let start = prompts[0].answer_start().to_string();
     let forced = "SELECT 42 AS answer;\n```";
