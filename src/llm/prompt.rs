@@ -113,20 +113,23 @@ const SYSTEM: &str = "You are an expert data analyst who writes correct, efficie
 
 /// What the model needs to know about each dialect to write runnable SQL.
 pub fn dialect_notes(dialect: Dialect) -> &'static str {
+    // Placeholders are written `<…>`: copied into an answer as they stand, they fail to parse
+    // rather than pass for a column named `col` or `n`.
     match dialect {
         Dialect::Sqlite => {
-            "SQLite: dates are TEXT 'YYYY-MM-DD'; use strftime('%Y', col) for the year, \
-             strftime('%Y-%m', col) for the month, date('now'); use LIMIT n; \
+            "SQLite: dates are TEXT 'YYYY-MM-DD'; use strftime('%Y', <date column>) for the year, \
+             strftime('%Y-%m', <date column>) for the month, date('now'); use LIMIT <count>; \
              quote identifiers with double quotes only when needed."
         }
         Dialect::Postgres => {
-            "PostgreSQL: use EXTRACT(YEAR FROM col), date_trunc('month', col), CURRENT_DATE, \
-             ILIKE for case-insensitive matches, LIMIT n; quote identifiers with double quotes \
-             only when needed."
+            "PostgreSQL: use EXTRACT(YEAR FROM <date column>), date_trunc('month', <date column>), \
+             CURRENT_DATE, ILIKE for case-insensitive matches, LIMIT <count>; quote identifiers \
+             with double quotes only when needed."
         }
         Dialect::MySql => {
-            "MySQL/MariaDB: use YEAR(col), MONTH(col), DATE_FORMAT(col, '%Y-%m'), CURDATE(), \
-             LIMIT n; quote identifiers with backticks only when needed."
+            "MySQL/MariaDB: use YEAR(<date column>), MONTH(<date column>), \
+             DATE_FORMAT(<date column>, '%Y-%m'), CURDATE(), LIMIT <count>; quote identifiers with \
+             backticks only when needed."
         }
     }
 }
@@ -377,6 +380,18 @@ mod tests {
         assert_eq!(ChatTemplate::from_template_text(""), ChatTemplate::Plain);
     }
 
+    /// A placeholder the model copies must fail to parse, not pass for a column (`col`, `n`).
+    #[test]
+    fn dialect_notes_hold_no_placeholder_that_reads_as_a_name() {
+        for d in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let notes = dialect_notes(d);
+            for bare in ["col)", "col,", "(col", "LIMIT n", " x)", " d)"] {
+                assert!(!notes.contains(bare), "{notes}");
+            }
+            assert!(notes.contains("<date column>") && notes.contains("LIMIT <count>"));
+        }
+    }
+
     /// The single-question prompt, byte for byte: `eval` and `ask` send this, and measured
     /// accuracy depends on it not moving.
     #[test]
@@ -392,9 +407,9 @@ mod tests {
             efficient SQL.<|im_end|>\n<|im_start|>user\n### Instruction:\nWrite one SQLite query \
             that answers the question in Input, using only the tables and columns in Context. \
             Select only the columns the question asks for. Answer with the SQL query only.\n\
-            SQLite: dates are TEXT 'YYYY-MM-DD'; use strftime('%Y', col) for the year, \
-            strftime('%Y-%m', col) for the month, date('now'); use LIMIT n; quote identifiers \
-            with double quotes only when needed.\n\n### Context:\nCREATE TABLE t (id INTEGER \
+            SQLite: dates are TEXT 'YYYY-MM-DD'; use strftime('%Y', <date column>) for the year, \
+            strftime('%Y-%m', <date column>) for the month, date('now'); use LIMIT <count>; \
+            quote identifiers with double quotes only when needed.\n\n### Context:\nCREATE TABLE t (id INTEGER \
             PRIMARY KEY, name TEXT);\n\n### Input:\nHow many t?\n\n### Response:\n<|im_end|>\n\
             <|im_start|>assistant\n```sql\n";
         assert_eq!(p.text(), expected);
