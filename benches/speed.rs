@@ -173,36 +173,54 @@ fn main() -> anyhow::Result<()> {
     );
     let questions: Vec<serde_json::Value> =
         serde_json::from_str(include_str!("../tests/data/demo_questions.json"))?;
-    let mut lat = Vec::new();
-    let (mut toks, mut dsecs) = (0usize, 0f64);
-    for q in &questions {
-        let question = q["question"].as_str().unwrap_or_default();
-        let t = Instant::now();
-        let r = p.ask(question, &cancel);
-        let s = t.elapsed().as_secs_f64();
-        lat.push(s);
-        match r {
-            Ok(a) => {
-                toks += a.generation.new_tokens;
-                dsecs += a.generation.decode_secs;
-                println!("  {:5.2} s  {:3} rows  {question}", s, a.outcome.rows.len());
+    // Each lever of answer generation on its own and together: the schema mask, and
+    // BENCH_CANDIDATES (default 4) answers voted on by their results.
+    let n: usize = std::env::var("BENCH_CANDIDATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    for (constrain, candidates) in [(false, 1), (true, 1), (false, n), (true, n)] {
+        p.levers = sqlora::pipeline::Levers {
+            constrain,
+            candidates,
+            ..Default::default()
+        };
+        println!("levers: {}", p.levers.describe());
+        let mut lat = Vec::new();
+        let (mut toks, mut dsecs, mut msecs) = (0usize, 0f64, 0f64);
+        for q in &questions {
+            let question = q["question"].as_str().unwrap_or_default();
+            let t = Instant::now();
+            let r = p.ask(question, &cancel);
+            let s = t.elapsed().as_secs_f64();
+            lat.push(s);
+            match r {
+                Ok(a) => {
+                    toks += a.generation.new_tokens;
+                    dsecs += a.generation.decode_secs;
+                    msecs += a.generation.mask_secs;
+                    println!("  {:5.2} s  {:3} rows  {question}", s, a.outcome.rows.len());
+                }
+                Err(e) => println!(
+                    "  {:5.2} s  error    {question}: {}",
+                    s,
+                    e.to_string().lines().next().unwrap_or("")
+                ),
             }
-            Err(e) => println!(
-                "  {:5.2} s  error    {question}: {}",
-                s,
-                e.to_string().lines().next().unwrap_or("")
-            ),
         }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "question→rows over {} questions ({}): p50 {:.2} s, p90 {:.2} s, max {:.2} s; answer \
+             decode {:.1} tok/s; token mask {:.3} ms per token",
+            lat.len(),
+            p.levers.describe(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
+            lat[lat.len() - 1],
+            toks as f64 / dsecs.max(1e-9),
+            msecs * 1e3 / toks.max(1) as f64,
+        );
     }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    println!(
-        "question→rows over {} questions: p50 {:.2} s, p90 {:.2} s, max {:.2} s; answer decode {:.1} tok/s",
-        lat.len(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.9),
-        lat[lat.len() - 1],
-        toks as f64 / dsecs.max(1e-9)
-    );
     Ok(())
 }
 

@@ -40,6 +40,9 @@ pub fn command(args: AskArgs) -> Result<()> {
             query_secs: run.query_secs,
             total_secs: t.elapsed().as_secs_f64(),
             tables: Vec::new(),
+            source: pipeline::Source::Greedy,
+            confidence: None,
+            greedy_sql: None,
         };
         return print_answer(&p, &answer, args.format);
     }
@@ -113,6 +116,7 @@ fn print_answer(
     format: render::Format,
 ) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let levers = p.levers_in_use();
     match format {
         render::Format::Json => {
             // The tables the model was shown: the selection, or the whole schema.
@@ -134,6 +138,10 @@ fn print_answer(
                 "row_count": answer.outcome.rows.len(),
                 "truncated": answer.outcome.truncated,
                 "attempts": answer.attempts.iter().map(|a| serde_json::json!({"sql": a.sql, "error": a.error})).collect::<Vec<_>>(),
+                "source": answer.source,
+                "confidence": answer.confidence,
+                "constrain": levers.constrain,
+                "candidates": levers.candidates,
                 "elapsed_ms": (answer.total_secs * 1000.0).round() as u64,
             });
             writeln!(out, "{obj}")?;
@@ -145,6 +153,9 @@ fn print_answer(
             let shown = render::table_counted(&answer.outcome, None);
             writeln!(out, "{}", shown.text)?;
             writeln!(out, "{}", render::row_count_line(&answer.outcome))?;
+            if let Some(c) = answer.confidence {
+                writeln!(out, "{}", shell::confidence_line(&c))?;
+            }
             let note = render::shortened_note(shown.shortened, render::WHOLE_VALUES);
             if let Some(note) = note {
                 writeln!(out, "{note}")?;

@@ -19,6 +19,8 @@
 //! null = "∅"                   # --null: how NULL is shown
 //! timeout = 10                 # --timeout, seconds
 //! max_rows = 500               # --max-rows
+//! constrain = true             # --constrain on|off
+//! candidates = 4               # --candidates
 //! ```
 //!
 //! A `[defaults]` value only becomes clap's default ([`Config::apply`]): a flag on the command
@@ -59,6 +61,8 @@ pub struct Defaults {
     pub null: Option<Spanned<String>>,
     pub timeout: Option<Spanned<f64>>,
     pub max_rows: Option<Spanned<i64>>,
+    pub constrain: Option<Spanned<bool>>,
+    pub candidates: Option<Spanned<i64>>,
 }
 
 /// Which commands each `[defaults]` key applies to (`""`: sqlora without a subcommand). `db`
@@ -72,6 +76,8 @@ const SCOPES: &[(&str, &[&str])] = &[
     ("null", &["", "shell"]),
     ("timeout", &["", "shell", "ask", "eval"]),
     ("max_rows", &["", "shell", "ask", "eval"]),
+    ("constrain", &["", "shell", "ask", "eval"]),
+    ("candidates", &["", "shell", "ask", "eval"]),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -245,6 +251,16 @@ impl Defaults {
                 "max_rows",
                 d.max_rows.as_ref().map(|v| v.get_ref().to_string()),
             ),
+            (
+                "constrain",
+                d.constrain
+                    .as_ref()
+                    .map(|v| if *v.get_ref() { "on" } else { "off" }.to_string()),
+            ),
+            (
+                "candidates",
+                d.candidates.as_ref().map(|v| v.get_ref().to_string()),
+            ),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -280,6 +296,15 @@ impl Defaults {
                 return Some((
                     n.span(),
                     format!("defaults.max_rows: {v} is not from 1 to {MAX_ROWS}"),
+                ));
+            }
+        }
+        if let Some(n) = &self.candidates {
+            let v = *n.get_ref();
+            if !(1..=64).contains(&v) {
+                return Some((
+                    n.span(),
+                    format!("defaults.candidates: {v} is not from 1 to 64"),
                 ));
             }
         }

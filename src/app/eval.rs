@@ -120,13 +120,20 @@ pub fn command(args: EvalArgs) -> Result<()> {
         Some(a) => format!("{} + adapter {a}", engine.info().name),
         None => engine.info().name.clone(),
     };
-    let batch = args
-        .batch
-        .map_or_else(|| eval::default_batch(&engine), usize::from);
+    let levers = args.run.levers().resolved(engine.model().device().is_cuda());
+    // Candidates already fill a batch of their own; a few questions together fill a GPU.
+    let batch = args.batch.map_or_else(
+        || match eval::default_batch(&engine) {
+            1 if levers.candidates > 1 => 8,
+            b => b,
+        },
+        usize::from,
+    );
     eprintln!(
-        "sqlora: evaluating {} of {available} questions from {set} with {model} on {}{}",
+        "sqlora: evaluating {} of {available} questions from {set} with {model} on {} ({}){}",
         items.len(),
         engine.info().device,
+        levers.describe(),
         if batch > 1 {
             format!(", in batches of up to {batch}")
         } else {
@@ -136,6 +143,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
     let cancel = progress::interruptible();
     let mut evaluator = eval::Evaluator::new(engine, limits, args.run.repairs);
     evaluator.context_tokens = args.run.context_tokens;
+    evaluator.levers = levers;
     let bar = progress::bar(
         items.len() as u64,
         "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
@@ -180,6 +188,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
         "correct": summary.overall.correct,
         "ex": summary.overall.ex(),
         "repairs": args.run.repairs,
+        "levers": levers.describe(),
     });
     if args.compare_base && complete {
         // The same questions with the adapter taken off.
@@ -191,6 +200,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
             args.run.repairs,
         );
         base_eval.context_tokens = args.run.context_tokens;
+        base_eval.levers = levers;
         eprintln!("sqlora: now the base model on the same questions");
         let (base_records, _) = eval::run_all(&mut base_eval, &items, batch, &cancel, |_, _| {})?;
         let base_summary = Summary::of(&base_records);
@@ -200,6 +210,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
             complete: true,
             offset: args.offset,
             limit: args.limit,
+            levers: levers.describe(),
             summary,
             records,
         };
@@ -237,6 +248,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
             complete,
             offset: args.offset,
             limit: args.limit,
+            levers: levers.describe(),
             summary,
             records,
         };

@@ -42,6 +42,7 @@ pub fn open_pipeline(common: &CommonArgs) -> Result<pipeline::Pipeline> {
     }
     p.limits = limits;
     p.repairs = common.run.repairs;
+    p.levers = common.run.levers();
     p.context_tokens = common.run.context_tokens;
     p.values_cache = paths::cache_dir().ok().map(|d| d.join("values"));
     Ok(p)

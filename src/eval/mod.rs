@@ -20,7 +20,7 @@ use crate::cancel::Cancel;
 use crate::db::{self, Database, DbError, Limits};
 use crate::guard::GuardError;
 use crate::llm::{Engine, LlmError};
-use crate::pipeline::{AskError, Pipeline};
+use crate::pipeline::{AskError, Confidence, Levers, Pipeline, Source};
 pub use hardness::Hardness;
 
 /// Where Spider's dev set lives under the shared data directory.
@@ -96,8 +96,9 @@ pub fn load_spider_dev(data: &Path) -> Result<Vec<Item>, EvalError> {
     Ok(items)
 }
 
+/// One line of a question set. Fields other sets carry (a template id, a source) are
+/// ignored; a misspelt required one is still an error, as a missing field.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JsonlRow {
     question: String,
     db: String,
@@ -274,6 +275,18 @@ pub struct Record {
     /// The tables the model was shown, when the schema was over the context budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<String>,
+    /// Which answer was taken: the greedy one, a candidate by vote, or a repair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// How many candidates returned the answer's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
+    /// How the greedy answer would have fared, when another answer was taken instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greedy: Option<Verdict>,
+    /// Milliseconds the token mask cost for this question.
+    #[serde(default)]
+    pub mask_ms: f64,
 }
 
 /// Runs questions in order, in batches of one database (see [`Evaluator::run_batch`]), reusing
@@ -288,6 +301,8 @@ pub struct Evaluator {
     pub repairs: usize,
     /// The schema context budget (see [`Pipeline::context_tokens`]).
     pub context_tokens: usize,
+    /// The schema mask and candidates (see [`Pipeline::levers`]).
+    pub levers: Levers,
 }
 
 struct Open {
@@ -310,6 +325,7 @@ impl Evaluator {
             gold_limits,
             repairs,
             context_tokens: crate::pipeline::DEFAULT_CONTEXT_TOKENS,
+            levers: Levers::default(),
         }
     }
 
@@ -347,6 +363,7 @@ impl Evaluator {
         }
         pipeline.limits = self.limits.clone();
         pipeline.repairs = self.repairs;
+        pipeline.levers = self.levers;
         pipeline.context_tokens = self.context_tokens;
         pipeline.values_cache = crate::paths::cache_dir().ok().map(|d| d.join("values"));
         Ok(self.open.insert(Open {
@@ -377,6 +394,7 @@ impl Evaluator {
             )));
         }
         let gold_limits = self.gold_limits.clone();
+        let max_rows = self.limits.max_rows;
         let open = match self.open(&first.db, &gold_url) {
             Ok(o) => o,
             Err(e) => {
@@ -425,20 +443,31 @@ impl Evaluator {
             record.attempts = asked.generations;
             record.tables = asked.tables;
             record.tokens = asked.new_tokens;
+            record.mask_ms = asked.mask_secs * 1000.0;
+            let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
             match asked.result {
                 Ok(a) => {
                     record.predicted = Some(a.sql);
-                    let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
+                    record.source = Some(a.source);
+                    record.confidence = a.confidence;
+                    if let Some(g) = &a.greedy_sql {
+                        // What taking the greedy answer would have given, to count what the
+                        // vote changed.
+                        record.greedy = Some(match open.pipeline.run_sql(g, cancel) {
+                            Ok(run) if compare::results_match(&gold.rows, &run.outcome.rows, order) => {
+                                Verdict::Correct
+                            }
+                            Ok(_) => Verdict::Wrong,
+                            Err(e) => verdict_of(&e)?,
+                        });
+                    }
                     record.verdict = if compare::results_match(&gold.rows, &a.outcome.rows, order) {
                         Verdict::Correct
                     } else {
                         Verdict::Wrong
                     };
                     if a.outcome.truncated {
-                        record.error = Some(format!(
-                            "prediction stopped at {} rows",
-                            self.limits.max_rows
-                        ));
+                        record.error = Some(format!("prediction stopped at {max_rows} rows"));
                     }
                 }
                 Err(e) => {
@@ -498,6 +527,10 @@ impl Record {
             tokens: 0,
             latency_ms: 0,
             tables: Vec::new(),
+            source: None,
+            confidence: None,
+            greedy: None,
+            mask_ms: 0.0,
         }
     }
 }
@@ -572,14 +605,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jsonl_sets_resolve_relative_paths_and_reject_unknown_fields() {
+    fn jsonl_sets_resolve_relative_paths_and_reject_missing_fields() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("set.jsonl");
         std::fs::write(
             &f,
             "{\"question\": \"How many?\", \"db\": \"shop.sqlite\", \"query\": \"SELECT 1\"}\n\n\
              {\"question\": \"Top?\", \"db\": \"/abs/x.db\", \"query\": \"SELECT 2\", \
-             \"order_matters\": true, \"hardness\": \"hard\"}\n",
+             \"order_matters\": true, \"hardness\": \"hard\", \"template\": 3}\n",
         )
         .unwrap();
         let items = load_jsonl(&f).unwrap();

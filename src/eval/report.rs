@@ -50,6 +50,21 @@ pub struct Summary {
     /// Of those, how many ended correct.
     #[serde(default)]
     pub repaired_correct: usize,
+    /// The greedy answer failed and a sampled candidate answered instead: (questions, correct).
+    #[serde(default)]
+    pub rescued: (usize, usize),
+    /// The greedy answer ran but the candidates outvoted it: (questions, wrong → right,
+    /// right → wrong).
+    #[serde(default)]
+    pub outvoted: (usize, usize, usize),
+    /// EX of the answers most candidates agreed on, and of those at most half agreed on.
+    #[serde(default)]
+    pub confident: Score,
+    #[serde(default)]
+    pub unconfident: Score,
+    /// Milliseconds the token mask cost per generated token.
+    #[serde(default)]
+    pub mask_ms_per_token: f64,
 }
 
 impl Summary {
@@ -77,7 +92,36 @@ impl Summary {
             latencies.iter().sum::<f64>() / latencies.len() as f64
         };
         let p50 = latencies.get(latencies.len() / 2).copied().unwrap_or(0.0);
+        let (mut rescued, mut outvoted) = ((0, 0), (0, 0, 0));
+        let (mut confident, mut unconfident) = (Score::default(), Score::default());
+        for r in records.iter().filter(|r| r.verdict != Verdict::GoldError) {
+            let ok = r.verdict == Verdict::Correct;
+            match r.greedy {
+                Some(Verdict::Correct | Verdict::Wrong) => {
+                    outvoted.0 += 1;
+                    outvoted.1 += usize::from(ok && r.greedy == Some(Verdict::Wrong));
+                    outvoted.2 += usize::from(!ok && r.greedy == Some(Verdict::Correct));
+                }
+                Some(_) => {
+                    rescued.0 += 1;
+                    rescued.1 += usize::from(ok);
+                }
+                None => {}
+            }
+            match r.confidence {
+                Some(c) if c.is_low() => unconfident.add(ok),
+                Some(_) => confident.add(ok),
+                None => {}
+            }
+        }
+        let tokens: usize = records.iter().map(|r| r.tokens).sum();
+        let mask_ms: f64 = records.iter().map(|r| r.mask_ms).sum();
         Summary {
+            rescued,
+            outvoted,
+            confident,
+            unconfident,
+            mask_ms_per_token: mask_ms / tokens.max(1) as f64,
             questions: records.len(),
             overall,
             by_hardness,
@@ -125,15 +169,35 @@ impl Summary {
                 ]);
             }
         }
+        let mut stages = String::new();
+        if self.confident.total + self.unconfident.total > 0 {
+            stages.push_str(&format!(
+                "candidates: answered {} questions whose greedy answer failed ({} correct); \
+                 outvoted {} greedy answers ({} wrong → right, {} right → wrong)\n\
+                 EX where most candidates agree: {:.1}% of {}; where at most half agree: \
+                 {:.1}% of {}\n",
+                self.rescued.0,
+                self.rescued.1,
+                self.outvoted.0,
+                self.outvoted.1,
+                self.outvoted.2,
+                self.confident.ex(),
+                self.confident.total,
+                self.unconfident.ex(),
+                self.unconfident.total,
+            ));
+        }
         format!(
-            "{ex}\n{counts}\nrepaired after an error: {} questions ({} of them correct)\n\
-             latency: mean {:.2} s, p50 {:.2} s · tokens generated: {} ({:.1} per question)",
+            "{ex}\n{counts}\n{stages}repaired after an error: {} questions ({} of them correct)\n\
+             latency: mean {:.2} s, p50 {:.2} s · tokens generated: {} ({:.1} per question) · \
+             token mask: {:.3} ms per token",
             self.repaired,
             self.repaired_correct,
             self.mean_latency_ms / 1000.0,
             self.p50_latency_ms / 1000.0,
             self.tokens_generated,
-            self.tokens_generated as f64 / self.questions.max(1) as f64
+            self.tokens_generated as f64 / self.questions.max(1) as f64,
+            self.mask_ms_per_token,
         )
     }
 }
@@ -148,6 +212,9 @@ pub struct Report {
     pub complete: bool,
     pub offset: usize,
     pub limit: Option<usize>,
+    /// How answers were generated (`constrain on, 8 candidates (…)`).
+    #[serde(default)]
+    pub levers: String,
     pub summary: Summary,
     pub records: Vec<Record>,
 }
@@ -224,6 +291,10 @@ mod tests {
             tokens: 10,
             latency_ms: ms,
             tables: Vec::new(),
+            source: None,
+            confidence: None,
+            greedy: None,
+            mask_ms: 0.0,
         }
     }
 
@@ -286,6 +357,7 @@ mod tests {
             complete: true,
             offset: 0,
             limit: None,
+            levers: String::new(),
             summary: Summary::of(&[]),
             records: verdicts
                 .iter()

@@ -16,7 +16,7 @@ use super::cache::{BatchCache, KvCache};
 use super::config::{Arch, ModelConfig};
 #[cfg(feature = "cuda")]
 use super::cuda::decode as cuda_decode;
-use super::generate::{self, GenOptions, Row};
+use super::generate::{self, GenOptions, Row, Sample, Sampler, TokenMask};
 use super::gguf_check;
 use super::linear::WeightPlan;
 use super::lora::adapter as lora;
@@ -59,6 +59,31 @@ pub struct Generation {
     pub new_tokens: usize,
     pub prefill_secs: f64,
     pub decode_secs: f64,
+    /// Seconds the token mask cost (its tests and the search for an allowed token).
+    pub mask_secs: f64,
+    /// Sum of the log-probabilities of the tokens chosen, when every step's logits were read
+    /// (sampled answers; greedy ones beside them in a batch).
+    pub logprob: Option<f64>,
+}
+
+/// One answer to generate: its prompt, its own mask (else [`GenOptions::mask`]) and, for a
+/// sampled answer, how to sample.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub prompt: &'a Prompt,
+    pub mask: Option<TokenMask>,
+    pub sample: Option<Sample>,
+}
+
+impl<'a> Request<'a> {
+    /// The greedy answer to `prompt`.
+    pub fn greedy(prompt: &'a Prompt) -> Self {
+        Request {
+            prompt,
+            mask: None,
+            sample: None,
+        }
+    }
 }
 
 impl Generation {
@@ -70,6 +95,8 @@ impl Generation {
         self.new_tokens += other.new_tokens;
         self.prefill_secs += other.prefill_secs;
         self.decode_secs += other.decode_secs;
+        self.mask_secs += other.mask_secs;
+        self.logprob = other.logprob;
     }
 }
 
@@ -458,7 +485,7 @@ impl Engine {
         opts: &GenOptions,
         cancel: &Cancel,
     ) -> Result<Generation, LlmError> {
-        let mut out = self.generate_group(&[prompt], opts, cancel)?;
+        let mut out = self.generate_group(&[Request::greedy(prompt)], opts, cancel)?;
         Ok(out.remove(0))
     }
 
@@ -473,17 +500,29 @@ impl Engine {
         opts: &GenOptions,
         cancel: &Cancel,
     ) -> Result<Vec<Generation>, LlmError> {
-        let mut out: Vec<Option<Generation>> = vec![None; prompts.len()];
+        let requests: Vec<Request> = prompts.iter().map(Request::greedy).collect();
+        self.generate_requests(&requests, opts, cancel)
+    }
+
+    /// [`Engine::generate_batch`] for answers that may each have their own mask and be
+    /// sampled: several answers to one prompt (candidates) share its prefix and its batch.
+    pub fn generate_requests(
+        &mut self,
+        requests: &[Request],
+        opts: &GenOptions,
+        cancel: &Cancel,
+    ) -> Result<Vec<Generation>, LlmError> {
+        let mut out: Vec<Option<Generation>> = vec![None; requests.len()];
         // Groups of one prefix, in order of first appearance.
         let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, p) in prompts.iter().enumerate() {
-            match groups.iter_mut().find(|(prefix, _)| *prefix == p.prefix) {
+        for (i, r) in requests.iter().enumerate() {
+            match groups.iter_mut().find(|(prefix, _)| *prefix == r.prompt.prefix) {
                 Some((_, members)) => members.push(i),
-                None => groups.push((&p.prefix, vec![i])),
+                None => groups.push((&r.prompt.prefix, vec![i])),
             }
         }
         for (_, members) in groups {
-            let group: Vec<&Prompt> = members.iter().map(|&i| &prompts[i]).collect();
+            let group: Vec<Request> = members.iter().map(|&i| requests[i].clone()).collect();
             for (i, g) in members
                 .iter()
                 .zip(self.generate_group(&group, opts, cancel)?)
@@ -493,7 +532,7 @@ impl Engine {
         }
         Ok(out
             .into_iter()
-            .map(|g| g.expect("every prompt is in a group"))
+            .map(|g| g.expect("every request is in a group"))
             .collect())
     }
 
@@ -502,26 +541,30 @@ impl Engine {
     /// kernels, several as one batch.
     fn generate_group(
         &mut self,
-        prompts: &[&Prompt],
+        requests: &[Request],
         opts: &GenOptions,
         cancel: &Cancel,
     ) -> Result<Vec<Generation>, LlmError> {
         let t0 = Instant::now();
-        let n = prompts.len();
-        let (prefix_ids, prefix_cache, computed) = self.prefix_cache(&prompts[0].prefix, cancel)?;
-        let suffixes = prompts
+        let n = requests.len();
+        let (prefix_ids, prefix_cache, computed) =
+            self.prefix_cache(&requests[0].prompt.prefix, cancel)?;
+        let suffixes = requests
             .iter()
-            .map(|p| self.tokenizer.encode(&p.suffix))
+            .map(|r| self.tokenizer.encode(&r.prompt.suffix))
             .collect::<Result<Vec<_>, _>>()?;
         let max_pos = self.model.max_positions();
-        let mut rows: Vec<Row> = prompts
+        let mut rows: Vec<Row> = requests
             .iter()
             .zip(&suffixes)
-            .map(|(p, s)| Row {
-                answer_start: p.answer_start().to_string(),
+            .map(|(r, s)| Row {
+                answer_start: r.prompt.answer_start().to_string(),
                 budget: opts
                     .max_new_tokens
                     .min(max_pos.saturating_sub(prefix_ids.len() + s.len())),
+                mask: r.mask.clone().or_else(|| opts.mask.clone()),
+                sampler: r.sample.map(Sampler::new),
+                logprob: Some(0.0),
                 ..Row::default()
             })
             .collect();
@@ -585,6 +628,8 @@ impl Engine {
                 new_tokens: row.tokens.len(),
                 prefill_secs,
                 decode_secs: row.decode_secs,
+                mask_secs: row.mask_secs,
+                logprob: row.logprob,
             });
         }
         Ok(out)

@@ -27,18 +27,32 @@ impl std::fmt::Debug for StopRule {
     }
 }
 
-/// A caller's restriction of the next token, asked before every choice with the answer text so
-/// far: `None` allows every token, `Some(ids)` only those (an empty list ends the answer).
-#[derive(Clone)]
-pub struct TokenMask(pub Arc<AllowedNext>);
+/// A caller's restriction of the next token. Asked once a step with the answer text so far, it
+/// gives the test a candidate token's bytes must pass (`None`: every token may come). The loop
+/// asks the test only of the tokens it would choose, best first, so a test that passes the
+/// model's own choice costs one call.
+pub trait Constraint: Send + Sync {
+    fn next<'a>(&'a self, text: &str) -> Option<Box<dyn Fn(&[u8]) -> bool + 'a>>;
+}
 
-/// The answer text so far → the token ids allowed next (`None`: any).
-pub type AllowedNext = dyn Fn(&str) -> Option<Vec<u32>> + Send + Sync;
+/// A shared [`Constraint`].
+#[derive(Clone)]
+pub struct TokenMask(pub Arc<dyn Constraint>);
 
 impl std::fmt::Debug for TokenMask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TokenMask(..)")
     }
+}
+
+/// Sampling instead of the greedy choice: softmax at `temperature` over the `top_k` best
+/// allowed tokens, drawn from a generator seeded with `seed` (the same seed, prompt and model
+/// give the same answer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub seed: u64,
 }
 
 /// Options for one generation.
@@ -76,7 +90,7 @@ pub(super) trait Stepper {
 }
 
 /// One answer being decoded.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(super) struct Row {
     /// What the prompt already wrote of the answer (the opening fence).
     pub answer_start: String,
@@ -85,6 +99,31 @@ pub(super) struct Row {
     pub tokens: Vec<u32>,
     /// Seconds from the first decode step until this row finished.
     pub decode_secs: f64,
+    /// This answer's restriction of each next token.
+    pub mask: Option<TokenMask>,
+    /// Sampled instead of greedy.
+    pub sampler: Option<Sampler>,
+    /// Sum of the chosen tokens' log-probabilities, while every step's logits were read.
+    pub logprob: Option<f64>,
+    /// Seconds spent in the mask's tests and the search for an allowed token.
+    pub mask_secs: f64,
+}
+
+/// A [`Sample`] with its generator.
+#[derive(Clone)]
+pub(super) struct Sampler {
+    pub sample: Sample,
+    rng: rand::rngs::StdRng,
+}
+
+impl Sampler {
+    pub fn new(sample: Sample) -> Self {
+        use rand::SeedableRng;
+        Sampler {
+            sample,
+            rng: rand::rngs::StdRng::seed_from_u64(sample.seed),
+        }
+    }
 }
 
 impl Row {
@@ -114,7 +153,7 @@ pub(super) fn decode(
         if cancel.is_set() {
             return Err(LlmError::Cancelled);
         }
-        let next = choose(stepper, &active, rows, tokenizer, opts)?;
+        let next = choose(stepper, &active, rows, tokenizer)?;
         let mut keep = Vec::with_capacity(active.len());
         let mut feed = Vec::with_capacity(active.len());
         for (k, &i) in active.iter().enumerate() {
@@ -147,39 +186,167 @@ pub(super) fn decode(
     Ok(())
 }
 
-/// The next token of each active row (`None`: the mask allows nothing, the row ends).
+/// The next token of each active row (`None`: the mask allows nothing, the row ends). A greedy
+/// row takes the model's best token when its mask allows it, else the best token the mask
+/// allows; a sampled row draws from the best tokens its mask allows. The logits are read back
+/// only when some row needs more than the best token.
 fn choose(
     stepper: &mut dyn Stepper,
     active: &[usize],
-    rows: &[Row],
+    rows: &mut [Row],
     tokenizer: &TextTokenizer,
-    opts: &GenOptions,
 ) -> Result<Vec<Option<u32>>, LlmError> {
-    let Some(mask) = &opts.mask else {
-        return Ok(stepper.greedy()?.into_iter().map(Some).collect());
-    };
-    let allowed = active
-        .iter()
-        .map(|&i| Ok((mask.0)(&rows[i].text(tokenizer)?)))
-        .collect::<Result<Vec<_>, LlmError>>()?;
-    if allowed.iter().all(Option::is_none) {
+    let plain = |i: &usize| rows[*i].mask.is_none() && rows[*i].sampler.is_none();
+    if active.iter().all(plain) {
+        for &i in active {
+            rows[i].logprob = None;
+        }
         return Ok(stepper.greedy()?.into_iter().map(Some).collect());
     }
-    let logits = stepper.logits()?.to_vec2::<f32>()?;
-    Ok(logits
-        .iter()
-        .zip(&allowed)
-        .map(|(row, allowed)| match allowed {
-            None => best(row, 0..row.len() as u32),
-            Some(ids) => best(row, ids.iter().copied()),
-        })
-        .collect())
+    let greedy = if active.iter().any(|&i| rows[i].sampler.is_none()) {
+        Some(stepper.greedy()?)
+    } else {
+        None
+    };
+    let mut logits: Option<Vec<Vec<f32>>> = None;
+    let mut out = Vec::with_capacity(active.len());
+    for (k, &i) in active.iter().enumerate() {
+        let text = match rows[i].mask {
+            Some(_) => Some(rows[i].text(tokenizer)?),
+            None => None,
+        };
+        let row = &mut rows[i];
+        let t0 = Instant::now();
+        let test = match (&row.mask, &text) {
+            (Some(mask), Some(text)) => mask.0.next(text),
+            _ => None,
+        };
+        // Time in the mask's tests, however the token is chosen.
+        let spent = std::cell::Cell::new(t0.elapsed().as_secs_f64());
+        let allows = |id: u32| match &test {
+            None => true,
+            Some(_) if tokenizer.is_stop(id) => true,
+            Some(f) => {
+                let t = Instant::now();
+                let ok = f(tokenizer.token_bytes(id));
+                spent.set(spent.get() + t.elapsed().as_secs_f64());
+                ok
+            }
+        };
+        let quick = match (&row.sampler, &greedy) {
+            (None, Some(g)) => allows(g[k]).then_some(g[k]),
+            _ => None,
+        };
+        let chosen = if let Some(t) = quick {
+            match (&logits, row.logprob.as_mut()) {
+                (Some(l), Some(lp)) => *lp += log_prob(&l[k], t),
+                _ => row.logprob = None,
+            }
+            Some(t)
+        } else {
+            if logits.is_none() {
+                logits = Some(stepper.logits()?.to_vec2::<f32>()?);
+            }
+            let l = &logits.as_ref().expect("read above")[k];
+            let chosen = match &mut row.sampler {
+                None => best_allowed(l, &allows),
+                Some(s) => s.draw(l, &allows),
+            };
+            if let (Some(c), Some(lp)) = (chosen, row.logprob.as_mut()) {
+                *lp += log_prob(l, c);
+            }
+            chosen
+        };
+        row.mask_secs += spent.get();
+        out.push(chosen);
+    }
+    Ok(out)
+}
+
+/// The `k` ids of the highest finite logits, best first (earlier ids first among equals).
+fn top_ids(logits: &[f32], k: usize) -> Vec<u32> {
+    let mut top: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    let mut floor = f32::NEG_INFINITY;
+    for (i, &v) in logits.iter().enumerate() {
+        if !v.is_finite() || (top.len() == k && v <= floor) {
+            continue;
+        }
+        let at = top.partition_point(|&(x, _)| x >= v);
+        top.insert(at, (v, i as u32));
+        top.truncate(k);
+        if top.len() == k {
+            floor = top[k - 1].0;
+        }
+    }
+    top.into_iter().map(|(_, i)| i).collect()
 }
 
 /// The id with the highest finite logit among `ids` (the last of equals, as candle's sampler).
 fn best(logits: &[f32], ids: impl Iterator<Item = u32>) -> Option<u32> {
     ids.filter(|&i| logits.get(i as usize).is_some_and(|v| v.is_finite()))
         .max_by(|&a, &b| logits[a as usize].total_cmp(&logits[b as usize]))
+}
+
+/// How many of the best tokens are tried before the whole vocabulary is searched.
+const TRIED_FIRST: usize = 64;
+
+/// The allowed id with the highest finite logit: the best few tried first, then all.
+fn best_allowed(logits: &[f32], allows: &dyn Fn(u32) -> bool) -> Option<u32> {
+    if let Some(t) = top_ids(logits, TRIED_FIRST).into_iter().find(|&t| allows(t)) {
+        return Some(t);
+    }
+    best(logits, (0..logits.len() as u32).filter(|&t| allows(t)))
+}
+
+/// `ln softmax(logits)[id]`.
+fn log_prob(logits: &[f32], id: u32) -> f64 {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|&v| (v as f64 - max).exp())
+        .sum();
+    logits[id as usize] as f64 - max - sum.ln()
+}
+
+impl Sampler {
+    /// A draw from the softmax at the temperature over the `top_k` best allowed tokens.
+    fn draw(&mut self, logits: &[f32], allows: &dyn Fn(u32) -> bool) -> Option<u32> {
+        use rand::Rng;
+        let k = self.sample.top_k.max(1);
+        let mut ids: Vec<u32> = top_ids(logits, TRIED_FIRST.max(4 * k))
+            .into_iter()
+            .filter(|&t| allows(t))
+            .take(k)
+            .collect();
+        if ids.is_empty() {
+            let mut all: Vec<u32> = (0..logits.len() as u32)
+                .filter(|&t| logits[t as usize].is_finite() && allows(t))
+                .collect();
+            all.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+            all.truncate(k);
+            ids = all;
+        }
+        let first = *ids.first()?;
+        let t = self.sample.temperature.max(1e-4) as f64;
+        let top = logits[first as usize] as f64;
+        let weights: Vec<f64> = ids
+            .iter()
+            .map(|&i| ((logits[i as usize] as f64 - top) / t).exp())
+            .collect();
+        let mut u = self.rng.random::<f64>() * weights.iter().sum::<f64>();
+        for (&id, w) in ids.iter().zip(&weights) {
+            if u < *w {
+                return Some(id);
+            }
+            u -= w;
+        }
+        ids.last().copied()
+    }
 }
 
 /// True once `text` holds an opening ``` fence and a closing one after it.
@@ -324,5 +491,46 @@ mod tests {
         assert_eq!(best(&l, [0, 2, 3, 4].into_iter()), Some(4));
         assert_eq!(best(&l, [2].into_iter()), None);
         assert_eq!(best(&l, std::iter::empty()), None);
+        assert_eq!(best_allowed(&l, &|t| t != 1), Some(3));
+        assert_eq!(best_allowed(&l, &|t| t == 0), Some(0));
+        assert_eq!(best_allowed(&l, &|_| false), None);
+    }
+
+    #[test]
+    fn top_ids_are_the_best_finite_logits_in_order() {
+        let l = [0.5, 3.0, f32::NAN, 2.0, 2.5, f32::NEG_INFINITY];
+        assert_eq!(top_ids(&l, 3), vec![1, 4, 3]);
+        assert_eq!(top_ids(&l, 10), vec![1, 4, 3, 0]);
+        // Beyond the best few, the whole vocabulary is searched.
+        let mut big = vec![0.0f32; 1000];
+        big[999] = -1.0;
+        assert_eq!(best_allowed(&big, &|t| t == 999), Some(999));
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_keeps_to_the_allowed_tokens() {
+        let l: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+        let draws = |seed: u64| {
+            let mut s = Sampler::new(Sample {
+                temperature: 1.0,
+                top_k: 10,
+                seed,
+            });
+            (0..40)
+                .map(|_| s.draw(&l, &|t| t % 2 == 0).unwrap())
+                .collect::<Vec<u32>>()
+        };
+        assert_eq!(draws(7), draws(7));
+        assert_ne!(draws(7), draws(8));
+        assert!(draws(7).iter().all(|t| t % 2 == 0));
+        // Only the top_k best allowed tokens are drawn.
+        let allowed_best: Vec<u32> = top_ids(&l, 50).into_iter().filter(|t| t % 2 == 0).take(10).collect();
+        assert!(draws(9).iter().all(|t| allowed_best.contains(t)));
+        let mut s = Sampler::new(Sample {
+            temperature: 1.0,
+            top_k: 10,
+            seed: 1,
+        });
+        assert_eq!(s.draw(&l, &|_| false), None);
     }
 }

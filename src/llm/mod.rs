@@ -28,8 +28,8 @@ use std::path::PathBuf;
 
 pub use cache::{BatchCache, KvCache};
 pub use config::{Arch, ModelConfig};
-pub use engine::{Engine, Generation, LoadOptions, ModelInfo};
-pub use generate::{GenOptions, StopRule, TokenMask};
+pub use engine::{Engine, Generation, LoadOptions, ModelInfo, Request};
+pub use generate::{Constraint, GenOptions, Sample, StopRule, TokenMask};
 pub use linear::{WeightFormat, WeightPlan};
 pub use model::Model;
 pub use prompt::{ChatTemplate, Prompt};

@@ -1,8 +1,11 @@
 //! The tokenizer, built from the GGUF's `tokenizer.ggml.*` metadata (no tokenizer.json is
-//! needed), plus the set of token ids that end an answer.
+//! needed), plus the set of token ids that end an answer and each token's bytes (what a
+//! token mask tests).
 
 use candle_core::quantized::gguf_file;
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use std::sync::{Arc, OnceLock};
+
 use tokenizers::Tokenizer;
 
 use super::LlmError;
@@ -19,6 +22,8 @@ const STOP_TOKENS: &[&str] = &[
 pub struct TextTokenizer {
     inner: Tokenizer,
     stop_ids: Vec<u32>,
+    /// Each token's bytes, built on first need (shared by clones).
+    bytes: Arc<OnceLock<Vec<Box<[u8]>>>>,
 }
 
 impl TextTokenizer {
@@ -37,7 +42,11 @@ impl TextTokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
-        Ok(Self { inner, stop_ids })
+        Ok(Self {
+            inner,
+            stop_ids,
+            bytes: Arc::default(),
+        })
     }
 
     /// Token ids of `text`; special-token text such as `<|im_start|>` maps to its single id.
@@ -67,4 +76,44 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// The bytes token `id` adds to the text (special tokens: their name; an id outside the
+    /// vocabulary: none). A token may hold part of a multi-byte character.
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        let all = self.bytes.get_or_init(|| {
+            let byte_of = byte_level_decoder();
+            (0..self.inner.get_vocab_size(true) as u32)
+                .map(|id| {
+                    let Some(piece) = self.inner.id_to_token(id) else {
+                        return Box::default();
+                    };
+                    // Byte-level BPE (GPT-2, Qwen, Llama 3) spells each byte as one character;
+                    // other vocabularies fall back to the decoder's text.
+                    let bytes: Option<Vec<u8>> =
+                        piece.chars().map(|c| byte_of.get(&c).copied()).collect();
+                    bytes
+                        .unwrap_or_else(|| self.decode(&[id]).unwrap_or_default().into_bytes())
+                        .into_boxed_slice()
+                })
+                .collect()
+        });
+        all.get(id as usize).map_or(&[], |b| b)
+    }
+}
+
+/// GPT-2's byte-level alphabet read backwards: the character that stands for each byte.
+fn byte_level_decoder() -> std::collections::HashMap<char, u8> {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    let mut map = std::collections::HashMap::with_capacity(256);
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            b as u32
+        } else {
+            next += 1;
+            next - 1
+        };
+        map.insert(char::from_u32(c).expect("a valid code point"), b);
+    }
+    map
 }

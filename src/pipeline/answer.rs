@@ -38,6 +38,57 @@ pub struct Answer {
     pub total_secs: f64,
     /// The tables the model was shown, when the schema was too large to show whole.
     pub tables: Vec<String>,
+    /// Which answer this is: the greedy one, a sampled candidate, or a repair.
+    pub source: Source,
+    /// How many of the candidates returned this result (with `--candidates` above 1).
+    pub confidence: Option<Confidence>,
+    /// The greedy answer's SQL, when another answer was chosen over it (it failed, or the
+    /// candidates outvoted it).
+    pub greedy_sql: Option<String>,
+}
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The first, greedy answer.
+    Greedy,
+    /// A sampled candidate, chosen by the vote.
+    Candidate,
+    /// An answer to a repair prompt (after every candidate failed).
+    Repair,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Greedy => "greedy",
+            Source::Candidate => "candidate",
+            Source::Repair => "repair",
+        }
+    }
+}
+
+/// How many of the candidates agree with the answer chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Confidence {
+    /// Candidates whose result is the answer's result.
+    pub agree: usize,
+    /// Candidates generated.
+    pub of: usize,
+}
+
+impl Confidence {
+    /// At most half of the candidates agree: the answer deserves a second look.
+    pub fn is_low(&self) -> bool {
+        self.agree * 2 <= self.of
+    }
+}
+
+impl std::fmt::Display for Confidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "confidence {}/{}", self.agree, self.of)
+    }
 }
 
 /// One question's outcome from [`Pipeline::ask_many`](super::Pipeline::ask_many), with what it
@@ -51,6 +102,8 @@ pub struct Asked {
     pub generations: usize,
     /// Tokens generated over all of them.
     pub new_tokens: usize,
+    /// Seconds the token mask cost over all of them.
+    pub mask_secs: f64,
 }
 
 /// Result of running SQL the user typed.

@@ -1,7 +1,7 @@
 //! The guard step: the SQL of an answer is found, qualified and checked before anything runs.
 //!
-//! Owns the pipeline's use of [`crate::guard`]: finding the SQL in the model's text, qualifying
-//! the bare names of a one-namespace selection, the read-only check and the check that every
+//! Owns the pipeline's use of [`crate::guard`]: finding the SQL in the model's text, the
+//! dialect repairs of generated SQL, qualifying the bare names of a one-namespace selection, the read-only check and the check that every
 //! table and column named exists. The rules themselves are the guard's; never runs SQL.
 
 use crate::guard::{self, GuardError};
@@ -30,9 +30,15 @@ impl Pipeline {
         }
     }
 
-    /// Generated SQL with the bare names of the selection's one namespace qualified (the model
-    /// was shown that namespace's tables without it; see [`guard::qualify`]).
+    /// Generated SQL with what another dialect would run rewritten for this one (date parts,
+    /// names that need quotes: see [`guard::dialect`]) and the bare names of the selection's
+    /// one namespace qualified (the model was shown that namespace's tables without it; see
+    /// [`guard::qualify`]). SQL a person types is never rewritten.
     fn qualified(&self, sql: String, namespace: Option<&str>) -> String {
+        let sql = match guard::dialect::fix(&sql, self.dialect(), &self.schema) {
+            Some((fixed, _notes)) => fixed,
+            None => sql,
+        };
         match namespace {
             Some(ns) => {
                 guard::qualify::qualify(&sql, self.dialect(), &self.schema, ns).unwrap_or(sql)

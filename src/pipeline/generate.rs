@@ -5,7 +5,7 @@
 //! reads the generated text: the check and run steps do.
 
 use crate::cancel::Cancel;
-use crate::llm::{prompt, Generation, LlmError};
+use crate::llm::{prompt, Generation, LlmError, Request};
 
 use super::pose::Posed;
 use super::{Answer, AskError, Asked, Attempt, Pipeline};
@@ -18,6 +18,8 @@ pub(super) struct Open {
     pub(super) attempts: Vec<Attempt>,
     pub(super) total: Generation,
     pub(super) generations: usize,
+    /// The greedy answer's SQL, once another answer is tried instead of it.
+    pub(super) greedy_sql: Option<String>,
 }
 
 impl Open {
@@ -27,6 +29,7 @@ impl Open {
             tables: self.posed.tables,
             generations: self.generations,
             new_tokens: self.total.new_tokens,
+            mask_secs: self.total.mask_secs,
         }
     }
 }
@@ -40,15 +43,44 @@ pub(super) fn same_error(e: &LlmError) -> LlmError {
 }
 
 impl Pipeline {
-    /// One answer for each of `open`, generated as one batch (see
-    /// [`crate::llm::Engine::generate_batch`]); `None` without a model.
+    /// The answers for each of `open`, generated as one batch (see
+    /// [`crate::llm::Engine::generate_requests`]): a question's first round has the greedy
+    /// answer and its sampled candidates, a repair only the greedy answer. `None` without a
+    /// model.
     pub(super) fn generate(
         &mut self,
         open: &[Open],
         cancel: &Cancel,
-    ) -> Option<Result<Vec<Generation>, LlmError>> {
-        let prompts: Vec<prompt::Prompt> = open.iter().map(|o| o.prompt.clone()).collect();
+    ) -> Option<Result<Vec<Vec<Generation>>, LlmError>> {
+        let levers = self.levers_in_use();
+        let mut requests = Vec::new();
+        let mut owner = Vec::new();
+        for (k, o) in open.iter().enumerate() {
+            let n = if o.generations == 0 {
+                levers.candidates.max(1)
+            } else {
+                1
+            };
+            for c in 0..n {
+                requests.push(Request {
+                    prompt: &o.prompt,
+                    mask: o.posed.mask.clone(),
+                    sample: (c > 0).then(|| levers.sample(&o.posed.question, c)),
+                });
+                owner.push(k);
+            }
+        }
         let engine = self.engine.as_mut()?;
-        Some(engine.generate_batch(&prompts, &self.gen, cancel))
+        Some(
+            engine
+                .generate_requests(&requests, &self.gen, cancel)
+                .map(|generations| {
+                    let mut out: Vec<Vec<Generation>> = vec![Vec::new(); open.len()];
+                    for (k, g) in owner.into_iter().zip(generations) {
+                        out[k].push(g);
+                    }
+                    out
+                }),
+        )
     }
 }

@@ -15,6 +15,7 @@
 
 mod answer;
 mod check;
+mod constrain;
 mod context;
 mod error;
 mod explain;
@@ -22,6 +23,7 @@ mod generate;
 mod pose;
 mod repair;
 mod run;
+mod vote;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,7 +36,8 @@ use crate::schema::select::{Selection, Selector};
 use crate::schema::{self, Schema};
 use crate::sql::Dialect;
 
-pub use answer::{Answer, Asked, Attempt, Progress, SqlRun};
+pub use answer::{Answer, Asked, Attempt, Confidence, Progress, Source, SqlRun};
+pub use constrain::{Levers, SqlMask, CPU_CANDIDATES, GPU_CANDIDATES};
 pub use error::{clip, AskError};
 pub use explain::EXPLAIN_TOKENS;
 use generate::{same_error, Open};
@@ -50,6 +53,8 @@ pub struct Pipeline {
     pub gen: GenOptions,
     /// How many times a failed answer is sent back to the model with its error.
     pub repairs: usize,
+    /// The schema mask and the sampled candidates.
+    pub levers: Levers,
     /// Token budget of the schema context; larger schemas get a per-question table selection.
     pub context_tokens: usize,
     /// Built on first need, for schemas over the budget.
@@ -86,6 +91,7 @@ impl Pipeline {
             limits: Limits::default(),
             gen,
             repairs: 2,
+            levers: Levers::default(),
             context_tokens: DEFAULT_CONTEXT_TOKENS,
             selector: None,
             last_selection: None,
@@ -236,6 +242,7 @@ impl Pipeline {
                 attempts: Vec::new(),
                 total: Generation::default(),
                 generations: 0,
+                greedy_sql: None,
             });
         }
         let mut done: Vec<Option<Asked>> = (0..open.len()).map(|_| None).collect();
@@ -262,10 +269,17 @@ impl Pipeline {
             first = false;
             let mut next = Vec::new();
             let mut next_active = Vec::new();
-            for ((mut o, i), generation) in open.drain(..).zip(active.drain(..)).zip(generations) {
+            for ((mut o, i), generations) in open.drain(..).zip(active.drain(..)).zip(generations)
+            {
                 o.generations += 1;
-                o.total.add(&generation);
-                match self.answer(&mut o, &generation, t0, cancel, progress) {
+                for g in &generations {
+                    o.total.add(g);
+                }
+                let result = match generations.as_slice() {
+                    [one] => self.answer(&mut o, one, t0, cancel, progress),
+                    many => self.vote(&mut o, many, t0, cancel, progress),
+                };
+                match result {
                     Some(result) => done[i] = Some(o.finish(result)),
                     None => {
                         next.push(o);

@@ -15,6 +15,8 @@ pub(super) struct Posed {
     pub(super) tables: Vec<String>,
     pub(super) namespace: Option<String>,
     pub(super) base: prompt::Prompt,
+    /// What the model may write of names (see [`Pipeline::mask_for`]).
+    pub(super) mask: Option<crate::llm::TokenMask>,
 }
 
 impl Pipeline {
@@ -38,12 +40,14 @@ impl Pipeline {
             self.context_for(&all.join("\n"), cancel)?
         };
         let selection = self.last_selection.as_ref();
-        let tables = selection
+        let tables: Vec<String> = selection
             .map(|s| s.tables.iter().map(|c| c.table.clone()).collect())
             .unwrap_or_default();
         let namespace = selection.and_then(|s| s.namespace.clone());
+        let mask = self.mask_for(&tables, namespace.as_deref());
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
         Ok(Posed {
+            mask,
             question: question.to_string(),
             base: if previous.is_empty() {
                 self.prompt_for(engine, question, &context)

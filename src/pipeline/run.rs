@@ -10,7 +10,7 @@ use crate::cancel::Cancel;
 use crate::llm::Generation;
 
 use super::generate::Open;
-use super::{Answer, AskError, Pipeline, Progress, SqlRun};
+use super::{Answer, AskError, Pipeline, Progress, Source, SqlRun};
 
 impl Pipeline {
     /// Checks and runs the SQL of `generation`, the latest answer of `o`. Returns the final
@@ -37,6 +37,13 @@ impl Pipeline {
                 query_secs: run.query_secs,
                 total_secs: t0.elapsed().as_secs_f64(),
                 tables: o.posed.tables.clone(),
+                source: if o.attempts.is_empty() {
+                    Source::Greedy
+                } else {
+                    Source::Repair
+                },
+                confidence: None,
+                greedy_sql: o.greedy_sql.clone(),
             })),
             Err(e) => self.repair(o, e, progress),
         }

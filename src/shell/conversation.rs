@@ -276,6 +276,9 @@ mod tests {
             query_secs: 0.0,
             total_secs: 0.0,
             tables: Vec::new(),
+            source: crate::pipeline::Source::Greedy,
+            confidence: None,
+            greedy_sql: None,
         })
     }
 

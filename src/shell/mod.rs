@@ -153,6 +153,15 @@ fn history_path() -> Option<PathBuf> {
     crate::paths::data_dir().ok().map(|d| d.join("history.txt"))
 }
 
+/// How many candidates agree with an answer, said plainly when at most half do.
+pub fn confidence_line(c: &crate::pipeline::Confidence) -> String {
+    if c.is_low() {
+        format!("{c}: the candidates disagree; check the answer before trusting it")
+    } else {
+        c.to_string()
+    }
+}
+
 /// True when `line` is SQL rather than a question: it starts with a statement keyword and
 /// parses, and is no SHOW/DESCRIBE (English starts with those too); see [`input`] for the rule.
 pub fn looks_like_sql(line: &str, dialect: Dialect) -> bool {
@@ -468,6 +477,10 @@ impl Shell {
             Ok(a) => {
                 println!("{}", self.paint("36", &a.sql));
                 self.print_outcome(a.outcome, a.query_secs);
+                if let Some(c) = a.confidence {
+                    let code = if c.is_low() { "33" } else { "2" };
+                    eprintln!("{}", self.paint(code, &confidence_line(&c)));
+                }
                 if self.timing {
                     let g = &a.generation;
                     eprintln!(

@@ -394,6 +394,29 @@ pub struct RunOpts {
         value_parser = count(64, 131_072)
     )]
     pub context_tokens: usize,
+    /// Mask the model's tokens so that it can only write names of the tables it was shown,
+    /// where they may stand (`off`: any text).
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = on_off)]
+    pub constrain: bool,
+    /// Answers generated per question, voted on by their results: the greedy one and N−1
+    /// sampled ones (default: 8 on a GPU, 1 on a CPU).
+    #[arg(long, value_name = "N", value_parser = count(1, 64))]
+    pub candidates: Option<usize>,
+    /// Sampling temperature of the candidates.
+    #[arg(long, default_value_t = 0.8, value_name = "T", value_parser = number(0.0, true, 5.0, false))]
+    pub temperature: f64,
+    /// Seed of the sampled candidates: the same seed gives the same answers.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+}
+
+/// `on`/`off` (also true/false, yes/no, 1/0).
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("`{s}` is not on or off")),
+    }
 }
 
 /// Where to ask, with what model, under which limits: shared by `shell` and `ask`.
@@ -573,6 +596,17 @@ impl RunOpts {
             timeout: std::time::Duration::from_secs_f64(self.timeout),
         })
     }
+
+    /// The schema mask and candidates asked for (candidates 0: the device's default).
+    pub fn levers(&self) -> crate::pipeline::Levers {
+        crate::pipeline::Levers {
+            constrain: self.constrain,
+            candidates: self.candidates.unwrap_or(0),
+            temperature: self.temperature as f32,
+            seed: self.seed,
+            ..crate::pipeline::Levers::default()
+        }
+    }
 }
 
 /// A `--model` value: a known name or a file.
@@ -604,282 +638,4 @@ impl ModelOpts {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn cli_is_well_formed() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn ask_takes_words_and_format() {
-        let cli =
-            Cli::try_parse_from(["sqlora", "ask", "--format", "json", "how", "many?"]).unwrap();
-        match cli.command {
-            Some(Command::Ask(a)) => {
-                assert_eq!(a.question.join(" "), "how many?");
-                assert_eq!(a.format, Format::Json);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn eval_needs_a_set_or_two_reports() {
-        assert!(Cli::try_parse_from(["sqlora", "eval"]).is_err());
-        assert!(Cli::try_parse_from(["sqlora", "eval", "--compare", "a.json"]).is_err());
-        let cli = Cli::try_parse_from(["sqlora", "eval", "--compare", "a.json", "b.json"]).unwrap();
-        assert!(
-            matches!(cli.command, Some(Command::Eval(EvalArgs { compare: Some(ref v), .. })) if v.len() == 2)
-        );
-        let cli = Cli::try_parse_from([
-            "sqlora",
-            "eval",
-            "--set",
-            "spider-dev",
-            "--limit",
-            "20",
-            "--offset",
-            "5",
-        ])
-        .unwrap();
-        match cli.command {
-            Some(Command::Eval(a)) => {
-                assert_eq!(
-                    (a.set.as_deref(), a.limit, a.offset),
-                    (Some("spider-dev"), Some(20), 5)
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn numeric_options_refuse_nonsense() {
-        let parse = |args: &[&str]| Cli::try_parse_from([&["sqlora"], args].concat());
-        // Each of these after `train --data d --out o`.
-        let train: Vec<Vec<&str>> = [
-            "--lr NaN",
-            "--lr 0",
-            "--lr inf",
-            "--steps 0",
-            "--batch 0",
-            "--grad-accum 0",
-            "--max-len 0",
-            "--rank 0",
-            "--rank 100000",
-            "--alpha 0",
-            "--alpha=-inf",
-            "--dropout 1",
-            "--dropout=-0.1",
-            "--dropout NaN",
-            "--epochs 0",
-            "--epochs 1e300",
-            "--eval-split 1",
-            "--weight-decay=-1",
-            "--clip NaN",
-            "--limit 0",
-        ]
-        .iter()
-        .map(|opt| {
-            let mut args = vec!["train", "--data", "d", "--out", "o"];
-            args.extend(opt.split_whitespace());
-            args
-        })
-        .collect();
-        for args in [
-            &["ask", "--timeout", "1e20", "q"][..],
-            &["ask", "--timeout", "NaN", "q"],
-            &["ask", "--timeout", "inf", "q"],
-            &["ask", "--timeout=-1", "q"],
-            &["ask", "--timeout", "0", "q"],
-            &["ask", "--max-rows", "0", "q"],
-            &["ask", "--max-rows", "18446744073709551615", "q"],
-            &["ask", "--max-rows=-3", "q"],
-            &["ask", "--repairs", "1000000", "q"],
-            &["ask", "--context-tokens", "0", "q"],
-            &["shell", "--context-tokens", "99999999999"],
-            &["eval", "--set", "s", "--limit", "0"],
-            &["eval", "--set", "s", "--offset", "18446744073709551615"],
-            &["eval", "--set", "s", "--batch", "0"],
-            &["feedback", "list", "--limit", "0"],
-            &["feedback", "export", "--since", "notadate"],
-            &["train", "--auto", "--eval-limit", "0"],
-        ]
-        .into_iter()
-        .chain(train.iter().map(Vec::as_slice))
-        {
-            let e = parse(args).expect_err(&args.join(" "));
-            assert!(e.to_string().contains("invalid value"), "{args:?}: {e}");
-        }
-        // The defaults, and sensible values, pass.
-        for args in [
-            &[
-                "ask",
-                "--timeout",
-                "86400",
-                "--max-rows",
-                "10",
-                "--repairs",
-                "0",
-                "q",
-            ][..],
-            &["ask", "--timeout", "0.5", "q"],
-            &["train", "--data", "d", "--out", "o"],
-            &[
-                "train",
-                "--data",
-                "d",
-                "--out",
-                "o",
-                "--lr",
-                "1e-3",
-                "--dropout",
-                "0",
-                "--clip",
-                "0",
-                "--eval-split",
-                "0",
-                "--steps",
-                "5",
-                "--rank",
-                "8",
-            ],
-            &["feedback", "export", "--since", "2026-11-01"],
-            &["eval", "--set", "s", "--limit", "3", "--offset", "0"],
-        ] {
-            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        }
-        let e = RunOpts {
-            max_rows: 10,
-            timeout: 1e20,
-            repairs: 0,
-            context_tokens: 2048,
-        }
-        .limits()
-        .unwrap_err();
-        assert!(e.contains("at most 86400"), "{e}");
-    }
-
-    /// Parses and resolves `args`, with `files` the paths that exist.
-    fn resolve(args: &[&str], files: &[&str]) -> Result<Command, String> {
-        let cli = Cli::try_parse_from([&["sqlora"], args].concat()).map_err(|e| e.to_string())?;
-        cli.resolve(|p| files.contains(&p))
-    }
-
-    #[test]
-    fn a_database_positional_opens_the_shell() {
-        match resolve(&["chinook.sqlite"], &["chinook.sqlite"]).unwrap() {
-            Command::Shell(s) => assert_eq!(s.common.db.db.as_deref(), Some("chinook.sqlite")),
-            other => panic!("{other:?}"),
-        }
-        match resolve(&["--format", "csv", "postgres://u@h/db"], &[]).unwrap() {
-            Command::Shell(s) => {
-                assert_eq!(s.common.db.db.as_deref(), Some("postgres://u@h/db"));
-                assert_eq!(s.format, Format::Csv);
-            }
-            other => panic!("{other:?}"),
-        }
-        // Nothing at all: the shell on --db or the default.
-        assert!(
-            matches!(resolve(&[], &[]).unwrap(), Command::Shell(s) if s.common.db.db.is_none())
-        );
-        // A missing file that reads as one is a typo, not a question.
-        let e = resolve(&["chinok.sqlite"], &[]).unwrap_err();
-        assert!(e.contains("no database file `chinok.sqlite`"), "{e}");
-        assert!(resolve(&["./data/x"], &[]).is_err());
-    }
-
-    #[test]
-    fn other_words_are_a_question() {
-        match resolve(&["How many customers?"], &[]).unwrap() {
-            Command::Ask(a) => {
-                assert_eq!(a.question, ["How many customers?"]);
-                assert!(a.common.db.db.is_none());
-            }
-            other => panic!("{other:?}"),
-        }
-        match resolve(&["--format", "json", "how", "many", "albums"], &[]).unwrap() {
-            Command::Ask(a) => {
-                assert_eq!(a.question.join(" "), "how many albums");
-                assert_eq!(a.format, Format::Json);
-            }
-            other => panic!("{other:?}"),
-        }
-        // A database first, then the question.
-        match resolve(&["demo.db", "how many?"], &["demo.db"]).unwrap() {
-            Command::Ask(a) => {
-                assert_eq!(a.common.db.db.as_deref(), Some("demo.db"));
-                assert_eq!(a.question, ["how many?"]);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn subcommand_names_win_over_the_positional() {
-        assert!(matches!(
-            resolve(&["model", "list"], &[]).unwrap(),
-            Command::Model(ModelCommand::List)
-        ));
-        assert!(matches!(
-            resolve(&["config", "path"], &[]).unwrap(),
-            Command::Config(ConfigCommand::Path)
-        ));
-        assert!(matches!(
-            resolve(&["completions", "zsh"], &[]).unwrap(),
-            Command::Completions {
-                shell: clap_complete::Shell::Zsh
-            }
-        ));
-        match resolve(&["ask", "--db", "x.sqlite", "how", "many"], &["x.sqlite"]).unwrap() {
-            Command::Ask(a) => assert_eq!(a.common.db.db.as_deref(), Some("x.sqlite")),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            resolve(&["shell"], &[]).unwrap(),
-            Command::Shell(_)
-        ));
-        // Shell options and a subcommand do not mix (nor make a question of its name).
-        let e = resolve(&["--format", "csv", "ask", "q"], &[]).unwrap_err();
-        assert!(e.contains("`ask` is a command"), "{e}");
-        assert!(resolve(&["completions", "tcsh"], &[]).is_err());
-    }
-
-    #[test]
-    fn database_urls() {
-        for u in [
-            "postgres://a@b/c",
-            "POSTGRESQL://x",
-            "mysql://h/d",
-            "mariadb://h/d",
-            "sqlite:x.db",
-        ] {
-            assert!(is_database_url(u), "{u}");
-        }
-        for u in ["how many?", "x.sqlite", "http://x"] {
-            assert!(!is_database_url(u), "{u}");
-        }
-    }
-
-    #[test]
-    fn model_choice() {
-        let m = |s: &str| {
-            ModelOpts {
-                model: Some(s.into()),
-                offline: false,
-                adapter: None,
-                merge: false,
-                device: crate::hub::device::DeviceChoice::Auto,
-            }
-            .choice()
-        };
-        assert!(matches!(m("smollm2-135m"), Ok(ModelChoice::Named(_))));
-        assert!(
-            matches!(m("./x.gguf"), Ok(ModelChoice::File(p)) if p == std::path::Path::new("./x.gguf"))
-        );
-        assert!(m("gpt4").unwrap_err().contains("unknown model"));
-    }
-}
+mod tests;

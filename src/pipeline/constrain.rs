@@ -1,0 +1,152 @@
+//! The levers on how answers are generated — the schema mask and the sampled candidates — and
+//! the mask itself as the model's decoding loop sees it.
+//!
+//! Owns [`Levers`] (what the user chose: `--constrain`, `--candidates`, temperature, seed),
+//! the tables a question's mask allows (those the model was shown), and [`SqlMask`], which
+//! hands the guard's identifier state ([`crate::guard::constrain`]) to the decoding loop as a
+//! [`Constraint`]. The rules of what may follow are the guard's; never decodes.
+
+use std::sync::Arc;
+
+use crate::guard::constrain::Names;
+use crate::llm::prompt::ANSWER_START;
+use crate::llm::{Constraint, Sample, TokenMask};
+use crate::schema::Table;
+
+use super::Pipeline;
+
+/// How answers are generated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Levers {
+    /// Identifiers are masked to those of the tables shown (`--constrain on|off`).
+    pub constrain: bool,
+    /// Answers generated for each question: the greedy one and `candidates - 1` sampled ones,
+    /// voted on by their results (`--candidates N`; 1: greedy only; 0: the device's default,
+    /// [`GPU_CANDIDATES`] or [`CPU_CANDIDATES`]).
+    pub candidates: usize,
+    /// Softmax temperature of the sampled candidates.
+    pub temperature: f32,
+    /// Sampled candidates draw from this many of the best allowed tokens.
+    pub top_k: usize,
+    /// Seeds the sampled candidates (with the question and the candidate's number).
+    pub seed: u64,
+}
+
+/// Candidates by default on a CPU, where each costs nearly a whole answer's time.
+pub const CPU_CANDIDATES: usize = 1;
+/// Candidates by default on a GPU, where they share the greedy answer's batch.
+pub const GPU_CANDIDATES: usize = 8;
+
+impl Default for Levers {
+    fn default() -> Self {
+        Levers {
+            constrain: true,
+            candidates: 0,
+            temperature: 0.8,
+            top_k: 40,
+            seed: 0,
+        }
+    }
+}
+
+impl Levers {
+    /// These levers with the device's default number of candidates filled in, for a model on
+    /// a GPU (`gpu`) or a CPU.
+    pub fn resolved(self, gpu: bool) -> Self {
+        let candidates = match self.candidates {
+            0 if gpu => GPU_CANDIDATES,
+            0 => CPU_CANDIDATES,
+            n => n,
+        };
+        Levers { candidates, ..self }
+    }
+
+    /// How candidate `k` (1-based among the sampled ones) of `question` is sampled: the same
+    /// seed, question and number give the same draw whatever else is in the batch.
+    pub fn sample(&self, question: &str, k: usize) -> Sample {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::new()
+            .chain_update(self.seed.to_le_bytes())
+            .chain_update((k as u64).to_le_bytes())
+            .chain_update(question)
+            .finalize();
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&h[..8]);
+        Sample {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            seed: u64::from_le_bytes(seed),
+        }
+    }
+
+    /// In words, for reports: `constrain on, 8 candidates (T 0.8, seed 0)`.
+    pub fn describe(&self) -> String {
+        let c = if self.constrain { "on" } else { "off" };
+        if self.candidates > 1 {
+            format!(
+                "constrain {c}, {} candidates (T {}, top-k {}, seed {})",
+                self.candidates, self.temperature, self.top_k, self.seed
+            )
+        } else {
+            format!("constrain {c}, greedy")
+        }
+    }
+}
+
+/// The guard's identifier state over the SQL of an answer, as a token mask: tokens may only
+/// spell names of the tables shown, where they may stand.
+pub struct SqlMask(pub Names);
+
+impl Constraint for SqlMask {
+    fn next<'a>(&'a self, text: &str) -> Option<Box<dyn Fn(&[u8]) -> bool + 'a>> {
+        // Only the SQL of a fenced answer is masked; anything else is the model's to say.
+        let sql = text.strip_prefix(ANSWER_START)?;
+        let state = self.0.state(sql);
+        if state.is_free() {
+            return None;
+        }
+        Some(Box::new(move |token: &[u8]| state.allows(token)))
+    }
+}
+
+impl Pipeline {
+    /// The levers answers are generated with, the device's default filled in.
+    pub fn levers_in_use(&self) -> Levers {
+        let gpu = self
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.model().device().is_cuda());
+        self.levers.resolved(gpu)
+    }
+
+    /// The mask for a question shown `tables` (qualified names as the selection gives them;
+    /// empty: the whole schema), shown with bare names when `namespace` is set.
+    pub(super) fn mask_for(&self, tables: &[String], namespace: Option<&str>) -> Option<TokenMask> {
+        if !self.levers.constrain {
+            return None;
+        }
+        let shown: Vec<Table> = self
+            .schema
+            .tables
+            .iter()
+            .filter(|t| tables.is_empty() || tables.iter().any(|n| *n == qualified(t)))
+            .map(|t| {
+                let mut t = t.clone();
+                if namespace.is_some() {
+                    t.schema = None;
+                }
+                t
+            })
+            .collect();
+        let refs: Vec<&Table> = shown.iter().collect();
+        Some(TokenMask(Arc::new(SqlMask(Names::new(&refs, self.dialect())))))
+    }
+}
+
+/// A table's name as the selection writes it (`schema.table` outside the default schema).
+fn qualified(t: &Table) -> String {
+    match &t.schema {
+        Some(s) => format!("{s}.{}", t.name),
+        None => t.name.clone(),
+    }
+}
