@@ -22,55 +22,26 @@ use crate::sql::Dialect;
 use machine::{Lex, Mode, Parse, Step};
 
 /// Words of SQL itself, valid wherever an expression may continue (lower case).
-const KEYWORDS: &[&str] = &[
-    "select", "distinct", "from", "where", "and", "or", "not", "in", "is", "null", "like",
-    "ilike", "glob", "between", "exists", "case", "when", "then", "else", "end", "as", "on",
-    "using", "join", "inner", "left", "right", "full", "outer", "cross", "natural", "group",
-    "by", "order", "asc", "desc", "nulls", "first", "last", "having", "limit", "offset",
-    "union", "all", "intersect", "except", "with", "recursive", "cast", "true", "false",
-    "interval", "over", "partition", "rows", "range", "preceding", "following", "current",
-    "row", "unbounded", "filter", "within", "collate", "escape", "date", "time", "timestamp",
-    "fetch", "next", "only", "any", "some", "similar", "to", "year", "month", "day", "hour",
-    "minute", "second", "week", "quarter", "epoch", "dow", "doy", "div", "mod", "regexp",
-    "rlike", "binary", "unsigned", "signed", "integer", "int", "text", "real", "varchar",
-    "char", "character", "numeric", "decimal", "float", "double", "precision", "bigint",
-    "smallint", "boolean", "bool", "values", "lateral", "window", "groups", "exclude", "ties",
-    "others", "no", "zone", "at", "percent", "separator", "leading", "trailing", "both",
-    "for", "of", "isnull", "notnull", "match", "against", "mode", "boolean", "language",
-    "unknown", "default", "array", "distinctrow", "straight_join", "sql_calc_found_rows",
-    "indexed", "ordinality", "tablesample", "xor", "varying", "without", "microsecond",
-    "day_hour", "year_month", "dayofweek", "dayofyear", "isodow", "isoyear", "century",
-    "decade", "millennium", "milliseconds", "microseconds", "timezone", "date_part", "nchar",
-    "blob", "bytea", "json", "jsonb", "uuid", "timestamptz", "serial", "utf8mb4", "explain",
-];
+const KEYWORDS: &str = "\
+    select distinct from where and or not in is null like ilike glob between exists case \
+    when then else end as on using join inner left right full outer cross natural group by \
+    order asc desc nulls first last having limit offset union all intersect except with \
+    recursive cast true false interval over partition rows range preceding following current \
+    row unbounded filter within collate escape date time timestamp fetch next only any some \
+    similar to year month day hour minute second week quarter epoch dow doy div mod regexp \
+    rlike binary unsigned signed integer int text real varchar char character numeric \
+    decimal float double precision bigint smallint boolean bool values lateral window groups \
+    exclude ties others no zone at percent separator leading trailing both for of isnull \
+    notnull match against mode language unknown default array distinctrow straight_join \
+    sql_calc_found_rows indexed ordinality tablesample xor varying without microsecond \
+    day_hour year_month dayofweek dayofyear isodow isoyear century decade millennium \
+    milliseconds microseconds timezone date_part nchar blob bytea json jsonb uuid \
+    timestamptz serial utf8mb4 explain";
 
 /// Names that are not columns although they parse like them (as the guard's name check).
-const PSEUDO_COLUMNS: &[&str] = &[
-    "rowid",
-    "oid",
-    "_rowid_",
-    "ctid",
-    "xmin",
-    "xmax",
-    "cmin",
-    "cmax",
-    "tableoid",
-    "current_date",
-    "current_time",
-    "current_timestamp",
-    "localtime",
-    "localtimestamp",
-    "current_user",
-    "session_user",
-    "current_role",
-    "current_schema",
-    "current_catalog",
-    "user",
-    "true",
-    "false",
-    "null",
-    "unknown",
-];
+const PSEUDO_COLUMNS: &str = "rowid oid _rowid_ ctid xmin xmax cmin cmax tableoid \
+    current_date current_time current_timestamp localtime localtimestamp current_user \
+    session_user current_role current_schema current_catalog user true false null unknown";
 
 /// A sorted set of lower-case names, searched by whole name or by prefix.
 #[derive(Debug, Clone, Default)]
@@ -80,7 +51,12 @@ impl Set {
     fn from_iter<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Set {
         let mut v: Vec<Box<[u8]>> = names
             .into_iter()
-            .map(|s| s.as_ref().to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .map(|s| {
+                s.as_ref()
+                    .to_ascii_lowercase()
+                    .into_bytes()
+                    .into_boxed_slice()
+            })
             .collect();
         v.sort();
         v.dedup();
@@ -154,16 +130,17 @@ impl Names {
         let mut schemas: Vec<(String, Box<[u8]>)> = Vec::new();
         let mut out = Vec::with_capacity(tables.len());
         for t in tables {
-            let schema = t.schema.as_ref().map(|s| {
-                match schemas.iter().position(|(n, _)| n == s) {
-                    Some(i) => i,
-                    None => {
-                        let lower = s.to_ascii_lowercase().into_bytes().into_boxed_slice();
-                        schemas.push((s.clone(), lower));
-                        schemas.len() - 1
-                    }
-                }
-            });
+            let schema =
+                t.schema
+                    .as_ref()
+                    .map(|s| match schemas.iter().position(|(n, _)| n == s) {
+                        Some(i) => i,
+                        None => {
+                            let lower = s.to_ascii_lowercase().into_bytes().into_boxed_slice();
+                            schemas.push((s.clone(), lower));
+                            schemas.len() - 1
+                        }
+                    });
             out.push(TableNames {
                 name: t.name.clone(),
                 lower: t.name.to_ascii_lowercase().into_bytes().into_boxed_slice(),
@@ -192,15 +169,15 @@ impl Names {
         };
         Names {
             dialect,
-            keywords: Set::from_iter(KEYWORDS),
+            keywords: Set::from_iter(KEYWORDS.split_whitespace()),
             words: Set::from_iter(
                 KEYWORDS
-                    .iter()
-                    .chain(PSEUDO_COLUMNS)
-                    .map(|s| s.to_string())
+                    .split_whitespace()
+                    .chain(PSEUDO_COLUMNS.split_whitespace())
+                    .map(str::to_string)
                     .chain(functions),
             ),
-            pseudo: Set::from_iter(PSEUDO_COLUMNS),
+            pseudo: Set::from_iter(PSEUDO_COLUMNS.split_whitespace()),
             all_cols: cols(false),
             all_bare_cols: cols(true),
             bare_tables: Set::from_iter(out.iter().filter(|t| t.bare).map(|t| &t.name)),

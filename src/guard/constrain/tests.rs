@@ -16,7 +16,10 @@ fn table(name: &str, cols: &[&str]) -> Table {
 fn tables() -> Vec<Table> {
     vec![
         table("singer", &["Singer_ID", "Name", "Country", "Age"]),
-        table("concert", &["concert_ID", "concert_Name", "Stadium_ID", "Year"]),
+        table(
+            "concert",
+            &["concert_ID", "concert_Name", "Stadium_ID", "Year"],
+        ),
         table("singer_in_concert", &["concert_ID", "Singer_ID"]),
         table("Order Details", &["OrderID", "Unit Price"]),
         table("Orders", &["OrderID", "Freight"]),
@@ -44,7 +47,11 @@ fn forced(n: &Names, sql: &str) -> Result<(), String> {
         }
         for j in i + 1..=(i + 6).min(b.len()) {
             if !st.allows(&b[i..j]) {
-                return Err(format!("{:?} | {:?}", &sql[..i], String::from_utf8_lossy(&b[i..j])));
+                return Err(format!(
+                    "{:?} | {:?}",
+                    &sql[..i],
+                    String::from_utf8_lossy(&b[i..j])
+                ));
             }
         }
     }
@@ -80,21 +87,45 @@ fn each_dialect_quotes_its_way() {
     let pg = names(Dialect::Postgres);
     assert!(ok(&pg, "SELECT * FROM ", "\"Order Details\" o"));
     assert!(ok(&pg, "SELECT \"Name\" FROM singer WHERE ", "\"Age\" > 1"));
-    assert!(!ok(&pg, "SELECT \"Name\" FROM singer WHERE ", "\"Agee\" > 1"));
+    assert!(!ok(
+        &pg,
+        "SELECT \"Name\" FROM singer WHERE ",
+        "\"Agee\" > 1"
+    ));
     // PostgreSQL folds `Name` to `name`, which singer lacks; `city.name` is fine.
     assert!(!ok(&pg, "SELECT s.", "Country FROM"));
-    assert!(ok(&pg, "SELECT c.name FROM city AS c WHERE c.", "name = 'x'"));
+    assert!(ok(
+        &pg,
+        "SELECT c.name FROM city AS c WHERE c.",
+        "name = 'x'"
+    ));
     // A backtick is the closing fence there.
     assert!(pg.state("SELECT 1 `").is_free());
     let my = names(Dialect::MySql);
     assert!(ok(&my, "SELECT * FROM ", "`Order Details`"));
     assert!(!ok(&my, "SELECT * FROM ", "`Order Detail`"));
-    assert!(ok(&my, "SELECT `Unit Price` FROM `Order Details` WHERE ", "`OrderID` = 1"));
-    assert!(!ok(&my, "SELECT `Unit Price` FROM `Order Details` WHERE ", "`Orderid2`"));
+    assert!(ok(
+        &my,
+        "SELECT `Unit Price` FROM `Order Details` WHERE ",
+        "`OrderID` = 1"
+    ));
+    assert!(!ok(
+        &my,
+        "SELECT `Unit Price` FROM `Order Details` WHERE ",
+        "`Orderid2`"
+    ));
     // Double quotes are strings in MySQL and SQLite expressions.
-    assert!(ok(&my, "SELECT Name FROM singer WHERE Country = ", "\"Frnce\""));
+    assert!(ok(
+        &my,
+        "SELECT Name FROM singer WHERE Country = ",
+        "\"Frnce\""
+    ));
     let lite = names(Dialect::Sqlite);
-    assert!(ok(&lite, "SELECT Name FROM singer WHERE Country = ", "\"Frnce\""));
+    assert!(ok(
+        &lite,
+        "SELECT Name FROM singer WHERE Country = ",
+        "\"Frnce\""
+    ));
     assert!(ok(&lite, "SELECT * FROM ", "[Order Details]"));
     assert!(ok(&lite, "SELECT * FROM ", "`Orders`"));
     // "``" closes the answer's code fence in every dialect.
@@ -137,7 +168,11 @@ fn expression_slots_see_their_scope() {
     assert!(!ok(&n, "SELECT Name FROM singer WHERE ", "Stadium_ID > 3"));
     assert!(ok(&n, "SELECT Name FROM singer WHERE Age > ", "3 ORDER BY"));
     assert!(ok(&n, "SELECT Name FROM singer ORDER BY ", "count(*) DESC"));
-    assert!(ok(&n, "SELECT count(*) AS total FROM singer ORDER BY ", "total"));
+    assert!(ok(
+        &n,
+        "SELECT count(*) AS total FROM singer ORDER BY ",
+        "total"
+    ));
     // Before FROM every shown column is possible.
     assert!(ok(&n, "SELECT ", "Year, Name FROM"));
     assert!(!ok(&n, "SELECT ", "Yaer, Name"));
@@ -149,7 +184,11 @@ fn expression_slots_see_their_scope() {
     assert!(ok(&n, sql, "Age > 1"));
     assert!(!ok(&n, sql, "Stadium_ID > 1"));
     assert!(ok(&n, &format!("{sql}concert_ID = 1)"), " AND Age > 1"));
-    assert!(!ok(&n, &format!("{sql}concert_ID = 1)"), " AND concert_Name"));
+    assert!(!ok(
+        &n,
+        &format!("{sql}concert_ID = 1)"),
+        " AND concert_Name"
+    ));
     // EXTRACT(YEAR FROM x) and friends are no table slot.
     let sql = "SELECT Name FROM singer WHERE extract(";
     assert!(ok(&n, sql, "YEAR FROM Age)"));
@@ -179,10 +218,16 @@ fn ctes_and_derived_tables() {
 #[test]
 fn strings_comments_and_the_end_are_free() {
     let n = names(Dialect::Sqlite);
-    assert!(n.state("SELECT Name FROM singer WHERE Name = 'it''s").is_free());
+    assert!(n
+        .state("SELECT Name FROM singer WHERE Name = 'it''s")
+        .is_free());
     assert!(ok(&n, "SELECT Name FROM singer WHERE Name = '", "zzz qq'"));
     assert!(ok(&n, "SELECT Name FROM singer WHERE Name = 'a''", "b'"));
-    assert!(!ok(&n, "SELECT Name FROM singer WHERE Name = 'a' AND ", "zzz "));
+    assert!(!ok(
+        &n,
+        "SELECT Name FROM singer WHERE Name = 'a' AND ",
+        "zzz "
+    ));
     assert!(ok(&n, "SELECT Name -- ", "whatever"));
     assert!(ok(&n, "SELECT Name /* nope", " nix */ FROM singer"));
     assert!(!ok(&n, "SELECT Name /* nope */ FROM ", "nix "));
@@ -207,12 +252,20 @@ fn tokens_of_several_words_and_partial_utf8() {
     let refs: Vec<&Table> = t.iter().collect();
     let u = Names::new(&refs, Dialect::Sqlite);
     assert!(u.state("SELECT * FROM \"caf").allows(&[0xc3]));
-    assert!(u.state("SELECT * FROM \"caf\u{e9}").allows(b"\" WHERE prix"));
+    assert!(u
+        .state("SELECT * FROM \"caf\u{e9}")
+        .allows(b"\" WHERE prix"));
     assert!(!u.state("SELECT * FROM \"caf").allows(&[0xc4]));
-    assert!(!u.state("SELECT * FROM \"caf\u{e9}\" WHERE pri").allows(&[0xc3]));
+    assert!(!u
+        .state("SELECT * FROM \"caf\u{e9}\" WHERE pri")
+        .allows(&[0xc3]));
     // A name that needs no quotes may hold such bytes too.
-    assert!(!n.state("SELECT Name FROM singer WHERE Name").allows(&[0xc3]));
-    assert!(n.state("SELECT Name FROM singer WHERE Name = 'x").allows(&[0xc3]));
+    assert!(!n
+        .state("SELECT Name FROM singer WHERE Name")
+        .allows(&[0xc3]));
+    assert!(n
+        .state("SELECT Name FROM singer WHERE Name = 'x")
+        .allows(&[0xc3]));
 }
 
 #[test]
