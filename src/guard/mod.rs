@@ -9,6 +9,7 @@
 //! The database is opened read-only as well: the guard is the first line of defence, not the
 //! only one. Never touches a database.
 
+pub mod constrain;
 pub mod dialect;
 pub mod functions;
 pub mod lex;

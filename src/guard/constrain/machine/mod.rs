@@ -1,0 +1,523 @@
+//! The incremental lexer and state machine behind [`super::State`]: one byte at a time, it
+//! tracks strings, comments and quoted names, query levels (subqueries, CTE bodies), their
+//! clauses and FROM sources, and decides for each word which slot it fills and whether it
+//! is valid there.
+//!
+//! [`Lex`] is the small per-byte part (copied for every token checked); [`Parse`] holds the
+//! scopes and is cloned only when a token changes them. Never refuses while reading the SQL
+//! written so far (only while checking a token) and never panics on model text.
+
+mod step;
+
+use super::Names;
+use crate::sql::Dialect;
+
+pub(super) use step::step;
+
+/// What the bytes at hand are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    Normal,
+    Word,
+    Number,
+    /// A quoted name, closed by the byte given.
+    Quoted(u8),
+    Str,
+    Line,
+    Block,
+    /// Everything allowed from here on.
+    Free,
+}
+
+/// Where a relation's columns come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cols {
+    Table(usize),
+    Cte(usize),
+    Unknown,
+}
+
+/// What may follow `X.`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Qual {
+    Cols(Cols),
+    /// X not defined yet (an alias before its FROM): any column of any table, and the use is
+    /// remembered for the alias check.
+    AnyColumn,
+    Schema(usize),
+    Any,
+}
+
+/// The slot a word fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    Start,
+    Any,
+    Table,
+    TableOrQuery,
+    TableIn(usize),
+    AfterTable(Cols),
+    Alias(Cols),
+    Keywords,
+    Qualified(Qual),
+    Expr,
+    CteName,
+    CteCol(usize),
+}
+
+/// The last significant thing before the next word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Prev {
+    Start,
+    From,
+    Join,
+    With,
+    As,
+    Table(Cols),
+    AsFrom(Cols),
+    Alias,
+    CteNamed(usize),
+    Comma,
+    Dot(Qual),
+    SchemaDot(usize),
+    Cast,
+    Word,
+    Other,
+}
+
+const BUF: usize = 96;
+
+/// A word being written (original bytes), up to [`BUF`] bytes; longer words go unchecked.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Buf {
+    b: [u8; BUF],
+    n: usize,
+    long: bool,
+}
+
+impl Buf {
+    fn new() -> Buf {
+        Buf {
+            b: [0; BUF],
+            n: 0,
+            long: false,
+        }
+    }
+    fn push(&mut self, c: u8) {
+        if self.n < BUF {
+            self.b[self.n] = c;
+            self.n += 1;
+        } else {
+            self.long = true;
+        }
+    }
+    fn clear(&mut self) {
+        self.n = 0;
+        self.long = false;
+    }
+    fn lower(&self) -> Buf {
+        let mut l = *self;
+        l.b[..l.n].make_ascii_lowercase();
+        l
+    }
+    fn get(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+/// The per-byte state: copied for each token checked.
+#[derive(Debug, Clone)]
+pub(super) struct Lex {
+    pub(super) mode: Mode,
+    /// The word or quoted name being written goes unchecked (a parameter, a lenient string).
+    pub(super) free_word: bool,
+    prev_byte: u8,
+    prev: Prev,
+    slot: Slot,
+    word: Buf,
+    /// The qualifier before the last `.`, for remembering uses of undefined aliases.
+    qual: Buf,
+    /// A quoted name just closed: what a `.` after it would qualify.
+    dot_qual: Option<Qual>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Table,
+    Expr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// A query level (index into `levels`), opened in a table or expression position.
+    Level(Ctx),
+    /// `(` whose first word decides: a subquery or a group.
+    Pending(Ctx),
+    Group,
+    /// Parenthesised joins in FROM: clauses work as at the level's base.
+    Join,
+    /// A list of names (CTE columns, alias column lists): any word.
+    AnyList(Option<usize>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clause {
+    Select,
+    From,
+    With,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+struct Rel {
+    name: Box<[u8]>,
+    cols: Cols,
+}
+
+#[derive(Debug, Clone)]
+struct Level {
+    clause: Clause,
+    from_seen: bool,
+    rels: Vec<Rel>,
+}
+
+#[derive(Debug, Clone)]
+struct Cte {
+    name: Box<[u8]>,
+    cols: Option<Vec<Box<[u8]>>>,
+}
+
+/// A qualified name written before its qualifier was defined: `T1.name` before `FROM … T1`.
+#[derive(Debug, Clone)]
+struct Use {
+    level: usize,
+    alias: Box<[u8]>,
+    col: Box<[u8]>,
+}
+
+/// The scopes: cloned only when a token changes them.
+#[derive(Debug, Clone)]
+pub(super) struct Parse {
+    frames: Vec<Frame>,
+    levels: Vec<Level>,
+    ctes: Vec<Cte>,
+    aliases: Vec<Box<[u8]>>,
+    uses: Vec<Use>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    Go,
+    Accept,
+    Refuse,
+}
+
+fn word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Bytes that could make a token refused.
+fn interesting(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 || matches!(b, b'"' | b'`' | b'[')
+}
+
+impl Lex {
+    pub(super) fn new() -> Lex {
+        Lex {
+            mode: Mode::Normal,
+            free_word: false,
+            prev_byte: b' ',
+            prev: Prev::Start,
+            slot: Slot::Start,
+            word: Buf::new(),
+            qual: Buf::new(),
+            dot_qual: None,
+        }
+    }
+}
+
+impl Parse {
+    pub(super) fn new() -> Parse {
+        Parse {
+            frames: vec![Frame::Level(Ctx::Expr)],
+            levels: vec![Level {
+                clause: Clause::Select,
+                from_seen: false,
+                rels: Vec::new(),
+            }],
+            ctes: Vec::new(),
+            aliases: Vec::new(),
+            uses: Vec::new(),
+        }
+    }
+
+    fn level(&self) -> &Level {
+        // There is always a root level.
+        &self.levels[self.levels.len() - 1]
+    }
+
+    fn level_mut(&mut self) -> &mut Level {
+        let i = self.levels.len() - 1;
+        &mut self.levels[i]
+    }
+
+    fn top(&self) -> Frame {
+        self.frames
+            .last()
+            .copied()
+            .unwrap_or(Frame::Level(Ctx::Expr))
+    }
+
+    fn at_base(&self) -> bool {
+        matches!(self.top(), Frame::Level(_) | Frame::Join)
+    }
+
+    fn slot(&self, prev: Prev) -> Slot {
+        match prev {
+            Prev::Dot(q) => return Slot::Qualified(q),
+            Prev::SchemaDot(s) => return Slot::TableIn(s),
+            Prev::As | Prev::Cast => return Slot::Any,
+            Prev::Start if self.frames.len() == 1 => return Slot::Start,
+            _ => {}
+        }
+        match self.top() {
+            Frame::Pending(Ctx::Table) => return Slot::TableOrQuery,
+            Frame::Pending(Ctx::Expr) | Frame::Group => return Slot::Expr,
+            Frame::AnyList(Some(c)) => return Slot::CteCol(c),
+            Frame::AnyList(None) => return Slot::Any,
+            Frame::Level(_) | Frame::Join => {}
+        }
+        match (self.level().clause, prev) {
+            (Clause::With, Prev::With | Prev::Comma) => Slot::CteName,
+            (Clause::With, _) => Slot::Keywords,
+            (Clause::From, Prev::From | Prev::Join | Prev::Comma) => Slot::Table,
+            (Clause::From, Prev::Table(c)) => Slot::AfterTable(c),
+            (Clause::From, Prev::AsFrom(c)) => Slot::Alias(c),
+            (Clause::From, _) => Slot::Keywords,
+            _ => Slot::Expr,
+        }
+    }
+
+    fn from_missing(&self) -> bool {
+        self.levels.iter().any(|l| !l.from_seen)
+    }
+
+    fn cte(&self, w: &[u8]) -> Option<usize> {
+        self.ctes.iter().rposition(|c| c.name.as_ref() == w)
+    }
+
+    /// Columns of some relation in scope are unknown: bare words are free.
+    fn open_scope(&self) -> bool {
+        self.levels
+            .iter()
+            .flat_map(|l| &l.rels)
+            .any(|r| match r.cols {
+                Cols::Unknown => true,
+                Cols::Cte(c) => self.ctes.get(c).is_none_or(|c| c.cols.is_none()),
+                Cols::Table(_) => false,
+            })
+    }
+
+    fn cols_have(&self, n: &Names, cols: Cols, w: &[u8], complete: bool, quoted: bool) -> bool {
+        match cols {
+            Cols::Table(i) => n.tables.get(i).is_none_or(|t| {
+                let set = if quoted { &t.cols } else { &t.bare_cols };
+                set.fits(w, complete) || n.pseudo.fits(w, complete)
+            }),
+            Cols::Cte(c) => match self.ctes.get(c).and_then(|c| c.cols.as_ref()) {
+                Some(cols) => {
+                    cols.iter().any(|x| fits(x, w, complete)) || n.pseudo.fits(w, complete)
+                }
+                None => true,
+            },
+            Cols::Unknown => true,
+        }
+    }
+
+    fn qualify(&self, n: &Names, w: &[u8]) -> Qual {
+        let cur = self.levels.len() - 1;
+        let find = |l: &Level| {
+            l.rels
+                .iter()
+                .rev()
+                .find(|r| r.name.as_ref() == w)
+                .map(|r| r.cols)
+        };
+        if let Some(c) = find(self.level()) {
+            return Qual::Cols(c);
+        }
+        let outer = self.levels[..cur].iter().rev().find_map(find);
+        if !self.level().from_seen {
+            return match outer {
+                Some(Cols::Table(_)) | None => Qual::AnyColumn,
+                Some(c) => Qual::Cols(c),
+            };
+        }
+        if let Some(c) = outer {
+            return Qual::Cols(c);
+        }
+        if let Some(c) = self.cte(w) {
+            return Qual::Cols(Cols::Cte(c));
+        }
+        if let Some(i) = n.tables.iter().position(|t| t.lower.as_ref() == w) {
+            return Qual::Cols(Cols::Table(i));
+        }
+        if let Some(s) = n.schemas.iter().position(|(_, l)| l.as_ref() == w) {
+            return Qual::Schema(s);
+        }
+        if self.from_missing() {
+            Qual::AnyColumn
+        } else {
+            Qual::Any
+        }
+    }
+
+    /// Whether `alias` fits every column it was used with before it was defined.
+    fn alias_ok(&self, n: &Names, alias: &[u8], cols: Cols) -> bool {
+        let cur = self.levels.len() - 1;
+        self.uses
+            .iter()
+            .filter(|u| u.level == cur && u.alias.as_ref() == alias)
+            .all(|u| self.cols_have(n, cols, &u.col, true, true))
+    }
+}
+
+fn fits(name: &[u8], w: &[u8], complete: bool) -> bool {
+    if complete {
+        name == w
+    } else {
+        name.starts_with(w)
+    }
+}
+
+/// Whether word `w` (lower case; `exact` as written) is valid in `slot`: whole (`next` is the
+/// byte after it) or as a prefix (`next` is `None`).
+fn valid(
+    n: &Names,
+    p: &Parse,
+    slot: Slot,
+    w: &[u8],
+    exact: &[u8],
+    quoted: bool,
+    next: Option<u8>,
+) -> bool {
+    let complete = next.is_some();
+    match slot {
+        Slot::Start | Slot::Any | Slot::CteName | Slot::CteCol(_) => true,
+        Slot::Table | Slot::TableOrQuery => {
+            if quoted {
+                return n
+                    .tables
+                    .iter()
+                    .any(|t| t.schema.is_none() && fits(t.name.as_bytes(), exact, complete))
+                    || n.schemas
+                        .iter()
+                        .any(|(s, _)| fits(s.as_bytes(), exact, complete))
+                    || p.ctes.iter().any(|c| fits(&c.name, w, complete));
+            }
+            n.tables
+                .iter()
+                .any(|t| t.bare && t.schema.is_none() && fits(&t.lower, w, complete))
+                || (n.dialect == Dialect::Postgres && n.bare_tables.fits(w, complete))
+                || n.schemas.iter().any(|(_, l)| fits(l, w, complete))
+                || p.ctes.iter().any(|c| fits(&c.name, w, complete))
+                || [&b"lateral"[..], b"only"]
+                    .iter()
+                    .any(|k| fits(k, w, complete))
+                || (slot == Slot::TableOrQuery
+                    && [&b"select"[..], b"with", b"values"]
+                        .iter()
+                        .any(|k| fits(k, w, complete)))
+        }
+        Slot::TableIn(s) => n.tables.iter().any(|t| {
+            t.schema == Some(s)
+                && if quoted {
+                    fits(t.name.as_bytes(), exact, complete)
+                } else {
+                    t.bare && fits(&t.lower, w, complete)
+                }
+        }),
+        Slot::AfterTable(c) | Slot::Alias(c) => {
+            !complete
+                || (matches!(slot, Slot::AfterTable(_)) && n.keywords.has(w))
+                || p.alias_ok(n, w, c)
+        }
+        Slot::Keywords => n.keywords.fits(w, complete),
+        Slot::Qualified(q) => match q {
+            Qual::Cols(c) => p.cols_have(n, c, w, complete, quoted),
+            Qual::AnyColumn => {
+                let set = if quoted {
+                    &n.all_cols
+                } else {
+                    &n.all_bare_cols
+                };
+                set.fits(w, complete) || n.pseudo.fits(w, complete)
+            }
+            Qual::Schema(s) => n
+                .tables
+                .iter()
+                .any(|t| t.schema == Some(s) && fits(&t.lower, w, complete)),
+            Qual::Any => true,
+        },
+        Slot::Expr => expr_valid(n, p, w, quoted, next),
+    }
+}
+
+fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) -> bool {
+    let complete = next.is_some();
+    if p.open_scope() {
+        return true;
+    }
+    let missing = p.from_missing();
+    if missing && (!complete || next == Some(b'.')) {
+        return true;
+    }
+    if n.words.fits(w, complete)
+        || (if quoted {
+            &n.all_tables
+        } else {
+            &n.bare_tables
+        })
+        .fits(w, complete)
+        || n.schemas.iter().any(|(_, l)| fits(l, w, complete))
+        || p.ctes.iter().any(|c| fits(&c.name, w, complete))
+        || p.aliases.iter().any(|a| fits(a, w, complete))
+        || p.levels
+            .iter()
+            .flat_map(|l| &l.rels)
+            .any(|r| fits(&r.name, w, complete))
+    {
+        return true;
+    }
+    if missing {
+        return (if quoted {
+            &n.all_cols
+        } else {
+            &n.all_bare_cols
+        })
+        .fits(w, complete);
+    }
+    p.levels
+        .iter()
+        .flat_map(|l| &l.rels)
+        .any(|r| p.cols_have(n, r.cols, w, complete, quoted))
+}
+
+/// Whether the word or quoted name still being written may go on.
+pub(super) fn partial_ok(n: &Names, lex: &Lex, p: &Parse) -> bool {
+    match lex.mode {
+        Mode::Word | Mode::Quoted(_) if !lex.free_word && !lex.word.long => {
+            let w = lex.word.lower();
+            valid(
+                n,
+                p,
+                lex.slot,
+                w.get(),
+                lex.word.get(),
+                matches!(lex.mode, Mode::Quoted(_)),
+                None,
+            )
+        }
+        _ => true,
+    }
+}

@@ -1,0 +1,244 @@
+//! Schema-constrained decoding, the SQL side: while the model writes SQL token by token,
+//! [`State::allows`] says whether one more token may come next, so that every table and column
+//! name the model writes exists among the tables it was shown. [`Names`] holds the names of
+//! those tables (built once per question); [`Names::state`] re-lexes the SQL written so far
+//! into a small state machine ([`machine`]): which query level, clause and slot the next word
+//! falls in, which tables, aliases and CTEs are in scope.
+//!
+//! It errs on the side of allowing, as the guard's name check ([`super::names`]) does: what it
+//! cannot see into (derived tables, CTEs without a column list, strings, comments, anything
+//! after the statement) is free, and the guard still checks the finished statement. Never
+//! touches a database, the model or its tokenizer: it sees text and token bytes only.
+
+mod machine;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+
+use crate::schema::{ident, Table};
+use crate::sql::Dialect;
+
+use machine::{Lex, Mode, Parse, Step};
+
+/// Words of SQL itself, valid wherever an expression may continue (lower case).
+const KEYWORDS: &str = "\
+    select distinct from where and or not in is null like ilike glob between exists case \
+    when then else end as on using join inner left right full outer cross natural group by \
+    order asc desc nulls first last having limit offset union all intersect except with \
+    recursive cast true false interval over partition rows range preceding following current \
+    row unbounded filter within collate escape date time timestamp fetch next only any some \
+    similar to year month day hour minute second week quarter epoch dow doy div mod regexp \
+    rlike binary unsigned signed integer int text real varchar char character numeric \
+    decimal float double precision bigint smallint boolean bool values lateral window groups \
+    exclude ties others no zone at percent separator leading trailing both for of isnull \
+    notnull match against mode language unknown default array distinctrow straight_join \
+    sql_calc_found_rows indexed ordinality tablesample xor varying without microsecond \
+    day_hour year_month dayofweek dayofyear isodow isoyear century decade millennium \
+    milliseconds microseconds timezone date_part nchar blob bytea json jsonb uuid \
+    timestamptz serial utf8mb4 explain";
+
+/// Names that are not columns although they parse like them (as the guard's name check).
+const PSEUDO_COLUMNS: &str = "rowid oid _rowid_ ctid xmin xmax cmin cmax tableoid \
+    current_date current_time current_timestamp localtime localtimestamp current_user \
+    session_user current_role current_schema current_catalog user true false null unknown";
+
+/// A sorted set of lower-case names, searched by whole name or by prefix.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Set(Vec<Box<[u8]>>);
+
+impl Set {
+    fn from_iter<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Set {
+        let mut v: Vec<Box<[u8]>> = names
+            .into_iter()
+            .map(|s| {
+                s.as_ref()
+                    .to_ascii_lowercase()
+                    .into_bytes()
+                    .into_boxed_slice()
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        Set(v)
+    }
+
+    /// Whether `w` (lower case) is in the set.
+    fn has(&self, w: &[u8]) -> bool {
+        self.0.binary_search_by(|x| x.as_ref().cmp(w)).is_ok()
+    }
+
+    /// Whether some name starts with `p` (lower case).
+    fn has_prefix(&self, p: &[u8]) -> bool {
+        let i = self.0.partition_point(|x| x.as_ref() < p);
+        self.0.get(i).is_some_and(|x| x.starts_with(p))
+    }
+
+    /// Whole name (`complete`) or prefix.
+    fn fits(&self, w: &[u8], complete: bool) -> bool {
+        if complete {
+            self.has(w)
+        } else {
+            self.has_prefix(w)
+        }
+    }
+}
+
+/// One table shown to the model.
+#[derive(Debug, Clone)]
+pub(crate) struct TableNames {
+    /// The name as stored (exact case), for quoted names in a table slot.
+    name: String,
+    lower: Box<[u8]>,
+    /// Index into [`Names::schemas`] when the table lives outside the default namespace.
+    schema: Option<usize>,
+    /// Whether the name may be written without quotes.
+    bare: bool,
+    /// Every column (lower case) and those that may be written without quotes.
+    cols: Set,
+    bare_cols: Set,
+}
+
+/// The names a question's SQL may use: built once per question from the tables shown.
+#[derive(Debug, Clone)]
+pub struct Names {
+    dialect: Dialect,
+    tables: Vec<TableNames>,
+    /// Namespaces of tables outside the default one (exact case, lower case).
+    schemas: Vec<(String, Box<[u8]>)>,
+    /// SQL keywords (for telling an alias from a keyword).
+    keywords: Set,
+    /// Keywords, allowed function names and pseudo-columns: valid in any expression.
+    words: Set,
+    pseudo: Set,
+    /// Columns of all tables, and those writable bare.
+    all_cols: Set,
+    all_bare_cols: Set,
+    /// Table names writable bare.
+    bare_tables: Set,
+    /// Every table name (lower case), for quoted names outside a table slot.
+    all_tables: Set,
+}
+
+fn simple(name: &str, dialect: Dialect) -> bool {
+    ident(name, dialect) == name
+}
+
+impl Names {
+    /// The names of `tables` as `dialect` writes them.
+    pub fn new(tables: &[&Table], dialect: Dialect) -> Names {
+        let mut schemas: Vec<(String, Box<[u8]>)> = Vec::new();
+        let mut out = Vec::with_capacity(tables.len());
+        for t in tables {
+            let schema =
+                t.schema
+                    .as_ref()
+                    .map(|s| match schemas.iter().position(|(n, _)| n == s) {
+                        Some(i) => i,
+                        None => {
+                            let lower = s.to_ascii_lowercase().into_bytes().into_boxed_slice();
+                            schemas.push((s.clone(), lower));
+                            schemas.len() - 1
+                        }
+                    });
+            out.push(TableNames {
+                name: t.name.clone(),
+                lower: t.name.to_ascii_lowercase().into_bytes().into_boxed_slice(),
+                schema,
+                bare: simple(&t.name, dialect),
+                cols: Set::from_iter(t.columns.iter().map(|c| &c.name)),
+                bare_cols: Set::from_iter(
+                    t.columns
+                        .iter()
+                        .filter(|c| simple(&c.name, dialect))
+                        .map(|c| &c.name),
+                ),
+            });
+        }
+        let functions: Vec<String> = super::functions::current()
+            .names(dialect)
+            .map(str::to_string)
+            .collect();
+        let cols = |bare: bool| {
+            Set::from_iter(tables.iter().flat_map(|t| {
+                t.columns
+                    .iter()
+                    .filter(move |c| !bare || simple(&c.name, dialect))
+                    .map(|c| c.name.as_str())
+            }))
+        };
+        Names {
+            dialect,
+            keywords: Set::from_iter(KEYWORDS.split_whitespace()),
+            words: Set::from_iter(
+                KEYWORDS
+                    .split_whitespace()
+                    .chain(PSEUDO_COLUMNS.split_whitespace())
+                    .map(str::to_string)
+                    .chain(functions),
+            ),
+            pseudo: Set::from_iter(PSEUDO_COLUMNS.split_whitespace()),
+            all_cols: cols(false),
+            all_bare_cols: cols(true),
+            bare_tables: Set::from_iter(out.iter().filter(|t| t.bare).map(|t| &t.name)),
+            all_tables: Set::from_iter(out.iter().map(|t| &t.name)),
+            tables: out,
+            schemas,
+        }
+    }
+
+    /// Where the SQL written so far leaves the next token.
+    pub fn state(&self, sql: &str) -> State<'_> {
+        let mut lex = Lex::new();
+        let mut parse = Cow::Owned(Parse::new());
+        for &b in sql.as_bytes() {
+            if machine::step(self, &mut lex, &mut parse, b, &[], false) == Step::Accept
+                && lex.mode == Mode::Free
+            {
+                break;
+            }
+        }
+        State {
+            names: self,
+            lex,
+            parse: parse.into_owned(),
+        }
+    }
+}
+
+/// The state after some SQL: what may come next.
+#[derive(Debug, Clone)]
+pub struct State<'a> {
+    names: &'a Names,
+    lex: Lex,
+    parse: Parse,
+}
+
+impl State<'_> {
+    /// Nothing is constrained here: inside a string or comment, after the statement's end, or
+    /// in a statement that is no query.
+    pub fn is_free(&self) -> bool {
+        match self.lex.mode {
+            Mode::Free | Mode::Str | Mode::Line | Mode::Block => true,
+            Mode::Quoted(_) => self.lex.free_word,
+            _ => false,
+        }
+    }
+
+    /// Whether the bytes of one token may come next.
+    pub fn allows(&self, next: &[u8]) -> bool {
+        if self.lex.mode == Mode::Free {
+            return true;
+        }
+        let mut lex = self.lex.clone();
+        let mut parse = Cow::Borrowed(&self.parse);
+        for (i, &b) in next.iter().enumerate() {
+            match machine::step(self.names, &mut lex, &mut parse, b, &next[i + 1..], true) {
+                Step::Go => {}
+                Step::Accept => return true,
+                Step::Refuse => return false,
+            }
+        }
+        machine::partial_ok(self.names, &lex, &parse)
+    }
+}

@@ -1,0 +1,284 @@
+//! Unit tests of constrained decoding: table, qualified and expression slots, scopes (aliases
+//! before their FROM, subqueries, CTEs), quoting in each dialect, free regions (strings,
+//! comments, the closing fence) and tokens of several words or partial UTF-8. Never reads
+//! files or touches a database.
+
+use super::*;
+use crate::schema::{Column, TableKind};
+
+fn table(name: &str, cols: &[&str]) -> Table {
+    Table {
+        columns: cols.iter().map(|c| Column::new(*c, "TEXT")).collect(),
+        ..Table::new(None, name, TableKind::Table)
+    }
+}
+
+fn tables() -> Vec<Table> {
+    vec![
+        table("singer", &["Singer_ID", "Name", "Country", "Age"]),
+        table(
+            "concert",
+            &["concert_ID", "concert_Name", "Stadium_ID", "Year"],
+        ),
+        table("singer_in_concert", &["concert_ID", "Singer_ID"]),
+        table("Order Details", &["OrderID", "Unit Price"]),
+        table("Orders", &["OrderID", "Freight"]),
+        table("city", &["name", "pop"]),
+    ]
+}
+
+fn names(d: Dialect) -> Names {
+    let t = tables();
+    let refs: Vec<&Table> = t.iter().collect();
+    Names::new(&refs, d)
+}
+
+fn ok(n: &Names, sql: &str, tok: &str) -> bool {
+    n.state(sql).allows(tok.as_bytes())
+}
+
+/// Every split of `sql` into "so far" and a token of 1..=6 bytes is allowed.
+fn forced(n: &Names, sql: &str) -> Result<(), String> {
+    let b = sql.as_bytes();
+    for i in 0..b.len() {
+        let st = n.state(std::str::from_utf8(&b[..i]).unwrap_or(""));
+        if !sql.is_char_boundary(i) {
+            continue;
+        }
+        for j in i + 1..=(i + 6).min(b.len()) {
+            if !st.allows(&b[i..j]) {
+                return Err(format!(
+                    "{:?} | {:?}",
+                    &sql[..i],
+                    String::from_utf8_lossy(&b[i..j])
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn table_slot_takes_shown_tables_only() {
+    let n = names(Dialect::Sqlite);
+    assert!(ok(&n, "SELECT * FROM", " singer"));
+    assert!(ok(&n, "SELECT * FROM ", "Singer"));
+    assert!(ok(&n, "SELECT * FROM sing", "er "));
+    assert!(!ok(&n, "SELECT * FROM ", "singr"));
+    assert!(!ok(&n, "SELECT * FROM singr", " "));
+    assert!(!ok(&n, "SELECT * FROM singer JOIN ", "concerts "));
+    assert!(ok(&n, "SELECT * FROM singer JOIN ", "concert "));
+    assert!(ok(&n, "SELECT * FROM singer, ", "city"));
+    assert!(!ok(&n, "SELECT * FROM singer, ", "town"));
+    // A name that needs quotes is valid quoted only, in exact case.
+    assert!(ok(&n, "SELECT * FROM ", "\"Order Details\""));
+    assert!(ok(&n, "SELECT * FROM \"Order", " Det"));
+    assert!(!ok(&n, "SELECT * FROM \"Order", "\" "));
+    assert!(!ok(&n, "SELECT * FROM ", "\"order details\""));
+    assert!(!ok(&n, "SELECT * FROM Order", " "));
+    assert!(ok(&n, "SELECT * FROM Order", "s "));
+    // A subquery may stand where a table does.
+    assert!(ok(&n, "SELECT * FROM (", "SELECT"));
+    assert!(ok(&n, "SELECT * FROM ", "(SELECT"));
+}
+
+#[test]
+fn each_dialect_quotes_its_way() {
+    let pg = names(Dialect::Postgres);
+    assert!(ok(&pg, "SELECT * FROM ", "\"Order Details\" o"));
+    assert!(ok(&pg, "SELECT \"Name\" FROM singer WHERE ", "\"Age\" > 1"));
+    assert!(!ok(
+        &pg,
+        "SELECT \"Name\" FROM singer WHERE ",
+        "\"Agee\" > 1"
+    ));
+    // PostgreSQL folds `Name` to `name`, which singer lacks; `city.name` is fine.
+    assert!(!ok(&pg, "SELECT s.", "Country FROM"));
+    assert!(ok(
+        &pg,
+        "SELECT c.name FROM city AS c WHERE c.",
+        "name = 'x'"
+    ));
+    // A backtick is the closing fence there.
+    assert!(pg.state("SELECT 1 `").is_free());
+    let my = names(Dialect::MySql);
+    assert!(ok(&my, "SELECT * FROM ", "`Order Details`"));
+    assert!(!ok(&my, "SELECT * FROM ", "`Order Detail`"));
+    assert!(ok(
+        &my,
+        "SELECT `Unit Price` FROM `Order Details` WHERE ",
+        "`OrderID` = 1"
+    ));
+    assert!(!ok(
+        &my,
+        "SELECT `Unit Price` FROM `Order Details` WHERE ",
+        "`Orderid2`"
+    ));
+    // Double quotes are strings in MySQL and SQLite expressions.
+    assert!(ok(
+        &my,
+        "SELECT Name FROM singer WHERE Country = ",
+        "\"Frnce\""
+    ));
+    let lite = names(Dialect::Sqlite);
+    assert!(ok(
+        &lite,
+        "SELECT Name FROM singer WHERE Country = ",
+        "\"Frnce\""
+    ));
+    assert!(ok(&lite, "SELECT * FROM ", "[Order Details]"));
+    assert!(ok(&lite, "SELECT * FROM ", "`Orders`"));
+    // "``" closes the answer's code fence in every dialect.
+    for n in [&pg, &my, &lite] {
+        assert!(ok(n, "SELECT Name FROM singer\n", "```"));
+        assert!(n.state("SELECT Name FROM singer\n``").is_free());
+    }
+}
+
+#[test]
+fn qualified_names_follow_aliases() {
+    let n = names(Dialect::Sqlite);
+    let sql = "SELECT * FROM singer AS T1 JOIN concert AS T2 ON T1.Singer_ID = T2.";
+    assert!(ok(&n, sql, "Year"));
+    assert!(ok(&n, sql, "concert_ID "));
+    assert!(!ok(&n, sql, "Name"));
+    assert!(ok(&n, "SELECT T1.", "Name FROM"));
+    assert!(ok(&n, "SELECT * FROM singer AS T1 WHERE T1.", "name"));
+    assert!(!ok(&n, "SELECT * FROM singer AS T1 WHERE T1.", "nam "));
+    assert!(ok(&n, "SELECT * FROM singer T1 WHERE T1", ".Age > 3"));
+    assert!(!ok(&n, "SELECT * FROM singer T1 WHERE T1", ".Year > 3"));
+    // An alias used before its FROM must fit the table it is given to.
+    let sql = "SELECT T1.Name FROM concert AS ";
+    assert!(!ok(&n, sql, "T1 "));
+    assert!(ok(&n, sql, "T2 "));
+    assert!(ok(&n, "SELECT T1.Name FROM singer AS ", "T1 "));
+    assert!(!ok(&n, "SELECT T1.Name FROM concert ", "T1 JOIN"));
+    // Unknown words before FROM: only as qualifiers.
+    assert!(ok(&n, "SELECT ", "xq"));
+    assert!(ok(&n, "SELECT xq", "."));
+    assert!(!ok(&n, "SELECT xq", " "));
+    assert!(!ok(&n, "SELECT xq", ","));
+    assert!(!ok(&n, "SELECT Name FROM singer WHERE ", "xq."));
+}
+
+#[test]
+fn expression_slots_see_their_scope() {
+    let n = names(Dialect::Sqlite);
+    assert!(ok(&n, "SELECT Name FROM singer WHERE ", "Age > 3"));
+    assert!(!ok(&n, "SELECT Name FROM singer WHERE ", "Stadium_ID > 3"));
+    assert!(ok(&n, "SELECT Name FROM singer WHERE Age > ", "3 ORDER BY"));
+    assert!(ok(&n, "SELECT Name FROM singer ORDER BY ", "count(*) DESC"));
+    assert!(ok(
+        &n,
+        "SELECT count(*) AS total FROM singer ORDER BY ",
+        "total"
+    ));
+    // Before FROM every shown column is possible.
+    assert!(ok(&n, "SELECT ", "Year, Name FROM"));
+    assert!(!ok(&n, "SELECT ", "Yaer, Name"));
+    // Subqueries: their own scope, seeing the outer one.
+    let sql = "SELECT Name FROM singer WHERE Singer_ID IN (SELECT ";
+    assert!(ok(&n, sql, "Year"));
+    let sql = "SELECT Name FROM singer WHERE Singer_ID IN (SELECT Singer_ID FROM singer_in_concert WHERE ";
+    assert!(ok(&n, sql, "concert_ID = 1"));
+    assert!(ok(&n, sql, "Age > 1"));
+    assert!(!ok(&n, sql, "Stadium_ID > 1"));
+    assert!(ok(&n, &format!("{sql}concert_ID = 1)"), " AND Age > 1"));
+    assert!(!ok(
+        &n,
+        &format!("{sql}concert_ID = 1)"),
+        " AND concert_Name"
+    ));
+    // EXTRACT(YEAR FROM x) and friends are no table slot.
+    let sql = "SELECT Name FROM singer WHERE extract(";
+    assert!(ok(&n, sql, "YEAR FROM Age)"));
+    assert!(ok(&n, "SELECT substr(Name FROM", " Age) FROM singer"));
+    assert!(ok(&n, "SELECT CAST(Age AS ", "INTEGER) FROM singer"));
+    assert!(ok(&n, "SELECT Age::", "numeric FROM singer"));
+}
+
+#[test]
+fn ctes_and_derived_tables() {
+    let n = names(Dialect::Sqlite);
+    let sql = "WITH c AS (SELECT Country, count(*) AS k FROM singer GROUP BY Country) SELECT ";
+    assert!(ok(&n, sql, "Country FROM c"));
+    assert!(ok(&n, &format!("{sql}Country FROM "), "c WHERE"));
+    assert!(ok(&n, &format!("{sql}Country FROM c WHERE "), "k > 1"));
+    assert!(ok(&n, &format!("{sql}* FROM c WHERE c."), "anything"));
+    let sql = "WITH c(a, b) AS (SELECT Name, Age FROM singer) SELECT * FROM c WHERE c.";
+    assert!(ok(&n, sql, "a"));
+    assert!(!ok(&n, sql, "Name "));
+    let sql = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE ";
+    assert!(ok(&n, sql, "i < 5"));
+    let sql = "SELECT x.n FROM (SELECT count(*) AS n FROM singer) AS x WHERE x.";
+    assert!(ok(&n, sql, "n > 1"));
+    assert!(ok(&n, "SELECT * FROM (SELECT Name FROM singer) ", "AS y"));
+}
+
+#[test]
+fn strings_comments_and_the_end_are_free() {
+    let n = names(Dialect::Sqlite);
+    assert!(n
+        .state("SELECT Name FROM singer WHERE Name = 'it''s")
+        .is_free());
+    assert!(ok(&n, "SELECT Name FROM singer WHERE Name = '", "zzz qq'"));
+    assert!(ok(&n, "SELECT Name FROM singer WHERE Name = 'a''", "b'"));
+    assert!(!ok(
+        &n,
+        "SELECT Name FROM singer WHERE Name = 'a' AND ",
+        "zzz "
+    ));
+    assert!(ok(&n, "SELECT Name -- ", "whatever"));
+    assert!(ok(&n, "SELECT Name /* nope", " nix */ FROM singer"));
+    assert!(!ok(&n, "SELECT Name /* nope */ FROM ", "nix "));
+    assert!(n.state("SELECT Name FROM singer;").is_free());
+    assert!(n.state("PRAGMA table_info(x)").is_free());
+    assert!(ok(&n, "SELECT Name FROM singer WHERE Age > ", "$1"));
+    assert!(ok(&n, "SELECT Name FROM singer WHERE Age > ", "?"));
+}
+
+#[test]
+fn tokens_of_several_words_and_partial_utf8() {
+    let n = names(Dialect::Sqlite);
+    assert!(ok(&n, "SELECT count(*", ") AS"));
+    assert!(ok(&n, "SELECT T1", ".Name"));
+    assert!(ok(&n, "SELECT Singer", "_ID,"));
+    assert!(ok(&n, "SELECT Name", " FROM"));
+    assert!(!ok(&n, "SELECT Name FROM singer", " WHERE Yaer"));
+    assert!(ok(&n, "SELECT Name FROM singer", "\n"));
+    assert!(!ok(&n, "SELECT Name FROM singr", "\n"));
+    // Bytes of a multi-byte character are name bytes.
+    let t = vec![table("café", &["prix"])];
+    let refs: Vec<&Table> = t.iter().collect();
+    let u = Names::new(&refs, Dialect::Sqlite);
+    assert!(u.state("SELECT * FROM \"caf").allows(&[0xc3]));
+    assert!(u
+        .state("SELECT * FROM \"caf\u{e9}")
+        .allows(b"\" WHERE prix"));
+    assert!(!u.state("SELECT * FROM \"caf").allows(&[0xc4]));
+    assert!(!u
+        .state("SELECT * FROM \"caf\u{e9}\" WHERE pri")
+        .allows(&[0xc3]));
+    // A name that needs no quotes may hold such bytes too.
+    assert!(!n
+        .state("SELECT Name FROM singer WHERE Name")
+        .allows(&[0xc3]));
+    assert!(n
+        .state("SELECT Name FROM singer WHERE Name = 'x")
+        .allows(&[0xc3]));
+}
+
+#[test]
+fn teacher_forced_queries_pass_and_typos_do_not() {
+    let n = names(Dialect::Sqlite);
+    for sql in [
+        "SELECT T1.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID WHERE T2.concert_ID IN (SELECT concert_ID FROM concert WHERE Year > 2014) ORDER BY T1.Age DESC LIMIT 3",
+        "SELECT Country, count(*) FROM singer GROUP BY Country HAVING count(*) > 1",
+        "SELECT Name FROM singer EXCEPT SELECT T1.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
+        "SELECT * FROM \"Order Details\" WHERE \"Unit Price\" > 3",
+    ] {
+        assert_eq!(forced(&n, sql), Ok(()), "{sql}");
+    }
+    assert!(forced(&n, "SELECT T1.Nam FROM singer AS T1").is_err());
+    assert!(forced(&n, "SELECT Name FROM singer WHERE Stadium_ID > 1").is_err());
+}
