@@ -218,9 +218,11 @@ fn ctes_and_derived_tables() {
 #[test]
 fn strings_comments_and_the_end_are_free() {
     let n = names(Dialect::Sqlite);
-    assert!(n
-        .state("SELECT Name FROM singer WHERE Name = 'it''s")
-        .is_free());
+    let st = n.state("SELECT Name FROM singer WHERE Name = 'it''s");
+    assert!(st.in_text() && !st.is_free());
+    assert!(st.allows(b"' AND Age"));
+    assert!(!st.allows(b"' AND Agee "));
+    assert!(n.state("SELECT Name -- x").in_text());
     assert!(ok(&n, "SELECT Name FROM singer WHERE Name = '", "zzz qq'"));
     assert!(ok(&n, "SELECT Name FROM singer WHERE Name = 'a''", "b'"));
     assert!(!ok(
@@ -248,7 +250,7 @@ fn tokens_of_several_words_and_partial_utf8() {
     assert!(ok(&n, "SELECT Name FROM singer", "\n"));
     assert!(!ok(&n, "SELECT Name FROM singr", "\n"));
     // Bytes of a multi-byte character are name bytes.
-    let t = vec![table("café", &["prix"])];
+    let t = [table("café", &["prix"])];
     let refs: Vec<&Table> = t.iter().collect();
     let u = Names::new(&refs, Dialect::Sqlite);
     assert!(u.state("SELECT * FROM \"caf").allows(&[0xc3]));

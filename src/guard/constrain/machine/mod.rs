@@ -298,7 +298,7 @@ impl Parse {
         }
     }
 
-    fn from_missing(&self) -> bool {
+    fn from_unseen(&self) -> bool {
         self.levels.iter().any(|l| !l.from_seen)
     }
 
@@ -365,7 +365,7 @@ impl Parse {
         if let Some(s) = n.schemas.iter().position(|(_, l)| l.as_ref() == w) {
             return Qual::Schema(s);
         }
-        if self.from_missing() {
+        if self.from_unseen() {
             Qual::AnyColumn
         } else {
             Qual::Any
@@ -468,7 +468,7 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
     if p.open_scope() {
         return true;
     }
-    let missing = p.from_missing();
+    let missing = p.from_unseen();
     if missing && (!complete || next == Some(b'.')) {
         return true;
     }

@@ -96,6 +96,11 @@ fn step_inner(
             {
                 return Step::Refuse;
             }
+            if free {
+                // A string as SQLite and MySQL read it, or a name too long to check.
+                lex.prev = Prev::Word;
+                return Step::Go;
+            }
             let word = lex.word;
             let r = apply_word(n, lex, parse, &w, &word, None, b, rest, checking);
             lex.dot_qual = Some(parse.qualify(n, w.get()));
@@ -355,8 +360,8 @@ fn apply_word(
             });
             Step::Go
         }
-        Slot::AfterTable(c) if !n.keywords.has(w) => alias(lex, parse, w, c, b, rest, checking),
-        Slot::Alias(c) => alias(lex, parse, w, c, b, rest, checking),
+        Slot::AfterTable(_) if !n.keywords.has(w) => alias(lex, parse, w, b, rest, checking),
+        Slot::Alias(_) => alias(lex, parse, w, b, rest, checking),
         Slot::Qualified(q) => {
             if dot {
                 lex.qual = *exact;
@@ -428,7 +433,6 @@ fn alias(
     lex: &mut Lex,
     parse: &mut Cow<'_, Parse>,
     w: &[u8],
-    cols: Cols,
     b: u8,
     rest: &[u8],
     checking: bool,
@@ -443,7 +447,6 @@ fn alias(
     }
     p.uses
         .retain(|u| !(u.level == level && u.alias.as_ref() == w));
-    let _ = cols;
     Step::Go
 }
 
