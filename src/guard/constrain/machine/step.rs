@@ -306,6 +306,7 @@ fn apply_word(
                 clause: Clause::Select,
                 from_seen: false,
                 rels: Vec::new(),
+                prior: Vec::new(),
             });
             return keyword(n, lex, parse, w, b, rest, checking, prev);
         }
@@ -398,6 +399,10 @@ fn apply_word(
             }
             Step::Go
         }
+        Slot::CteName if w == b"recursive" && prev == Prev::With => {
+            lex.prev = Prev::With;
+            Step::Go
+        }
         Slot::CteName => {
             let Some(p) = change(parse, b, rest, checking) else {
                 return Step::Accept;
@@ -470,7 +475,8 @@ fn keyword(
             Some(p) => {
                 let l = p.level_mut();
                 if reset {
-                    l.rels.clear();
+                    let old: Vec<Cols> = l.rels.drain(..).map(|r| r.cols).collect();
+                    l.prior.extend(old);
                     l.from_seen = false;
                 }
                 if c == Clause::From {
