@@ -259,7 +259,7 @@ impl State<'_> {
     /// a string: what the next token writes there is not checked until it leaves.
     pub fn in_text(&self) -> bool {
         match self.lex.mode {
-            Mode::Str | Mode::Line | Mode::Block => true,
+            Mode::Str | Mode::StrEscape | Mode::Line | Mode::Block => true,
             Mode::Quoted(_) => self.lex.free_word,
             _ => false,
         }

@@ -236,6 +236,27 @@ fn strings_comments_and_the_end_are_free() {
     assert!(n.state("SELECT Name FROM singer;").is_free());
     assert!(n.state("PRAGMA table_info(x)").is_free());
     assert!(ok(&n, "SELECT Name FROM singer WHERE Age > ", "$1"));
+    assert!(ok(
+        &n,
+        "SELECT Name FROM singer WHERE Name = ",
+        "X'00' OR Age"
+    ));
+    let my = names(Dialect::MySql);
+    assert!(ok(
+        &my,
+        "SELECT Name FROM singer WHERE Name = 'it\\",
+        "'s x y' AND Age"
+    ));
+    assert!(!ok(
+        &my,
+        "SELECT Name FROM singer WHERE Name = 'it\\'s' AND ",
+        "Agee "
+    ));
+    assert!(ok(&my, "SELECT Name FROM singer # ", "any words"));
+    // SQLite reads no backslash escapes: `'it\'` ends there and `s'` opens a string.
+    assert!(n
+        .state("SELECT Name FROM singer WHERE Name = 'it\\'s' AND ")
+        .in_text());
     assert!(ok(&n, "SELECT Name FROM singer WHERE Age > ", "?"));
 }
 

@@ -23,6 +23,8 @@ pub(super) enum Mode {
     /// A quoted name, closed by the byte given.
     Quoted(u8),
     Str,
+    /// After a backslash in a MySQL string: the next byte is text.
+    StrEscape,
     Line,
     Block,
     /// Everything allowed from here on.
@@ -478,6 +480,10 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
     }
     let missing = p.from_unseen();
     if missing && (!complete || next == Some(b'.')) {
+        return true;
+    }
+    // A string's prefix: E'…', N'…', X'…', B'…', a MySQL charset (_utf8mb4'…').
+    if next == Some(b'\'') && (w.len() <= 2 || w.starts_with(b"_")) {
         return true;
     }
     if n.words.fits(w, complete)

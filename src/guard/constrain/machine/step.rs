@@ -54,7 +54,13 @@ fn step_inner(
             if b == b'\'' {
                 lex.mode = Mode::Normal;
                 lex.prev = Prev::Other;
+            } else if b == b'\\' && n.dialect == Dialect::MySql {
+                lex.mode = Mode::StrEscape;
             }
+            return Step::Go;
+        }
+        Mode::StrEscape => {
+            lex.mode = Mode::Str;
             return Step::Go;
         }
         Mode::Line => {
@@ -190,6 +196,7 @@ fn normal(
         }
         b'[' if n.dialect == Dialect::Sqlite => start_word(lex, parse, Mode::Quoted(b']'), false),
         b'-' if lex.prev_byte == b'-' => lex.mode = Mode::Line,
+        b'#' if n.dialect == Dialect::MySql => lex.mode = Mode::Line,
         b'*' if lex.prev_byte == b'/' => lex.mode = Mode::Block,
         b'.' => {
             if let Some(q) = after_quote {
