@@ -374,3 +374,34 @@ fn what_the_guard_accepts_is_allowed() {
     assert!(forced(&n, "SELECT n FROM (SELECT count(*) AS n FROM singer) AS x").is_err());
     assert!(forced(&n, "SELECT a FROM (VALUES (1)) AS v(a)").is_err());
 }
+
+#[test]
+fn names_can_be_shared_and_garbage_never_panics() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Names>();
+    shared::<State<'static>>();
+    let pieces = [
+        "SELECT", " FROM", " singer", " T1", ".", "Name", "(", ")", ",", " AS", " WHERE", "'",
+        "\"", "`", "[", "]", "--", "/*", "*/", "\n", ";", "::", " JOIN", " ON", " = ", "WITH",
+        " c", "é", "中", "$1", " UNION ", " x", "*", " LATERAL", " (SELECT", "\\", "#", "0.5",
+    ];
+    for d in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+        let n = names(d);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300 {
+            let mut sql = String::new();
+            for _ in 0..40 {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                sql.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
+                let st = n.state(&sql);
+                for p in pieces {
+                    let _ = st.allows(p.as_bytes());
+                }
+                let _ = st.allows(&[0xe4, 0xb8]);
+                let _ = st.allows(b"");
+            }
+        }
+    }
+}

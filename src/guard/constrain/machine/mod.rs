@@ -304,7 +304,7 @@ impl Parse {
         }
     }
 
-    fn from_unseen(&self) -> bool {
+    fn some_from_unseen(&self) -> bool {
         self.levels.iter().any(|l| !l.from_seen)
     }
 
@@ -375,7 +375,7 @@ impl Parse {
         if let Some(s) = n.schemas.iter().position(|(_, l)| l.as_ref() == w) {
             return Qual::Schema(s);
         }
-        if self.from_unseen() {
+        if self.some_from_unseen() {
             Qual::AnyColumn
         } else {
             Qual::Any
@@ -478,7 +478,7 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
     if p.open_scope() {
         return true;
     }
-    let missing = p.from_unseen();
+    let missing = p.some_from_unseen();
     if missing && (!complete || next == Some(b'.')) {
         return true;
     }
