@@ -4,10 +4,11 @@
 //! bytes, and whole words with their leading space as byte-level BPE makes them). The mask
 //! must not be vacuous either: the same query with one real column (or, lacking one, table)
 //! name made up must be refused somewhere. Prints how many queries pass and the time of
-//! 151,000 `allows` calls on one state; asserts no timing.
+//! 151,000 `allows` calls on a few states; asserts no timing.
 //!
 //! Needs `../shared/data/spider` next to the crate (the derived dev file and the databases);
-//! fails with a message saying so when it is absent.
+//! fails with a message saying so when it is absent. Only reads: never writes a file or a
+//! database.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

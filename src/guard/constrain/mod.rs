@@ -7,8 +7,12 @@
 //!
 //! It errs on the side of allowing, as the guard's name check ([`super::names`]) does: what it
 //! cannot see into (derived tables, CTEs without a column list, strings, comments, anything
-//! after the statement) is free, and the guard still checks the finished statement. Never
-//! touches a database, the model or its tokenizer: it sees text and token bytes only.
+//! after the statement) is free, and the guard still checks the finished statement. Two
+//! things the guard accepts are refused on purpose: tables not shown to the model (system
+//! catalogs), and a name used before the FROM that defines it when it is no column of a
+//! shown table (`SELECT x.n FROM (SELECT count(*) AS n …) AS x`): an alias used early is
+//! taken for a shown table, as in `SELECT T1.name FROM singer AS T1`. Never touches a
+//! database, the model or its tokenizer: it sees text and token bytes only.
 
 mod machine;
 #[cfg(test)]
