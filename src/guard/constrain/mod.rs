@@ -7,8 +7,12 @@
 //!
 //! It errs on the side of allowing, as the guard's name check ([`super::names`]) does: what it
 //! cannot see into (derived tables, CTEs without a column list, strings, comments, anything
-//! after the statement) is free, and the guard still checks the finished statement. Never
-//! touches a database, the model or its tokenizer: it sees text and token bytes only.
+//! after the statement) is free, and the guard still checks the finished statement. Two
+//! things the guard accepts are refused on purpose: tables not shown to the model (system
+//! catalogs), and a name used before the FROM that defines it when it is no column of a
+//! shown table (`SELECT x.n FROM (SELECT count(*) AS n …) AS x`): an alias used early is
+//! taken for a shown table, as in `SELECT T1.name FROM singer AS T1`. Never touches a
+//! database, the model or its tokenizer: it sees text and token bytes only.
 
 mod machine;
 #[cfg(test)]
@@ -43,9 +47,23 @@ const PSEUDO_COLUMNS: &str = "rowid oid _rowid_ ctid xmin xmax cmin cmax tableoi
     current_date current_time current_timestamp localtime localtimestamp current_user \
     session_user current_role current_schema current_catalog user true false null unknown";
 
-/// A sorted set of lower-case names, searched by whole name or by prefix.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Set(Vec<Box<[u8]>>);
+/// A sorted set of lower-case names, searched by whole name or by prefix; `start[c]` is
+/// where the names beginning with byte `c` begin, so a search looks at one bucket only.
+#[derive(Debug, Clone)]
+pub(crate) struct Set {
+    names: Vec<Box<[u8]>>,
+    start: Box<[u32; 257]>,
+}
+
+/// Byte order of two short names, without a call out for `memcmp`.
+fn order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
 
 impl Set {
     fn from_iter<I: IntoIterator<Item = S>, S: AsRef<str>>(names: I) -> Set {
@@ -57,21 +75,39 @@ impl Set {
                     .into_bytes()
                     .into_boxed_slice()
             })
+            .filter(|s| !s.is_empty())
             .collect();
         v.sort();
         v.dedup();
-        Set(v)
+        let mut start = Box::new([0u32; 257]);
+        for (c, slot) in start.iter_mut().enumerate() {
+            let at = v.partition_point(|x| usize::from(x[0]) < c);
+            *slot = u32::try_from(at).unwrap_or(u32::MAX);
+        }
+        Set { names: v, start }
+    }
+
+    /// The names that begin as `w` does.
+    fn bucket(&self, w: &[u8]) -> &[Box<[u8]>] {
+        match w.first() {
+            None => &self.names,
+            Some(&c) => {
+                let (a, b) = (self.start[usize::from(c)], self.start[usize::from(c) + 1]);
+                self.names.get(a as usize..b as usize).unwrap_or(&[])
+            }
+        }
     }
 
     /// Whether `w` (lower case) is in the set.
     fn has(&self, w: &[u8]) -> bool {
-        self.0.binary_search_by(|x| x.as_ref().cmp(w)).is_ok()
+        self.bucket(w).binary_search_by(|x| order(x, w)).is_ok()
     }
 
     /// Whether some name starts with `p` (lower case).
     fn has_prefix(&self, p: &[u8]) -> bool {
-        let i = self.0.partition_point(|x| x.as_ref() < p);
-        self.0.get(i).is_some_and(|x| x.starts_with(p))
+        let b = self.bucket(p);
+        let i = b.partition_point(|x| order(x, p).is_lt());
+        b.get(i).is_some_and(|x| x.starts_with(p))
     }
 
     /// Whole name (`complete`) or prefix.
@@ -215,11 +251,19 @@ pub struct State<'a> {
 }
 
 impl State<'_> {
-    /// Nothing is constrained here: inside a string or comment, after the statement's end, or
-    /// in a statement that is no query.
+    /// Nothing is constrained from here on: after the statement's end (`;`, the closing code
+    /// fence) or in a statement that is no query. Inside a string or comment this is false
+    /// although [`State::allows`] accepts every token that stays inside it: a token may close
+    /// the string and go on with a name, which is checked.
     pub fn is_free(&self) -> bool {
+        self.lex.mode == Mode::Free
+    }
+
+    /// Inside a string literal, a comment, or a double-quoted word SQLite or MySQL may read as
+    /// a string: what the next token writes there is not checked until it leaves.
+    pub fn in_text(&self) -> bool {
         match self.lex.mode {
-            Mode::Free | Mode::Str | Mode::Line | Mode::Block => true,
+            Mode::Str | Mode::StrEscape | Mode::Line | Mode::Block => true,
             Mode::Quoted(_) => self.lex.free_word,
             _ => false,
         }

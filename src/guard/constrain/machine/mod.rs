@@ -23,6 +23,8 @@ pub(super) enum Mode {
     /// A quoted name, closed by the byte given.
     Quoted(u8),
     Str,
+    /// After a backslash in a MySQL string: the next byte is text.
+    StrEscape,
     Line,
     Block,
     /// Everything allowed from here on.
@@ -179,6 +181,9 @@ struct Level {
     clause: Clause,
     from_seen: bool,
     rels: Vec<Rel>,
+    /// Sources of the level's earlier SELECTs (before UNION, INTERSECT, EXCEPT): their
+    /// columns stay valid bare (ORDER BY names the first SELECT's output).
+    prior: Vec<Cols>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +249,7 @@ impl Parse {
                 clause: Clause::Select,
                 from_seen: false,
                 rels: Vec::new(),
+                prior: Vec::new(),
             }],
             ctes: Vec::new(),
             aliases: Vec::new(),
@@ -298,7 +304,7 @@ impl Parse {
         }
     }
 
-    fn from_missing(&self) -> bool {
+    fn some_from_unseen(&self) -> bool {
         self.levels.iter().any(|l| !l.from_seen)
     }
 
@@ -310,8 +316,8 @@ impl Parse {
     fn open_scope(&self) -> bool {
         self.levels
             .iter()
-            .flat_map(|l| &l.rels)
-            .any(|r| match r.cols {
+            .flat_map(|l| l.rels.iter().map(|r| r.cols).chain(l.prior.iter().copied()))
+            .any(|c| match c {
                 Cols::Unknown => true,
                 Cols::Cte(c) => self.ctes.get(c).is_none_or(|c| c.cols.is_none()),
                 Cols::Table(_) => false,
@@ -347,6 +353,10 @@ impl Parse {
             return Qual::Cols(c);
         }
         let outer = self.levels[..cur].iter().rev().find_map(find);
+        let schema = n.schemas.iter().position(|(_, l)| l.as_ref() == w);
+        if let (None, Some(s)) = (outer, schema) {
+            return Qual::Schema(s);
+        }
         if !self.level().from_seen {
             return match outer {
                 Some(Cols::Table(_)) | None => Qual::AnyColumn,
@@ -365,7 +375,7 @@ impl Parse {
         if let Some(s) = n.schemas.iter().position(|(_, l)| l.as_ref() == w) {
             return Qual::Schema(s);
         }
-        if self.from_missing() {
+        if self.some_from_unseen() {
             Qual::AnyColumn
         } else {
             Qual::Any
@@ -468,8 +478,12 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
     if p.open_scope() {
         return true;
     }
-    let missing = p.from_missing();
+    let missing = p.some_from_unseen();
     if missing && (!complete || next == Some(b'.')) {
+        return true;
+    }
+    // A string's prefix: E'…', N'…', X'…', B'…', a MySQL charset (_utf8mb4'…').
+    if next == Some(b'\'') && (w.len() <= 2 || w.starts_with(b"_")) {
         return true;
     }
     if n.words.fits(w, complete)
@@ -480,7 +494,9 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
         })
         .fits(w, complete)
         || n.schemas.iter().any(|(_, l)| fits(l, w, complete))
-        || p.ctes.iter().any(|c| fits(&c.name, w, complete))
+        || p.ctes.iter().any(|c| {
+            fits(&c.name, w, complete) || c.cols.iter().flatten().any(|col| fits(col, w, complete))
+        })
         || p.aliases.iter().any(|a| fits(a, w, complete))
         || p.levels
             .iter()
@@ -499,8 +515,8 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
     }
     p.levels
         .iter()
-        .flat_map(|l| &l.rels)
-        .any(|r| p.cols_have(n, r.cols, w, complete, quoted))
+        .flat_map(|l| l.rels.iter().map(|r| r.cols).chain(l.prior.iter().copied()))
+        .any(|c| p.cols_have(n, c, w, complete, quoted))
 }
 
 /// Whether the word or quoted name still being written may go on.

@@ -54,7 +54,13 @@ fn step_inner(
             if b == b'\'' {
                 lex.mode = Mode::Normal;
                 lex.prev = Prev::Other;
+            } else if b == b'\\' && n.dialect == Dialect::MySql {
+                lex.mode = Mode::StrEscape;
             }
+            return Step::Go;
+        }
+        Mode::StrEscape => {
+            lex.mode = Mode::Str;
             return Step::Go;
         }
         Mode::Line => {
@@ -95,6 +101,11 @@ fn step_inner(
                 )
             {
                 return Step::Refuse;
+            }
+            if free {
+                // A string as SQLite and MySQL read it, or a name too long to check.
+                lex.prev = Prev::Word;
+                return Step::Go;
             }
             let word = lex.word;
             let r = apply_word(n, lex, parse, &w, &word, None, b, rest, checking);
@@ -185,6 +196,7 @@ fn normal(
         }
         b'[' if n.dialect == Dialect::Sqlite => start_word(lex, parse, Mode::Quoted(b']'), false),
         b'-' if lex.prev_byte == b'-' => lex.mode = Mode::Line,
+        b'#' if n.dialect == Dialect::MySql => lex.mode = Mode::Line,
         b'*' if lex.prev_byte == b'/' => lex.mode = Mode::Block,
         b'.' => {
             if let Some(q) = after_quote {
@@ -301,6 +313,7 @@ fn apply_word(
                 clause: Clause::Select,
                 from_seen: false,
                 rels: Vec::new(),
+                prior: Vec::new(),
             });
             return keyword(n, lex, parse, w, b, rest, checking, prev);
         }
@@ -355,8 +368,8 @@ fn apply_word(
             });
             Step::Go
         }
-        Slot::AfterTable(c) if !n.keywords.has(w) => alias(lex, parse, w, c, b, rest, checking),
-        Slot::Alias(c) => alias(lex, parse, w, c, b, rest, checking),
+        Slot::AfterTable(_) if !n.keywords.has(w) => alias(lex, parse, w, b, rest, checking),
+        Slot::Alias(_) => alias(lex, parse, w, b, rest, checking),
         Slot::Qualified(q) => {
             if dot {
                 lex.qual = *exact;
@@ -391,6 +404,10 @@ fn apply_word(
                 };
                 p.aliases.push(w.into());
             }
+            Step::Go
+        }
+        Slot::CteName if w == b"recursive" && prev == Prev::With => {
+            lex.prev = Prev::With;
             Step::Go
         }
         Slot::CteName => {
@@ -428,7 +445,6 @@ fn alias(
     lex: &mut Lex,
     parse: &mut Cow<'_, Parse>,
     w: &[u8],
-    cols: Cols,
     b: u8,
     rest: &[u8],
     checking: bool,
@@ -443,7 +459,6 @@ fn alias(
     }
     p.uses
         .retain(|u| !(u.level == level && u.alias.as_ref() == w));
-    let _ = cols;
     Step::Go
 }
 
@@ -467,7 +482,8 @@ fn keyword(
             Some(p) => {
                 let l = p.level_mut();
                 if reset {
-                    l.rels.clear();
+                    let old: Vec<Cols> = l.rels.drain(..).map(|r| r.cols).collect();
+                    l.prior.extend(old);
                     l.from_seen = false;
                 }
                 if c == Clause::From {
