@@ -396,7 +396,7 @@ pub struct RunOpts {
     pub context_tokens: usize,
     /// Mask the model's tokens so that it can only write names of the tables it was shown,
     /// where they may stand (`off`: any text).
-    #[arg(long, default_value = "on", value_name = "on|off", value_parser = on_off)]
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = on_off, action = clap::ArgAction::Set)]
     pub constrain: bool,
     /// Answers generated per question, voted on by their results: the greedy one and N−1
     /// sampled ones (default: 8 on a GPU, 1 on a CPU).
