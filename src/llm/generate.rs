@@ -33,6 +33,13 @@ impl std::fmt::Debug for StopRule {
 /// model's own choice costs one call.
 pub trait Constraint: Send + Sync {
     fn next<'a>(&'a self, text: &str) -> Option<Box<dyn Fn(&[u8]) -> bool + 'a>>;
+
+    /// Whether the answer may end after `text` (a stop token comes next). Asked only where
+    /// [`Constraint::next`] restricts the next token.
+    fn may_stop(&self, text: &str) -> bool {
+        let _ = text;
+        true
+    }
 }
 
 /// A shared [`Constraint`].
@@ -223,10 +230,10 @@ fn choose(
         };
         // Time in the mask's tests, however the token is chosen.
         let spent = std::cell::Cell::new(t0.elapsed().as_secs_f64());
-        let allows = |id: u32| match &test {
-            None => true,
-            Some(_) if tokenizer.is_stop(id) => true,
-            Some(f) => {
+        let allows = |id: u32| match (&test, &row.mask, &text) {
+            (None, _, _) => true,
+            (Some(_), Some(mask), Some(text)) if tokenizer.is_stop(id) => mask.0.may_stop(text),
+            (Some(f), _, _) => {
                 let t = Instant::now();
                 let ok = f(tokenizer.token_bytes(id));
                 spent.set(spent.get() + t.elapsed().as_secs_f64());

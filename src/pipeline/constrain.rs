@@ -107,6 +107,14 @@ impl Constraint for SqlMask {
         }
         Some(Box::new(move |token: &[u8]| state.allows(token)))
     }
+
+    /// The SQL may end where its closing fence may come: never in the middle of a name.
+    fn may_stop(&self, text: &str) -> bool {
+        match text.strip_prefix(ANSWER_START) {
+            Some(sql) => self.0.state(sql).allows(b"\n```"),
+            None => true,
+        }
+    }
 }
 
 impl Pipeline {
@@ -148,5 +156,44 @@ fn qualified(t: &Table) -> String {
     match &t.schema {
         Some(s) => format!("{s}.{}", t.name),
         None => t.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Column, TableKind};
+    use crate::sql::Dialect;
+
+    fn mask() -> SqlMask {
+        let mut t = Table::new(None, "customers", TableKind::Table);
+        t.columns = vec![Column::new("first_name", "TEXT"), Column::new("orders", "INT")];
+        SqlMask(Names::new(&[&t], Dialect::Sqlite))
+    }
+
+    #[test]
+    fn the_answer_may_stop_only_between_names() {
+        let m = mask();
+        let at = |sql: &str| format!("{ANSWER_START}{sql}");
+        assert!(m.may_stop(&at("SELECT first_name FROM customers ORDER BY orders")));
+        assert!(!m.may_stop(&at("SELECT first_name FROM customers ORDER BY ord")));
+        assert!(!m.may_stop(&at("SELECT first_name FROM custom")));
+        // Outside a fenced answer nothing is masked.
+        assert!(m.next("SELECT first_na").is_none());
+        let next = m.next(&at("SELECT first_name FROM ")).expect("a table slot");
+        assert!(next(b"customers") && next(b" customers") && !next(b"clients"));
+    }
+
+    #[test]
+    fn candidates_are_seeded_per_question_and_number() {
+        let l = Levers::default();
+        assert_eq!(l.sample("q", 1), l.sample("q", 1));
+        assert_ne!(l.sample("q", 1).seed, l.sample("q", 2).seed);
+        assert_ne!(l.sample("q", 1).seed, l.sample("r", 1).seed);
+        let other = Levers { seed: 5, ..l };
+        assert_ne!(l.sample("q", 1).seed, other.sample("q", 1).seed);
+        assert_eq!(l.resolved(true).candidates, GPU_CANDIDATES);
+        assert_eq!(l.resolved(false).candidates, CPU_CANDIDATES);
+        assert_eq!(Levers { candidates: 3, ..l }.resolved(true).candidates, 3);
     }
 }
