@@ -42,6 +42,16 @@ const KEYWORDS: &str = "\
     milliseconds microseconds timezone date_part nchar blob bytea json jsonb uuid \
     timestamptz serial utf8mb4 explain";
 
+/// Keywords that name date parts and types: valid in an expression only inside parentheses
+/// (`EXTRACT(YEAR FROM d)`, `CAST(x AS INTEGER)`), so that `WHERE Year = 2014` cannot pass for
+/// a column of a table that has none.
+const CONTEXT_WORDS: &str = "\
+    year month day hour minute second week quarter epoch dow doy microsecond isodow isoyear \
+    century decade millennium milliseconds microseconds timezone day_hour year_month \
+    dayofweek dayofyear integer int text real varchar char character numeric decimal float \
+    double precision bigint smallint boolean bool unsigned signed nchar blob bytea json jsonb \
+    uuid timestamptz serial utf8mb4";
+
 /// Names that are not columns although they parse like them (as the guard's name check).
 const PSEUDO_COLUMNS: &str = "rowid oid _rowid_ ctid xmin xmax cmin cmax tableoid \
     current_date current_time current_timestamp localtime localtimestamp current_user \
@@ -144,8 +154,10 @@ pub struct Names {
     schemas: Vec<(String, Box<[u8]>)>,
     /// SQL keywords (for telling an alias from a keyword).
     keywords: Set,
-    /// Keywords, allowed function names and pseudo-columns: valid in any expression.
-    words: Set,
+    /// Keywords that are date parts or type names: in an expression, only inside parentheses.
+    context: Set,
+    /// Allowed function names.
+    functions: Set,
     pseudo: Set,
     /// Columns of all tables, and those writable bare.
     all_cols: Set,
@@ -206,13 +218,8 @@ impl Names {
         Names {
             dialect,
             keywords: Set::from_iter(KEYWORDS.split_whitespace()),
-            words: Set::from_iter(
-                KEYWORDS
-                    .split_whitespace()
-                    .chain(PSEUDO_COLUMNS.split_whitespace())
-                    .map(str::to_string)
-                    .chain(functions),
-            ),
+            context: Set::from_iter(CONTEXT_WORDS.split_whitespace()),
+            functions: Set::from_iter(functions),
             pseudo: Set::from_iter(PSEUDO_COLUMNS.split_whitespace()),
             all_cols: cols(false),
             all_bare_cols: cols(true),

@@ -137,8 +137,6 @@ pub(super) struct Lex {
     prev: Prev,
     slot: Slot,
     word: Buf,
-    /// The qualifier before the last `.`, for remembering uses of undefined aliases.
-    qual: Buf,
     /// A quoted name just closed: what a `.` after it would qualify.
     dot_qual: Option<Qual>,
 }
@@ -192,14 +190,6 @@ struct Cte {
     cols: Option<Vec<Box<[u8]>>>,
 }
 
-/// A qualified name written before its qualifier was defined: `T1.name` before `FROM … T1`.
-#[derive(Debug, Clone)]
-struct Use {
-    level: usize,
-    alias: Box<[u8]>,
-    col: Box<[u8]>,
-}
-
 /// The scopes: cloned only when a token changes them.
 #[derive(Debug, Clone)]
 pub(super) struct Parse {
@@ -207,7 +197,6 @@ pub(super) struct Parse {
     levels: Vec<Level>,
     ctes: Vec<Cte>,
     aliases: Vec<Box<[u8]>>,
-    uses: Vec<Use>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,7 +224,6 @@ impl Lex {
             prev: Prev::Start,
             slot: Slot::Start,
             word: Buf::new(),
-            qual: Buf::new(),
             dot_qual: None,
         }
     }
@@ -253,7 +241,6 @@ impl Parse {
             }],
             ctes: Vec::new(),
             aliases: Vec::new(),
-            uses: Vec::new(),
         }
     }
 
@@ -383,12 +370,9 @@ impl Parse {
     }
 
     /// Whether `alias` fits every column it was used with before it was defined.
-    fn alias_ok(&self, n: &Names, alias: &[u8], cols: Cols) -> bool {
-        let cur = self.levels.len() - 1;
-        self.uses
-            .iter()
-            .filter(|u| u.level == cur && u.alias.as_ref() == alias)
-            .all(|u| self.cols_have(n, cols, &u.col, true, true))
+    /// Inside parentheses of an expression (a call's arguments, a group).
+    fn in_parens(&self) -> bool {
+        matches!(self.top(), Frame::Group | Frame::Pending(Ctx::Expr))
     }
 }
 
@@ -447,11 +431,9 @@ fn valid(
                     t.bare && fits(&t.lower, w, complete)
                 }
         }),
-        Slot::AfterTable(c) | Slot::Alias(c) => {
-            !complete
-                || (matches!(slot, Slot::AfterTable(_)) && n.keywords.has(w))
-                || p.alias_ok(n, w, c)
-        }
+        // Any alias: one that does not fit what the query already wrote with it is left for
+        // the guard to name (refusing it only drove the model to glue words together).
+        Slot::AfterTable(_) | Slot::Alias(_) => true,
         Slot::Keywords => n.keywords.fits(w, complete),
         Slot::Qualified(q) => match q {
             Qual::Cols(c) => p.cols_have(n, c, w, complete, quoted),
@@ -479,29 +461,42 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
         return true;
     }
     let missing = p.some_from_unseen();
-    if missing && (!complete || next == Some(b'.')) {
+    // An alias used before the FROM that names it (`SELECT T1.name FROM singer AS T1`): a word
+    // short enough for an alias may go on, but only as a qualifier.
+    if missing && alias_like(w) && (!complete || next == Some(b'.')) {
         return true;
     }
     // A string's prefix: E'…', N'…', X'…', B'…', a MySQL charset (_utf8mb4'…').
     if next == Some(b'\'') && (w.len() <= 2 || w.starts_with(b"_")) {
         return true;
     }
-    if n.words.fits(w, complete)
-        || (if quoted {
+    // Keywords (date parts and type names only inside parentheses: `EXTRACT(YEAR FROM d)`,
+    // `CAST(x AS INTEGER)`, never as a column), functions only before their `(`.
+    let keyword =
+        n.keywords.fits(w, complete) && (!complete || !n.context.has(w) || p.in_parens());
+    let call = n.functions.fits(w, complete) && (!complete || next == Some(b'('));
+    // Names of relations only before their `.`.
+    let qualifier = (!complete || next == Some(b'.'))
+        && ((if quoted {
             &n.all_tables
         } else {
             &n.bare_tables
         })
         .fits(w, complete)
-        || n.schemas.iter().any(|(_, l)| fits(l, w, complete))
-        || p.ctes.iter().any(|c| {
-            fits(&c.name, w, complete) || c.cols.iter().flatten().any(|col| fits(col, w, complete))
-        })
-        || p.aliases.iter().any(|a| fits(a, w, complete))
-        || p.levels
+            || n.schemas.iter().any(|(_, l)| fits(l, w, complete))
+            || p.ctes.iter().any(|c| fits(&c.name, w, complete))
+            || p.levels
+                .iter()
+                .flat_map(|l| &l.rels)
+                .any(|r| fits(&r.name, w, complete)));
+    if keyword
+        || call
+        || qualifier
+        || n.pseudo.fits(w, complete)
+        || p.ctes
             .iter()
-            .flat_map(|l| &l.rels)
-            .any(|r| fits(&r.name, w, complete))
+            .any(|c| c.cols.iter().flatten().any(|col| fits(col, w, complete)))
+        || p.aliases.iter().any(|a| fits(a, w, complete))
     {
         return true;
     }
@@ -517,6 +512,11 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
         .iter()
         .flat_map(|l| l.rels.iter().map(|r| r.cols).chain(l.prior.iter().copied()))
         .any(|c| p.cols_have(n, c, w, complete, quoted))
+}
+
+/// Short enough to be a table alias written before its FROM (`T1`, `s`, `emp`, `t12`).
+fn alias_like(w: &[u8]) -> bool {
+    w.len() <= 4 || (w.len() <= 8 && w.last().is_some_and(u8::is_ascii_digit))
 }
 
 /// Whether the word or quoted name still being written may go on.

@@ -254,9 +254,7 @@ fn normal(
             lex.prev = Prev::Other;
             match p.frames.pop() {
                 Some(Frame::Level(ctx)) => {
-                    let gone = p.levels.len() - 1;
                     p.levels.pop();
-                    p.uses.retain(|u| u.level < gone);
                     if ctx == Ctx::Table {
                         p.level_mut().rels.push(Rel {
                             name: Box::default(),
@@ -372,8 +370,6 @@ fn apply_word(
         Slot::Alias(_) => alias(lex, parse, w, b, rest, checking),
         Slot::Qualified(q) => {
             if dot {
-                lex.qual = *exact;
-                lex.qual = lex.qual.lower();
                 lex.prev = Prev::Dot(match q {
                     Qual::Schema(s) => n
                         .tables
@@ -383,17 +379,6 @@ fn apply_word(
                     _ => Qual::Any,
                 });
                 return Step::Go;
-            }
-            if q == Qual::AnyColumn && !lex.qual.long {
-                let Some(p) = change(parse, b, rest, checking) else {
-                    return Step::Accept;
-                };
-                let level = p.levels.len() - 1;
-                p.uses.push(Use {
-                    level,
-                    alias: lex.qual.get().into(),
-                    col: w.into(),
-                });
             }
             Step::Go
         }
@@ -431,7 +416,6 @@ fn apply_word(
             Step::Go
         }
         Slot::Expr if dot => {
-            lex.qual = exact.lower();
             lex.prev = Prev::Dot(parse.qualify(n, w));
             Step::Go
         }
@@ -453,12 +437,9 @@ fn alias(
     let Some(p) = change(parse, b, rest, checking) else {
         return Step::Accept;
     };
-    let level = p.levels.len() - 1;
     if let Some(r) = p.level_mut().rels.last_mut() {
         r.name = w.into();
     }
-    p.uses
-        .retain(|u| !(u.level == level && u.alias.as_ref() == w));
     Step::Go
 }
 
