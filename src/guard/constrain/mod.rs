@@ -42,15 +42,20 @@ const KEYWORDS: &str = "\
     milliseconds microseconds timezone date_part nchar blob bytea json jsonb uuid \
     timestamptz serial utf8mb4 explain";
 
-/// Keywords that name date parts and types: valid in an expression only inside parentheses
-/// (`EXTRACT(YEAR FROM d)`, `CAST(x AS INTEGER)`), so that `WHERE Year = 2014` cannot pass for
-/// a column of a table that has none.
-const CONTEXT_WORDS: &str = "\
+/// Keywords that name date parts: in an expression, valid only inside parentheses
+/// (`EXTRACT(YEAR FROM d)`), so that `WHERE Year = 2014` cannot pass for a column of a table
+/// that has none.
+const DATE_PARTS: &str = "\
     year month day hour minute second week quarter epoch dow doy microsecond isodow isoyear \
     century decade millennium milliseconds microseconds timezone day_hour year_month \
-    dayofweek dayofyear integer int text real varchar char character numeric decimal float \
-    double precision bigint smallint boolean bool unsigned signed nchar blob bytea json jsonb \
-    uuid timestamptz serial utf8mb4";
+    dayofweek dayofyear";
+
+/// Keywords that name types: never valid in an expression (`CAST(x AS INTEGER)` and `x::int`
+/// put them where any word may stand), so that `Power(TEXT)` cannot pass for a column.
+const TYPE_WORDS: &str = "\
+    integer int text real varchar char character numeric decimal float double precision \
+    bigint smallint boolean bool unsigned signed nchar blob bytea json jsonb uuid timestamptz \
+    serial utf8mb4 binary";
 
 /// Names that are not columns although they parse like them (as the guard's name check).
 const PSEUDO_COLUMNS: &str = "rowid oid _rowid_ ctid xmin xmax cmin cmax tableoid \
@@ -154,8 +159,10 @@ pub struct Names {
     schemas: Vec<(String, Box<[u8]>)>,
     /// SQL keywords (for telling an alias from a keyword).
     keywords: Set,
-    /// Keywords that are date parts or type names: in an expression, only inside parentheses.
-    context: Set,
+    /// Keywords valid anywhere in an expression (neither date parts nor type names).
+    plain_keywords: Set,
+    /// Keywords valid in an expression inside parentheses: the plain ones and date parts.
+    paren_keywords: Set,
     /// Allowed function names.
     functions: Set,
     pseudo: Set,
@@ -218,7 +225,16 @@ impl Names {
         Names {
             dialect,
             keywords: Set::from_iter(KEYWORDS.split_whitespace()),
-            context: Set::from_iter(CONTEXT_WORDS.split_whitespace()),
+            plain_keywords: Set::from_iter(KEYWORDS.split_whitespace().filter(|w| {
+                !DATE_PARTS.split_whitespace().any(|d| d == *w)
+                    && !TYPE_WORDS.split_whitespace().any(|t| t == *w)
+            })),
+            paren_keywords: Set::from_iter(
+                KEYWORDS
+                    .split_whitespace()
+                    .filter(|w| !TYPE_WORDS.split_whitespace().any(|t| t == *w))
+                    .chain(DATE_PARTS.split_whitespace()),
+            ),
             functions: Set::from_iter(functions),
             pseudo: Set::from_iter(PSEUDO_COLUMNS.split_whitespace()),
             all_cols: cols(false),

@@ -470,20 +470,25 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
     if next == Some(b'\'') && (w.len() <= 2 || w.starts_with(b"_")) {
         return true;
     }
-    // Keywords (date parts and type names only inside parentheses: `EXTRACT(YEAR FROM d)`,
-    // `CAST(x AS INTEGER)`, never as a column), functions only before their `(`.
-    let keyword =
-        n.keywords.fits(w, complete) && (!complete || !n.context.has(w) || p.in_parens());
+    // Keywords (date parts only inside parentheses, `EXTRACT(YEAR FROM d)`; type names never:
+    // they follow `AS` or `::`, where any word may stand), functions only before their `(`.
+    let keyword = if p.in_parens() {
+        n.paren_keywords.fits(w, complete)
+    } else {
+        n.plain_keywords.fits(w, complete)
+    };
     let call = n.functions.fits(w, complete) && (!complete || next == Some(b'('));
-    // Names of relations only before their `.`.
+    // Names of relations only before their `.`: those in scope, and any table shown while a
+    // FROM is still to come.
     let qualifier = (!complete || next == Some(b'.'))
-        && ((if quoted {
-            &n.all_tables
-        } else {
-            &n.bare_tables
-        })
-        .fits(w, complete)
-            || n.schemas.iter().any(|(_, l)| fits(l, w, complete))
+        && ((missing
+            && ((if quoted {
+                &n.all_tables
+            } else {
+                &n.bare_tables
+            })
+            .fits(w, complete)
+                || n.schemas.iter().any(|(_, l)| fits(l, w, complete))))
             || p.ctes.iter().any(|c| fits(&c.name, w, complete))
             || p.levels
                 .iter()
