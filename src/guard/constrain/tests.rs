@@ -174,7 +174,8 @@ fn keywords_functions_and_tables_only_where_they_fit() {
     assert!(ok(&n, "SELECT CAST(Age AS ", "INTEGER)"));
     // A function only before its parenthesis.
     assert!(ok(&n, "SELECT Name FROM singer ORDER BY ", "count(*)"));
-    assert!(!ok(&n, "SELECT Name FROM singer ORDER BY ", "Power LIMIT 1"));
+    assert!(!ok(&n, "SELECT Name FROM singer ORDER BY ", "Power, Age"));
+    assert!(ok(&n, "SELECT Name FROM singer ORDER BY ", "count (*)"));
     assert!(ok(&n, "SELECT Name FROM singer ORDER BY ", "power(Age, 2)"));
     // A table only before its dot.
     assert!(!ok(&n, "SELECT Name FROM singer WHERE ", "singer IS NULL"));

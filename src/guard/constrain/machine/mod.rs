@@ -471,13 +471,15 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
         return true;
     }
     // Keywords (date parts only inside parentheses, `EXTRACT(YEAR FROM d)`; type names never:
-    // they follow `AS` or `::`, where any word may stand), functions only before their `(`.
+    // they follow `AS` or `::`, where any word may stand), functions only before their `(`
+    // (or a space: `COUNT (*)` is in Spider's gold SQL).
     let keyword = if p.in_parens() {
         n.paren_keywords.fits(w, complete)
     } else {
         n.plain_keywords.fits(w, complete)
     };
-    let call = n.functions.fits(w, complete) && (!complete || next == Some(b'('));
+    let call = n.functions.fits(w, complete)
+        && (!complete || next == Some(b'(') || next.is_some_and(|b| b.is_ascii_whitespace()));
     // Names of relations only before their `.`: those in scope, and any table shown while a
     // FROM is still to come.
     let qualifier = (!complete || next == Some(b'.'))
