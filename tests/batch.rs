@@ -165,22 +165,28 @@ fn prompts_suffix_len(e: &Engine, p: &prompt::Prompt) -> usize {
 /// answer that text, and a mask that forbids the greedy first token changes the first token.
 #[test]
 fn a_token_mask_steers_single_and_batched_decoding() {
-    use sqlora::llm::{Constraint, TokenMask};
+    use sqlora::llm::{Constraint, TokenMask, TokenTest};
     use std::sync::Arc;
 
     /// Allows a token only while the answer stays a prefix of `0`.
     struct Follow(String);
     impl Constraint for Follow {
-        fn next<'a>(&'a self, text: &str) -> Option<Box<dyn Fn(&[u8]) -> bool + 'a>> {
-            let rest = self.0.strip_prefix(text).expect("the answer is a prefix").to_owned();
-            Some(Box::new(move |b: &[u8]| !b.is_empty() && rest.as_bytes().starts_with(b)))
+        fn next<'a>(&'a self, text: &str) -> Option<TokenTest<'a>> {
+            let rest = self
+                .0
+                .strip_prefix(text)
+                .expect("the answer is a prefix")
+                .to_owned();
+            Some(Box::new(move |b: &[u8]| {
+                !b.is_empty() && rest.as_bytes().starts_with(b)
+            }))
         }
     }
     /// Forbids one token's bytes right after the answer start.
     struct Not(String, Vec<u8>);
     impl Constraint for Not {
-        fn next<'a>(&'a self, text: &str) -> Option<Box<dyn Fn(&[u8]) -> bool + 'a>> {
-            (text == self.0).then(|| Box::new(move |b: &[u8]| b != self.1) as Box<dyn Fn(&[u8]) -> bool>)
+        fn next<'a>(&'a self, text: &str) -> Option<TokenTest<'a>> {
+            (text == self.0).then(|| Box::new(move |b: &[u8]| b != self.1) as TokenTest)
         }
     }
 

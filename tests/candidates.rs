@@ -21,7 +21,13 @@ fn sampled_candidates_are_seeded_and_the_greedy_one_is_greedy() {
     let mut e = Engine::load(&common::model_path(), &LoadOptions::default()).unwrap();
     let q = "Which country has the most customers?";
     let pr = prompt::build_prompt(e.template(), q, p.context(), p.dialect(), &[]);
-    let other = prompt::build_prompt(e.template(), "How many products are there?", p.context(), p.dialect(), &[]);
+    let other = prompt::build_prompt(
+        e.template(),
+        "How many products are there?",
+        p.context(),
+        p.dialect(),
+        &[],
+    );
     let levers = Levers {
         candidates: 4,
         ..Levers::default()
@@ -41,10 +47,20 @@ fn sampled_candidates_are_seeded_and_the_greedy_one_is_greedy() {
     };
     let cancel = Cancel::new();
     let opts = GenOptions::default();
-    let a = e.generate_requests(&requests(false), &opts, &cancel).unwrap();
-    let b = e.generate_requests(&requests(true), &opts, &cancel).unwrap();
-    let b: Vec<_> = b.into_iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, g)| g).collect();
-    let texts = |g: &[sqlora::llm::Generation]| g.iter().map(|g| g.text.clone()).collect::<Vec<_>>();
+    let a = e
+        .generate_requests(&requests(false), &opts, &cancel)
+        .unwrap();
+    let b = e
+        .generate_requests(&requests(true), &opts, &cancel)
+        .unwrap();
+    let b: Vec<_> = b
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, g)| g)
+        .collect();
+    let texts =
+        |g: &[sqlora::llm::Generation]| g.iter().map(|g| g.text.clone()).collect::<Vec<_>>();
     // The same seeds give the same candidates, with or without another question in the batch.
     assert_eq!(texts(&a), texts(&b));
     // The greedy one is the plain greedy answer.

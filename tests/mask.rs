@@ -30,7 +30,10 @@ fn refused(mask: &SqlMask, tok: &TextTokenizer, answer: &str) -> Option<(String,
         let text = format!("{ANSWER_START}{}", tok.decode(&ids[..k]).unwrap());
         if let Some(test) = mask.next(&text) {
             if !test(tok.token_bytes(ids[k])) {
-                return Some((text, String::from_utf8_lossy(tok.token_bytes(ids[k])).into()));
+                return Some((
+                    text,
+                    String::from_utf8_lossy(tok.token_bytes(ids[k])).into(),
+                ));
             }
         }
     }
@@ -58,13 +61,19 @@ fn gold_tokens_pass_the_mask_and_made_up_names_do_not() {
                 .unwrap()
         });
         let tables: Vec<&sqlora::schema::Table> = schema.tables.iter().collect();
-        let mask = SqlMask(sqlora::guard::constrain::Names::new(&tables, Dialect::Sqlite));
+        let mask = SqlMask(sqlora::guard::constrain::Names::new(
+            &tables,
+            Dialect::Sqlite,
+        ));
         let answer = format!("{gold}\n```");
         let t = Instant::now();
         let bad = refused(&mask, &tok, &answer);
         spent += t.elapsed().as_secs_f64();
         tokens += tok.encode(&answer).unwrap().len();
-        assert!(bad.is_none(), "question {i} ({db}): gold `{gold}` refused at {bad:?}");
+        assert!(
+            bad.is_none(),
+            "question {i} ({db}): gold `{gold}` refused at {bad:?}"
+        );
         // The same query with its first column of the first table made up is refused.
         let col = &schema.tables[0].columns[0].name;
         let fake = format!("SELECT {col}zzq FROM {} \n```", schema.tables[0].name);
@@ -82,6 +91,9 @@ fn token_bytes_spell_what_the_tokenizer_decodes() {
     let tok = tokenizer();
     let text = "SELECT T1.name, count(*) FROM \"Order Details\" AS T1 WHERE x = 'é中'\n```";
     let ids = tok.encode(text).unwrap();
-    let bytes: Vec<u8> = ids.iter().flat_map(|&i| tok.token_bytes(i).to_vec()).collect();
+    let bytes: Vec<u8> = ids
+        .iter()
+        .flat_map(|&i| tok.token_bytes(i).to_vec())
+        .collect();
     assert_eq!(String::from_utf8(bytes).unwrap(), text);
 }

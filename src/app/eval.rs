@@ -120,7 +120,10 @@ pub fn command(args: EvalArgs) -> Result<()> {
         Some(a) => format!("{} + adapter {a}", engine.info().name),
         None => engine.info().name.clone(),
     };
-    let levers = args.run.levers().resolved(engine.model().device().is_cuda());
+    let levers = args
+        .run
+        .levers()
+        .resolved(engine.model().device().is_cuda());
     // Candidates already fill a batch of their own; a few questions together fill a GPU.
     let batch = args.batch.map_or_else(
         || match eval::default_batch(&engine) {

@@ -9,8 +9,7 @@ fn cli_is_well_formed() {
 
 #[test]
 fn ask_takes_words_and_format() {
-    let cli =
-        Cli::try_parse_from(["sqlora", "ask", "--format", "json", "how", "many?"]).unwrap();
+    let cli = Cli::try_parse_from(["sqlora", "ask", "--format", "json", "how", "many?"]).unwrap();
     match cli.command {
         Some(Command::Ask(a)) => {
             assert_eq!(a.question.join(" "), "how many?");
@@ -181,9 +180,7 @@ fn a_database_positional_opens_the_shell() {
         other => panic!("{other:?}"),
     }
     // Nothing at all: the shell on --db or the default.
-    assert!(
-        matches!(resolve(&[], &[]).unwrap(), Command::Shell(s) if s.common.db.db.is_none())
-    );
+    assert!(matches!(resolve(&[], &[]).unwrap(), Command::Shell(s) if s.common.db.db.is_none()));
     // A missing file that reads as one is a typo, not a question.
     let e = resolve(&["chinok.sqlite"], &[]).unwrap_err();
     assert!(e.contains("no database file `chinok.sqlite`"), "{e}");
@@ -283,8 +280,16 @@ fn model_choice() {
 
 #[test]
 fn levers_parse_and_refuse_bad_values() {
-    let cli = Cli::try_parse_from(["sqlora", "ask", "--constrain", "off", "--candidates", "4", "q"])
-        .unwrap();
+    let cli = Cli::try_parse_from([
+        "sqlora",
+        "ask",
+        "--constrain",
+        "off",
+        "--candidates",
+        "4",
+        "q",
+    ])
+    .unwrap();
     let Some(Command::Ask(a)) = cli.command else {
         panic!("not ask")
     };

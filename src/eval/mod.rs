@@ -454,7 +454,9 @@ impl Evaluator {
                         // What taking the greedy answer would have given, to count what the
                         // vote changed.
                         record.greedy = Some(match open.pipeline.run_sql(g, cancel) {
-                            Ok(run) if compare::results_match(&gold.rows, &run.outcome.rows, order) => {
+                            Ok(run)
+                                if compare::results_match(&gold.rows, &run.outcome.rows, order) =>
+                            {
                                 Verdict::Correct
                             }
                             Ok(_) => Verdict::Wrong,

@@ -516,7 +516,10 @@ impl Engine {
         // Groups of one prefix, in order of first appearance.
         let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, r) in requests.iter().enumerate() {
-            match groups.iter_mut().find(|(prefix, _)| *prefix == r.prompt.prefix) {
+            match groups
+                .iter_mut()
+                .find(|(prefix, _)| *prefix == r.prompt.prefix)
+            {
                 Some((_, members)) => members.push(i),
                 None => groups.push((&r.prompt.prefix, vec![i])),
             }

@@ -32,7 +32,7 @@ impl std::fmt::Debug for StopRule {
 /// asks the test only of the tokens it would choose, best first, so a test that passes the
 /// model's own choice costs one call.
 pub trait Constraint: Send + Sync {
-    fn next<'a>(&'a self, text: &str) -> Option<Box<dyn Fn(&[u8]) -> bool + 'a>>;
+    fn next<'a>(&'a self, text: &str) -> Option<TokenTest<'a>>;
 
     /// Whether the answer may end after `text` (a stop token comes next). Asked only where
     /// [`Constraint::next`] restricts the next token.
@@ -41,6 +41,9 @@ pub trait Constraint: Send + Sync {
         true
     }
 }
+
+/// The test a candidate token's bytes must pass.
+pub type TokenTest<'a> = Box<dyn Fn(&[u8]) -> bool + 'a>;
 
 /// A shared [`Constraint`].
 #[derive(Clone)]
@@ -299,7 +302,10 @@ const TRIED_FIRST: usize = 64;
 
 /// The allowed id with the highest finite logit: the best few tried first, then all.
 fn best_allowed(logits: &[f32], allows: &dyn Fn(u32) -> bool) -> Option<u32> {
-    if let Some(t) = top_ids(logits, TRIED_FIRST).into_iter().find(|&t| allows(t)) {
+    if let Some(t) = top_ids(logits, TRIED_FIRST)
+        .into_iter()
+        .find(|&t| allows(t))
+    {
         return Some(t);
     }
     best(logits, (0..logits.len() as u32).filter(|&t| allows(t)))
@@ -531,7 +537,11 @@ mod tests {
         assert_ne!(draws(7), draws(8));
         assert!(draws(7).iter().all(|t| t % 2 == 0));
         // Only the top_k best allowed tokens are drawn.
-        let allowed_best: Vec<u32> = top_ids(&l, 50).into_iter().filter(|t| t % 2 == 0).take(10).collect();
+        let allowed_best: Vec<u32> = top_ids(&l, 50)
+            .into_iter()
+            .filter(|t| t % 2 == 0)
+            .take(10)
+            .collect();
         assert!(draws(9).iter().all(|t| allowed_best.contains(t)));
         let mut s = Sampler::new(Sample {
             temperature: 1.0,

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 pub use cache::{BatchCache, KvCache};
 pub use config::{Arch, ModelConfig};
 pub use engine::{Engine, Generation, LoadOptions, ModelInfo, Request};
-pub use generate::{Constraint, GenOptions, Sample, StopRule, TokenMask};
+pub use generate::{Constraint, GenOptions, Sample, StopRule, TokenMask, TokenTest};
 pub use linear::{WeightFormat, WeightPlan};
 pub use model::Model;
 pub use prompt::{ChatTemplate, Prompt};

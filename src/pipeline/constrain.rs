@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::guard::constrain::Names;
 use crate::llm::prompt::ANSWER_START;
-use crate::llm::{Constraint, Sample, TokenMask};
+use crate::llm::{Constraint, Sample, TokenMask, TokenTest};
 use crate::schema::Table;
 
 use super::Pipeline;
@@ -98,7 +98,7 @@ impl Levers {
 pub struct SqlMask(pub Names);
 
 impl Constraint for SqlMask {
-    fn next<'a>(&'a self, text: &str) -> Option<Box<dyn Fn(&[u8]) -> bool + 'a>> {
+    fn next<'a>(&'a self, text: &str) -> Option<TokenTest<'a>> {
         // Only the SQL of a fenced answer is masked; anything else is the model's to say.
         let sql = text.strip_prefix(ANSWER_START)?;
         let state = self.0.state(sql);
@@ -147,7 +147,10 @@ impl Pipeline {
             })
             .collect();
         let refs: Vec<&Table> = shown.iter().collect();
-        Some(TokenMask(Arc::new(SqlMask(Names::new(&refs, self.dialect())))))
+        Some(TokenMask(Arc::new(SqlMask(Names::new(
+            &refs,
+            self.dialect(),
+        )))))
     }
 }
 
@@ -167,7 +170,10 @@ mod tests {
 
     fn mask() -> SqlMask {
         let mut t = Table::new(None, "customers", TableKind::Table);
-        t.columns = vec![Column::new("first_name", "TEXT"), Column::new("orders", "INT")];
+        t.columns = vec![
+            Column::new("first_name", "TEXT"),
+            Column::new("orders", "INT"),
+        ];
         SqlMask(Names::new(&[&t], Dialect::Sqlite))
     }
 
@@ -180,7 +186,9 @@ mod tests {
         assert!(!m.may_stop(&at("SELECT first_name FROM custom")));
         // Outside a fenced answer nothing is masked.
         assert!(m.next("SELECT first_na").is_none());
-        let next = m.next(&at("SELECT first_name FROM ")).expect("a table slot");
+        let next = m
+            .next(&at("SELECT first_name FROM "))
+            .expect("a table slot");
         assert!(next(b"customers") && next(b" customers") && !next(b"clients"));
     }
 

@@ -269,8 +269,7 @@ impl Pipeline {
             first = false;
             let mut next = Vec::new();
             let mut next_active = Vec::new();
-            for ((mut o, i), generations) in open.drain(..).zip(active.drain(..)).zip(generations)
-            {
+            for ((mut o, i), generations) in open.drain(..).zip(active.drain(..)).zip(generations) {
                 o.generations += 1;
                 for g in &generations {
                     o.total.add(g);

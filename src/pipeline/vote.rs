@@ -94,9 +94,9 @@ impl Pipeline {
             }
         }
         let logprob = |k: usize| {
-            generations[k]
-                .logprob
-                .map_or(f64::NEG_INFINITY, |lp| lp / generations[k].new_tokens.max(1) as f64)
+            generations[k].logprob.map_or(f64::NEG_INFINITY, |lp| {
+                lp / generations[k].new_tokens.max(1) as f64
+            })
         };
         let best = |g: &Group| {
             g.members
@@ -193,9 +193,16 @@ mod tests {
         let a = outcome(vec![vec![Value::Int(3)], vec![Value::Text("x".into())]]);
         let b = outcome(vec![vec![Value::Text("x".into())], vec![Value::Float(3.0)]]);
         assert_eq!(result_key(&a), result_key(&b));
-        let c = outcome(vec![vec![Value::Decimal("3.00".into())], vec![Value::Text("x".into())]]);
+        let c = outcome(vec![
+            vec![Value::Decimal("3.00".into())],
+            vec![Value::Text("x".into())],
+        ]);
         assert_eq!(result_key(&a), result_key(&c));
-        let d = outcome(vec![vec![Value::Int(3)], vec![Value::Text("x".into())], vec![Value::Int(3)]]);
+        let d = outcome(vec![
+            vec![Value::Int(3)],
+            vec![Value::Text("x".into())],
+            vec![Value::Int(3)],
+        ]);
         assert_ne!(result_key(&a), result_key(&d));
         assert_ne!(
             result_key(&outcome(vec![vec![Value::Null]])),

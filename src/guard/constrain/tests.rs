@@ -183,7 +183,11 @@ fn keywords_functions_and_tables_only_where_they_fit() {
     assert!(!ok(&n, "SELECT ", "concert,"));
     // Once the FROM is known, only its relations qualify (an outer query's too).
     assert!(!ok(&n, "SELECT Name FROM singer WHERE ", "concert."));
-    assert!(ok(&n, "SELECT Name FROM singer WHERE EXISTS (SELECT 1 FROM concert WHERE ", "singer."));
+    assert!(ok(
+        &n,
+        "SELECT Name FROM singer WHERE EXISTS (SELECT 1 FROM concert WHERE ",
+        "singer."
+    ));
     assert!(ok(&n, "SELECT ", "concert."));
     // A date part cannot even be begun where it cannot stand; a type name never in an
     // expression.
