@@ -28,59 +28,10 @@ fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/spider")
 }
 
-/// Reads one JSON string literal starting at `s[i]` (the opening quote); returns it and the
-/// index after its closing quote.
-fn json_string(s: &[u8], mut i: usize) -> Option<(String, usize)> {
-    if s.get(i) != Some(&b'"') {
-        return None;
-    }
-    i += 1;
-    let mut out: Vec<u8> = Vec::new();
-    while i < s.len() {
-        match s[i] {
-            b'"' => return Some((String::from_utf8(out).ok()?, i + 1)),
-            b'\\' => {
-                i += 1;
-                match *s.get(i)? {
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'r' => out.push(b'\r'),
-                    b'b' => out.push(8),
-                    b'f' => out.push(12),
-                    b'u' => {
-                        let hex = std::str::from_utf8(s.get(i + 1..i + 5)?).ok()?;
-                        let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)
-                            .unwrap_or('\u{fffd}');
-                        let mut buf = [0; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                        i += 4;
-                    }
-                    c => out.push(c),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    None
-}
-
-/// The value of `"key": "…"` at or after `from`, and where it ends.
-fn field(text: &[u8], key: &str, from: usize) -> Option<(String, usize)> {
-    let pat = format!("\"{key}\":");
-    let at = text[from..]
-        .windows(pat.len())
-        .position(|w| w == pat.as_bytes())?
-        + from
-        + pat.len();
-    let start = at + text[at..].iter().position(|&b| b == b'"')?;
-    json_string(text, start)
-}
-
-/// (db_id, gold query) of the first `n` dev questions.
+/// (db_id, gold query) of the first `n` questions of the Spider-format question file.
 fn questions(n: usize) -> Vec<(String, String)> {
     // SQLORA_CONSTRAIN_FILE=train_spider_min.json (under the Spider folder) reads another
-    // question file for exploring; the requirement is the dev file.
+    // question file of Spider's format.
     let file = std::env::var("SQLORA_CONSTRAIN_FILE")
         .unwrap_or_else(|_| "derived/dev_without_wta_1.json".into());
     let path = data().join(file);
@@ -91,24 +42,16 @@ fn questions(n: usize) -> Vec<(String, String)> {
             path.display()
         )
     });
-    let mut out = Vec::new();
-    let mut at = 0;
-    // Each record holds both keys, in the order the first record shows.
-    let pos = |k: &str| text.windows(k.len()).position(|w| w == k.as_bytes());
-    let db_first = pos("\"db_id\":") < pos("\"query\":");
-    let (k1, k2) = if db_first {
-        ("db_id", "query")
-    } else {
-        ("query", "db_id")
-    };
-    while out.len() < n {
-        let Some((a, end)) = field(&text, k1, at) else {
-            break;
-        };
-        let (b, end) = field(&text, k2, end).expect("both keys in each record");
-        out.push(if db_first { (a, b) } else { (b, a) });
-        at = end;
-    }
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&text)
+        .unwrap_or_else(|e| panic!("{}: not Spider JSON: {e}", path.display()));
+    let out: Vec<(String, String)> = rows
+        .iter()
+        .take(n)
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().expect("db_id and query").to_string();
+            (s("db_id"), s("query"))
+        })
+        .collect();
     assert_eq!(
         out.len(),
         n,
