@@ -1,8 +1,10 @@
 //! The one decoding loop. Whatever runs the model — one sequence on candle's kernels, one
 //! sequence on the fused CUDA decoder, or a batch of sequences sharing a prompt prefix — is a
-//! [`Stepper`]; [`decode`] chooses each row's next token (greedy, or the best token a caller's
-//! [`TokenMask`] allows), applies the stop rules, lets finished rows leave, and feeds the rest
-//! back. Constrained decoding and sampled candidates plug in here, once, for every path.
+//! [`Stepper`]; [`decode`] chooses each row's next token (greedy, or drawn by a seeded
+//! [`Sample`]; either way only a token the row's [`TokenMask`] allows), applies the stop rules,
+//! lets finished rows leave, and feeds the rest back. The schema mask and sampled candidates
+//! plug in here, once, for every path: the mask is asked about the token the row would take
+//! first, and the logits are read back from the device only when some row needs more.
 //!
 //! Never tokenizes a prompt or touches the prefix cache (the engine does), never prints.
 
