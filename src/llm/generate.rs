@@ -119,6 +119,9 @@ pub(super) struct Row {
     pub logprob: Option<f64>,
     /// Seconds spent in the mask's tests and the search for an allowed token.
     pub mask_secs: f64,
+    /// The answer text so far, `answer_start` included: decoded once a step by [`decode`]
+    /// for the stop rules, and read by the mask.
+    pub so_far: String,
 }
 
 /// A [`Sample`] with its generator.
@@ -159,6 +162,9 @@ pub(super) fn decode(
     cancel: &Cancel,
 ) -> Result<(), LlmError> {
     let t1 = Instant::now();
+    for row in rows.iter_mut() {
+        row.so_far = row.text(tokenizer)?;
+    }
     // `active[k]`: the row whose sequence is row k of the stepper.
     let mut active: Vec<usize> = (0..rows.len()).collect();
     while !active.is_empty() {
@@ -176,9 +182,10 @@ pub(super) fn decode(
             if let (false, Some(token)) = (done, token) {
                 row.tokens.push(token);
                 // Decoding the answer so far costs microseconds; a needless token costs far more.
-                let text = row.text(tokenizer)?;
-                done = (opts.stop_at_fence_close && closes_fence(&text))
-                    || opts.stop_when.as_ref().is_some_and(|rule| (rule.0)(&text))
+                row.so_far = row.text(tokenizer)?;
+                let text = &row.so_far;
+                done = (opts.stop_at_fence_close && closes_fence(text))
+                    || opts.stop_when.as_ref().is_some_and(|rule| (rule.0)(text))
                     || row.tokens.len() >= row.budget;
                 if !done {
                     keep.push(k);
@@ -223,22 +230,16 @@ fn choose(
     let mut logits: Option<Vec<Vec<f32>>> = None;
     let mut out = Vec::with_capacity(active.len());
     for (k, &i) in active.iter().enumerate() {
-        let text = match rows[i].mask {
-            Some(_) => Some(rows[i].text(tokenizer)?),
-            None => None,
-        };
         let row = &mut rows[i];
+        let text = row.so_far.as_str();
         let t0 = Instant::now();
-        let test = match (&row.mask, &text) {
-            (Some(mask), Some(text)) => mask.0.next(text),
-            _ => None,
-        };
+        let test = row.mask.as_ref().and_then(|mask| mask.0.next(text));
         // Time in the mask's tests, however the token is chosen.
         let spent = std::cell::Cell::new(t0.elapsed().as_secs_f64());
-        let allows = |id: u32| match (&test, &row.mask, &text) {
-            (None, _, _) => true,
-            (Some(_), Some(mask), Some(text)) if tokenizer.is_stop(id) => mask.0.may_stop(text),
-            (Some(f), _, _) => {
+        let allows = |id: u32| match (&test, &row.mask) {
+            (None, _) => true,
+            (Some(_), Some(mask)) if tokenizer.is_stop(id) => mask.0.may_stop(text),
+            (Some(f), _) => {
                 let t = Instant::now();
                 let ok = f(tokenizer.token_bytes(id));
                 spent.set(spent.get() + t.elapsed().as_secs_f64());
