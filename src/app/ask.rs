@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 
-use super::session::{apply_adapter, load_engine, open_pipeline};
+use super::session::{apply_adapter, load_engine, load_examples, open_feedback, open_pipeline};
 use crate::cancel::Cancel;
 use crate::cli::AskArgs;
 use crate::shell::{self, render};
@@ -43,6 +43,7 @@ pub fn command(args: AskArgs) -> Result<()> {
             source: pipeline::Source::Greedy,
             confidence: None,
             greedy_sql: None,
+            examples: Vec::new(),
         };
         return print_answer(&p, &answer, args.format);
     }
@@ -54,6 +55,14 @@ pub fn command(args: AskArgs) -> Result<()> {
         args.common.model.merge,
     )?;
     p.set_engine(engine);
+    if p.examples > 0 {
+        // Examples are a help, not a need: a store that cannot be read costs only them.
+        if let Err(e) =
+            open_feedback(&args.feedback).and_then(|mut store| load_examples(&mut p, &mut store))
+        {
+            eprintln!("sqlora: {e:#} (answering without examples)");
+        }
+    }
     if args.compare {
         let Some((with, base)) = p.compare(&question, &Cancel::new()) else {
             bail!("--compare needs an adapter: pass --adapter NAME or set one with `sqlora adapters use`");
@@ -142,6 +151,7 @@ fn print_answer(
                 "confidence": answer.confidence,
                 "constrain": levers.constrain,
                 "candidates": levers.candidates,
+                "examples": answer.examples.iter().map(|e| serde_json::json!({"id": e.id, "question": e.question, "sql": e.sql})).collect::<Vec<_>>(),
                 "elapsed_ms": (answer.total_secs * 1000.0).round() as u64,
             });
             writeln!(out, "{obj}")?;

@@ -21,6 +21,7 @@
 //! max_rows = 500               # --max-rows
 //! constrain = true             # --constrain on|off
 //! candidates = 4               # --candidates
+//! examples = 4                 # --examples
 //! ```
 //!
 //! A `[defaults]` value only becomes clap's default ([`Config::apply`]): a flag on the command
@@ -63,6 +64,7 @@ pub struct Defaults {
     pub max_rows: Option<Spanned<i64>>,
     pub constrain: Option<Spanned<bool>>,
     pub candidates: Option<Spanned<i64>>,
+    pub examples: Option<Spanned<i64>>,
 }
 
 /// Which commands each `[defaults]` key applies to (`""`: sqlora without a subcommand). `db`
@@ -78,6 +80,7 @@ const SCOPES: &[(&str, &[&str])] = &[
     ("max_rows", &["", "shell", "ask", "eval"]),
     ("constrain", &["", "shell", "ask", "eval"]),
     ("candidates", &["", "shell", "ask", "eval"]),
+    ("examples", &["", "shell", "ask", "eval"]),
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +264,10 @@ impl Defaults {
                 "candidates",
                 d.candidates.as_ref().map(|v| v.get_ref().to_string()),
             ),
+            (
+                "examples",
+                d.examples.as_ref().map(|v| v.get_ref().to_string()),
+            ),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -305,6 +312,15 @@ impl Defaults {
                 return Some((
                     n.span(),
                     format!("defaults.candidates: {v} is not from 1 to 64"),
+                ));
+            }
+        }
+        if let Some(n) = &self.examples {
+            let v = *n.get_ref();
+            if !(0..=16).contains(&v) {
+                return Some((
+                    n.span(),
+                    format!("defaults.examples: {v} is not from 0 to 16"),
                 ));
             }
         }

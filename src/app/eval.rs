@@ -147,6 +147,18 @@ pub fn command(args: EvalArgs) -> Result<()> {
     let mut evaluator = eval::Evaluator::new(engine, limits, args.run.repairs);
     evaluator.context_tokens = args.run.context_tokens;
     evaluator.levers = levers;
+    evaluator.examples = args.run.examples;
+    if let Some(pool) = &args.corrections {
+        return super::corrections::command(
+            &args,
+            pool,
+            evaluator,
+            &items,
+            batch,
+            &cancel,
+            &model,
+        );
+    }
     let bar = progress::bar(
         items.len() as u64,
         "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",

@@ -1,5 +1,6 @@
 //! `sqlora feedback …`: record a corrected answer from the command line (checked by the guard
-//! and run first, as `\fix` does), and list, export and count what the store holds. The
+//! and run first, as `\fix` does), take answers out of examples and training (`remove`), and
+//! list, export and count what the store holds. The
 //! store itself is [`crate::feedback`]'s; this only opens it and prints.
 
 use anyhow::{bail, Context, Result};
@@ -86,7 +87,10 @@ pub fn command(cmd: FeedbackCommand) -> Result<()> {
                             sql::Value::Text(
                                 e.updated_at.replace('T', " ").chars().take(16).collect(),
                             ),
-                            sql::Value::Text(e.verdict.as_str().into()),
+                            sql::Value::Text(match e.removed_at {
+                                Some(_) => format!("{} (removed)", e.verdict.as_str()),
+                                None => e.verdict.as_str().into(),
+                            }),
                             sql::Value::Text(e.db_identity.clone()),
                             sql::Value::Text(e.question.clone()),
                             sql.map_or(sql::Value::Null, sql::Value::Text),
@@ -129,6 +133,16 @@ pub fn command(cmd: FeedbackCommand) -> Result<()> {
                     );
                 }
                 None => print!("{text}"),
+            }
+            Ok(())
+        }
+        FeedbackCommand::Remove { feedback, ids } => {
+            let mut store = open_feedback(&feedback)?;
+            for id in ids {
+                match store.remove(id)? {
+                    true => eprintln!("sqlora: #{id} removed from examples and training"),
+                    false => eprintln!("sqlora: #{id} was removed already"),
+                }
             }
             Ok(())
         }

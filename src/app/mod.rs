@@ -9,6 +9,7 @@
 pub mod adapters;
 pub mod ask;
 pub mod config;
+pub mod corrections;
 pub mod eval;
 pub mod feedback;
 pub mod model;

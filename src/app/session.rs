@@ -44,6 +44,7 @@ pub fn open_pipeline(common: &CommonArgs) -> Result<pipeline::Pipeline> {
     p.repairs = common.run.repairs;
     p.levers = common.run.levers();
     p.context_tokens = common.run.context_tokens;
+    p.examples = common.run.examples;
     p.values_cache = paths::cache_dir().ok().map(|d| d.join("values"));
     Ok(p)
 }
@@ -218,6 +219,22 @@ pub fn apply_adapter(
         engine.merge_adapter()?;
     }
     Ok(Some(name))
+}
+
+/// Gives `p` the confirmed pairs of its database in `store` to draw examples from; returns how
+/// many fit the schema.
+pub fn load_examples(p: &mut pipeline::Pipeline, store: &mut feedback::Store) -> Result<usize> {
+    let pairs = store.confirmed(&p.describe_db())?;
+    Ok(p.set_shots(
+        pairs
+            .into_iter()
+            .map(|c| pipeline::Shot {
+                id: c.id,
+                question: c.question,
+                sql: c.sql,
+            })
+            .collect(),
+    ))
 }
 
 /// Opens the feedback store `--feedback-db` names (default: feedback.sqlite in the data dir).

@@ -315,6 +315,20 @@ pub struct EvalArgs {
     /// List the questions whose correctness differs between two --out reports.
     #[arg(long, num_args = 2, value_names = ["A.json", "B.json"], conflicts_with_all = ["set", "limit", "out"])]
     pub compare: Option<Vec<PathBuf>>,
+    /// Simulate a user's corrections: for each N of --n, record the first N pairs of this
+    /// pool on each database (gold SQL as the fix) in a new feedback store, then answer the set
+    /// with them retrieved as examples. With --out, writes the report and a PNG of EX against N.
+    #[arg(long, value_name = "POOL.jsonl", requires = "set", conflicts_with = "compare_base")]
+    pub corrections: Option<PathBuf>,
+    /// Corrections per database to simulate (with --corrections).
+    #[arg(long, value_name = "N,N…", value_delimiter = ',', default_value = "0,5,10,20,50")]
+    pub n: Vec<usize>,
+    /// How the corrections help: `retrieval` (shown as examples, no training).
+    #[arg(long, default_value = "retrieval", value_parser = ["retrieval"])]
+    pub mode: String,
+    /// Seed of the order in which the pool's pairs are recorded (0: the file's order).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub pool_seed: u64,
     #[command(flatten)]
     pub model: ModelOpts,
     #[command(flatten)]
@@ -408,6 +422,10 @@ pub struct RunOpts {
     /// Seed of the sampled candidates: the same seed gives the same answers.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
+    /// Show the model up to K accepted or corrected answers of this database most like the
+    /// question, as examples (0: none).
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_EXAMPLES, value_name = "K", value_parser = count(0, 16))]
+    pub examples: usize,
 }
 
 /// `on`/`off` (also true/false, yes/no, 1/0).
@@ -498,6 +516,14 @@ pub enum FeedbackCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Take answers out of examples and training for good (they stay listed, as removed).
+    Remove {
+        #[command(flatten)]
+        feedback: FeedbackOpts,
+        /// The answers' ids (see `sqlora feedback list`).
+        #[arg(required = true, num_args = 1.., value_name = "ID")]
+        ids: Vec<i64>,
+    },
     /// Counts per database and verdict, and pairs not yet used for training.
     Stats {
         #[command(flatten)]
@@ -526,6 +552,8 @@ pub struct ShellArgs {
 pub struct AskArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub feedback: FeedbackOpts,
     /// Output format; `json` prints one object with question, sql, columns, rows, row_count,
     /// elapsed_ms.
     #[arg(long, value_enum, default_value_t = Format::Table)]

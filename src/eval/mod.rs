@@ -8,6 +8,7 @@
 //! callback.
 
 pub mod compare;
+pub mod corrections;
 pub mod hardness;
 pub mod report;
 
@@ -287,6 +288,9 @@ pub struct Record {
     /// Milliseconds the token mask cost for this question.
     #[serde(default)]
     pub mask_ms: f64,
+    /// Feedback ids of the confirmed pairs shown as examples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<i64>,
 }
 
 /// Runs questions in order, in batches of one database (see [`Evaluator::run_batch`]), reusing
@@ -303,6 +307,11 @@ pub struct Evaluator {
     pub context_tokens: usize,
     /// The schema mask and candidates (see [`Pipeline::levers`]).
     pub levers: Levers,
+    /// Confirmed pairs of each database (by its URL as the set names it), drawn on for
+    /// examples (see [`Pipeline::set_shots`]).
+    pub shots: std::collections::BTreeMap<String, Vec<crate::pipeline::Shot>>,
+    /// Examples shown per question at most (`--examples`).
+    pub examples: usize,
 }
 
 struct Open {
@@ -326,6 +335,16 @@ impl Evaluator {
             repairs,
             context_tokens: crate::pipeline::DEFAULT_CONTEXT_TOKENS,
             levers: Levers::default(),
+            shots: Default::default(),
+            examples: crate::pipeline::DEFAULT_EXAMPLES,
+        }
+    }
+
+    /// Closes the open database, so that changed settings (examples, say) apply from the next
+    /// question on.
+    pub fn reset(&mut self) {
+        if let Some(mut old) = self.open.take() {
+            self.engine = old.pipeline.take_engine();
         }
     }
 
@@ -365,6 +384,10 @@ impl Evaluator {
         pipeline.repairs = self.repairs;
         pipeline.levers = self.levers;
         pipeline.context_tokens = self.context_tokens;
+        pipeline.examples = self.examples;
+        if let Some(shots) = self.shots.get(url) {
+            pipeline.set_shots(shots.clone());
+        }
         pipeline.values_cache = crate::paths::cache_dir().ok().map(|d| d.join("values"));
         Ok(self.open.insert(Open {
             url: url.to_string(),
@@ -444,6 +467,7 @@ impl Evaluator {
             record.tables = asked.tables;
             record.tokens = asked.new_tokens;
             record.mask_ms = asked.mask_secs * 1000.0;
+            record.examples = asked.examples;
             let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
             match asked.result {
                 Ok(a) => {
@@ -533,6 +557,7 @@ impl Record {
             confidence: None,
             greedy: None,
             mask_ms: 0.0,
+            examples: Vec::new(),
         }
     }
 }

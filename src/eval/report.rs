@@ -295,6 +295,7 @@ mod tests {
             confidence: None,
             greedy: None,
             mask_ms: 0.0,
+            examples: Vec::new(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The feedback store: every answer sqlora gives, and what the user made of it (accepted,
-//! corrected with their SQL, rejected). Accepted and corrected answers are the training pairs.
+//! corrected with their SQL, rejected). Accepted and corrected answers are the training pairs
+//! and the examples later questions on the same database are shown ([`Store::confirmed`]);
+//! `sqlora feedback remove` takes an answer out of both and keeps it on record.
 //!
 //! A SQLite file in sqlora's data dir by default (WAL, `synchronous=FULL`: a record is on disk
 //! when `record` returns), or a shared PostgreSQL (`--feedback-db postgres://…`) so a team
@@ -113,6 +115,8 @@ pub struct Entry {
     pub correction: Option<String>,
     pub note: Option<String>,
     pub trained_in: Option<String>,
+    /// When `sqlora feedback remove` took it out of examples and training.
+    pub removed_at: Option<String>,
 }
 
 /// One training pair, in the shape of the training files in the shared data
@@ -124,6 +128,14 @@ pub struct Pair {
     pub answer: String,
     pub db: String,
     pub dialect: Dialect,
+}
+
+/// A confirmed question and the SQL that answers it, for examples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub id: i64,
+    pub question: String,
+    pub sql: String,
 }
 
 /// Which entries to list or export.
@@ -181,6 +193,11 @@ fn migrations(kind: Kind) -> Vec<Migration> {
                 "source",
                 include_str!("../../migrations/sqlite/0002_source.sql"),
             ),
+            (
+                3,
+                "removed",
+                include_str!("../../migrations/sqlite/0003_removed.sql"),
+            ),
         ],
         Kind::Postgres => &[
             (
@@ -192,6 +209,11 @@ fn migrations(kind: Kind) -> Vec<Migration> {
                 2,
                 "source",
                 include_str!("../../migrations/postgres/0002_source.sql"),
+            ),
+            (
+                3,
+                "removed",
+                include_str!("../../migrations/postgres/0003_removed.sql"),
             ),
         ],
     };
@@ -210,7 +232,7 @@ fn migrations(kind: Kind) -> Vec<Migration> {
 }
 
 /// The newest migration version this build knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub struct Store {
     rt: tokio::runtime::Runtime,
@@ -481,14 +503,15 @@ impl Store {
             correction: row.try_get("correction")?,
             note: row.try_get("note")?,
             trained_in: row.try_get("trained_in")?,
+            removed_at: row.try_get("removed_at")?,
         })
     }
 
     /// Entries matching `f`, newest first.
     pub fn list(&mut self, f: &Filter) -> Result<Vec<Entry>, FeedbackError> {
         let sql = "SELECT id, created_at, updated_at, os_user, question, db_identity, dialect, \
-                   schema_fingerprint, model, final_sql, verdict, correction, note, trained_in \
-                   FROM feedback WHERE ($1 = '' OR db_identity = $1) AND ($2 = '' OR verdict = $2) \
+                   schema_fingerprint, model, final_sql, verdict, correction, note, trained_in, \
+                   removed_at FROM feedback WHERE ($1 = '' OR db_identity = $1) AND ($2 = '' OR verdict = $2) \
                    AND ($3 = '' OR updated_at >= $3) ORDER BY id DESC LIMIT $4";
         let rows = self
             .rt
@@ -511,7 +534,7 @@ impl Store {
     pub fn export(&mut self, f: &Filter) -> Result<Vec<Pair>, FeedbackError> {
         let sql = "SELECT question, schema_fingerprint, schema_context, db_identity, dialect, \
                    verdict, final_sql, correction FROM feedback \
-                   WHERE verdict IN ('accepted', 'corrected') \
+                   WHERE verdict IN ('accepted', 'corrected') AND removed_at IS NULL \
                    AND ($1 = '' OR db_identity = $1) AND ($2 = '' OR updated_at >= $2) \
                    ORDER BY updated_at DESC, id DESC";
         let rows = self
@@ -555,6 +578,66 @@ impl Store {
         Ok(out)
     }
 
+    /// The confirmed pairs of database `db` for examples, oldest first: accepted answers (their
+    /// SQL) and corrections (the user's SQL), never rejected, unreviewed or removed ones; one
+    /// per question, the latest judgement winning.
+    pub fn confirmed(&mut self, db: &str) -> Result<Vec<Confirmed>, FeedbackError> {
+        let sql = "SELECT id, question, verdict, final_sql, correction FROM feedback \
+                   WHERE verdict IN ('accepted', 'corrected') AND removed_at IS NULL \
+                   AND db_identity = $1 ORDER BY updated_at DESC, id DESC";
+        let rows = self
+            .rt
+            .block_on(sqlx::query(sql).bind(db).fetch_all(&mut self.conn))
+            .map_err(store_err)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for r in &rows {
+            let id: i64 = r.try_get(0).map_err(store_err)?;
+            let get = |i: usize| r.try_get::<Option<String>, _>(i).map_err(store_err);
+            let question = get(1)?.unwrap_or_default();
+            if !seen.insert(question.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()) {
+                continue;
+            }
+            let sql = match get(2)?.as_deref() {
+                Some("corrected") => get(4)?,
+                _ => get(3)?,
+            };
+            if let Some(sql) = sql.filter(|s| !s.trim().is_empty()) {
+                out.push(Confirmed { id, question, sql });
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Takes answer `id` out of examples and training for good (it stays on record, marked
+    /// removed). `Ok(false)` when it was removed already.
+    pub fn remove(&mut self, id: i64) -> Result<bool, FeedbackError> {
+        let at = crate::clock::now_iso();
+        let fut = async {
+            let found = sqlx::query("SELECT removed_at FROM feedback WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut self.conn)
+                .await?;
+            let Some(found) = found else {
+                return Ok(None);
+            };
+            if found.try_get::<Option<String>, _>(0)?.is_some() {
+                return Ok(Some(false));
+            }
+            sqlx::query("UPDATE feedback SET removed_at = $1, updated_at = $1 WHERE id = $2")
+                .bind(&at)
+                .bind(id)
+                .execute(&mut self.conn)
+                .await?;
+            Ok::<_, sqlx::Error>(Some(true))
+        };
+        self.rt
+            .block_on(fut)
+            .map_err(store_err)?
+            .ok_or(FeedbackError::NotFound(id))
+    }
+
     /// Counts per database and verdict, and the training pairs not yet used in a run.
     pub fn stats(&mut self) -> Result<(Vec<VerdictCount>, i64), FeedbackError> {
         let rows = self
@@ -577,6 +660,7 @@ impl Store {
             .block_on(
                 sqlx::query(
                     "SELECT COUNT(*) FROM feedback WHERE verdict IN ('accepted', 'corrected') \
+                     AND removed_at IS NULL \
                      AND trained_in IS NULL",
                 )
                 .fetch_one(&mut self.conn),
@@ -593,6 +677,7 @@ impl Store {
             .block_on(
                 sqlx::query(
                     "SELECT COUNT(*) FROM feedback WHERE verdict IN ('accepted', 'corrected') \
+                     AND removed_at IS NULL \
                      AND trained_in IS NULL AND ($1 = '' OR db_identity = $1)",
                 )
                 .bind(db.unwrap_or_default().to_string())
@@ -615,7 +700,8 @@ impl Store {
             .block_on(
                 sqlx::query(
                     "UPDATE feedback SET trained_in = $1 WHERE verdict IN ('accepted', \
-                     'corrected') AND trained_in IS NULL AND ($2 = '' OR db_identity = $2) \
+                     'corrected') AND removed_at IS NULL AND trained_in IS NULL \
+                     AND ($2 = '' OR db_identity = $2) \
                      AND updated_at <= $3",
                 )
                 .bind(adapter.to_string())
@@ -646,117 +732,4 @@ fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answer(q: &str, sql: &str) -> NewAnswer {
-        NewAnswer {
-            question: q.into(),
-            db_identity: "sqlite:/tmp/shop.db".into(),
-            dialect: "SQLite".into(),
-            schema_context: "CREATE TABLE t (a INT);".into(),
-            model: "test".into(),
-            generated_sql: Some(sql.into()),
-            final_sql: Some(sql.into()),
-            ..NewAnswer::default()
-        }
-    }
-
-    #[test]
-    fn verdicts_undo_and_export_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("fb.sqlite").to_string_lossy()).unwrap();
-        assert_eq!(s.applied_versions().unwrap(), vec![1, 2]);
-        let a = s
-            .record(&answer("How many t?", "SELECT count(*) FROM t"))
-            .unwrap();
-        let b = s.record(&answer("Max a?", "SELECT min(a) FROM t")).unwrap();
-        let c = s.record(&answer("All a?", "DROP TABLE t")).unwrap();
-        s.set_verdict(a, Review::Accepted, None, None).unwrap();
-        s.set_verdict(b, Review::Corrected, Some("SELECT max(a) FROM t"), None)
-            .unwrap();
-        s.set_verdict(c, Review::Rejected, None, Some("wrong"))
-            .unwrap();
-        let pairs = s.export(&Filter::default()).unwrap();
-        let answers: Vec<&str> = pairs.iter().map(|p| p.answer.as_str()).collect();
-        assert_eq!(answers, ["SELECT count(*) FROM t", "SELECT max(a) FROM t"]);
-        assert_eq!(pairs[0].context, "CREATE TABLE t (a INT);");
-
-        // Undo puts the previous verdict back; a second undo of `a` restores unreviewed.
-        s.set_verdict(a, Review::Rejected, None, None).unwrap();
-        assert_eq!(s.undo(a).unwrap(), Some(Review::Accepted));
-        assert_eq!(s.undo(a).unwrap(), Some(Review::Unreviewed));
-        assert_eq!(s.undo(a).unwrap(), None);
-        assert_eq!(s.export(&Filter::default()).unwrap().len(), 1);
-        assert!(matches!(
-            s.set_verdict(999, Review::Accepted, None, None),
-            Err(FeedbackError::NotFound(999))
-        ));
-
-        // The same question on the same schema: the latest judgement wins.
-        let d = s
-            .record(&answer("Max a?", "SELECT max(a) AS m FROM t"))
-            .unwrap();
-        s.set_verdict(d, Review::Accepted, None, None).unwrap();
-        let pairs = s.export(&Filter::default()).unwrap();
-        assert_eq!(pairs.len(), 1);
-        assert_eq!(pairs[0].answer, "SELECT max(a) AS m FROM t");
-
-        let listed = s
-            .list(&Filter {
-                verdict: Some(Review::Rejected),
-                ..Filter::default()
-            })
-            .unwrap();
-        assert_eq!(listed.iter().map(|e| e.id).collect::<Vec<_>>(), vec![c]);
-        let (counts, fresh) = s.stats().unwrap();
-        assert_eq!(fresh, 2);
-        assert!(counts.iter().any(|(_, v, n)| v == "rejected" && *n == 1));
-        assert_eq!(s.integrity_check().unwrap(), "ok");
-    }
-
-    #[test]
-    fn migrations_apply_forward_and_keep_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fb.sqlite").to_string_lossy().into_owned();
-        let mut old = Store::open_at_version(&path, Some(1)).unwrap();
-        assert_eq!(old.applied_versions().unwrap(), vec![1]);
-        let id = old.record_v1(&answer("q", "SELECT 1")).unwrap();
-        drop(old);
-        let mut s = Store::open(&path).unwrap();
-        assert_eq!(s.applied_versions().unwrap(), vec![1, 2]);
-        let e = s.list(&Filter::default()).unwrap();
-        assert_eq!(e.len(), 1);
-        assert_eq!(e[0].id, id);
-        // Reopening applies nothing twice.
-        drop(s);
-        let mut s = Store::open(&path).unwrap();
-        assert_eq!(s.applied_versions().unwrap(), vec![1, 2]);
-    }
-
-    impl Store {
-        /// An insert as version 1 of the schema wrote it (no `source` column).
-        fn record_v1(&mut self, a: &NewAnswer) -> Result<i64, FeedbackError> {
-            let at = crate::clock::now_iso();
-            let insert = sqlx::query(
-                "INSERT INTO feedback (created_at, updated_at, os_user, question, db_identity, \
-                 dialect, schema_fingerprint, schema_context, model) \
-                 VALUES ($1, $1, 'me', $2, $3, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(&at);
-            let fut = bind_asked(insert, a).fetch_one(&mut self.conn);
-            let row = self.rt.block_on(fut).map_err(store_err)?;
-            row.try_get(0).map_err(store_err)
-        }
-    }
-
-    #[test]
-    fn a_url_of_another_database_is_refused_not_taken_for_a_file() {
-        let e = Store::open("mariadb://root:pa/ss@127.0.0.1:3306/x")
-            .err()
-            .expect("refused")
-            .to_string();
-        assert!(e.contains("not mariadb://") && !e.contains("pa/ss"), "{e}");
-        assert!(!std::path::Path::new("mariadb:").exists());
-    }
-}
+mod tests;

@@ -135,6 +135,11 @@ pub fn dialect_notes(dialect: Dialect) -> &'static str {
 }
 
 /// Builds the prompt for `question` over `context` (CREATE TABLE text) in `dialect`.
+///
+/// `examples` (confirmed pairs of this database, best last) come as earlier exchanges after the
+/// schema: each one's question in the same "### Input:" form and its SQL as the assistant's
+/// answer, then a new user turn for the real question. They are all in the suffix, so the
+/// prefix, and the KV cache of it, is the same whatever examples a question gets.
 pub fn build_prompt(
     template: ChatTemplate,
     question: &str,
@@ -154,19 +159,24 @@ pub fn build_prompt(
     user.push_str("### Context:\n");
     user.push_str(context.trim_end());
     user.push_str("\n\n");
-    for ex in examples {
-        user.push_str(&format!(
-            "### Example input:\n{}\n### Example response:\n{}\n\n",
-            ex.question.trim(),
-            ex.sql.trim()
-        ));
-    }
     // Everything before the question's own words is the cached prefix.
     user.push_str("### Input:\n");
     let mut prefix = template.turn("system", SYSTEM);
     prefix.push_str(&template.open("user"));
     prefix.push_str(&user);
     let mut suffix = String::new();
+    for ex in examples {
+        suffix.push_str(ex.question.trim());
+        suffix.push_str("\n\n### Response:\n");
+        suffix.push_str(template.close());
+        suffix.push_str(&template.open("assistant"));
+        suffix.push_str(ANSWER_START);
+        suffix.push_str(ex.sql.trim().trim_end_matches(';').trim_end());
+        suffix.push_str("\n```");
+        suffix.push_str(template.close());
+        suffix.push_str(&template.open("user"));
+        suffix.push_str("### Input:\n");
+    }
     suffix.push_str(question.trim());
     suffix.push_str("\n\n### Response:\n");
     suffix.push_str(template.close());
@@ -327,14 +337,30 @@ mod tests {
     }
 
     #[test]
-    fn dialect_and_examples_change_the_prefix() {
-        let ex = [Example {
-            question: "How many rows?".into(),
-            sql: "SELECT COUNT(*) FROM t".into(),
-        }];
+    fn dialect_changes_the_prefix_and_examples_only_the_suffix() {
+        let ex = [
+            Example {
+                question: "How many rows?".into(),
+                sql: "SELECT COUNT(*) FROM t;".into(),
+            },
+            Example {
+                question: "Names?".into(),
+                sql: "SELECT name FROM t".into(),
+            },
+        ];
         let a = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Sqlite, &ex);
+        let plain = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Sqlite, &[]);
         let b = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Postgres, &[]);
-        assert!(a.prefix.contains("SELECT COUNT(*) FROM t"));
+        assert_eq!(a.prefix, plain.prefix, "examples never change the cached prefix");
+        assert_eq!(
+            a.suffix,
+            "How many rows?\n\n### Response:\n<|im_end|>\n<|im_start|>assistant\n```sql\n\
+             SELECT COUNT(*) FROM t\n```<|im_end|>\n<|im_start|>user\n### Input:\n\
+             Names?\n\n### Response:\n<|im_end|>\n<|im_start|>assistant\n```sql\n\
+             SELECT name FROM t\n```<|im_end|>\n<|im_start|>user\n### Input:\n\
+             q\n\n### Response:\n<|im_end|>\n<|im_start|>assistant\n```sql\n"
+        );
+        assert!(a.suffix.ends_with(&plain.suffix));
         assert!(b.prefix.contains("PostgreSQL"));
         assert!(!b.prefix.contains("SQLite"));
     }

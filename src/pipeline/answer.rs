@@ -45,6 +45,8 @@ pub struct Answer {
     /// The greedy answer's SQL, when another answer was chosen over it (it failed, or the
     /// candidates outvoted it).
     pub greedy_sql: Option<String>,
+    /// The confirmed pairs shown to the model as examples (best last).
+    pub examples: Vec<super::Shot>,
 }
 
 /// Where an answer came from.
@@ -104,6 +106,8 @@ pub struct Asked {
     pub new_tokens: usize,
     /// Seconds the token mask cost over all of them.
     pub mask_secs: f64,
+    /// Feedback ids of the pairs shown as examples.
+    pub examples: Vec<i64>,
 }
 
 /// Result of running SQL the user typed.

@@ -30,6 +30,7 @@ impl Open {
             generations: self.generations,
             new_tokens: self.total.new_tokens,
             mask_secs: self.total.mask_secs,
+            examples: self.posed.examples.iter().map(|s| s.id).collect(),
         }
     }
 }

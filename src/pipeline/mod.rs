@@ -18,6 +18,7 @@ mod check;
 mod constrain;
 mod context;
 mod error;
+mod examples;
 mod explain;
 mod generate;
 mod pose;
@@ -39,6 +40,7 @@ use crate::sql::Dialect;
 pub use answer::{Answer, Asked, Attempt, Confidence, Progress, Source, SqlRun};
 pub use constrain::{Levers, SqlMask, CPU_CANDIDATES, GPU_CANDIDATES};
 pub use error::{clip, AskError};
+pub use examples::{Shot, Shots, DEFAULT_EXAMPLES, EXAMPLE_TOKENS};
 pub use explain::EXPLAIN_TOKENS;
 use generate::{same_error, Open};
 
@@ -65,6 +67,12 @@ pub struct Pipeline {
     pub values_cache: Option<std::path::PathBuf>,
     /// Tokens of the whole schema context, once measured (reset with the schema or model).
     context_size: std::sync::OnceLock<usize>,
+    /// Confirmed pairs of this database to draw examples from (see [`Pipeline::set_shots`]).
+    shots: Shots,
+    /// How many of them a question is shown at most (`--examples`; 0: none).
+    pub examples: usize,
+    /// The pairs the last question was shown as examples (for `\context`).
+    pub last_examples: Vec<Shot>,
 }
 
 /// The default schema budget: enough for most single databases, small enough for a small
@@ -97,6 +105,9 @@ impl Pipeline {
             last_selection: None,
             values_cache: None,
             context_size: std::sync::OnceLock::new(),
+            shots: Shots::default(),
+            examples: DEFAULT_EXAMPLES,
+            last_examples: Vec::new(),
         })
     }
 

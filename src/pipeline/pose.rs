@@ -17,6 +17,8 @@ pub(super) struct Posed {
     pub(super) base: prompt::Prompt,
     /// What the model may write of names (see [`Pipeline::mask_for`]).
     pub(super) mask: Option<crate::llm::TokenMask>,
+    /// The confirmed pairs shown as examples (see [`Pipeline::set_shots`]).
+    pub(super) examples: Vec<super::Shot>,
 }
 
 impl Pipeline {
@@ -45,24 +47,30 @@ impl Pipeline {
             .unwrap_or_default();
         let namespace = selection.and_then(|s| s.namespace.clone());
         let mask = self.mask_for(&tables, namespace.as_deref());
+        let examples = self.examples_for(question);
+        self.last_examples = examples.clone();
+        let shown: Vec<prompt::Example> = examples
+            .iter()
+            .map(|s| prompt::Example {
+                question: s.question.clone(),
+                sql: s.sql.clone(),
+            })
+            .collect();
         let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
         Ok(Posed {
             mask,
             question: question.to_string(),
-            base: if previous.is_empty() {
-                self.prompt_for(engine, question, &context)
-            } else {
-                prompt::build_followup_prompt(
-                    engine.template(),
-                    question,
-                    &context,
-                    self.dialect(),
-                    &[],
-                    previous,
-                )
-            },
+            base: prompt::build_followup_prompt(
+                engine.template(),
+                question,
+                &context,
+                self.dialect(),
+                &shown,
+                previous,
+            ),
             tables,
             namespace,
+            examples,
         })
     }
 

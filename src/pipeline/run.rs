@@ -44,6 +44,7 @@ impl Pipeline {
                 },
                 confidence: None,
                 greedy_sql: o.greedy_sql.clone(),
+                examples: o.posed.examples.clone(),
             })),
             Err(e) => self.repair(o, e, progress),
         }

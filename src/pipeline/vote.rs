@@ -143,6 +143,7 @@ impl Pipeline {
                 of: generations.len(),
             }),
             greedy_sql: o.greedy_sql.clone(),
+            examples: o.posed.examples.clone(),
         }))
     }
 }

@@ -86,7 +86,8 @@ pub const COMMANDS: &[MetaCommand] = &[
         name: "context",
         aliases: &[],
         args: "",
-        help: "what the model was given for the last question, and why each table was chosen",
+        help: "what the model was given for the last question: its tables, why each was chosen, \
+               and the confirmed pairs shown as examples",
         run: |sh, _| {
             sh.print_context();
             Flow::Continue

@@ -279,6 +279,7 @@ mod tests {
             source: crate::pipeline::Source::Greedy,
             confidence: None,
             greedy_sql: None,
+            examples: Vec::new(),
         })
     }
 

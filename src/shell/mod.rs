@@ -146,6 +146,7 @@ pub fn run(editor: LineEditor, opened: Opened, options: Options) -> Result<()> {
         input: Default::default(),
         adapters: opened.adapters,
     };
+    shell.reload_examples();
     shell.repl(editor.0)
 }
 
@@ -682,6 +683,25 @@ impl Shell {
                     );
                 }
             }
+        }
+        self.print_examples();
+    }
+
+    /// The confirmed pairs the last question was shown as examples.
+    fn print_examples(&self) {
+        let all = self.pipeline.shots().len();
+        if all == 0 {
+            return;
+        }
+        let shown = &self.pipeline.last_examples;
+        println!(
+            "-- {} of this database's {all} confirmed pairs shown as examples{}",
+            shown.len(),
+            if shown.is_empty() { "" } else { ":" }
+        );
+        for s in shown.iter().rev() {
+            let sql: String = s.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            println!("--   #{:<5} {}  →  {}", s.id, s.question.trim(), sql);
         }
     }
 

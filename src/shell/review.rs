@@ -1,6 +1,7 @@
 //! The shell's feedback commands: each answer is logged to the feedback store as unreviewed,
 //! and `\ok`, `\fix`, `\bad` judge the last one, `\undo` takes a verdict back and `\history`
-//! lists what was logged. The store is opened by whoever started the shell; without one
+//! lists what was logged. Accepted and corrected answers of this database are the examples
+//! later questions are shown (reloaded after every verdict). The store is opened by whoever started the shell; without one
 //! nothing is logged, `\undo` and `\history` say that feedback is off, and the shell goes on.
 //! Never trains and never changes an answer's SQL but through `\fix`, whose SQL must pass the
 //! guard and run first.
@@ -85,8 +86,32 @@ impl Shell {
             Ok(()) => {
                 self.judged.push(last.id);
                 eprintln!("answer #{} marked {}", last.id, verdict.as_str());
+                self.reload_examples();
             }
             Err(e) => eprintln!("sqlora: {e}"),
+        }
+    }
+
+    /// Gives the pipeline this database's confirmed pairs again, so a verdict just given (or
+    /// taken back) shapes the examples of the next question.
+    pub(super) fn reload_examples(&mut self) {
+        let Some(store) = self.feedback.as_mut() else {
+            return;
+        };
+        match store.confirmed(&self.pipeline.describe_db()) {
+            Ok(pairs) => {
+                self.pipeline.set_shots(
+                    pairs
+                        .into_iter()
+                        .map(|c| crate::pipeline::Shot {
+                            id: c.id,
+                            question: c.question,
+                            sql: c.sql,
+                        })
+                        .collect(),
+                );
+            }
+            Err(e) => eprintln!("sqlora: {e} (earlier answers are not used as examples)"),
         }
     }
 
@@ -147,7 +172,10 @@ impl Shell {
             return;
         };
         match store.undo(id) {
-            Ok(Some(v)) => eprintln!("answer #{id} is back to {}", v.as_str()),
+            Ok(Some(v)) => {
+                eprintln!("answer #{id} is back to {}", v.as_str());
+                self.reload_examples();
+            }
             Ok(None) => eprintln!("sqlora: nothing to undo for answer #{id}"),
             Err(e) => eprintln!("sqlora: {e}"),
         }

@@ -10,10 +10,10 @@ use plotters::style::FontStyle;
 /// Steps in the moving average of the train loss.
 const WINDOW: usize = 10;
 
-fn register_font() {
+/// Registers the font compiled in (once): a PNG must not depend on what fonts the machine has.
+pub(crate) fn register_font() {
     static FONT: Once = Once::new();
     FONT.call_once(|| {
-        // A font compiled in: a PNG must not depend on what fonts the machine has.
         let _ = plotters::style::register_font(
             "sans-serif",
             FontStyle::Normal,
