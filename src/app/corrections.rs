@@ -65,7 +65,7 @@ pub fn command(
         batch,
         cancel,
         |n, _, done| {
-            let s = eval::Summary::of(done);
+            let s = eval::report::Summary::of(done);
             bar.set_message(format!("N={n}: EX {:.1}% ({}/{})", s.overall.ex(), s.overall.correct, s.overall.total));
             bar.inc(1);
         },

@@ -125,6 +125,7 @@ impl Cli {
         }
         Ok(Command::Ask(AskArgs {
             common: shell.common,
+            feedback: shell.feedback,
             format: shell.format,
             compare: false,
             question: words,

@@ -14,7 +14,8 @@ use std::path::Path;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::{run_all, EvalError, Evaluator, Item, Record, Summary};
+use super::report::Summary;
+use super::{run_all, EvalError, Evaluator, Item, Record};
 use crate::cancel::Cancel;
 use crate::feedback::{NewAnswer, Review, Store};
 use crate::pipeline::{Pipeline, Shot};

@@ -42,13 +42,21 @@ pub const DEFAULT_EXAMPLES: usize = 4;
 /// out.
 pub const EXAMPLE_TOKENS: usize = 768;
 
+/// SQL words that are not names.
+const SQL_WORDS: &[&str] = &[
+    "select", "from", "where", "join", "inner", "left", "right", "outer", "on", "and", "or",
+    "not", "group", "by", "order", "having", "limit", "as", "distinct", "count", "sum", "avg",
+    "min", "max", "asc", "desc", "in", "like", "between", "is", "null", "union", "intersect",
+    "except", "case", "when", "then", "else", "end", "with", "exists", "cast", "offset", "all",
+];
+
 /// The names `sql` uses (tables, columns; split at `_` and case changes), without SQL words,
 /// literals or numbers: what makes two questions about the same part of the schema alike.
 fn sql_names(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_str = false;
     let mut word = String::new();
-    let mut flush = |word: &mut String, out: &mut Vec<String>| {
+    let flush = |word: &mut String, out: &mut Vec<String>| {
         if !word.is_empty() && !SQL_WORDS.contains(&word.to_lowercase().as_str()) {
             let mut part = String::new();
             let mut prev_lower = false;
