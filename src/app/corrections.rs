@@ -66,7 +66,12 @@ pub fn command(
         cancel,
         |n, _, done| {
             let s = eval::report::Summary::of(done);
-            bar.set_message(format!("N={n}: EX {:.1}% ({}/{})", s.overall.ex(), s.overall.correct, s.overall.total));
+            bar.set_message(format!(
+                "N={n}: EX {:.1}% ({}/{})",
+                s.overall.ex(),
+                s.overall.correct,
+                s.overall.total
+            ));
             bar.inc(1);
         },
     )?;
@@ -102,7 +107,10 @@ pub fn command(
                 let (k, c, t) = p.by_db.get(db).copied().unwrap_or_default();
                 line.push_str(&format!(
                     "  {:>24}",
-                    format!("{:.1}% ({c}/{t}, N={k})", 100.0 * c as f64 / t.max(1) as f64)
+                    format!(
+                        "{:.1}% ({c}/{t}, N={k})",
+                        100.0 * c as f64 / t.max(1) as f64
+                    )
                 ));
             }
         }

@@ -149,15 +149,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
     evaluator.levers = levers;
     evaluator.examples = args.run.examples;
     if let Some(pool) = &args.corrections {
-        return super::corrections::command(
-            &args,
-            pool,
-            evaluator,
-            &items,
-            batch,
-            &cancel,
-            &model,
-        );
+        return super::corrections::command(&args, pool, evaluator, &items, batch, &cancel, &model);
     }
     let bar = progress::bar(
         items.len() as u64,

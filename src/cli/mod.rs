@@ -319,10 +319,20 @@ pub struct EvalArgs {
     /// Simulate a user's corrections: for each N of --n, record the first N pairs of this
     /// pool on each database (gold SQL as the fix) in a new feedback store, then answer the set
     /// with them retrieved as examples. With --out, writes the report and a PNG of EX against N.
-    #[arg(long, value_name = "POOL.jsonl", requires = "set", conflicts_with = "compare_base")]
+    #[arg(
+        long,
+        value_name = "POOL.jsonl",
+        requires = "set",
+        conflicts_with = "compare_base"
+    )]
     pub corrections: Option<PathBuf>,
     /// Corrections per database to simulate (with --corrections).
-    #[arg(long, value_name = "N,N…", value_delimiter = ',', default_value = "0,5,10,20,50")]
+    #[arg(
+        long,
+        value_name = "N,N…",
+        value_delimiter = ',',
+        default_value = "0,5,10,20,50"
+    )]
     pub n: Vec<usize>,
     /// How the corrections help: `retrieval` (shown as examples, no training).
     #[arg(long, default_value = "retrieval", value_parser = ["retrieval"])]

@@ -98,6 +98,7 @@ fn numeric_options_refuse_nonsense() {
         &["eval", "--set", "s", "--offset", "18446744073709551615"],
         &["eval", "--set", "s", "--batch", "0"],
         &["feedback", "list", "--limit", "0"],
+        &["ask", "--examples", "17", "q"],
         &["feedback", "export", "--since", "notadate"],
         &["train", "--auto", "--eval-limit", "0"],
     ]
@@ -142,6 +143,26 @@ fn numeric_options_refuse_nonsense() {
         ],
         &["feedback", "export", "--since", "2026-11-01"],
         &["eval", "--set", "s", "--limit", "3", "--offset", "0"],
+        &[
+            "eval",
+            "--set",
+            "t.jsonl",
+            "--corrections",
+            "p.jsonl",
+            "--n",
+            "0,5,20",
+            "--examples",
+            "2",
+        ],
+        &[
+            "ask",
+            "--examples",
+            "0",
+            "--feedback-db",
+            "f.sqlite",
+            "how many?",
+        ],
+        &["feedback", "remove", "3", "4"],
     ] {
         parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     }
@@ -154,6 +175,7 @@ fn numeric_options_refuse_nonsense() {
         candidates: None,
         temperature: 0.8,
         seed: 0,
+        examples: 4,
     }
     .limits()
     .unwrap_err();

@@ -595,7 +595,13 @@ impl Store {
             let id: i64 = r.try_get(0).map_err(store_err)?;
             let get = |i: usize| r.try_get::<Option<String>, _>(i).map_err(store_err);
             let question = get(1)?.unwrap_or_default();
-            if !seen.insert(question.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()) {
+            if !seen.insert(
+                question
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase(),
+            ) {
                 continue;
             }
             let sql = match get(2)?.as_deref() {

@@ -121,10 +121,16 @@ fn examples_are_the_confirmed_pairs_of_one_database_until_removed() {
         db_identity: db.into(),
         ..answer(q, sql)
     };
-    let ok = s.record(&on("shop", "How many t?", "SELECT count(*) FROM t")).unwrap();
-    let fixed = s.record(&on("shop", "Max a?", "SELECT min(a) FROM t")).unwrap();
+    let ok = s
+        .record(&on("shop", "How many t?", "SELECT count(*) FROM t"))
+        .unwrap();
+    let fixed = s
+        .record(&on("shop", "Max a?", "SELECT min(a) FROM t"))
+        .unwrap();
     let bad = s.record(&on("shop", "All a?", "SELECT b FROM t")).unwrap();
-    let open = s.record(&on("shop", "Sum a?", "SELECT sum(a) FROM t")).unwrap();
+    let open = s
+        .record(&on("shop", "Sum a?", "SELECT sum(a) FROM t"))
+        .unwrap();
     let other = s.record(&on("zoo", "How many t?", "SELECT 1")).unwrap();
     s.set_verdict(ok, Review::Accepted, None, None).unwrap();
     s.set_verdict(fixed, Review::Corrected, Some("SELECT max(a) FROM t"), None)
@@ -136,7 +142,13 @@ fn examples_are_the_confirmed_pairs_of_one_database_until_removed() {
     let got: Vec<(i64, &str)> = shop.iter().map(|c| (c.id, c.sql.as_str())).collect();
     // Never the rejected or the unreviewed answer, never another database's; a correction
     // stands with the user's SQL.
-    assert_eq!(got, [(ok, "SELECT count(*) FROM t"), (fixed, "SELECT max(a) FROM t")]);
+    assert_eq!(
+        got,
+        [
+            (ok, "SELECT count(*) FROM t"),
+            (fixed, "SELECT max(a) FROM t")
+        ]
+    );
     assert_eq!(s.confirmed("zoo").unwrap().len(), 1);
 
     // `feedback remove` takes a pair out of examples and training, and keeps it on record.
@@ -151,7 +163,10 @@ fn examples_are_the_confirmed_pairs_of_one_database_until_removed() {
         .into_iter()
         .map(|p| p.answer)
         .collect();
-    assert!(!exported.contains(&"SELECT max(a) FROM t".to_string()), "{exported:?}");
+    assert!(
+        !exported.contains(&"SELECT max(a) FROM t".to_string()),
+        "{exported:?}"
+    );
     assert_eq!(s.fresh_pairs(Some("shop")).unwrap(), 1);
     let listed = s.list(&Filter::default()).unwrap();
     let removed = listed.iter().find(|e| e.id == fixed).unwrap();

@@ -351,7 +351,10 @@ mod tests {
         let a = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Sqlite, &ex);
         let plain = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Sqlite, &[]);
         let b = build_prompt(ChatTemplate::ChatMl, "q", CTX, Dialect::Postgres, &[]);
-        assert_eq!(a.prefix, plain.prefix, "examples never change the cached prefix");
+        assert_eq!(
+            a.prefix, plain.prefix,
+            "examples never change the cached prefix"
+        );
         assert_eq!(
             a.suffix,
             "How many rows?\n\n### Response:\n<|im_end|>\n<|im_start|>assistant\n```sql\n\

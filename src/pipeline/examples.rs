@@ -44,10 +44,50 @@ pub const EXAMPLE_TOKENS: usize = 768;
 
 /// SQL words that are not names.
 const SQL_WORDS: &[&str] = &[
-    "select", "from", "where", "join", "inner", "left", "right", "outer", "on", "and", "or",
-    "not", "group", "by", "order", "having", "limit", "as", "distinct", "count", "sum", "avg",
-    "min", "max", "asc", "desc", "in", "like", "between", "is", "null", "union", "intersect",
-    "except", "case", "when", "then", "else", "end", "with", "exists", "cast", "offset", "all",
+    "select",
+    "from",
+    "where",
+    "join",
+    "inner",
+    "left",
+    "right",
+    "outer",
+    "on",
+    "and",
+    "or",
+    "not",
+    "group",
+    "by",
+    "order",
+    "having",
+    "limit",
+    "as",
+    "distinct",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "asc",
+    "desc",
+    "in",
+    "like",
+    "between",
+    "is",
+    "null",
+    "union",
+    "intersect",
+    "except",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "with",
+    "exists",
+    "cast",
+    "offset",
+    "all",
 ];
 
 /// The names `sql` uses (tables, columns; split at `_` and case changes), without SQL words,
@@ -98,7 +138,9 @@ fn sql_names(sql: &str) -> Vec<String> {
         // Numbers, and the aliases T1, T2… that say nothing of the schema.
         .filter(|w| {
             !w.chars().all(|c| c.is_ascii_digit())
-                && !(w.len() >= 2 && w.starts_with('t') && w[1..].chars().all(|c| c.is_ascii_digit()))
+                && !(w.len() >= 2
+                    && w.starts_with('t')
+                    && w[1..].chars().all(|c| c.is_ascii_digit()))
         })
         .collect()
 }
@@ -109,7 +151,9 @@ impl Shots {
             let docs: Vec<Document<usize>> = shots
                 .iter()
                 .enumerate()
-                .map(|(i, s)| Document::new(i, format!("{} {}", s.question, sql_names(&s.sql).join(" "))))
+                .map(|(i, s)| {
+                    Document::new(i, format!("{} {}", s.question, sql_names(&s.sql).join(" ")))
+                })
                 .collect();
             SearchEngineBuilder::<usize>::with_documents(Language::English, docs).build()
         });
@@ -211,9 +255,21 @@ mod tests {
     #[test]
     fn ranks_the_alike_question_first() {
         let s = Shots::new(vec![
-            shot(1, "How many singers are there?", "SELECT count(*) FROM singer"),
-            shot(2, "What is the population of Texas?", "SELECT population FROM state WHERE state_name = 'texas'"),
-            shot(3, "Which rivers run through Ohio?", "SELECT river_name FROM river WHERE traverse = 'ohio'"),
+            shot(
+                1,
+                "How many singers are there?",
+                "SELECT count(*) FROM singer",
+            ),
+            shot(
+                2,
+                "What is the population of Texas?",
+                "SELECT population FROM state WHERE state_name = 'texas'",
+            ),
+            shot(
+                3,
+                "Which rivers run through Ohio?",
+                "SELECT river_name FROM river WHERE traverse = 'ohio'",
+            ),
         ]);
         let top = s.top("what is the population of arizona", 2, 1000);
         assert_eq!(top[0].id, 2);
@@ -226,8 +282,16 @@ mod tests {
     #[test]
     fn names_in_the_sql_count_literals_do_not() {
         let s = Shots::new(vec![
-            shot(1, "biggest one", "SELECT city_name FROM city ORDER BY population DESC LIMIT 1"),
-            shot(2, "biggest one", "SELECT lake_name FROM lake WHERE area > 'city'"),
+            shot(
+                1,
+                "biggest one",
+                "SELECT city_name FROM city ORDER BY population DESC LIMIT 1",
+            ),
+            shot(
+                2,
+                "biggest one",
+                "SELECT lake_name FROM lake WHERE area > 'city'",
+            ),
         ]);
         let top = s.top("biggest city", 1, 1000);
         assert_eq!(top[0].id, 1);
@@ -240,7 +304,13 @@ mod tests {
     #[test]
     fn keeps_within_k_and_the_budget() {
         let shots: Vec<Shot> = (0..10)
-            .map(|i| shot(i, &format!("how many orders in week {i}"), "SELECT count(*) FROM orders"))
+            .map(|i| {
+                shot(
+                    i,
+                    &format!("how many orders in week {i}"),
+                    "SELECT count(*) FROM orders",
+                )
+            })
             .collect();
         let s = Shots::new(shots);
         assert_eq!(s.top("how many orders", 3, 10_000).len(), 3);
@@ -261,17 +331,31 @@ mod tests {
         let db = crate::db::open(&path.to_string_lossy()).unwrap();
         let mut p = Pipeline::new(db, None).unwrap();
         let kept = p.set_shots(vec![
-            shot(1, "How many customers are there?", "SELECT count(*) FROM customers"),
+            shot(
+                1,
+                "How many customers are there?",
+                "SELECT count(*) FROM customers",
+            ),
             shot(2, "Customers by fax", "SELECT fax_number FROM customers"),
             shot(3, "Delete them", "DELETE FROM customers"),
-            shot(4, "How many customers per country?", "SELECT country, count(*) FROM customers GROUP BY country"),
+            shot(
+                4,
+                "How many customers per country?",
+                "SELECT country, count(*) FROM customers GROUP BY country",
+            ),
         ]);
         assert_eq!(kept, 2, "an unknown column and a write are never examples");
         p.examples = 2;
         let ex = p.examples_for("how many customers are in each country");
         let ids: Vec<i64> = ex.iter().map(|s| s.id).collect();
-        assert_eq!(ids, [1, 4], "the nearest pair sits last, next to the question");
+        assert_eq!(
+            ids,
+            [1, 4],
+            "the nearest pair sits last, next to the question"
+        );
         p.examples = 0;
-        assert!(p.examples_for("how many customers are in each country").is_empty());
+        assert!(p
+            .examples_for("how many customers are in each country")
+            .is_empty());
     }
 }

@@ -726,10 +726,14 @@ impl Shell {
 
     fn refresh(&mut self) {
         match self.pipeline.refresh() {
-            Ok(()) => eprintln!(
-                "schema re-read: {} tables",
-                self.pipeline.schema().tables.len()
-            ),
+            Ok(()) => {
+                eprintln!(
+                    "schema re-read: {} tables",
+                    self.pipeline.schema().tables.len()
+                );
+                // Pairs are kept only while their SQL fits the schema.
+                self.reload_examples();
+            }
             Err(e) => eprintln!("sqlora: {e}"),
         }
     }
