@@ -112,6 +112,95 @@ fn a_correction_must_pass_the_guard_and_run() {
     assert!(store.list(&Filter::default()).unwrap().is_empty());
 }
 
+#[test]
+fn a_correction_is_an_example_from_the_next_question_a_rejection_never_is() {
+    let _ = common::model_path();
+    let dir = tempfile::tempdir().unwrap();
+    let fix = "SELECT COUNT(*) AS german_customers FROM customers WHERE country = 'Germany'";
+    let session = format!(
+        "How many customers are from Germany?\n\
+         \\fix {fix}\n\
+         How many customers are from France?\n\
+         \\context\n\
+         \\bad not what I meant\n\
+         How many customers are from France?\n\
+         \\context\n\
+         \\q\n"
+    );
+    let out = common::feed(sqlora(dir.path()).args(["shell", "--offline"]), &session);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("answer #2 marked rejected"), "{stderr}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("confirmed pairs shown as examples") || l.starts_with("--   #"))
+        .collect();
+    // Both France questions were shown the German correction, and only it: the rejected
+    // answer (#2) is never an example, not even for its own question asked again.
+    assert_eq!(
+        listed,
+        [
+            "-- 1 of this database's 1 confirmed pairs shown as examples:",
+            &format!("--   #1     How many customers are from Germany?  →  {fix}"),
+            "-- 1 of this database's 1 confirmed pairs shown as examples:",
+            &format!("--   #1     How many customers are from Germany?  →  {fix}"),
+        ],
+        "{stdout}"
+    );
+
+    // `feedback remove` takes the pair out of examples (and of training).
+    let out = sqlora(dir.path())
+        .args(["feedback", "remove", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("#1 removed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let ask = |q: &str| {
+        let out = sqlora(dir.path())
+            .args(["ask", "--offline", "--format", "json", q])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_str::<serde_json::Value>(&text(&out.stdout)).unwrap()
+    };
+    let answer = ask("How many customers are from France?");
+    assert_eq!(answer["examples"], serde_json::json!([]), "{answer}");
+    let export = sqlora(dir.path())
+        .args(["feedback", "export"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&export.stdout).trim(), "", "nothing left to train on");
+    let list = sqlora(dir.path())
+        .args(["feedback", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&list.stdout).contains("corrected (removed)"),
+        "{}",
+        text(&list.stdout)
+    );
+
+    // Recorded again from the command line, it is an example for `ask` at once.
+    let out = sqlora(dir.path())
+        .args([
+            "feedback",
+            "record",
+            "--question",
+            "How many customers are from Germany?",
+            "--sql",
+            fix,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer = ask("How many customers are from France?");
+    assert_eq!(answer["examples"][0]["sql"], fix, "{answer}");
+}
+
 /// Starts a `feedback record` writer; returns the child.
 fn writer(data: &Path, store: &str, i: usize) -> std::process::Child {
     sqlora(data)

@@ -146,10 +146,16 @@ pub fn command(
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", out.display()))?;
         let png = out.with_extension("png");
+        // `adapt/geoquery/test.jsonl` is named `geoquery/test`.
+        let name = Path::new(&set);
+        let title = match name.parent().and_then(|d| d.file_name()) {
+            Some(dir) => format!("{}/{}", dir.to_string_lossy(), short(&set)),
+            None => short(&set),
+        };
         corrections::plot(
             &points,
             &png,
-            &format!("{} — {} — corrections as examples", short(&set), model),
+            &format!("{title} — {model} — corrections as examples"),
         )
         .map_err(anyhow::Error::msg)?;
         eprintln!(

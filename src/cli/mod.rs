@@ -424,7 +424,7 @@ pub struct RunOpts {
     #[arg(long, default_value = "on", value_name = "on|off", value_parser = on_off, action = clap::ArgAction::Set)]
     pub constrain: bool,
     /// Answers generated per question, voted on by their results: the greedy one and N−1
-    /// sampled ones; the answer says how many agree (default 1: the greedy answer alone).
+    /// sampled ones; the answer says how many agree (default: 8 on a GPU, 1 on a CPU).
     #[arg(long, value_name = "N", value_parser = count(1, 64))]
     pub candidates: Option<usize>,
     /// Sampling temperature of the candidates.
