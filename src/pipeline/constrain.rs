@@ -132,8 +132,15 @@ impl Pipeline {
     }
 
     /// The mask for a question shown `tables` (qualified names as the selection gives them;
-    /// empty: the whole schema), shown with bare names when `namespace` is set.
-    pub(super) fn mask_for(&self, tables: &[String], namespace: Option<&str>) -> Option<TokenMask> {
+    /// empty: the whole schema), shown with bare names when `namespace` is set; for a repair,
+    /// the aliases of the `failed` answer hint what early aliases name (see
+    /// [`Names::hinted_by`]).
+    pub(super) fn mask_for(
+        &self,
+        tables: &[String],
+        namespace: Option<&str>,
+        failed: Option<&str>,
+    ) -> Option<TokenMask> {
         if !self.levers.constrain {
             return None;
         }
@@ -151,10 +158,11 @@ impl Pipeline {
             })
             .collect();
         let refs: Vec<&Table> = shown.iter().collect();
-        Some(TokenMask(Arc::new(SqlMask(Names::new(
-            &refs,
-            self.dialect(),
-        )))))
+        let names = Names::new(&refs, self.dialect());
+        Some(TokenMask(Arc::new(SqlMask(match failed {
+            Some(sql) => names.hinted_by(sql),
+            None => names,
+        }))))
     }
 }
 

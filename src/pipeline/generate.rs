@@ -20,6 +20,9 @@ pub(super) struct Open {
     pub(super) generations: usize,
     /// The greedy answer's SQL, once another answer is tried instead of it.
     pub(super) greedy_sql: Option<String>,
+    /// The mask of the next generation: the question's, or for a repair one that knows the
+    /// failed answer's aliases.
+    pub(super) mask: Option<crate::llm::TokenMask>,
 }
 
 impl Open {
@@ -65,7 +68,7 @@ impl Pipeline {
             for c in 0..n {
                 requests.push(Request {
                     prompt: &o.prompt,
-                    mask: o.posed.mask.clone(),
+                    mask: o.mask.clone(),
                     sample: (c > 0).then(|| levers.sample(&o.posed.question, c)),
                 });
                 owner.push(k);

@@ -248,6 +248,7 @@ impl Pipeline {
         for q in questions {
             let posed = self.pose(q, previous, cancel)?;
             open.push(Open {
+                mask: posed.mask.clone(),
                 prompt: posed.base.clone(),
                 posed,
                 attempts: Vec::new(),

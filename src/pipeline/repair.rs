@@ -36,6 +36,9 @@ impl Pipeline {
         let template = self.engine.as_ref()?.template();
         o.prompt =
             prompt::build_repair_prompt(template, &o.posed.base, &sql, &shown, self.dialect());
+        if o.mask.is_some() {
+            o.mask = self.mask_for(&o.posed.tables, o.posed.namespace.as_deref(), Some(&sql));
+        }
         o.attempts.push(Attempt { sql, error });
         if let Some(failed) = o.attempts.last() {
             progress(Progress::Failed {

@@ -11,8 +11,9 @@
 //! things the guard accepts are refused on purpose: tables not shown to the model (system
 //! catalogs), and a name used before the FROM that defines it when it is no column of a
 //! shown table (`SELECT x.n FROM (SELECT count(*) AS n …) AS x`): an alias used early is
-//! taken for a shown table, as in `SELECT T1.name FROM singer AS T1`. Never touches a
-//! database, the model or its tokenizer: it sees text and token bytes only.
+//! taken for a shown table, as in `SELECT T1.name FROM singer AS T1`. In a repair
+//! ([`Names::hinted_by`]) such an alias is taken for the table the failed answer gave it.
+//! Never touches a database, the model or its tokenizer: it sees text and token bytes only.
 
 mod machine;
 #[cfg(test)]
@@ -173,6 +174,8 @@ pub struct Names {
     bare_tables: Set,
     /// Every table name (lower case), for quoted names outside a table slot.
     all_tables: Set,
+    /// Aliases (lower case) an earlier answer gave tables: see [`Names::hinted_by`].
+    hints: Vec<(Box<[u8]>, usize)>,
 }
 
 fn simple(name: &str, dialect: Dialect) -> bool {
@@ -243,6 +246,21 @@ impl Names {
             all_tables: Set::from_iter(out.iter().map(|t| &t.name)),
             tables: out,
             schemas,
+            hints: Vec::new(),
+        }
+    }
+
+    /// These names, with the aliases that `failed` (an earlier answer to the same question,
+    /// which the guard refused) gave its tables taken as what they will name again. A repair
+    /// that writes `T1.` before its FROM is then offered the columns of the table the failed
+    /// answer called T1, not every column of every table: the commonest unknown name left
+    /// is `SELECT T1.Name … FROM concert AS T1`, which no left-to-right mask can see coming.
+    pub fn hinted_by(&self, failed: &str) -> Names {
+        // The trailing space ends the last word.
+        let state = self.state(&format!("{failed} "));
+        Names {
+            hints: state.parse.table_aliases(self),
+            ..self.clone()
         }
     }
 

@@ -440,3 +440,28 @@ fn names_can_be_shared_and_garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_repair_takes_an_early_alias_for_the_table_the_failed_answer_gave_it() {
+    let n = names(Dialect::Sqlite);
+    let failed = "SELECT T1.Name, COUNT(*) FROM concert AS T1 JOIN singer_in_concert AS T2 \
+                  ON T1.concert_ID = T2.concert_ID GROUP BY T1.concert_ID";
+    // Without a hint, T1 before its FROM may be any shown table: `Name` (singer's) passes.
+    assert!(ok(&n, "SELECT T1.", "Name,"));
+    let h = n.hinted_by(failed);
+    assert!(!ok(&h, "SELECT T1.", "Name,"), "concert has no column Name");
+    assert!(ok(&h, "SELECT T1.", "concert_Name,"));
+    assert!(ok(&h, "SELECT T2.", "Singer_ID"));
+    assert!(!ok(&h, "SELECT T2.", "Country"));
+    // An alias the failed answer did not use is as free as before.
+    assert!(ok(&h, "SELECT T3.", "Name,"));
+    // Once the repair's own FROM says what T1 is, that wins.
+    assert!(ok(&h, "SELECT T1.Name FROM singer AS T1 WHERE T1.", "Name"));
+    // A table named by itself is no alias to remember.
+    assert!(n
+        .hinted_by("SELECT singer.Name FROM singer")
+        .hints
+        .is_empty());
+    // The gold SQL still passes under a hint from a wrong answer.
+    forced(&h, "SELECT T1.concert_Name FROM concert AS T1").unwrap();
+}

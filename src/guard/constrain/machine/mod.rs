@@ -327,7 +327,27 @@ impl Parse {
         }
     }
 
+    /// The aliases this SQL gave shown tables, in the levels still open (the outermost query's
+    /// once the SQL is complete): (alias, table).
+    pub(super) fn table_aliases(&self, n: &Names) -> Vec<(Box<[u8]>, usize)> {
+        self.levels
+            .iter()
+            .flat_map(|l| &l.rels)
+            .filter_map(|r| match r.cols {
+                Cols::Table(i) if r.name != n.tables[i].lower => Some((r.name.clone(), i)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn qualify(&self, n: &Names, w: &[u8]) -> Qual {
+        // In a repair, an alias the failed answer gave a table, used before its FROM, is
+        // taken to name that table again.
+        let hinted = n
+            .hints
+            .iter()
+            .find(|(a, _)| a.as_ref() == w)
+            .map(|&(_, i)| Qual::Cols(Cols::Table(i)));
         let cur = self.levels.len() - 1;
         let find = |l: &Level| {
             l.rels
@@ -346,7 +366,7 @@ impl Parse {
         }
         if !self.level().from_seen {
             return match outer {
-                Some(Cols::Table(_)) | None => Qual::AnyColumn,
+                Some(Cols::Table(_)) | None => hinted.unwrap_or(Qual::AnyColumn),
                 Some(c) => Qual::Cols(c),
             };
         }
@@ -363,7 +383,7 @@ impl Parse {
             return Qual::Schema(s);
         }
         if self.some_from_unseen() {
-            Qual::AnyColumn
+            hinted.unwrap_or(Qual::AnyColumn)
         } else {
             Qual::Any
         }
