@@ -1,8 +1,9 @@
 //! The shell's feedback commands: each answer is logged to the feedback store as unreviewed,
 //! and `\ok`, `\fix`, `\bad` judge the last one, `\undo` takes a verdict back and `\history`
 //! lists what was logged. Accepted and corrected answers of this database are the examples
-//! later questions are shown (reloaded after every verdict). The store is opened by whoever started the shell; without one
-//! nothing is logged, `\undo` and `\history` say that feedback is off, and the shell goes on.
+//! later questions are shown (reloaded after every verdict). The store is opened by whoever
+//! started the shell; without one nothing is logged, `\undo` and `\history` say that feedback
+//! is off, and the shell goes on.
 //! Never trains and never changes an answer's SQL but through `\fix`, whose SQL must pass the
 //! guard and run first.
 
