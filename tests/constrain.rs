@@ -85,9 +85,10 @@ fn schema(db: &str, cache: &mut HashMap<String, Schema>) -> Option<Schema> {
     Some(s)
 }
 
+/// The names of `s` with every rule on, the FROM rule of an answer's last round included.
 fn names(s: &Schema) -> Names {
     let refs: Vec<_> = s.tables.iter().collect();
-    Names::new(&refs, Dialect::Sqlite)
+    Names::new(&refs, Dialect::Sqlite).covering_from()
 }
 
 /// Ends of BPE-like pieces: a word with its leading space, a run of punctuation, spaces.

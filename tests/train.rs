@@ -539,9 +539,10 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
     }
 }
 
-/// `sqlora train --auto`: nothing until enough new judged answers exist; then a run on them that
-/// marks them used and adopts the adapter as the database's default only if its held-out loss
-/// is not worse than the current default's.
+/// `sqlora train --auto`: nothing until enough new judged answers exist; then a run on them
+/// (weighted up, with Spider train pairs replayed beside them) that marks them used and adopts
+/// the adapter as the database's default only if its held-out loss is not worse than the
+/// current default's.
 #[test]
 fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
     let _ = common::model_path();
@@ -652,6 +653,8 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
         set.to_str().unwrap(),
         "--eval-limit",
         "3",
+        "--replay",
+        "8",
     ]);
     let trained = run(&args);
     let ex_line = trained
@@ -670,8 +673,16 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
         &std::fs::read_to_string(dir.path().join("adapters/fb1/sqlora.json")).unwrap(),
     )
     .unwrap();
+    // Two feedback pairs held out; the other two weighted up 4× (the default `--weight`),
+    // beside 8 replayed Spider train pairs.
     assert_eq!(meta["training"]["eval_examples"], 2);
-    assert_eq!(meta["training"]["examples"], 2);
+    assert_eq!(meta["training"]["examples"], 2 * 4 + 8, "{meta}");
+    assert!(
+        meta["training"]["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|s| s == "spider-train replay (8 pairs)")),
+        "{meta}"
+    );
     // The decision follows the two held-out losses it prints.
     let line = trained
         .lines()

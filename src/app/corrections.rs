@@ -1,7 +1,10 @@
 //! `sqlora eval --set TEST.jsonl --corrections POOL.jsonl --n 0,5,10,20,50`: runs the
 //! simulation of [`crate::eval::corrections`] with a progress bar, prints EX against N (per
 //! database too when the set has several), and with `--out` writes the JSON report and a PNG
-//! of EX against N beside it. The simulation is the eval module's; this opens nothing itself.
+//! of EX against N beside it. The simulation is the eval module's; in the training modes this
+//! gives it the step that trains, between recording and answering: an adapter on the recorded
+//! pairs with `train --auto`'s recipe ([`crate::train::recipe`]), trained from the base on a
+//! second copy of the model loaded as training needs it, then applied to the answering one.
 
 use std::path::Path;
 
@@ -10,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use super::progress;
 use crate::cancel::Cancel;
 use crate::cli::EvalArgs;
-use crate::eval::{self, corrections};
+use crate::eval::{self, corrections, EvalError};
+use crate::train::{self, recipe};
 
 pub fn command(
     args: &EvalArgs,
@@ -51,6 +55,99 @@ pub fn command(
         args.mode,
         evaluator.examples
     );
+    let training = args.mode != "retrieval";
+    let retrieve = args.mode != "train";
+    // The adapter answers start from (N = 0 and the retrieval mode keep it).
+    let start = evaluator.engine().and_then(|e| e.adapter().cloned());
+    let mut trainer: Option<(crate::llm::Engine, Vec<train::Pair>)> = None;
+    if training {
+        let path = super::session::model_path(&args.model)?;
+        let (device, chosen) = crate::hub::device::select(args.model.device)?;
+        let engine = super::train::load_for_training(&path, device)?;
+        let dir = args.data.clone().unwrap_or_else(eval::default_data_dir);
+        let public = super::train::spider_train_pairs(&dir, Some(recipe::AUTO_REPLAY))
+            .context("the training modes replay Spider train pairs")?;
+        eprintln!(
+            "sqlora: training mode: an adapter per N on {chosen}, each pair {}×, {} of {} Spider \
+             train pairs replayed",
+            recipe::AUTO_WEIGHT,
+            recipe::AUTO_REPLAY.min(public.len()),
+            public.len()
+        );
+        trainer = Some((engine, public));
+    }
+    let seed = args.pool_seed;
+    let mut prepare = |n: usize,
+                       store: &mut crate::feedback::Store,
+                       ev: &mut eval::Evaluator|
+     -> Result<Option<serde_json::Value>, EvalError> {
+        let Some((tengine, public)) = trainer.as_ref() else {
+            return Ok(None);
+        };
+        let failed = |e: &dyn std::fmt::Display| EvalError::Set(format!("training: {e}"));
+        let engine = ev
+            .engine_mut()
+            .ok_or_else(|| failed(&"the model is not loaded"))?;
+        if n == 0 {
+            engine.set_adapter(start.clone()).map_err(|e| failed(&e))?;
+            return Ok(None);
+        }
+        let own: Vec<train::Pair> = store
+            .export(&crate::feedback::Filter::default())
+            .map_err(|e| failed(&e))?
+            .into_iter()
+            .map(|p| train::Pair {
+                question: p.question,
+                context: p.context,
+                answer: p.answer,
+                dialect: Some(p.dialect),
+            })
+            .collect();
+        let mix = recipe::Mix {
+            weight: recipe::AUTO_WEIGHT,
+            replay: recipe::AUTO_REPLAY,
+            seed,
+        };
+        let pairs = recipe::mix(&own, public, &mix);
+        let opts = recipe::default_options(pairs.len(), tengine.model().device().is_cuda(), seed);
+        let (lora, fitted) = recipe::fit(
+            tengine.model(),
+            tengine.tokenizer(),
+            tengine.template(),
+            &pairs,
+            &own,
+            recipe::AUTO_MAX_LEN,
+            &opts,
+            cancel,
+        )
+        .map_err(|e| failed(&e))?;
+        // Each recorded pair is in the mix `weight` times.
+        let dropped = fitted.own_too_long / mix.weight.max(1);
+        if dropped > 0 {
+            eprintln!(
+                "sqlora: N={n}: {} of the recorded pairs are longer than {} tokens and were left \
+                 out of training",
+                dropped,
+                recipe::AUTO_MAX_LEN
+            );
+        }
+        let adapter = lora
+            .to_adapter(&format!("corrections-{n}"))
+            .map_err(|e| failed(&e))?;
+        engine.set_adapter(Some(adapter)).map_err(|e| failed(&e))?;
+        eprintln!(
+            "sqlora: N={n}: adapter trained on {} examples ({} recorded pairs ×{}, {} left out \
+             for length) in {} steps, {:.0} s, loss {:.3}",
+            fitted.examples,
+            own.len(),
+            mix.weight,
+            dropped,
+            fitted.steps,
+            fitted.seconds,
+            fitted.final_loss
+        );
+        Ok(Some(serde_json::json!({ "own_pairs": own.len(), "mix": mix, "fit": fitted })))
+    };
     let bar = progress::bar(
         (items.len() * ns.len()) as u64,
         "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
@@ -64,6 +161,8 @@ pub fn command(
         &mut evaluator,
         batch,
         cancel,
+        retrieve,
+        &mut prepare,
         |n, _, done| {
             let s = eval::report::Summary::of(done);
             bar.set_message(format!(
@@ -155,7 +254,14 @@ pub fn command(
         corrections::plot(
             &points,
             &png,
-            &format!("{title} — {model} — corrections as examples"),
+            &format!(
+                "{title} — {model} — corrections {}",
+                match args.mode.as_str() {
+                    "train" => "trained on",
+                    "both" => "as examples and trained on",
+                    _ => "as examples",
+                }
+            ),
         )
         .map_err(anyhow::Error::msg)?;
         eprintln!(

@@ -1,7 +1,8 @@
 //! `sqlora train`: a LoRA adapter trained on question/SQL pairs (feedback, Spider train, JSONL
 //! files) and saved into the library, with its run folder (checkpoint, metrics, loss curve);
 //! with `--auto`, only once enough new judged answers exist, and then made a database's
-//! default unless it is worse than the current one (`adopt_if_not_worse`). The training
+//! default unless it is worse than the current one (`adopt_if_not_worse`); such a run weights
+//! the team's pairs up and replays Spider train beside them ([`crate::train::recipe`]). The training
 //! itself is [`crate::train`]'s; this gathers the pairs, draws the bar, and prints.
 
 use std::io::Write;
@@ -139,34 +140,59 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         // Tensor cores: f32 storage and accumulation, inputs rounded to TF32.
         candle_core::cuda::set_gemm_reduced_precision_f32(true);
     }
-    let engine = llm::Engine::load(
-        &path,
-        &llm::LoadOptions {
-            plan: llm::WeightPlan {
-                prefill: llm::WeightFormat::Native,
-                decode: llm::WeightFormat::Native,
-                wide_rows: 1,
-            },
-            device,
-            kv_dir: None,
-        },
-    )
-    .with_context(|| format!("loading model {}", path.display()))?;
+    let engine = load_for_training(&path, device)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     pairs.shuffle(&mut rng);
     if let Some(n) = args.limit {
         pairs.truncate(n);
     }
+    // A periodic run replays public pairs beside the team's, against forgetting SQL in
+    // general (unless the run names spider-train itself).
+    if args.auto && args.replay > 0 && !args.data.iter().any(|d| d == "spider-train") {
+        let dir = args.data_dir.clone().unwrap_or_else(eval::default_data_dir);
+        match spider_train_pairs(&dir, Some(args.replay)) {
+            Ok(got) => {
+                let own: Vec<train::Pair> = Vec::new();
+                let drawn = train::recipe::mix(
+                    &own,
+                    &got,
+                    &train::recipe::Mix {
+                        weight: 1,
+                        replay: args.replay,
+                        seed: args.seed,
+                    },
+                );
+                sources.push(format!("spider-train replay ({} pairs)", drawn.len()));
+                pairs.extend(drawn.into_iter().map(|p| (None, p)));
+            }
+            Err(e) => eprintln!("sqlora: no replay of public pairs: {e:#}"),
+        }
+    }
+    let max_len = args.max_len.unwrap_or(if args.auto {
+        train::recipe::AUTO_MAX_LEN
+    } else {
+        512
+    });
     let mut tagged = Vec::new();
     let mut too_long = 0;
+    let mut own_too_long = 0;
     for (db, p) in &pairs {
-        match train::example(p, engine.tokenizer(), engine.template(), args.max_len)? {
+        match train::example(p, engine.tokenizer(), engine.template(), max_len)? {
             Some(e) => tagged.push((db.clone(), e)),
-            None => too_long += 1,
+            None => {
+                too_long += 1;
+                own_too_long += usize::from(db.is_some());
+            }
         }
     }
     if tagged.is_empty() {
-        bail!("every example is longer than --max-len {}", args.max_len);
+        bail!("every example is longer than --max-len {max_len}");
+    }
+    if own_too_long > 0 {
+        eprintln!(
+            "sqlora: {own_too_long} feedback pairs are longer than --max-len {max_len} tokens \
+             and are left out"
+        );
     }
     // Held out: a share of the feedback pairs when there are any (the team's own questions
     // are what the adapter is for), else of all.
@@ -179,11 +205,18 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     let mut eval_set = Vec::new();
     let mut held_dbs = std::collections::BTreeSet::new();
     let mut examples = Vec::new();
+    // A periodic run weights the team's pairs up (`--weight`): a few of them among hundreds of
+    // replayed ones would otherwise barely move the adapter.
+    let weight = if args.auto { args.weight.max(1) } else { 1 };
     for (db, e) in tagged.into_iter().rev() {
         if eval_set.len() < n_eval && (db.is_some() || !from_feedback) {
             held_dbs.extend(db);
             eval_set.push(e);
         } else {
+            let times = if db.is_some() { weight } else { 1 };
+            for _ in 1..times {
+                examples.push(e.clone());
+            }
             examples.push(e);
         }
     }
@@ -244,7 +277,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         sources.join(", "),
         examples.len(),
         eval_set.len(),
-        args.max_len,
+        max_len,
         opts.steps,
         per_step,
         engine.info().name,
@@ -257,7 +290,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     let run_id = format!(
         "{data_sha} {} max_len={} eval_split={} limit={:?} model={}",
         serde_json::to_string(&opts)?,
-        args.max_len,
+        max_len,
         args.eval_split,
         args.limit,
         engine.info().name
@@ -422,6 +455,26 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The model as training needs it: the base weights in the GGUF's own quantization (QLoRA).
+pub(super) fn load_for_training(
+    path: &std::path::Path,
+    device: candle_core::Device,
+) -> Result<llm::Engine> {
+    llm::Engine::load(
+        path,
+        &llm::LoadOptions {
+            plan: llm::WeightPlan {
+                prefill: llm::WeightFormat::Native,
+                decode: llm::WeightFormat::Native,
+                wide_rows: 1,
+            },
+            device,
+            kv_dir: None,
+        },
+    )
+    .with_context(|| format!("loading model {}", path.display()))
 }
 
 /// After a periodic run: for each database whose feedback was held out, makes the new adapter
@@ -591,7 +644,7 @@ impl ExSlice {
 /// Spider's training questions with the context sqlora itself renders for each database (the
 /// same introspection and rendering, and table selection for a schema over the budget, as at
 /// inference). Questions whose database is missing are skipped.
-fn spider_train_pairs(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec<train::Pair>> {
+pub(super) fn spider_train_pairs(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec<train::Pair>> {
     let file = dir.join("spider/train_spider_min.json");
     let text = std::fs::read_to_string(&file).with_context(|| {
         format!(

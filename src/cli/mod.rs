@@ -160,6 +160,14 @@ pub struct TrainArgs {
     /// the current default's.
     #[arg(long)]
     pub auto: bool,
+    /// With --auto: how many times each feedback pair appears among the training pairs, so
+    /// that a few corrections are not drowned by the replayed ones.
+    #[arg(long, default_value_t = crate::train::recipe::AUTO_WEIGHT, value_name = "N", value_parser = count(1, 1000))]
+    pub weight: usize,
+    /// With --auto: Spider train pairs replayed beside the feedback, against forgetting SQL in
+    /// general (0: none; read from --data-dir's spider/, skipped with a warning when absent).
+    #[arg(long, default_value_t = crate::train::recipe::AUTO_REPLAY, value_name = "N", value_parser = count(0, 1_000_000))]
+    pub replay: usize,
     /// With --auto: the new pairs needed to start a run.
     #[arg(long, default_value_t = 50, value_name = "N", value_parser = count(0, 1_000_000_000))]
     pub min_new: usize,
@@ -208,9 +216,10 @@ pub struct TrainArgs {
     /// Forward passes summed into one optimizer step.
     #[arg(long, default_value_t = 1, value_parser = count(1, 1024))]
     pub grad_accum: usize,
-    /// Longer examples (prompt + answer tokens) are left out.
-    #[arg(long, default_value_t = 512, value_parser = count(16, 131_072))]
-    pub max_len: usize,
+    /// Longer examples (prompt + answer tokens) are left out (default: 512; with --auto
+    /// 2048, so that a team's pairs over a large schema are not).
+    #[arg(long, value_parser = count(16, 131_072))]
+    pub max_len: Option<usize>,
     /// Steps of linear warm-up of the learning rate.
     #[arg(long, default_value_t = 10, value_parser = count(0, 100_000_000))]
     pub warmup: usize,
@@ -334,8 +343,10 @@ pub struct EvalArgs {
         default_value = "0,5,10,20,50"
     )]
     pub n: Vec<usize>,
-    /// How the corrections help: `retrieval` (shown as examples, no training).
-    #[arg(long, default_value = "retrieval", value_parser = ["retrieval"])]
+    /// How the corrections help: `retrieval` (shown as examples, no training), `train` (an
+    /// adapter trained on them as `train --auto` trains: each pair weighted up, Spider train
+    /// replayed beside them) or `both`.
+    #[arg(long, default_value = "retrieval", value_parser = ["retrieval", "train", "both"])]
     pub mode: String,
     /// Seed of the order in which the pool's pairs are recorded (0: the file's order).
     #[arg(long, default_value_t = 1, value_name = "N")]

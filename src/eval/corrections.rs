@@ -5,8 +5,12 @@
 //! the user's fix; the test questions are then answered with that database's confirmed pairs
 //! read back from the store and retrieved as examples, exactly as the shell and `ask` do.
 //!
-//! Owns the simulation, its report and its plot (EX against N). Never trains: the training
-//! mode of the issue is not built yet, and this says so rather than pretending. Never prints.
+//! With training (`--mode train|both`) the caller's `prepare` step runs between recording and
+//! answering: it gets the store and the evaluator, and trains and applies an adapter as
+//! `train --auto` would; without retrieval (`train`) no examples are shown.
+//!
+//! Owns the simulation, its report and its plot (EX against N). Never trains itself (the
+//! layer above does, through `prepare`), never prints.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,7 +33,14 @@ pub struct Point {
     pub by_db: BTreeMap<String, (usize, usize, usize)>,
     pub summary: Summary,
     pub records: Vec<Record>,
+    /// What `prepare` reported for this N (the training run, in the training modes).
+    #[serde(default)]
+    pub trained: Option<serde_json::Value>,
 }
+
+/// Called for each N after its pairs are recorded and before the set is answered.
+pub type Prepare<'a> = dyn FnMut(usize, &mut Store, &mut Evaluator) -> Result<Option<serde_json::Value>, EvalError>
+    + 'a;
 
 /// The pool's items in the order a simulated user corrects them: shuffled with `seed` (0
 /// keeps the file's order), so that the first N of each database are a fair draw and the
@@ -121,9 +132,10 @@ pub fn shots_of(
     Ok(out)
 }
 
-/// Answers `items` once per N in `ns`, with the pairs recorded for that N as examples.
-/// `evaluator` gives a fresh evaluator for each N; `done(n, point)` is told of each N as it
-/// ends. Returns the points and whether every N ran to the end (`false`: cancelled).
+/// Answers `items` once per N in `ns`, after recording the first N pool pairs of each
+/// database: with them as examples when `retrieve`, after `prepare(n, store, evaluator)` (which
+/// may train and apply an adapter) either way. `progress(n, record, so_far)` is told of each
+/// answer. Returns the points and whether every N ran to the end (`false`: cancelled).
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
     items: &[Item],
@@ -133,6 +145,8 @@ pub fn simulate(
     evaluator: &mut Evaluator,
     batch: usize,
     cancel: &Cancel,
+    retrieve: bool,
+    prepare: &mut Prepare<'_>,
     mut progress: impl FnMut(usize, &Record, &[Record]),
 ) -> Result<(Vec<Point>, bool), EvalError> {
     let order = pool_order(pool, seed);
@@ -140,8 +154,16 @@ pub fn simulate(
     for &n in ns {
         let dir = tempfile::tempdir().map_err(|e| EvalError::Set(e.to_string()))?;
         let (mut store, counts) = record_pool(&order, n, &dir.path().join("feedback.sqlite"))?;
-        evaluator.shots = shots_of(&mut store, items)?;
+        evaluator.shots = if retrieve {
+            shots_of(&mut store, items)?
+        } else {
+            BTreeMap::new()
+        };
         evaluator.reset();
+        let trained = prepare(n, &mut store, evaluator)?;
+        if cancel.is_set() {
+            return Ok((points, false));
+        }
         let (records, complete) = run_all(evaluator, items, batch, cancel, |r, all| {
             progress(n, r, all)
         })?;
@@ -159,6 +181,7 @@ pub fn simulate(
             by_db,
             summary: Summary::of(&records),
             records,
+            trained,
         });
         if !complete {
             return Ok((points, false));

@@ -348,6 +348,12 @@ impl Evaluator {
         }
     }
 
+    /// The model, for changing its adapter (closes the open database first).
+    pub fn engine_mut(&mut self) -> Option<&mut Engine> {
+        self.reset();
+        self.engine.as_mut()
+    }
+
     /// Hands the model back.
     pub fn into_engine(mut self) -> Option<Engine> {
         match self.open.take() {

@@ -2,7 +2,9 @@
 //! sequence on the fused CUDA decoder, or a batch of sequences sharing a prompt prefix — is a
 //! [`Stepper`]; [`decode`] chooses each row's next token (greedy, or drawn by a seeded
 //! [`Sample`]; either way only a token the row's [`TokenMask`] allows), applies the stop rules,
-//! lets finished rows leave, and feeds the rest back. The schema mask and sampled candidates
+//! lets finished rows leave, and feeds the rest back. A row caught in a loop (the same run of
+//! tokens over and over, which a small model under a mask sometimes falls into) stops there
+//! rather than holding its whole batch until the token budget runs out. The schema mask and sampled candidates
 //! plug in here, once, for every path: the mask is asked about the token the row would take
 //! first, and the logits are read back from the device only when some row needs more.
 //!
@@ -153,7 +155,7 @@ impl Row {
 }
 
 /// Decodes every row until each stops: a stop token, its budget, a closed code fence, the
-/// caller's stop rule, or an empty set of allowed tokens.
+/// caller's stop rule, a loop ([`loops`]), or an empty set of allowed tokens.
 pub(super) fn decode(
     stepper: &mut dyn Stepper,
     rows: &mut [Row],
@@ -186,7 +188,8 @@ pub(super) fn decode(
                 let text = &row.so_far;
                 done = (opts.stop_at_fence_close && closes_fence(text))
                     || opts.stop_when.as_ref().is_some_and(|rule| (rule.0)(text))
-                    || row.tokens.len() >= row.budget;
+                    || row.tokens.len() >= row.budget
+                    || loops(&row.tokens);
                 if !done {
                     keep.push(k);
                     feed.push(token);
@@ -365,6 +368,29 @@ impl Sampler {
     }
 }
 
+/// Shortest run of tokens whose repeats count as a loop, and how many repeats it takes.
+const LOOP_SPAN: usize = 36;
+const LOOP_REPEATS: usize = 3;
+
+/// True when `tokens` end in [`LOOP_REPEATS`] back-to-back copies of one run of 1 to 48
+/// tokens, [`LOOP_SPAN`] tokens or more in all (`AND x = 1 AND x = 1 AND x = 1 …`). SQL a
+/// user wants never does that; checked after each token, so only runs ending at the newest
+/// token are looked at.
+pub(super) fn loops(tokens: &[u32]) -> bool {
+    let n = tokens.len();
+    for period in 1..=48 {
+        let len = (period * LOOP_REPEATS).max(LOOP_SPAN.div_ceil(period) * period);
+        if len > n {
+            continue;
+        }
+        let tail = &tokens[n - len..];
+        if tail[period..] == tail[..len - period] {
+            return true;
+        }
+    }
+    false
+}
+
 /// True once `text` holds an opening ``` fence and a closing one after it.
 pub(super) fn closes_fence(text: &str) -> bool {
     match text.find("```") {
@@ -491,6 +517,26 @@ pub(super) fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>, LlmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_repeated_three_times_over_36_tokens_is_a_loop_and_sql_is_not() {
+        let run = [10u32, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21];
+        let mut t: Vec<u32> = vec![1, 2, 3];
+        t.extend(run.iter().chain(&run));
+        assert!(!loops(&t), "two copies are no loop");
+        t.extend(run);
+        assert!(loops(&t), "three copies of 12 tokens are");
+        // Short runs need more copies to fill the span: `))))` is legitimate SQL.
+        let parens = vec![7u32; 12];
+        assert!(!loops(&parens));
+        assert!(loops(&[7u32; 36]));
+        // A run that is broken at the end is not a loop yet.
+        let mut broken = t.clone();
+        broken.push(99);
+        assert!(!loops(&broken));
+        // Distinct tokens never are.
+        assert!(!loops(&(0..300).collect::<Vec<u32>>()));
+    }
 
     #[test]
     fn fence_close_needs_open_and_close() {

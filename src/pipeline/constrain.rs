@@ -134,12 +134,14 @@ impl Pipeline {
     /// The mask for a question shown `tables` (qualified names as the selection gives them;
     /// empty: the whole schema), shown with bare names when `namespace` is set; for a repair,
     /// the aliases of the `failed` answer hint what early aliases name (see
-    /// [`Names::hinted_by`]).
+    /// [`Names::hinted_by`]); in the `last_round` (no repair left) the FROM rule is on (see
+    /// [`Names::covering_from`]).
     pub(super) fn mask_for(
         &self,
         tables: &[String],
         namespace: Option<&str>,
         failed: Option<&str>,
+        last_round: bool,
     ) -> Option<TokenMask> {
         if !self.levers.constrain {
             return None;
@@ -159,9 +161,16 @@ impl Pipeline {
             .collect();
         let refs: Vec<&Table> = shown.iter().collect();
         let names = Names::new(&refs, self.dialect());
-        Some(TokenMask(Arc::new(SqlMask(match failed {
+        let names = match failed {
             Some(sql) => names.hinted_by(sql),
             None => names,
+        };
+        // The FROM rule only where no repair follows: earlier, "unknown column" in the repair
+        // prompt fixes more than a forced join.
+        Some(TokenMask(Arc::new(SqlMask(if last_round {
+            names.covering_from()
+        } else {
+            names
         }))))
     }
 }

@@ -46,7 +46,7 @@ impl Pipeline {
             .map(|s| s.tables.iter().map(|c| c.table.clone()).collect())
             .unwrap_or_default();
         let namespace = selection.and_then(|s| s.namespace.clone());
-        let mask = self.mask_for(&tables, namespace.as_deref(), None);
+        let mask = self.mask_for(&tables, namespace.as_deref(), None, self.repairs == 0);
         let examples = self.examples_for(question);
         self.last_examples = examples.clone();
         let shown: Vec<prompt::Example> = examples

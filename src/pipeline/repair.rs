@@ -37,7 +37,14 @@ impl Pipeline {
         o.prompt =
             prompt::build_repair_prompt(template, &o.posed.base, &sql, &shown, self.dialect());
         if o.mask.is_some() {
-            o.mask = self.mask_for(&o.posed.tables, o.posed.namespace.as_deref(), Some(&sql));
+            // The round this prompt starts is the last when no repair is left after it.
+            let last = o.attempts.len() + 1 >= self.repairs;
+            o.mask = self.mask_for(
+                &o.posed.tables,
+                o.posed.namespace.as_deref(),
+                Some(&sql),
+                last,
+            );
         }
         o.attempts.push(Attempt { sql, error });
         if let Some(failed) = o.attempts.last() {

@@ -52,11 +52,26 @@ impl Pipeline {
 
     /// Runs SQL through the same guard as generated SQL.
     pub fn run_sql(&mut self, sql: &str, cancel: &Cancel) -> Result<SqlRun, AskError> {
+        self.run_sql_within(sql, self.limits.timeout, cancel)
+    }
+
+    /// [`Pipeline::run_sql`] with the timeout lowered to `timeout` (never raised above the
+    /// user's): a sampled candidate gets less time than the answer the user asked for.
+    pub(super) fn run_sql_within(
+        &mut self,
+        sql: &str,
+        timeout: std::time::Duration,
+        cancel: &Cancel,
+    ) -> Result<SqlRun, AskError> {
         let sql = self.guarded(sql)?;
+        let limits = crate::db::Limits {
+            max_rows: self.limits.max_rows,
+            timeout: timeout.min(self.limits.timeout),
+        };
         let t = Instant::now();
         let outcome = self
             .db
-            .query(&sql, &self.limits, cancel)
+            .query(&sql, &limits, cancel)
             .map_err(|error| AskError::Db {
                 sql: sql.clone(),
                 error,

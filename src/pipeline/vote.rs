@@ -5,10 +5,12 @@
 //! the choice among groups (the most candidates; ties: the greedy answer's group, then the
 //! likeliest candidate) and the confidence told with the answer. Each candidate goes through
 //! the same guard and read-only run as any answer ([`Pipeline::run_sql`]); when none runs, the
-//! greedy answer's failure goes to the repair step. Never generates.
+//! greedy answer's failure goes to the repair step. A sampled candidate runs under a shorter
+//! timeout than the user's ([`candidate_timeout`]): eight candidates must not cost eight
+//! timeouts when one of them joins without a condition. Never generates.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
 use crate::llm::Generation;
@@ -23,6 +25,17 @@ struct Group {
     /// Candidate numbers (0: the greedy answer), in order.
     members: Vec<usize>,
     run: SqlRun,
+}
+
+/// The least time a sampled candidate gets, and how many times the slowest query so far.
+const CANDIDATE_FLOOR: Duration = Duration::from_secs(2);
+const CANDIDATE_FACTOR: f64 = 4.0;
+
+/// The timeout of a sampled candidate after queries that took up to `slowest` seconds:
+/// four times that, at least two seconds (the user's own timeout still caps it). The greedy
+/// answer runs first, under the user's timeout.
+pub(super) fn candidate_timeout(slowest: f64) -> Duration {
+    Duration::from_secs_f64(CANDIDATE_FACTOR * slowest.max(0.0)).max(CANDIDATE_FLOOR)
 }
 
 impl Pipeline {
@@ -41,6 +54,8 @@ impl Pipeline {
         // The same SQL runs once.
         let mut seen: HashMap<String, Option<usize>> = HashMap::new();
         let mut greedy: Option<Result<String, AskError>> = None;
+        // The longest any candidate's query took so far (seconds).
+        let mut slowest = 0.0f64;
         for (k, g) in generations.iter().enumerate() {
             if cancel.is_set() {
                 return Some(Err(AskError::Model(crate::llm::LlmError::Cancelled)));
@@ -53,7 +68,14 @@ impl Pipeline {
                     }
                     Some(None) => continue,
                     None => {
-                        let run = self.run_sql(&sql, cancel);
+                        let run = if k == 0 {
+                            self.run_sql(&sql, cancel)
+                        } else {
+                            self.run_sql_within(&sql, candidate_timeout(slowest), cancel)
+                        };
+                        if let Ok(r) = &run {
+                            slowest = slowest.max(r.query_secs);
+                        }
                         (Some(sql), run)
                     }
                 },
@@ -187,6 +209,14 @@ mod tests {
             rows,
             truncated: false,
         }
+    }
+
+    #[test]
+    fn a_sampled_candidate_gets_four_times_the_slowest_query_and_at_least_two_seconds() {
+        assert_eq!(candidate_timeout(0.0), Duration::from_secs(2));
+        assert_eq!(candidate_timeout(0.1), Duration::from_secs(2));
+        assert_eq!(candidate_timeout(3.0), Duration::from_secs(12));
+        assert_eq!(candidate_timeout(-1.0), Duration::from_secs(2));
     }
 
     #[test]

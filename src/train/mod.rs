@@ -10,6 +10,7 @@
 //! hidden states, then through the model in one backward pass).
 
 pub mod plot;
+pub mod recipe;
 
 use std::collections::HashMap;
 use std::path::Path;

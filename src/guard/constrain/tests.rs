@@ -465,3 +465,59 @@ fn a_repair_takes_an_early_alias_for_the_table_the_failed_answer_gave_it() {
     // The gold SQL still passes under a hint from a wrong answer.
     forced(&h, "SELECT T1.concert_Name FROM concert AS T1").unwrap();
 }
+
+#[test]
+fn a_from_ends_only_once_its_tables_have_the_columns_used_before_it() {
+    // Off unless asked for (the last round of an answer).
+    let off = names(Dialect::Sqlite);
+    assert!(ok(&off, "SELECT Name FROM concert", " WHERE"));
+    let n = names(Dialect::Sqlite).covering_from();
+    // `Name` is a singer's column: a FROM of concert alone may not end…
+    let sql = "SELECT Name FROM concert";
+    for end in [" WHERE", " ORDER", " GROUP", " LIMIT", ";", "\n```", " UNION"] {
+        assert!(!ok(&n, sql, end), "{end:?} after {sql:?}");
+    }
+    // …it may go on to the table that has it, and then end.
+    assert!(ok(&n, sql, " JOIN"));
+    assert!(ok(&n, sql, " AS"));
+    assert!(forced(
+        &n,
+        "SELECT Name FROM concert JOIN singer_in_concert ON concert.concert_ID = \
+         singer_in_concert.concert_ID JOIN singer ON singer.Singer_ID = \
+         singer_in_concert.Singer_ID WHERE Year = 2014;"
+    )
+    .is_ok());
+    assert!(ok(&n, "SELECT Name FROM singer", " WHERE"));
+    assert!(ok(&n, "SELECT Name FROM singer", "\n```"));
+    // The ON of a join does not end the FROM; the WHERE after it does, and is checked.
+    assert!(ok(&n, "SELECT Name FROM concert JOIN Orders", " ON"));
+    assert!(!ok(&n, "SELECT Name FROM concert JOIN Orders ON 1 = 1", " WHERE"));
+    // A subquery's FROM is held to its own SELECT list, closed by its `)`.
+    let sub = "SELECT concert_Name FROM concert WHERE Stadium_ID IN (SELECT Age FROM city";
+    assert!(!ok(&n, sub, ")"));
+    assert!(ok(&n, sub, " JOIN"));
+    assert!(ok(&n, "SELECT concert_Name FROM concert WHERE Stadium_ID IN (SELECT Age FROM singer", ")"));
+    // Unsure is allowed: a derived table's columns are unknown.
+    assert!(ok(&n, "SELECT Name FROM (SELECT * FROM concert) AS x", " WHERE"));
+    // Keywords, functions and aliases of the SELECT list are no columns.
+    assert!(ok(&n, "SELECT count(*) AS n, DISTINCT Year FROM concert", " WHERE"));
+    assert!(ok(&n, "SELECT Year AS Name FROM concert", " ORDER"));
+}
+
+#[test]
+fn a_function_name_is_a_call_and_a_keyword_no_qualifier() {
+    let n = names(Dialect::Sqlite);
+    // `power` is a function: followed by a space, only its `(` may come.
+    assert!(!ok(&n, "SELECT Name FROM singer ORDER BY power ", "LIMIT"));
+    assert!(!ok(&n, "SELECT Name FROM singer ORDER BY power", " DESC"));
+    assert!(ok(&n, "SELECT Name FROM singer ORDER BY power ", "(Age, 2)"));
+    assert!(ok(&n, "SELECT COUNT", " (*) FROM singer"));
+    assert!(!ok(&n, "SELECT Name FROM singer ORDER BY power ", " "));
+    assert!(ok(&n, "SELECT Name FROM singer ORDER BY Age", " DESC"));
+    // A keyword followed by a dot is no table.
+    assert!(!ok(&n, "SELECT Name FROM singer WHERE then", ".Age"));
+    assert!(ok(&n, "SELECT Name FROM singer WHERE singer", ".Age"));
+    // After `X.` a table's row id, never `false` or `null`.
+    assert!(ok(&n, "SELECT Name FROM singer WHERE singer.", "rowid "));
+    assert!(!ok(&n, "SELECT Name FROM singer WHERE singer.", "FaLsE "));
+}

@@ -139,6 +139,9 @@ pub(super) struct Lex {
     word: Buf,
     /// A quoted name just closed: what a `.` after it would qualify.
     dot_qual: Option<Qual>,
+    /// A function name was written and a space followed: only `(` may come next
+    /// (`ORDER BY Power LIMIT 1` would take the function for a column).
+    want_paren: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +185,24 @@ struct Level {
     /// Sources of the level's earlier SELECTs (before UNION, INTERSECT, EXCEPT): their
     /// columns stay valid bare (ORDER BY names the first SELECT's output).
     prior: Vec<Cols>,
+    /// Bare words used as columns before this SELECT's FROM (lower case): the FROM may not
+    /// end until its tables have them all (see [`Parse::uncovered`]).
+    early: Vec<Box<[u8]>>,
+    /// The FROM clause has ended (WHERE, GROUP BY, ORDER BY, LIMIT, a set operation…).
+    closed: bool,
+}
+
+impl Level {
+    pub(super) fn new() -> Level {
+        Level {
+            clause: Clause::Select,
+            from_seen: false,
+            rels: Vec::new(),
+            prior: Vec::new(),
+            early: Vec::new(),
+            closed: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -212,7 +233,10 @@ fn word_byte(b: u8) -> bool {
 
 /// Bytes that could make a token refused.
 fn interesting(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 || matches!(b, b'"' | b'`' | b'[')
+    b.is_ascii_alphabetic()
+        || b == b'_'
+        || b >= 0x80
+        || matches!(b, b'"' | b'`' | b'[' | b')' | b';')
 }
 
 impl Lex {
@@ -225,6 +249,7 @@ impl Lex {
             slot: Slot::Start,
             word: Buf::new(),
             dot_qual: None,
+            want_paren: false,
         }
     }
 }
@@ -233,12 +258,7 @@ impl Parse {
     pub(super) fn new() -> Parse {
         Parse {
             frames: vec![Frame::Level(Ctx::Expr)],
-            levels: vec![Level {
-                clause: Clause::Select,
-                from_seen: false,
-                rels: Vec::new(),
-                prior: Vec::new(),
-            }],
+            levels: vec![Level::new()],
             ctes: Vec::new(),
             aliases: Vec::new(),
         }
@@ -315,11 +335,11 @@ impl Parse {
         match cols {
             Cols::Table(i) => n.tables.get(i).is_none_or(|t| {
                 let set = if quoted { &t.cols } else { &t.bare_cols };
-                set.fits(w, complete) || n.pseudo.fits(w, complete)
+                set.fits(w, complete) || n.row_ids.fits(w, complete)
             }),
             Cols::Cte(c) => match self.ctes.get(c).and_then(|c| c.cols.as_ref()) {
                 Some(cols) => {
-                    cols.iter().any(|x| fits(x, w, complete)) || n.pseudo.fits(w, complete)
+                    cols.iter().any(|x| fits(x, w, complete)) || n.row_ids.fits(w, complete)
                 }
                 None => true,
             },
@@ -389,11 +409,63 @@ impl Parse {
         }
     }
 
-    /// Whether `alias` fits every column it was used with before it was defined.
     /// Inside parentheses of an expression (a call's arguments, a group).
     fn in_parens(&self) -> bool {
         matches!(self.top(), Frame::Group | Frame::Pending(Ctx::Expr))
     }
+
+    /// With the FROM rule on ([`Names::covering_from`]): the current level's FROM is open and
+    /// some bare column used before it is in none of the relations in scope (`SELECT Template_Type_Code FROM Documents`, where only
+    /// `Templates` has it): the FROM may not end yet, it needs a JOIN. Unsure (a relation of
+    /// unknown columns, an outer FROM still to come) is covered.
+    pub(super) fn uncovered(&self, n: &Names) -> bool {
+        let l = self.level();
+        if !n.cover_from || !l.from_seen || l.closed || l.early.is_empty() || self.open_scope() {
+            return false;
+        }
+        if self.levels[..self.levels.len() - 1]
+            .iter()
+            .any(|o| !o.from_seen)
+        {
+            return false;
+        }
+        l.early.iter().any(|w| {
+            !self
+                .levels
+                .iter()
+                .flat_map(|l| l.rels.iter().map(|r| r.cols).chain(l.prior.iter().copied()))
+                .any(|c| self.cols_have(n, c, w, true, true))
+        })
+    }
+}
+
+/// Keywords that end a FROM clause.
+pub(super) const CLOSERS: [&[u8]; 10] = [
+    b"where",
+    b"group",
+    b"having",
+    b"order",
+    b"limit",
+    b"offset",
+    b"union",
+    b"intersect",
+    b"except",
+    b"window",
+];
+
+/// `w` is, or (not `complete`) can only become, a keyword that ends a FROM clause. A whole
+/// closer still being written counts (`GROUP`, though `GROUPS` is a keyword too: not one that
+/// may follow a FROM's tables).
+fn closes_from(n: &Names, w: &[u8], complete: bool) -> bool {
+    if complete || CLOSERS.contains(&w) {
+        return CLOSERS.contains(&w);
+    }
+    CLOSERS.iter().any(|c| c.starts_with(w))
+        && !n
+            .keywords
+            .bucket(w)
+            .iter()
+            .any(|k| k.starts_with(w) && !CLOSERS.contains(&k.as_ref()))
 }
 
 fn fits(name: &[u8], w: &[u8], complete: bool) -> bool {
@@ -416,6 +488,14 @@ fn valid(
     next: Option<u8>,
 ) -> bool {
     let complete = next.is_some();
+    if matches!(slot, Slot::Keywords | Slot::AfterTable(_) | Slot::Expr)
+        && !quoted
+        && p.at_base()
+        && closes_from(n, w, complete)
+        && p.uncovered(n)
+    {
+        return false;
+    }
     match slot {
         Slot::Start | Slot::Any | Slot::CteName | Slot::CteCol(_) => true,
         Slot::Table | Slot::TableOrQuery => {
@@ -463,7 +543,7 @@ fn valid(
                 } else {
                     &n.all_bare_cols
                 };
-                set.fits(w, complete) || n.pseudo.fits(w, complete)
+                set.fits(w, complete) || n.row_ids.fits(w, complete)
             }
             Qual::Schema(s) => n
                 .tables
@@ -476,28 +556,51 @@ fn valid(
 }
 
 fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) -> bool {
+    let f = expr_fit(n, p, w, quoted, next);
+    f.other || f.call || f.column
+}
+
+/// What a word in an expression may be.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Fit {
+    /// A keyword, qualifier, alias, pseudo column, CTE column, string prefix, or anything
+    /// (a scope of unknown columns).
+    pub(super) other: bool,
+    /// A function name before its `(` (or a space).
+    pub(super) call: bool,
+    /// A column of a relation in scope (any shown table's while a FROM is to come).
+    pub(super) column: bool,
+}
+
+pub(super) fn expr_fit(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) -> Fit {
     let complete = next.is_some();
+    let mut fit = Fit::default();
     if p.open_scope() {
-        return true;
+        fit.other = true;
+        return fit;
     }
     let missing = p.some_from_unseen();
     // An alias used before the FROM that names it (`SELECT T1.name FROM singer AS T1`): a word
     // short enough for an alias may go on, but only as a qualifier.
     if missing && alias_like(w) && (!complete || next == Some(b'.')) {
-        return true;
+        fit.other = true;
+        return fit;
     }
     // A string's prefix: E'…', N'…', X'…', B'…', a MySQL charset (_utf8mb4'…').
     if next == Some(b'\'') && (w.len() <= 2 || w.starts_with(b"_")) {
-        return true;
+        fit.other = true;
+        return fit;
     }
     // Keywords (date parts only inside parentheses, `EXTRACT(YEAR FROM d)`; type names never:
     // they follow `AS` or `::`, where any word may stand), functions only before their `(`
     // (or a space: `COUNT (*)` is in Spider's gold SQL).
-    let keyword = if p.in_parens() {
-        n.paren_keywords.fits(w, complete)
-    } else {
-        n.plain_keywords.fits(w, complete)
-    };
+    // A keyword is never a qualifier (`THEN.Height`).
+    let keyword = next != Some(b'.')
+        && if p.in_parens() {
+            n.paren_keywords.fits(w, complete)
+        } else {
+            n.plain_keywords.fits(w, complete)
+        };
     let call = n.functions.fits(w, complete)
         && (!complete || next == Some(b'(') || next.is_some_and(|b| b.is_ascii_whitespace()));
     // Names of relations only before their `.`: those in scope, and any table shown while a
@@ -516,29 +619,28 @@ fn expr_valid(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Option<u8>) ->
                 .iter()
                 .flat_map(|l| &l.rels)
                 .any(|r| fits(&r.name, w, complete)));
-    if keyword
-        || call
+    fit.call = call;
+    fit.other = keyword
         || qualifier
         || n.pseudo.fits(w, complete)
         || p.ctes
             .iter()
             .any(|c| c.cols.iter().flatten().any(|col| fits(col, w, complete)))
-        || p.aliases.iter().any(|a| fits(a, w, complete))
-    {
-        return true;
-    }
-    if missing {
-        return (if quoted {
+        || p.aliases.iter().any(|a| fits(a, w, complete));
+    fit.column = if missing {
+        (if quoted {
             &n.all_cols
         } else {
             &n.all_bare_cols
         })
-        .fits(w, complete);
-    }
-    p.levels
-        .iter()
-        .flat_map(|l| l.rels.iter().map(|r| r.cols).chain(l.prior.iter().copied()))
-        .any(|c| p.cols_have(n, c, w, complete, quoted))
+        .fits(w, complete)
+    } else {
+        p.levels
+            .iter()
+            .flat_map(|l| l.rels.iter().map(|r| r.cols).chain(l.prior.iter().copied()))
+            .any(|c| p.cols_have(n, c, w, complete, quoted))
+    };
+    fit
 }
 
 /// Short enough to be a table alias written before its FROM (`T1`, `s`, `emp`, `t12`).

@@ -165,6 +165,13 @@ fn normal(
     checking: bool,
 ) -> Step {
     let after_quote = lex.dot_qual.take();
+    // After a function name and one space, only its `(` (not a run of spaces).
+    if lex.want_paren && !(b.is_ascii_whitespace() && !lex.prev_byte.is_ascii_whitespace()) {
+        lex.want_paren = false;
+        if b != b'(' && checking {
+            return Step::Refuse;
+        }
+    }
     match b {
         b' ' | b'\n' | b'\t' | b'\r' | 0x0c => {}
         b'0'..=b'9' => lex.mode = Mode::Number,
@@ -190,6 +197,10 @@ fn normal(
             if n.dialect == Dialect::MySql || (n.dialect == Dialect::Sqlite && table) {
                 start_word(lex, parse, Mode::Quoted(b'`'), false);
             } else {
+                // The closing fence ends the answer.
+                if checking && parse.uncovered(n) {
+                    return Step::Refuse;
+                }
                 lex.mode = Mode::Free;
                 return Step::Accept;
             }
@@ -215,6 +226,9 @@ fn normal(
         b',' => lex.prev = Prev::Comma,
         b';' => {
             if parse.frames.len() <= 1 {
+                if checking && parse.uncovered(n) {
+                    return Step::Refuse;
+                }
                 lex.mode = Mode::Free;
                 return Step::Accept;
             }
@@ -247,6 +261,12 @@ fn normal(
             if parse.frames.len() <= 1 {
                 lex.prev = Prev::Other;
                 return Step::Go;
+            }
+            if checking
+                && matches!(parse.top(), Frame::Level(_))
+                && parse.uncovered(n)
+            {
+                return Step::Refuse;
             }
             let Some(p) = change(parse, b, rest, checking) else {
                 return Step::Accept;
@@ -307,12 +327,7 @@ fn apply_word(
         p.frames.pop();
         if is(&["select", "with", "values"]) {
             p.frames.push(Frame::Level(ctx));
-            p.levels.push(Level {
-                clause: Clause::Select,
-                from_seen: false,
-                rels: Vec::new(),
-                prior: Vec::new(),
-            });
+            p.levels.push(Level::new());
             return keyword(n, lex, parse, w, b, rest, checking, prev);
         }
         p.frames.push(if ctx == Ctx::Table {
@@ -420,6 +435,27 @@ fn apply_word(
             Step::Go
         }
         Slot::Expr | Slot::Keywords | Slot::AfterTable(_) => {
+            if slot == Slot::Expr {
+                // `next` is `None` after a quoted name.
+                let f = expr_fit(n, parse, w, next.is_none(), Some(next.unwrap_or(b' ')));
+                let l = parse.level();
+                if f.column
+                    && !f.other
+                    && !f.call
+                    && l.clause == Clause::Select
+                    && !l.from_seen
+                    && !l.early.iter().any(|e| e.as_ref() == w)
+                {
+                    let Some(p) = change(parse, b, rest, checking) else {
+                        return Step::Accept;
+                    };
+                    p.level_mut().early.push(w.into());
+                }
+                lex.want_paren = f.call
+                    && !f.other
+                    && !f.column
+                    && next.is_some_and(|c| c.is_ascii_whitespace());
+            }
             keyword(n, lex, parse, w, b, rest, checking, prev)
         }
     }
@@ -466,6 +502,8 @@ fn keyword(
                     let old: Vec<Cols> = l.rels.drain(..).map(|r| r.cols).collect();
                     l.prior.extend(old);
                     l.from_seen = false;
+                    l.early.clear();
+                    l.closed = false;
                 }
                 if c == Clause::From {
                     l.from_seen = true;
@@ -515,6 +553,14 @@ fn keyword(
         b"on" | b"using" | b"where" | b"group" | b"having" | b"order" | b"limit" | b"offset"
         | b"union" | b"intersect" | b"except" | b"window" => {
             lex.prev = Prev::Other;
+            // The FROM ends here ([`Parse::uncovered`] was asked before the word was taken).
+            let closes = !matches!(w, b"on" | b"using");
+            if closes && parse.level().from_seen && !parse.level().closed {
+                let Some(p) = change(parse, b, rest, checking) else {
+                    return Step::Accept;
+                };
+                p.level_mut().closed = true;
+            }
             if clause == Clause::Other {
                 Step::Go
             } else {
