@@ -4,7 +4,8 @@
 //! of EX against N beside it. The simulation is the eval module's; in the training modes this
 //! gives it the step that trains, between recording and answering: an adapter on the recorded
 //! pairs with `train --auto`'s recipe ([`crate::train::recipe`]), trained from the base on a
-//! second copy of the model loaded as training needs it, then applied to the answering one.
+//! second copy of the model loaded as training needs it, then applied to the answering one
+//! (at N = 0 on the replayed pairs alone, the baseline the corrections are measured against).
 
 use std::path::Path;
 
@@ -57,15 +58,14 @@ pub fn command(
     );
     let training = args.mode != "retrieval";
     let retrieve = args.mode != "train";
-    // The adapter answers start from (N = 0 and the retrieval mode keep it).
-    let start = evaluator.engine().and_then(|e| e.adapter().cloned());
     let mut trainer: Option<(crate::llm::Engine, Vec<train::Pair>)> = None;
     if training {
         let path = super::session::model_path(&args.model)?;
         let (device, chosen) = crate::hub::device::select(args.model.device)?;
         let engine = super::train::load_for_training(&path, device)?;
         let dir = args.data.clone().unwrap_or_else(eval::default_data_dir);
-        let public = super::train::spider_train_pairs(&dir, Some(recipe::AUTO_REPLAY))
+        let public =
+            super::train::spider_train_pairs(&dir, Some(recipe::AUTO_REPLAY), Some(args.pool_seed))
             .context("the training modes replay Spider train pairs")?;
         eprintln!(
             "sqlora: training mode: an adapter per N on {chosen}, each pair {}×, {} of {} Spider \
@@ -88,10 +88,6 @@ pub fn command(
         let engine = ev
             .engine_mut()
             .ok_or_else(|| failed(&"the model is not loaded"))?;
-        if n == 0 {
-            engine.set_adapter(start.clone()).map_err(|e| failed(&e))?;
-            return Ok(None);
-        }
         let own: Vec<train::Pair> = store
             .export(&crate::feedback::Filter::default())
             .map_err(|e| failed(&e))?
@@ -109,7 +105,9 @@ pub fn command(
             seed,
         };
         let pairs = recipe::mix(&own, public, &mix);
-        let opts = recipe::default_options(pairs.len(), tengine.model().device().is_cuda(), seed);
+        // N = 0 trains on the replayed pairs alone: what the corrections add is then what
+        // the curve shows, not what the replay does.
+        let opts = recipe::default_options(tengine.model().device().is_cuda(), seed);
         let (lora, fitted) = recipe::fit(
             tengine.model(),
             tengine.tokenizer(),

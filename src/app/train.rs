@@ -108,7 +108,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
             }));
         } else if d == "spider-train" {
             let dir = args.data_dir.clone().unwrap_or_else(eval::default_data_dir);
-            let got = spider_train_pairs(&dir, args.limit)?;
+            let got = spider_train_pairs(&dir, args.limit, None)?;
             sources.push(format!("spider-train ({} pairs)", got.len()));
             pairs.extend(got.into_iter().map(|p| (None, p)));
         } else {
@@ -150,7 +150,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     // general (unless the run names spider-train itself).
     if args.auto && args.replay > 0 && !args.data.iter().any(|d| d == "spider-train") {
         let dir = args.data_dir.clone().unwrap_or_else(eval::default_data_dir);
-        match spider_train_pairs(&dir, Some(args.replay)) {
+        match spider_train_pairs(&dir, Some(args.replay), Some(args.seed)) {
             Ok(got) => {
                 let own: Vec<train::Pair> = Vec::new();
                 let drawn = train::recipe::mix(
@@ -288,11 +288,14 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     let run_dir = paths::data_dir()?.join("runs").join(&out);
     let checkpoint = run_dir.join("checkpoint");
     let run_id = format!(
-        "{data_sha} {} max_len={} eval_split={} limit={:?} model={}",
+        "{data_sha} {} max_len={} eval_split={} limit={:?} auto={} weight={} replay={} model={}",
         serde_json::to_string(&opts)?,
         max_len,
         args.eval_split,
         args.limit,
+        args.auto,
+        args.weight,
+        args.replay,
         engine.info().name
     );
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -644,7 +647,11 @@ impl ExSlice {
 /// Spider's training questions with the context sqlora itself renders for each database (the
 /// same introspection and rendering, and table selection for a schema over the budget, as at
 /// inference). Questions whose database is missing are skipped.
-pub(super) fn spider_train_pairs(dir: &std::path::Path, limit: Option<usize>) -> Result<Vec<train::Pair>> {
+pub(super) fn spider_train_pairs(
+    dir: &std::path::Path,
+    limit: Option<usize>,
+    shuffle: Option<u64>,
+) -> Result<Vec<train::Pair>> {
     let file = dir.join("spider/train_spider_min.json");
     let text = std::fs::read_to_string(&file).with_context(|| {
         format!(
@@ -652,8 +659,14 @@ pub(super) fn spider_train_pairs(dir: &std::path::Path, limit: Option<usize>) ->
             file.display()
         )
     })?;
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
+    let mut rows: Vec<serde_json::Value> = serde_json::from_str(&text)
         .with_context(|| format!("{} is not Spider JSON", file.display()))?;
+    // The file groups questions by database: a draw of a few hundred must be shuffled first.
+    if let Some(seed) = shuffle {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        rows.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    }
     let mut open: std::collections::HashMap<String, Option<pipeline::Pipeline>> =
         Default::default();
     let cancel = Cancel::new();

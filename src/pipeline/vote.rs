@@ -5,9 +5,9 @@
 //! the choice among groups (the most candidates; ties: the greedy answer's group, then the
 //! likeliest candidate) and the confidence told with the answer. Each candidate goes through
 //! the same guard and read-only run as any answer ([`Pipeline::run_sql`]); when none runs, the
-//! greedy answer's failure goes to the repair step. A sampled candidate runs under a shorter
-//! timeout than the user's ([`candidate_timeout`]): eight candidates must not cost eight
-//! timeouts when one of them joins without a condition. Never generates.
+//! greedy answer's failure goes to the repair step. Once a query has run, a sampled candidate
+//! runs under a timeout set by the slowest so far ([`candidate_timeout`]): eight candidates
+//! should not cost eight timeouts when one of them joins without a condition. Never generates.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,10 +32,14 @@ const CANDIDATE_FLOOR: Duration = Duration::from_secs(2);
 const CANDIDATE_FACTOR: f64 = 4.0;
 
 /// The timeout of a sampled candidate after queries that took up to `slowest` seconds:
-/// four times that, at least two seconds (the user's own timeout still caps it). The greedy
-/// answer runs first, under the user's timeout.
-pub(super) fn candidate_timeout(slowest: f64) -> Duration {
-    Duration::from_secs_f64(CANDIDATE_FACTOR * slowest.max(0.0)).max(CANDIDATE_FLOOR)
+/// four times that, at least two seconds (the user's own timeout still caps it). Until a
+/// query has run (the greedy answer runs first, under the user's timeout, but may fail before
+/// running) there is nothing to go by, and the user's timeout stands.
+pub(super) fn candidate_timeout(slowest: Option<f64>, user: Duration) -> Duration {
+    match slowest {
+        Some(s) => Duration::from_secs_f64(CANDIDATE_FACTOR * s.max(0.0)).max(CANDIDATE_FLOOR),
+        None => user,
+    }
 }
 
 impl Pipeline {
@@ -54,8 +58,8 @@ impl Pipeline {
         // The same SQL runs once.
         let mut seen: HashMap<String, Option<usize>> = HashMap::new();
         let mut greedy: Option<Result<String, AskError>> = None;
-        // The longest any candidate's query took so far (seconds).
-        let mut slowest = 0.0f64;
+        // The longest any candidate's query took so far (seconds), once one has run.
+        let mut slowest: Option<f64> = None;
         for (k, g) in generations.iter().enumerate() {
             if cancel.is_set() {
                 return Some(Err(AskError::Model(crate::llm::LlmError::Cancelled)));
@@ -71,10 +75,11 @@ impl Pipeline {
                         let run = if k == 0 {
                             self.run_sql(&sql, cancel)
                         } else {
-                            self.run_sql_within(&sql, candidate_timeout(slowest), cancel)
+                            let t = candidate_timeout(slowest, self.limits.timeout);
+                            self.run_sql_within(&sql, t, cancel)
                         };
                         if let Ok(r) = &run {
-                            slowest = slowest.max(r.query_secs);
+                            slowest = Some(slowest.unwrap_or(0.0).max(r.query_secs));
                         }
                         (Some(sql), run)
                     }
@@ -213,10 +218,13 @@ mod tests {
 
     #[test]
     fn a_sampled_candidate_gets_four_times_the_slowest_query_and_at_least_two_seconds() {
-        assert_eq!(candidate_timeout(0.0), Duration::from_secs(2));
-        assert_eq!(candidate_timeout(0.1), Duration::from_secs(2));
-        assert_eq!(candidate_timeout(3.0), Duration::from_secs(12));
-        assert_eq!(candidate_timeout(-1.0), Duration::from_secs(2));
+        let user = Duration::from_secs(30);
+        assert_eq!(candidate_timeout(Some(0.0), user), Duration::from_secs(2));
+        assert_eq!(candidate_timeout(Some(0.1), user), Duration::from_secs(2));
+        assert_eq!(candidate_timeout(Some(3.0), user), Duration::from_secs(12));
+        assert_eq!(candidate_timeout(Some(-1.0), user), Duration::from_secs(2));
+        // Before any query ran: the user's timeout.
+        assert_eq!(candidate_timeout(None, user), user);
     }
 
     #[test]

@@ -57,9 +57,9 @@ pub fn mix(own: &[Pair], public: &[Pair], mix: &Mix) -> Vec<Pair> {
 }
 
 /// `sqlora train`'s default options (rank 16, α 32, dropout 0.05, all seven projections, AdamW
-/// at 2e-4 with 10 warm-up steps and a cosine, batches of 4, clipping at 1) for one pass over
-/// `examples` examples; bf16 on a GPU, f32 on a CPU.
-pub fn default_options(examples: usize, cuda: bool, seed: u64) -> Options {
+/// at 2e-4 with 10 warm-up steps and a cosine, batches of 4, clipping at 1), the steps left
+/// for [`fit`] to set to one pass; bf16 on a GPU, f32 on a CPU.
+pub fn default_options(cuda: bool, seed: u64) -> Options {
     let batch = 4;
     Options {
         rank: 16,
@@ -68,7 +68,7 @@ pub fn default_options(examples: usize, cuda: bool, seed: u64) -> Options {
         targets: Target::ALL.to_vec(),
         lr: 2e-4,
         weight_decay: 0.0,
-        steps: examples.div_ceil(batch).max(1),
+        steps: 0,
         batch,
         grad_accum: 1,
         warmup: 10,

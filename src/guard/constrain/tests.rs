@@ -491,7 +491,15 @@ fn a_from_ends_only_once_its_tables_have_the_columns_used_before_it() {
     assert!(ok(&n, "SELECT Name FROM singer", "\n```"));
     // The ON of a join does not end the FROM; the WHERE after it does, and is checked.
     assert!(ok(&n, "SELECT Name FROM concert JOIN Orders", " ON"));
-    assert!(!ok(&n, "SELECT Name FROM concert JOIN Orders ON 1 = 1", " WHERE"));
+    assert!(!ok(&n, "SELECT Name FROM concert JOIN Orders ON 1 = 1", " WHERE "));
+    // In an expression only the whole word: `order` may yet become `order_id`.
+    assert!(ok(&n, "SELECT Name FROM concert JOIN Orders ON 1 = 1 AND ", "order"));
+    // MySQL's closing fence is checked too.
+    let my = names(Dialect::MySql).covering_from();
+    assert!(!ok(&my, "SELECT Name FROM concert", "\n```"));
+    assert!(ok(&my, "SELECT Name FROM singer", "\n```"));
+    // FETCH ends a FROM as LIMIT does.
+    assert!(!ok(&n, "SELECT Name FROM concert", " FETCH"));
     // A subquery's FROM is held to its own SELECT list, closed by its `)`.
     let sub = "SELECT concert_Name FROM concert WHERE Stadium_ID IN (SELECT Age FROM city";
     assert!(!ok(&n, sub, ")"));
@@ -514,8 +522,14 @@ fn a_function_name_is_a_call_and_a_keyword_no_qualifier() {
     assert!(ok(&n, "SELECT COUNT", " (*) FROM singer"));
     assert!(!ok(&n, "SELECT Name FROM singer ORDER BY power ", " "));
     assert!(ok(&n, "SELECT Name FROM singer ORDER BY Age", " DESC"));
-    // A keyword followed by a dot is no table.
+    // A keyword followed by a dot is no table, before the FROM too.
     assert!(!ok(&n, "SELECT Name FROM singer WHERE then", ".Age"));
+    assert!(!ok(&n, "SELECT then", ".Age FROM singer"));
+    // MySQL's DAY is a function and a date part: `INTERVAL 7 DAY` needs no `(`.
+    let my = names(Dialect::MySql);
+    assert!(ok(&my, "SELECT Name FROM singer WHERE Age > 7 - INTERVAL 7 DAY", " AND Age > 1"));
+    // Before the FROM a function's name may be a derived table's column.
+    assert!(ok(&n, "SELECT total", " FROM (SELECT count(*) AS total FROM singer) AS t"));
     assert!(ok(&n, "SELECT Name FROM singer WHERE singer", ".Age"));
     // After `X.` a table's row id, never `false` or `null`.
     assert!(ok(&n, "SELECT Name FROM singer WHERE singer.", "rowid "));

@@ -440,7 +440,8 @@ impl Parse {
 }
 
 /// Keywords that end a FROM clause.
-pub(super) const CLOSERS: [&[u8]; 10] = [
+pub(super) const CLOSERS: [&[u8]; 11] = [
+    b"fetch",
     b"where",
     b"group",
     b"having",
@@ -488,8 +489,12 @@ fn valid(
     next: Option<u8>,
 ) -> bool {
     let complete = next.is_some();
-    if matches!(slot, Slot::Keywords | Slot::AfterTable(_) | Slot::Expr)
+    // The FROM rule: no word that ends the FROM while it lacks a column named before it. In an
+    // expression (an ON condition) only a whole word: `order` may yet become `order_id`.
+    if n.cover_from
         && !quoted
+        && (matches!(slot, Slot::Keywords | Slot::AfterTable(_))
+            || (slot == Slot::Expr && complete))
         && p.at_base()
         && closes_from(n, w, complete)
         && p.uncovered(n)
@@ -582,7 +587,10 @@ pub(super) fn expr_fit(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Optio
     let missing = p.some_from_unseen();
     // An alias used before the FROM that names it (`SELECT T1.name FROM singer AS T1`): a word
     // short enough for an alias may go on, but only as a qualifier.
-    if missing && alias_like(w) && (!complete || next == Some(b'.')) {
+    if missing
+        && alias_like(w)
+        && (!complete || (next == Some(b'.') && !n.keywords.has(w)))
+    {
         fit.other = true;
         return fit;
     }

@@ -82,6 +82,10 @@ fn step_inner(
                 return Step::Go;
             }
             if lex.word.n == 0 && close == b'`' {
+                // MySQL reads the closing fence as an empty quoted name: the answer ends.
+                if checking && parse.uncovered(n) {
+                    return Step::Refuse;
+                }
                 lex.mode = Mode::Free;
                 return Step::Accept;
             }
@@ -435,26 +439,30 @@ fn apply_word(
             Step::Go
         }
         Slot::Expr | Slot::Keywords | Slot::AfterTable(_) => {
-            if slot == Slot::Expr {
+            lex.want_paren = false;
+            let l = parse.level();
+            // Columns named before the FROM, for the FROM rule; a function name and a space
+            // after the FROM (before it, the word may yet be a derived table's column).
+            let early = n.cover_from && l.clause == Clause::Select && !l.from_seen;
+            let call = next.is_some_and(|c| c.is_ascii_whitespace())
+                && !parse.some_from_unseen()
+                && n.functions.has(w)
+                && !n.keywords.has(w);
+            if slot == Slot::Expr && (early || call) {
                 // `next` is `None` after a quoted name.
                 let f = expr_fit(n, parse, w, next.is_none(), Some(next.unwrap_or(b' ')));
-                let l = parse.level();
-                if f.column
+                if early
+                    && f.column
                     && !f.other
                     && !f.call
-                    && l.clause == Clause::Select
-                    && !l.from_seen
-                    && !l.early.iter().any(|e| e.as_ref() == w)
+                    && !parse.level().early.iter().any(|e| e.as_ref() == w)
                 {
                     let Some(p) = change(parse, b, rest, checking) else {
                         return Step::Accept;
                     };
                     p.level_mut().early.push(w.into());
                 }
-                lex.want_paren = f.call
-                    && !f.other
-                    && !f.column
-                    && next.is_some_and(|c| c.is_ascii_whitespace());
+                lex.want_paren = call && !f.other && !f.column;
             }
             keyword(n, lex, parse, w, b, rest, checking, prev)
         }
@@ -551,7 +559,7 @@ fn keyword(
             Step::Go
         }
         b"on" | b"using" | b"where" | b"group" | b"having" | b"order" | b"limit" | b"offset"
-        | b"union" | b"intersect" | b"except" | b"window" => {
+        | b"union" | b"intersect" | b"except" | b"window" | b"fetch" => {
             lex.prev = Prev::Other;
             // The FROM ends here ([`Parse::uncovered`] was asked before the word was taken).
             let closes = !matches!(w, b"on" | b"using");
