@@ -66,7 +66,7 @@ pub fn command(
         let dir = args.data.clone().unwrap_or_else(eval::default_data_dir);
         let public =
             super::train::spider_train_pairs(&dir, Some(recipe::AUTO_REPLAY), Some(args.pool_seed))
-            .context("the training modes replay Spider train pairs")?;
+                .context("the training modes replay Spider train pairs")?;
         eprintln!(
             "sqlora: training mode: an adapter per N on {chosen}, each pair {}×, {} of {} Spider \
              train pairs replayed",
@@ -144,7 +144,9 @@ pub fn command(
             fitted.seconds,
             fitted.final_loss
         );
-        Ok(Some(serde_json::json!({ "own_pairs": own.len(), "mix": mix, "fit": fitted })))
+        Ok(Some(
+            serde_json::json!({ "own_pairs": own.len(), "mix": mix, "fit": fitted }),
+        ))
     };
     let bar = progress::bar(
         (items.len() * ns.len()) as u64,

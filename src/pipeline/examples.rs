@@ -101,10 +101,8 @@ fn sql_names(sql: &str) -> Vec<String> {
             let mut part = String::new();
             let mut prev_lower = false;
             for c in word.chars() {
-                if c == '_' || (c.is_uppercase() && prev_lower) {
-                    if !part.is_empty() {
-                        out.push(std::mem::take(&mut part));
-                    }
+                if (c == '_' || (c.is_uppercase() && prev_lower)) && !part.is_empty() {
+                    out.push(std::mem::take(&mut part));
                 }
                 if c != '_' {
                     part.push(c);
@@ -137,10 +135,10 @@ fn sql_names(sql: &str) -> Vec<String> {
         .map(|w| w.to_lowercase())
         // Numbers, and the aliases T1, T2… that say nothing of the schema.
         .filter(|w| {
-            !w.chars().all(|c| c.is_ascii_digit())
-                && !(w.len() >= 2
-                    && w.starts_with('t')
-                    && w[1..].chars().all(|c| c.is_ascii_digit()))
+            let number = w.chars().all(|c| c.is_ascii_digit());
+            let alias =
+                w.len() >= 2 && w.starts_with('t') && w[1..].chars().all(|c| c.is_ascii_digit());
+            !number && !alias
         })
         .collect()
 }

@@ -474,7 +474,9 @@ fn a_from_ends_only_once_its_tables_have_the_columns_used_before_it() {
     let n = names(Dialect::Sqlite).covering_from();
     // `Name` is a singer's column: a FROM of concert alone may not end…
     let sql = "SELECT Name FROM concert";
-    for end in [" WHERE", " ORDER", " GROUP", " LIMIT", ";", "\n```", " UNION"] {
+    for end in [
+        " WHERE", " ORDER", " GROUP", " LIMIT", ";", "\n```", " UNION",
+    ] {
         assert!(!ok(&n, sql, end), "{end:?} after {sql:?}");
     }
     // …it may go on to the table that has it, and then end.
@@ -491,9 +493,17 @@ fn a_from_ends_only_once_its_tables_have_the_columns_used_before_it() {
     assert!(ok(&n, "SELECT Name FROM singer", "\n```"));
     // The ON of a join does not end the FROM; the WHERE after it does, and is checked.
     assert!(ok(&n, "SELECT Name FROM concert JOIN Orders", " ON"));
-    assert!(!ok(&n, "SELECT Name FROM concert JOIN Orders ON 1 = 1", " WHERE "));
+    assert!(!ok(
+        &n,
+        "SELECT Name FROM concert JOIN Orders ON 1 = 1",
+        " WHERE "
+    ));
     // In an expression only the whole word: `order` may yet become `order_id`.
-    assert!(ok(&n, "SELECT Name FROM concert JOIN Orders ON 1 = 1 AND ", "order"));
+    assert!(ok(
+        &n,
+        "SELECT Name FROM concert JOIN Orders ON 1 = 1 AND ",
+        "order"
+    ));
     // MySQL's closing fence is checked too.
     let my = names(Dialect::MySql).covering_from();
     assert!(!ok(&my, "SELECT Name FROM concert", "\n```"));
@@ -504,11 +514,23 @@ fn a_from_ends_only_once_its_tables_have_the_columns_used_before_it() {
     let sub = "SELECT concert_Name FROM concert WHERE Stadium_ID IN (SELECT Age FROM city";
     assert!(!ok(&n, sub, ")"));
     assert!(ok(&n, sub, " JOIN"));
-    assert!(ok(&n, "SELECT concert_Name FROM concert WHERE Stadium_ID IN (SELECT Age FROM singer", ")"));
+    assert!(ok(
+        &n,
+        "SELECT concert_Name FROM concert WHERE Stadium_ID IN (SELECT Age FROM singer",
+        ")"
+    ));
     // Unsure is allowed: a derived table's columns are unknown.
-    assert!(ok(&n, "SELECT Name FROM (SELECT * FROM concert) AS x", " WHERE"));
+    assert!(ok(
+        &n,
+        "SELECT Name FROM (SELECT * FROM concert) AS x",
+        " WHERE"
+    ));
     // Keywords, functions and aliases of the SELECT list are no columns.
-    assert!(ok(&n, "SELECT count(*) AS n, DISTINCT Year FROM concert", " WHERE"));
+    assert!(ok(
+        &n,
+        "SELECT count(*) AS n, DISTINCT Year FROM concert",
+        " WHERE"
+    ));
     assert!(ok(&n, "SELECT Year AS Name FROM concert", " ORDER"));
 }
 
@@ -518,7 +540,11 @@ fn a_function_name_is_a_call_and_a_keyword_no_qualifier() {
     // `power` is a function: followed by a space, only its `(` may come.
     assert!(!ok(&n, "SELECT Name FROM singer ORDER BY power ", "LIMIT"));
     assert!(!ok(&n, "SELECT Name FROM singer ORDER BY power", " DESC"));
-    assert!(ok(&n, "SELECT Name FROM singer ORDER BY power ", "(Age, 2)"));
+    assert!(ok(
+        &n,
+        "SELECT Name FROM singer ORDER BY power ",
+        "(Age, 2)"
+    ));
     assert!(ok(&n, "SELECT COUNT", " (*) FROM singer"));
     assert!(!ok(&n, "SELECT Name FROM singer ORDER BY power ", " "));
     assert!(ok(&n, "SELECT Name FROM singer ORDER BY Age", " DESC"));
@@ -527,9 +553,17 @@ fn a_function_name_is_a_call_and_a_keyword_no_qualifier() {
     assert!(!ok(&n, "SELECT then", ".Age FROM singer"));
     // MySQL's DAY is a function and a date part: `INTERVAL 7 DAY` needs no `(`.
     let my = names(Dialect::MySql);
-    assert!(ok(&my, "SELECT Name FROM singer WHERE Age > 7 - INTERVAL 7 DAY", " AND Age > 1"));
+    assert!(ok(
+        &my,
+        "SELECT Name FROM singer WHERE Age > 7 - INTERVAL 7 DAY",
+        " AND Age > 1"
+    ));
     // Before the FROM a function's name may be a derived table's column.
-    assert!(ok(&n, "SELECT total", " FROM (SELECT count(*) AS total FROM singer) AS t"));
+    assert!(ok(
+        &n,
+        "SELECT total",
+        " FROM (SELECT count(*) AS total FROM singer) AS t"
+    ));
     assert!(ok(&n, "SELECT Name FROM singer WHERE singer", ".Age"));
     // After `X.` a table's row id, never `false` or `null`.
     assert!(ok(&n, "SELECT Name FROM singer WHERE singer.", "rowid "));

@@ -587,10 +587,7 @@ pub(super) fn expr_fit(n: &Names, p: &Parse, w: &[u8], quoted: bool, next: Optio
     let missing = p.some_from_unseen();
     // An alias used before the FROM that names it (`SELECT T1.name FROM singer AS T1`): a word
     // short enough for an alias may go on, but only as a qualifier.
-    if missing
-        && alias_like(w)
-        && (!complete || (next == Some(b'.') && !n.keywords.has(w)))
-    {
+    if missing && alias_like(w) && (!complete || (next == Some(b'.') && !n.keywords.has(w))) {
         fit.other = true;
         return fit;
     }

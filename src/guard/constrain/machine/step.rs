@@ -170,7 +170,8 @@ fn normal(
 ) -> Step {
     let after_quote = lex.dot_qual.take();
     // After a function name and one space, only its `(` (not a run of spaces).
-    if lex.want_paren && !(b.is_ascii_whitespace() && !lex.prev_byte.is_ascii_whitespace()) {
+    let one_space = b.is_ascii_whitespace() && !lex.prev_byte.is_ascii_whitespace();
+    if lex.want_paren && !one_space {
         lex.want_paren = false;
         if b != b'(' && checking {
             return Step::Refuse;
@@ -266,10 +267,7 @@ fn normal(
                 lex.prev = Prev::Other;
                 return Step::Go;
             }
-            if checking
-                && matches!(parse.top(), Frame::Level(_))
-                && parse.uncovered(n)
-            {
+            if checking && matches!(parse.top(), Frame::Level(_)) && parse.uncovered(n) {
                 return Step::Refuse;
             }
             let Some(p) = change(parse, b, rest, checking) else {
