@@ -2,8 +2,8 @@
 //! files) and saved into the library, with its run folder (checkpoint, metrics, loss curve);
 //! with `--auto`, only once enough new judged answers exist, and then made a database's
 //! default unless it is worse than the current one (`adopt_if_not_worse`); such a run weights
-//! the team's pairs up and replays Spider train beside them ([`crate::train::recipe`]). The training
-//! itself is [`crate::train`]'s; this gathers the pairs, draws the bar, and prints.
+//! the team's pairs up and replays Spider train beside them ([`crate::train::recipe`]). The
+//! training itself is [`crate::train`]'s; this gathers the pairs, draws the bar, and prints.
 
 use std::io::Write;
 

@@ -4,9 +4,10 @@
 //! [`Sample`]; either way only a token the row's [`TokenMask`] allows), applies the stop rules,
 //! lets finished rows leave, and feeds the rest back. A row caught in a loop (the same run of
 //! tokens over and over, which a small model under a mask sometimes falls into) stops there
-//! rather than holding its whole batch until the token budget runs out. The schema mask and sampled candidates
-//! plug in here, once, for every path: the mask is asked about the token the row would take
-//! first, and the logits are read back from the device only when some row needs more.
+//! rather than holding its whole batch until the token budget runs out. The schema mask and
+//! sampled candidates plug in here, once, for every path: the mask is asked about the token
+//! the row would take first, and the logits are read back from the device only when some row
+//! needs more.
 //!
 //! Never tokenizes a prompt or touches the prefix cache (the engine does), never prints.
 
@@ -368,7 +369,7 @@ impl Sampler {
     }
 }
 
-/// Shortest run of tokens whose repeats count as a loop, and how many repeats it takes.
+/// The fewest tokens a loop spans, and the fewest copies of its run.
 const LOOP_SPAN: usize = 36;
 const LOOP_REPEATS: usize = 3;
 

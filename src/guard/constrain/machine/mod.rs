@@ -415,17 +415,19 @@ impl Parse {
     }
 
     /// With the FROM rule on ([`Names::covering_from`]): the current level's FROM is open and
-    /// some bare column used before it is in none of the relations in scope (`SELECT Template_Type_Code FROM Documents`, where only
-    /// `Templates` has it): the FROM may not end yet, it needs a JOIN. Unsure (a relation of
-    /// unknown columns, an outer FROM still to come) is covered.
+    /// some bare column used before it is in none of the relations in scope
+    /// (`SELECT Template_Type_Code FROM Documents`, where only `Templates` has it): the FROM
+    /// may not end yet, it needs a JOIN. Unsure (a relation of unknown columns, an outer FROM
+    /// still to come) is covered.
     pub(super) fn uncovered(&self, n: &Names) -> bool {
         let l = self.level();
-        if !n.cover_from || !l.from_seen || l.closed || l.early.is_empty() || self.open_scope() {
-            return false;
-        }
-        if self.levels[..self.levels.len() - 1]
-            .iter()
-            .any(|o| !o.from_seen)
+        // This level's FROM is seen, so an unseen one is an outer level's.
+        if !n.cover_from
+            || !l.from_seen
+            || l.closed
+            || l.early.is_empty()
+            || self.open_scope()
+            || self.some_from_unseen()
         {
             return false;
         }
@@ -458,8 +460,11 @@ pub(super) const CLOSERS: [&[u8]; 11] = [
 /// closer still being written counts (`GROUP`, though `GROUPS` is a keyword too: not one that
 /// may follow a FROM's tables).
 fn closes_from(n: &Names, w: &[u8], complete: bool) -> bool {
-    if complete || CLOSERS.contains(&w) {
-        return CLOSERS.contains(&w);
+    if CLOSERS.contains(&w) {
+        return true;
+    }
+    if complete {
+        return false;
     }
     CLOSERS.iter().any(|c| c.starts_with(w))
         && !n
