@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::guard::constrain::Names;
+use crate::guard::constrain::{Names, Tracker};
 use crate::llm::prompt::ANSWER_START;
 use crate::llm::{Constraint, Sample, TokenMask, TokenTest};
 use crate::schema::Table;
@@ -99,7 +99,13 @@ impl Levers {
 
 /// The guard's identifier state over the SQL of an answer, as a token mask: tokens may only
 /// spell names of the tables shown, where they may stand.
-pub struct SqlMask(pub Names);
+pub struct SqlMask(Tracker);
+
+impl SqlMask {
+    pub fn new(names: Names) -> SqlMask {
+        SqlMask(Tracker::new(names))
+    }
+}
 
 impl Constraint for SqlMask {
     fn next<'a>(&'a self, text: &str) -> Option<TokenTest<'a>> {
@@ -167,7 +173,7 @@ impl Pipeline {
         };
         // The FROM rule only where no repair follows: earlier, "unknown column" in the repair
         // prompt fixes more than a forced join.
-        Some(TokenMask(Arc::new(SqlMask(if last_round {
+        Some(TokenMask(Arc::new(SqlMask::new(if last_round {
             names.covering_from()
         } else {
             names
@@ -195,7 +201,7 @@ mod tests {
             Column::new("first_name", "TEXT"),
             Column::new("orders", "INT"),
         ];
-        SqlMask(Names::new(&[&t], Dialect::Sqlite))
+        SqlMask::new(Names::new(&[&t], Dialect::Sqlite))
     }
 
     #[test]

@@ -293,13 +293,20 @@ impl Names {
 
     /// Where the SQL written so far leaves the next token.
     pub fn state(&self, sql: &str) -> State<'_> {
-        let mut lex = Lex::new();
-        let mut parse = Cow::Owned(Parse::new());
-        for &b in sql.as_bytes() {
-            if machine::step(self, &mut lex, &mut parse, b, &[], false) == Step::Accept
-                && lex.mode == Mode::Free
-            {
-                break;
+        self.read_on(Lex::new(), Parse::new(), sql.as_bytes())
+    }
+
+    /// The state after `bytes` more, from `lex` and `parse` (reading stops where the statement
+    /// ends: nothing after it is constrained).
+    fn read_on(&self, mut lex: Lex, parse: Parse, bytes: &[u8]) -> State<'_> {
+        let mut parse = Cow::Owned(parse);
+        if lex.mode != Mode::Free {
+            for &b in bytes {
+                if machine::step(self, &mut lex, &mut parse, b, &[], false) == Step::Accept
+                    && lex.mode == Mode::Free
+                {
+                    break;
+                }
             }
         }
         State {
@@ -307,6 +314,73 @@ impl Names {
             lex,
             parse: parse.into_owned(),
         }
+    }
+}
+
+/// How many answers' states a [`Tracker`] keeps: the candidates of one batch and then some.
+const TRACKED: usize = 32;
+
+/// [`Names::state`] for answers that grow a token at a time: the state after the longest SQL
+/// read before that begins the new SQL is read on from, so each token costs the bytes it adds,
+/// not a re-read of the whole answer. Shared by the rows of a batch (candidates of one
+/// question); keeps the [`TRACKED`] states used last. Gives the same state as
+/// [`Names::state`] (a test holds it to that).
+#[derive(Debug)]
+pub struct Tracker {
+    names: Names,
+    seen: std::sync::Mutex<Vec<(Box<[u8]>, Lex, Parse)>>,
+}
+
+impl Tracker {
+    pub fn new(names: Names) -> Tracker {
+        Tracker {
+            names,
+            seen: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// Where the SQL written so far leaves the next token.
+    pub fn state(&self, sql: &str) -> State<'_> {
+        let sql = sql.as_bytes();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let from = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, ..))| sql.starts_with(s))
+            .max_by_key(|(_, (s, ..))| s.len())
+            .map(|(i, _)| i);
+        let state = match from {
+            Some(i) => {
+                let (s, lex, parse) = &seen[i];
+                self.names
+                    .read_on(lex.clone(), parse.clone(), &sql[s.len()..])
+            }
+            None => self.names.read_on(Lex::new(), Parse::new(), sql),
+        };
+        // Least recently used out: a row's last state is among the newest (one per row of
+        // the batch), and rows with the same text share one.
+        match from {
+            Some(i) if seen[i].0.len() == sql.len() => {
+                let same = seen.remove(i);
+                seen.push(same);
+                return state;
+            }
+            _ if seen.len() >= TRACKED => {
+                seen.remove(0);
+            }
+            _ => {}
+        }
+        let entry = (
+            sql.to_vec().into_boxed_slice(),
+            state.lex.clone(),
+            state.parse.clone(),
+        );
+        seen.push(entry);
+        state
     }
 }
 

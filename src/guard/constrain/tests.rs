@@ -569,3 +569,42 @@ fn a_function_name_is_a_call_and_a_keyword_no_qualifier() {
     assert!(ok(&n, "SELECT Name FROM singer WHERE singer.", "rowid "));
     assert!(!ok(&n, "SELECT Name FROM singer WHERE singer.", "FaLsE "));
 }
+
+/// The tracker reads on from the state of an earlier, shorter answer; it must land where a
+/// fresh read does, for rows that grow side by side, share a prefix, diverge, end the
+/// statement, or start over.
+#[test]
+fn the_tracker_gives_the_states_of_a_fresh_read() {
+    let n = names(Dialect::Sqlite);
+    let tracker = Tracker::new(n.clone());
+    let answers = [
+        "SELECT T1.Name FROM singer AS T1 JOIN concert AS T2 ON T1.Singer_ID = T2.concert_ID \
+         WHERE T2.Year = '2014' ORDER BY T1.Age DESC LIMIT 1",
+        "SELECT count(*) FROM \"Order Details\" WHERE \"Unit Price\" > 3 -- note\n",
+        "SELECT name FROM city; anything at all ' after the end",
+        "WITH c AS (SELECT pop FROM city) SELECT pop FROM c",
+        "SELECT T1.Name FROM singer AS T1 WHERE T1.Age > (SELECT avg(Age) FROM singer)",
+    ];
+    let key = |s: &State<'_>| format!("{:?} {:?}", s.lex, s.parse);
+    let longest = answers.iter().map(|a| a.len()).max().unwrap_or(0);
+    // Rows advance a few bytes at a time, in turn, as the rows of a batch do.
+    for end in (0..=longest).step_by(3) {
+        for a in &answers {
+            let mut cut = end.min(a.len());
+            while !a.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let so_far = &a[..cut];
+            assert_eq!(
+                key(&tracker.state(so_far)),
+                key(&n.state(so_far)),
+                "after {so_far:?}"
+            );
+        }
+    }
+    // A row that starts over, and one seen before, still read right.
+    for a in &answers {
+        assert_eq!(key(&tracker.state(&a[..10])), key(&n.state(&a[..10])));
+        assert_eq!(key(&tracker.state(a)), key(&n.state(a)));
+    }
+}
