@@ -25,6 +25,16 @@ fn change<'p>(
     }
 }
 
+/// The answer ends here (`;` at the top level, the closing fence): nothing after it is
+/// constrained, unless the FROM rule still wants a table ([`Parse::uncovered`]).
+fn end_answer(n: &Names, lex: &mut Lex, parse: &Parse, checking: bool) -> Step {
+    if checking && parse.uncovered(n) {
+        return Step::Refuse;
+    }
+    lex.mode = Mode::Free;
+    Step::Accept
+}
+
 /// Feeds one byte. While `checking` a token, an invalid word refuses it; while reading the SQL
 /// so far, everything is taken as written.
 pub(crate) fn step(
@@ -83,11 +93,7 @@ fn step_inner(
             }
             if lex.word.n == 0 && close == b'`' {
                 // MySQL reads the closing fence as an empty quoted name: the answer ends.
-                if checking && parse.uncovered(n) {
-                    return Step::Refuse;
-                }
-                lex.mode = Mode::Free;
-                return Step::Accept;
+                return end_answer(n, lex, parse, checking);
             }
             lex.mode = Mode::Normal;
             let free = lex.free_word || lex.word.long;
@@ -203,11 +209,7 @@ fn normal(
                 start_word(lex, parse, Mode::Quoted(b'`'), false);
             } else {
                 // The closing fence ends the answer.
-                if checking && parse.uncovered(n) {
-                    return Step::Refuse;
-                }
-                lex.mode = Mode::Free;
-                return Step::Accept;
+                return end_answer(n, lex, parse, checking);
             }
         }
         b'[' if n.dialect == Dialect::Sqlite => start_word(lex, parse, Mode::Quoted(b']'), false),
@@ -231,11 +233,7 @@ fn normal(
         b',' => lex.prev = Prev::Comma,
         b';' => {
             if parse.frames.len() <= 1 {
-                if checking && parse.uncovered(n) {
-                    return Step::Refuse;
-                }
-                lex.mode = Mode::Free;
-                return Step::Accept;
+                return end_answer(n, lex, parse, checking);
             }
             lex.prev = Prev::Other;
         }
