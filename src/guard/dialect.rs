@@ -36,7 +36,10 @@ pub fn fix(sql: &str, dialect: Dialect, schema: &Schema) -> Option<(String, Vec<
     let text = quoted.as_deref().unwrap_or(sql);
     let dates = (text.len() <= AST_LIMIT).then(|| {
         std::thread::scope(|s| {
-            let b = std::thread::Builder::new().stack_size(STACK);
+            super::quiet_parser_panics();
+            let b = std::thread::Builder::new()
+                .name(format!("{}-dates", super::THREAD))
+                .stack_size(STACK);
             let t = b.spawn_scoped(s, || rewrite_dates(text, dialect)).ok()?;
             t.join().ok()?
         })

@@ -119,13 +119,40 @@ pub fn check_with(
     })
 }
 
+/// The name of the guard's parsing threads (and the prefix of the dialect rewriter's).
+pub(crate) const THREAD: &str = "sqlora-guard";
+
+/// sqlparser 0.59 panics on some malformed statements (in SQLite, `x MATCH (… JOIN` unwraps a
+/// failed parse inside its dialect). The guard parses on threads of its own and turns such a
+/// panic into a refusal, but the default hook would still print the panic and a backtrace
+/// hint in the middle of the shell's output. From the first parse on, a panic inside sqlparser
+/// on a guard thread is silent; every other panic is reported as before.
+pub(crate) fn quiet_parser_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_parser = info
+                .location()
+                .is_some_and(|l| l.file().contains("sqlparser"));
+            let on_guard = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(THREAD));
+            if !(in_parser && on_guard) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f` on a thread with a stack large enough for any statement of [`MAX_SQL_BYTES`].
 fn on_big_stack<T: Send>(
     f: impl FnOnce() -> Result<T, GuardError> + Send,
 ) -> Result<T, GuardError> {
+    quiet_parser_panics();
     std::thread::scope(|s| {
         std::thread::Builder::new()
-            .name("sqlora-guard".into())
+            .name(THREAD.into())
             .stack_size(STACK)
             .spawn_scoped(s, f)
             .map_err(|e| GuardError::Refused(format!("cannot start the checker: {e}")))?
@@ -516,6 +543,17 @@ mod tests {
 
     fn refused(sql: &str) -> GuardError {
         check(sql, Dialect::Sqlite).expect_err(sql)
+    }
+
+    #[test]
+    fn a_statement_that_panics_the_parser_is_refused() {
+        // sqlparser 0.59 unwraps a failed parse after SQLite's MATCH.
+        let sql = "SELECT a FROM t WHERE a MATCH (SELECT b FROM u JOIN";
+        assert!(matches!(refused(sql), GuardError::Refused(_)));
+        let schema = crate::schema::Schema::default();
+        let _ = dialect::fix(sql, Dialect::Sqlite, &schema);
+        // Other panics still reach the hook that was there before.
+        assert!(std::panic::catch_unwind(|| panic!("still reported")).is_err());
     }
 
     #[test]
