@@ -62,8 +62,9 @@ fn gold_tokens_pass_the_mask_and_made_up_names_do_not() {
         });
         let tables: Vec<&sqlora::schema::Table> = schema.tables.iter().collect();
         // Every rule on, the FROM rule of an answer's last round included.
-        let mask =
-            SqlMask(sqlora::guard::constrain::Names::new(&tables, Dialect::Sqlite).covering_from());
+        let mask = SqlMask::new(
+            sqlora::guard::constrain::Names::new(&tables, Dialect::Sqlite).covering_from(),
+        );
         let answer = format!("{gold}\n```");
         let t = Instant::now();
         let bad = refused(&mask, &tok, &answer);

@@ -135,10 +135,12 @@ pub(crate) fn quiet_parser_panics() {
             let in_parser = info
                 .location()
                 .is_some_and(|l| l.file().contains("sqlparser"));
-            let on_guard = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with(THREAD));
-            if !(in_parser && on_guard) {
+            let on_guard = || {
+                std::thread::current()
+                    .name()
+                    .is_some_and(|n| n.starts_with(THREAD))
+            };
+            if !(in_parser && on_guard()) {
                 previous(info);
             }
         }));

@@ -169,7 +169,10 @@ impl Engine {
         // Qwen, about 80 ms on 2 cores), are spelled out beside the weights' load, so that the
         // first masked answer does not wait for them.
         let model = std::thread::scope(|s| {
-            s.spawn(|| tokenizer.token_bytes(0).len());
+            // Best effort: without the thread, the first masked answer builds the table.
+            let table = std::panic::AssertUnwindSafe(|| tokenizer.token_bytes(0).len());
+            let _ = std::thread::Builder::new()
+                .spawn_scoped(s, move || std::panic::catch_unwind(table));
             Model::from_gguf(&content, &mut reader, &opts.plan, &opts.device)
         })?;
         let modified = meta

@@ -317,8 +317,9 @@ impl Names {
     }
 }
 
-/// How many answers' states a [`Tracker`] keeps: the candidates of one batch and then some.
-const TRACKED: usize = 32;
+/// How many answers' states a [`Tracker`] keeps: twice the most candidates a question may
+/// have (64), so that a row's last state is still there when its next token comes.
+const TRACKED: usize = 128;
 
 /// [`Names::state`] for answers that grow a token at a time: the state after the longest SQL
 /// read before that begins the new SQL is read on from, so each token costs the bytes it adds,
