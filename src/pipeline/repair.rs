@@ -1,7 +1,8 @@
 //! The repair step: a failed answer is shown back to the model with its error.
 //!
 //! Owns the decision to try again (a repairable failure, repairs left, SQL not already
-//! tried) and the error and column hint the repair prompt shows. The prompt text itself is
+//! tried, or tried but now made impossible by the mask's FROM rule) and the error and column
+//! hint the repair prompt shows. The prompt text itself is
 //! written by [`crate::llm::prompt`]; never generates or runs anything.
 
 use crate::llm::prompt;
@@ -22,8 +23,20 @@ impl Pipeline {
             return Some(Err(e));
         }
         let sql = e.sql().unwrap_or_default().to_string();
-        // A model that repeats a failed query will not fix it by being asked again.
-        if o.attempts.iter().any(|a| a.sql == sql) {
+        // A model that repeats a failed query will not fix it by being asked again, unless the
+        // mask forbids the repeat: a column named before the FROM that the FROM's tables lack
+        // (the commonest unknown name left) cannot be written again under the FROM rule, which
+        // is otherwise kept for the last round. So a repeated unknown name spends the next
+        // round as the last, with the rule on.
+        let repeated = o.attempts.iter().any(|a| a.sql == sql);
+        let unknown = matches!(
+            &e,
+            AskError::Guard {
+                error: crate::guard::GuardError::UnknownNames(_),
+                ..
+            }
+        );
+        if repeated && !(unknown && o.mask.is_some()) {
             return Some(Err(e));
         }
         let error = e.short();
@@ -37,8 +50,9 @@ impl Pipeline {
         o.prompt =
             prompt::build_repair_prompt(template, &o.posed.base, &sql, &shown, self.dialect());
         if o.mask.is_some() {
-            // The round this prompt starts is the last when no repair is left after it.
-            let last = o.attempts.len() + 1 >= self.repairs;
+            // The round this prompt starts is the last when no repair is left after it (or,
+            // after a repeat, made the last: see above).
+            let last = repeated || o.attempts.len() + 1 >= self.repairs;
             o.mask = self.mask_for(
                 &o.posed.tables,
                 o.posed.namespace.as_deref(),
