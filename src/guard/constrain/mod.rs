@@ -40,7 +40,7 @@ const KEYWORDS: &str = "\
     rlike binary unsigned signed integer int text real varchar char character numeric \
     decimal float double precision bigint smallint boolean bool values lateral window groups \
     exclude ties others no zone at percent separator leading trailing both for of isnull \
-    notnull match against mode language unknown default array distinctrow straight_join \
+    notnull match against mode unknown default array distinctrow straight_join \
     sql_calc_found_rows indexed ordinality tablesample xor varying without microsecond \
     day_hour year_month dayofweek dayofyear isodow isoyear century decade millennium \
     milliseconds microseconds timezone date_part nchar blob bytea json jsonb uuid \

@@ -608,3 +608,21 @@ fn the_tracker_gives_the_states_of_a_fresh_read() {
         assert_eq!(key(&tracker.state(a)), key(&n.state(a)));
     }
 }
+
+/// A column named like a word SQL uses only outside queries (`language`) is checked as a column.
+#[test]
+fn words_of_ddl_only_are_no_keywords_in_a_query() {
+    let t = [
+        table("city", &["name", "pop"]),
+        table("lang", &["Language"]),
+    ];
+    let refs: Vec<&Table> = t.iter().collect();
+    let n = Names::new(&refs, Dialect::Sqlite);
+    let so_far = "SELECT name FROM city WHERE pop = (SELECT MAX(pop) FROM city WHERE";
+    assert!(!ok(&n, so_far, " Language"));
+    assert!(ok(
+        &n,
+        "SELECT name FROM city JOIN lang ON 1 WHERE",
+        " Language"
+    ));
+}
