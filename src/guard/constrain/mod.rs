@@ -317,6 +317,9 @@ impl Names {
     }
 }
 
+/// SQL read, and the state after it.
+type Seen = (Box<[u8]>, Lex, Parse);
+
 /// How many answers' states a [`Tracker`] keeps: twice the most candidates a question may
 /// have (64), so that a row's last state is still there when its next token comes.
 const TRACKED: usize = 128;
@@ -329,7 +332,7 @@ const TRACKED: usize = 128;
 #[derive(Debug)]
 pub struct Tracker {
     names: Names,
-    seen: std::sync::Mutex<Vec<(Box<[u8]>, Lex, Parse)>>,
+    seen: std::sync::Mutex<Vec<Seen>>,
 }
 
 impl Tracker {
