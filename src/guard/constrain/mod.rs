@@ -343,10 +343,6 @@ impl Tracker {
         }
     }
 
-    pub fn names(&self) -> &Names {
-        &self.names
-    }
-
     /// Where the SQL written so far leaves the next token.
     pub fn state(&self, sql: &str) -> State<'_> {
         let sql = sql.as_bytes();
