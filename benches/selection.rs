@@ -34,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         adapter: None,
         merge: false,
         device: DeviceChoice::Cpu,
+        backend: sqlora::llm::remote::BackendChoice::Local,
     };
     let engine = Engine::load(
         &sqlora::app::session::model_path(&opts)?,

@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         adapter: None,
         merge: false,
         device: DeviceChoice::Cpu,
+        backend: sqlora::llm::remote::BackendChoice::Local,
     };
     let path = sqlora::app::session::model_path(&opts)?;
     let choice: DeviceChoice = std::env::var("BENCH_DEVICE")

@@ -77,7 +77,29 @@ pub fn command(cmd: AdaptersCommand) -> Result<()> {
             eprintln!("sqlora: imported `{name}` into {}", dest.display());
             Ok(())
         }
-        AdaptersCommand::Export { name, dir } => {
+        AdaptersCommand::Export { name, dir, format } if format == "gguf-lora" => {
+            let adapter = llm::lora::adapter::Adapter::load(&lib.path(&name))
+                .map_err(|e| anyhow::anyhow!("{e} (see `sqlora adapters list`)"))?;
+            let arch = lib
+                .meta(&name)
+                .map(|m| m.base.architecture)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("adapter `{name}` has no sqlora.json naming its base model")
+                })?;
+            let file = if dir.is_dir() {
+                dir.join(format!("{name}.gguf"))
+            } else {
+                dir.clone()
+            };
+            llm::lora::gguf::write(&adapter, &arch, &name, &file).map_err(adapter_error)?;
+            eprintln!(
+                "sqlora: `{name}` written to {} (llama.cpp LoRA GGUF: llama-server --lora {})",
+                file.display(),
+                file.display()
+            );
+            Ok(())
+        }
+        AdaptersCommand::Export { name, dir, .. } => {
             lib.export(&name, &dir).map_err(adapter_error)?;
             eprintln!(
                 "sqlora: `{name}` written to {} (PEFT layout)",

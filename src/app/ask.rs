@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 
-use super::session::{apply_adapter, load_engine, load_examples, open_feedback, open_pipeline};
+use super::session::{apply_adapter_to, load_backend, load_examples, open_feedback, open_pipeline};
 use crate::cancel::Cancel;
 use crate::cli::AskArgs;
 use crate::shell::{self, render};
@@ -47,14 +47,14 @@ pub fn command(args: AskArgs) -> Result<()> {
         };
         return print_answer(&p, &answer, args.format);
     }
-    let mut engine = load_engine(&args.common.model)?;
-    apply_adapter(
-        &mut engine,
+    let mut engine = load_backend(&args.common.model)?;
+    apply_adapter_to(
+        engine.as_mut(),
         args.common.model.adapter.as_deref(),
         Some(&p.describe_db()),
         args.common.model.merge,
     )?;
-    p.set_engine(engine);
+    p.set_backend(engine);
     if p.examples > 0 {
         // Examples are a help, not a need: a store that cannot be read costs only them.
         if let Err(e) =
@@ -77,7 +77,7 @@ pub fn command(args: AskArgs) -> Result<()> {
             _ => false,
         };
         let adapter = p
-            .engine()
+            .backend()
             .and_then(|e| e.adapter_name())
             .unwrap_or_default();
         match args.format {
@@ -149,6 +149,9 @@ fn print_answer(
                 "attempts": answer.attempts.iter().map(|a| serde_json::json!({"sql": a.sql, "error": a.error})).collect::<Vec<_>>(),
                 "source": answer.source,
                 "confidence": answer.confidence,
+                "model": p.backend().map(|b| b.info().name.clone()),
+                "adapter": p.backend().and_then(|b| b.adapter_name()),
+                "runs_on": p.backend().map(|b| b.where_it_runs()),
                 "constrain": levers.constrain,
                 "candidates": levers.candidates,
                 "examples": answer.examples.iter().map(|e| serde_json::json!({"id": e.id, "question": e.question, "sql": e.sql})).collect::<Vec<_>>(),

@@ -14,6 +14,7 @@
 //! db = "chinook.sqlite"        # --db
 //! model = "qwen2.5-coder-1.5b" # --model
 //! adapter = "none"             # --adapter
+//! backend = "llamacpp://gpu-box:8080" # --backend: local, openai://… or llamacpp://…
 //! format = "table"             # --format: table, csv or json
 //! pager = false                # --pager
 //! null = "∅"                   # --null: how NULL is shown
@@ -25,7 +26,8 @@
 //! ```
 //!
 //! A `[defaults]` value only becomes clap's default ([`Config::apply`]): a flag on the command
-//! line, or its environment variable (`DATABASE_URL`, `SQLORA_MODEL`, `SQLORA_ADAPTER`), wins.
+//! line, or its environment variable (`DATABASE_URL`, `SQLORA_MODEL`, `SQLORA_ADAPTER`,
+//! `SQLORA_BACKEND`), wins.
 //!
 //! A missing file is no error; a file that does not parse, names a key sqlora does not know,
 //! or holds a value out of range, is — on one line naming the file and the line (a typo must
@@ -57,6 +59,7 @@ pub struct Defaults {
     pub db: Option<Spanned<String>>,
     pub model: Option<Spanned<String>>,
     pub adapter: Option<Spanned<String>>,
+    pub backend: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
     pub pager: Option<Spanned<bool>>,
     pub null: Option<Spanned<String>>,
@@ -73,6 +76,7 @@ const SCOPES: &[(&str, &[&str])] = &[
     ("db", &["", "shell", "ask"]),
     ("model", &["", "shell", "ask", "eval", "train"]),
     ("adapter", &["", "shell", "ask", "eval"]),
+    ("backend", &["", "shell", "ask", "eval"]),
     ("format", &["", "shell", "ask"]),
     ("pager", &["", "shell"]),
     ("null", &["", "shell"]),
@@ -177,6 +181,7 @@ impl Config {
             let env = match *key {
                 "db" => "DATABASE_URL",
                 "model" => "SQLORA_MODEL",
+                "backend" => "SQLORA_BACKEND",
                 _ => "SQLORA_ADAPTER",
             };
             let source = match m.value_source(key) {
@@ -243,6 +248,7 @@ impl Defaults {
             ("db", s(&d.db)),
             ("model", s(&d.model)),
             ("adapter", s(&d.adapter)),
+            ("backend", s(&d.backend)),
             ("format", s(&d.format)),
             ("pager", d.pager.as_ref().map(|v| v.get_ref().to_string())),
             ("null", s(&d.null)),
@@ -286,6 +292,11 @@ impl Defaults {
                         f.get_ref()
                     ),
                 ));
+            }
+        }
+        if let Some(b) = &self.backend {
+            if let Err(e) = b.get_ref().parse::<crate::llm::remote::BackendChoice>() {
+                return Some((b.span(), format!("defaults.backend: {e}")));
             }
         }
         if let Some(t) = &self.timeout {

@@ -87,7 +87,8 @@ pub fn command(
         let failed = |e: &dyn std::fmt::Display| EvalError::Set(format!("training: {e}"));
         let engine = ev
             .engine_mut()
-            .ok_or_else(|| failed(&"the model is not loaded"))?;
+            .and_then(|b| b.local_mut())
+            .ok_or_else(|| failed(&"training on corrections needs --backend local"))?;
         let own: Vec<train::Pair> = store
             .export(&crate::feedback::Filter::default())
             .map_err(|e| failed(&e))?

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use super::progress;
-use super::session::{adapter_library, apply_adapter, load_engine};
+use super::session::{adapter_library, apply_adapter_to, load_backend};
 use crate::cli::EvalArgs;
 use crate::clock;
 use crate::eval::{self, report};
@@ -109,9 +109,9 @@ pub fn command(args: EvalArgs) -> Result<()> {
             why.join("; ")
         );
     }
-    let mut engine = load_engine(&args.model)?;
-    let adapter = apply_adapter(
-        &mut engine,
+    let mut engine = load_backend(&args.model)?;
+    let adapter = apply_adapter_to(
+        engine.as_mut(),
         args.model.adapter.as_deref(),
         None,
         args.model.merge,
@@ -120,13 +120,10 @@ pub fn command(args: EvalArgs) -> Result<()> {
         Some(a) => format!("{} + adapter {a}", engine.info().name),
         None => engine.info().name.clone(),
     };
-    let levers = args
-        .run
-        .levers()
-        .resolved(engine.model().device().is_cuda());
+    let levers = args.run.levers().resolved(engine.on_gpu());
     // Candidates already fill a batch of their own; a few questions together fill a GPU.
     let batch = args.batch.map_or_else(
-        || match eval::default_batch(&engine) {
+        || match eval::default_batch(engine.as_ref()) {
             1 if levers.candidates > 1 => 8,
             b => b,
         },
@@ -200,7 +197,7 @@ pub fn command(args: EvalArgs) -> Result<()> {
     if args.compare_base && complete {
         // The same questions with the adapter taken off.
         let mut engine = evaluator.into_engine().context("the model was lost")?;
-        engine.set_adapter(None)?;
+        engine.use_adapter(false)?;
         let mut base_eval = eval::Evaluator::new(
             engine,
             args.run.limits().map_err(anyhow::Error::msg)?,

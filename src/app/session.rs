@@ -131,6 +131,69 @@ pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
     Ok(engine)
 }
 
+/// The model `--backend` names: loaded here (`local`), or a server connected to, prompted
+/// with the tokenizer and chat template of the GGUF `--model` names (read, not loaded).
+pub fn load_backend(opts: &ModelOpts) -> Result<Box<dyn llm::Backend>> {
+    let endpoint = match &opts.backend {
+        llm::remote::BackendChoice::Local => return Ok(Box::new(load_engine(opts)?)),
+        llm::remote::BackendChoice::Remote(e) => e.clone(),
+    };
+    if opts.merge {
+        bail!(
+            "--merge folds an adapter into this process's weights; it does not apply to \
+             --backend {}",
+            endpoint.shown
+        );
+    }
+    let path = model_path(opts)?;
+    let start = std::time::Instant::now();
+    let content = (|| {
+        let mut f = std::io::BufReader::new(std::fs::File::open(&path)?);
+        candle_core::quantized::gguf_file::Content::read(&mut f)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })()
+    .with_context(|| format!("reading the tokenizer of {}", path.display()))?;
+    let info = llm::ModelInfo {
+        path: path.clone(),
+        name: model_label(&path),
+        arch: llm::ModelConfig::from_gguf(&content)?.arch,
+        file_size: std::fs::metadata(&path).map_or(0, |m| m.len()),
+        load_secs: start.elapsed().as_secs_f64(),
+        device: endpoint.shown.clone(),
+    };
+    let remote = llm::remote::Remote::connect(
+        endpoint,
+        llm::TextTokenizer::from_gguf(&content)?,
+        llm::ChatTemplate::from_gguf(&content),
+        info,
+    )?;
+    Ok(Box::new(remote))
+}
+
+/// [`apply_adapter`] for any backend: a server is told the adapter by the name it serves it
+/// under, and only when `--adapter` names one (a database's default adapter is a library
+/// file, which a server does not have).
+pub fn apply_adapter_to(
+    backend: &mut dyn llm::Backend,
+    choice: Option<&str>,
+    db_identity: Option<&str>,
+    merge: bool,
+) -> Result<Option<String>> {
+    if let Some(engine) = backend.local_mut() {
+        return apply_adapter(engine, choice, db_identity, merge);
+    }
+    match choice.map(str::trim) {
+        None | Some("none") | Some("") => {
+            backend.serve_adapter(None)?;
+            Ok(None)
+        }
+        Some(n) => match backend.serve_adapter(Some(n)).map_err(adapter_error)? {
+            true => Ok(Some(n.to_string())),
+            false => bail!("this backend takes no adapter by name"),
+        },
+    }
+}
+
 /// The adapter library in the data dir.
 pub fn adapter_library() -> Result<llm::lora::library::Library> {
     Ok(llm::lora::library::Library::new(

@@ -10,10 +10,9 @@ use anyhow::Result;
 
 use super::progress;
 use super::session::{
-    adapter_library, apply_adapter, load_engine, model_label, open_feedback, open_pipeline,
+    adapter_library, apply_adapter_to, load_backend, model_label, open_feedback, open_pipeline,
 };
 use crate::cli::ShellArgs;
-use crate::llm::Engine;
 use crate::shell::{self, progress::Spinner};
 
 /// Starts the shell on `--db` (or the demo database) with `--model`.
@@ -32,14 +31,14 @@ pub fn command(args: ShellArgs) -> Result<()> {
     );
     let mut model_error = None;
     let spinner = Spinner::start("loading the model");
-    let loaded = load_engine(&args.common.model);
+    let loaded = load_backend(&args.common.model);
     drop(spinner);
     match loaded {
         Ok(mut engine) => {
             let info = engine.info().clone();
             let db_id = pipeline.describe_db();
-            match apply_adapter(
-                &mut engine,
+            match apply_adapter_to(
+                engine.as_mut(),
                 args.common.model.adapter.as_deref(),
                 Some(&db_id),
                 args.common.model.merge,
@@ -48,14 +47,25 @@ pub fn command(args: ShellArgs) -> Result<()> {
                 Ok(None) => {}
                 Err(e) => eprintln!("sqlora: {e:#}; using the base model"),
             }
-            pipeline.set_engine(engine);
-            eprintln!(
-                "model {} from {} loaded on {} in {:.1} s; reading the schema into it…",
-                model_label(&info.path),
-                info.path.display(),
-                info.device,
-                info.load_secs
-            );
+            let local = engine.local().is_some();
+            pipeline.set_backend(engine);
+            if local {
+                eprintln!(
+                    "model {} from {} loaded on {} in {:.1} s; reading the schema into it…",
+                    model_label(&info.path),
+                    info.path.display(),
+                    info.device,
+                    info.load_secs
+                );
+            } else {
+                eprintln!(
+                    "model {} on the {} (prompts written with the tokenizer of {}); reading \
+                     the schema into it…",
+                    info.name,
+                    info.device,
+                    info.path.display()
+                );
+            }
             let t = std::time::Instant::now();
             let spinner = Spinner::start(&match pipeline.prefix_tokens() {
                 Some(n) => format!("reading the schema into the model ({n} tokens)"),
@@ -118,7 +128,13 @@ impl shell::Adapters for Library {
         adapter_library().map(|lib| lib.names()).unwrap_or_default()
     }
 
-    fn apply(&self, engine: &mut Engine, name: &str) -> Result<Option<String>> {
-        apply_adapter(engine, Some(name), None, false)
+    fn apply(&self, engine: &mut dyn crate::llm::Backend, name: &str) -> Result<Option<String>> {
+        if name.trim() == "none" {
+            if let Some(e) = engine.local_mut() {
+                e.set_adapter(None)?;
+                return Ok(None);
+            }
+        }
+        apply_adapter_to(engine, Some(name), None, false)
     }
 }

@@ -634,10 +634,13 @@ impl ExSlice {
         };
         engine.set_adapter(adapter)?;
         let batch = eval::default_batch(&engine);
-        let mut evaluator = eval::Evaluator::new(engine, db::Limits::default(), 2);
+        let mut evaluator = eval::Evaluator::new(Box::new(engine), db::Limits::default(), 2);
         let cancel = Cancel::new();
         let (records, _) = eval::run_all(&mut evaluator, &self.items, batch, &cancel, |_, _| {})?;
-        let mut engine = evaluator.into_engine().context("the model was lost")?;
+        let mut engine = evaluator
+            .into_engine()
+            .and_then(|b| b.into_local())
+            .context("the model was lost")?;
         engine.set_adapter(None)?;
         let s = eval::report::Summary::of(&records);
         Ok(((s.overall.correct, s.overall.total), engine))

@@ -280,8 +280,15 @@ pub enum AdaptersCommand {
         #[command(flatten)]
         model: ModelOpts,
     },
-    /// Copy an adapter's PEFT files out of the library.
-    Export { name: String, dir: PathBuf },
+    /// Copy an adapter out of the library: its PEFT files into DIR, or (`--format gguf-lora`)
+    /// a llama.cpp LoRA GGUF, to serve with `llama-server --lora FILE` (DIR may be the .gguf
+    /// file's path, or a folder to write NAME.gguf into).
+    Export {
+        name: String,
+        dir: PathBuf,
+        #[arg(long, default_value = "peft", value_parser = ["peft", "gguf-lora"])]
+        format: String,
+    },
     /// Delete an adapter from the library.
     Remove { name: String },
     /// Make an adapter (or `none`) the default for a database.
@@ -407,6 +414,17 @@ pub struct ModelOpts {
         value_name = "auto|cpu|cuda[:N]"
     )]
     pub device: crate::hub::device::DeviceChoice,
+    /// Where answers are generated: `local` (this process), an OpenAI-compatible completions
+    /// server (`openai://HOST:PORT[/v1]`: vLLM, SGLang, llama.cpp's server) or llama.cpp's own
+    /// endpoint (`llamacpp://HOST:PORT`); `+https` after the scheme for TLS. A server's API key
+    /// comes from SQLORA_API_KEY. Prompts are written with the tokenizer of `--model`.
+    #[arg(
+        long,
+        env = "SQLORA_BACKEND",
+        default_value = "local",
+        value_name = "local|openai://HOST:PORT|llamacpp://HOST:PORT"
+    )]
+    pub backend: crate::llm::remote::BackendChoice,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -290,6 +290,7 @@ fn model_choice() {
             adapter: None,
             merge: false,
             device: crate::hub::device::DeviceChoice::Auto,
+            backend: crate::llm::remote::BackendChoice::Local,
         }
         .choice()
     };

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::cancel::Cancel;
 use crate::db::{self, Database, DbError, Limits};
 use crate::guard::GuardError;
-use crate::llm::{Engine, LlmError};
+use crate::llm::{Backend, LlmError};
 use crate::pipeline::{AskError, Confidence, Levers, Pipeline, Source};
 pub use hardness::Hardness;
 
@@ -297,7 +297,7 @@ pub struct Record {
 /// the model and each database's connections (and its cached schema prompt) while consecutive
 /// questions share a database.
 pub struct Evaluator {
-    engine: Option<Engine>,
+    engine: Option<Box<dyn Backend>>,
     open: Option<Open>,
     pub limits: Limits,
     /// Limits for the gold query (more rows: a gold result is never cut short silently).
@@ -322,7 +322,7 @@ struct Open {
 }
 
 impl Evaluator {
-    pub fn new(engine: Engine, limits: Limits, repairs: usize) -> Self {
+    pub fn new(engine: Box<dyn Backend>, limits: Limits, repairs: usize) -> Self {
         let gold_limits = Limits {
             max_rows: limits.max_rows.max(100_000),
             timeout: limits.timeout,
@@ -344,28 +344,28 @@ impl Evaluator {
     /// question on.
     pub fn reset(&mut self) {
         if let Some(mut old) = self.open.take() {
-            self.engine = old.pipeline.take_engine();
+            self.engine = old.pipeline.take_backend();
         }
     }
 
     /// The model, for changing its adapter (closes the open database first).
-    pub fn engine_mut(&mut self) -> Option<&mut Engine> {
+    pub fn engine_mut(&mut self) -> Option<&mut (dyn Backend + 'static)> {
         self.reset();
-        self.engine.as_mut()
+        self.engine.as_deref_mut()
     }
 
     /// Hands the model back.
-    pub fn into_engine(mut self) -> Option<Engine> {
+    pub fn into_engine(mut self) -> Option<Box<dyn Backend>> {
         match self.open.take() {
-            Some(mut o) => o.pipeline.take_engine(),
+            Some(mut o) => o.pipeline.take_backend(),
             None => self.engine.take(),
         }
     }
 
-    pub fn engine(&self) -> Option<&Engine> {
+    pub fn engine(&self) -> Option<&dyn Backend> {
         match &self.open {
-            Some(o) => o.pipeline.engine(),
-            None => self.engine.as_ref(),
+            Some(o) => o.pipeline.backend(),
+            None => self.engine.as_deref(),
         }
     }
 
@@ -378,13 +378,13 @@ impl Evaluator {
             return Ok(self.open.as_mut().expect("checked"));
         }
         if let Some(mut old) = self.open.take() {
-            self.engine = old.pipeline.take_engine();
+            self.engine = old.pipeline.take_backend();
         }
         let db = db::open(url).map_err(|e| e.to_string())?;
         let gold = db::open(gold_url).map_err(|e| e.to_string())?;
         let mut pipeline = Pipeline::new(db, None).map_err(|e| e.to_string())?;
         if let Some(engine) = self.engine.take() {
-            pipeline.set_engine(engine);
+            pipeline.set_backend(engine);
         }
         pipeline.limits = self.limits.clone();
         pipeline.repairs = self.repairs;
@@ -622,8 +622,12 @@ pub fn load_set(set: &str, data: Option<&Path>) -> Result<Vec<Item>, EvalError> 
 
 /// How many questions on one database `engine` answers together when no `--batch` is given.
 /// On a GPU, one question at a time through the fused decoder beats batches through candle's
-/// kernels (all of Spider dev on one H200: 80 s against 86 s at 32).
-pub fn default_batch(engine: &Engine) -> usize {
+/// kernels (all of Spider dev on one H200: 80 s against 86 s at 32). A server gets 8 at a
+/// time, to batch as it does.
+pub fn default_batch(engine: &dyn Backend) -> usize {
+    let Some(engine) = engine.local() else {
+        return 8;
+    };
     if engine.fused_decode() {
         1
     } else if engine.model().device().is_cuda() {

@@ -135,6 +135,8 @@ pub struct Engine {
     adapter_label: Option<String>,
     /// The adapter is folded into the weights (`--merge`) and cannot be changed any more.
     merged: bool,
+    /// The adapter taken off for a while (`\\compare`'s base answer), to be put back.
+    parked: Option<lora::Adapter>,
     /// Single-sequence decode with fused CUDA kernels (CUDA builds, CUDA models): built on
     /// first use, dropped whenever the weights change. (`sqlora train` never decodes one
     /// sequence, so it does not hold the decoder's f16 weights and fixed KV cache.)
@@ -210,6 +212,7 @@ impl Engine {
             adapter: None,
             adapter_label: None,
             merged: false,
+            parked: None,
             #[cfg(feature = "cuda")]
             fast: None,
             fast_off: None,
@@ -408,6 +411,7 @@ impl Engine {
             )));
         }
         self.model.set_adapter(adapter.as_ref())?;
+        self.parked = None;
         self.adapter_label = adapter.as_ref().map(|a| a.label.clone());
         self.adapter = adapter;
         self.prefix = None;
@@ -430,6 +434,25 @@ impl Engine {
             self.rebuild_fast();
         }
         Ok(())
+    }
+
+    /// Takes the applied adapter off (`park`) until it is put back (`!park`); returns whether
+    /// there was one to take off or put back.
+    pub fn park_adapter(&mut self, park: bool) -> Result<bool, LlmError> {
+        if park {
+            let Some(adapter) = self.adapter.clone() else {
+                return Ok(false);
+            };
+            self.set_adapter(None)?;
+            self.parked = Some(adapter);
+            Ok(true)
+        } else {
+            let Some(adapter) = self.parked.take() else {
+                return Ok(false);
+            };
+            self.set_adapter(Some(adapter))?;
+            Ok(true)
+        }
     }
 
     /// Whether the adapter is merged into the weights.

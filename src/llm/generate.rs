@@ -45,6 +45,12 @@ pub trait Constraint: Send + Sync {
         let _ = text;
         true
     }
+
+    /// The same restriction as a GBNF grammar over the generated text (what an inference
+    /// server applies in its place: [`super::remote`]); `None`: none that a grammar can say.
+    fn grammar(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The test a candidate token's bytes must pass.

@@ -3,11 +3,13 @@
 //! body ([`block`]) that inference ([`model`]) and training ([`autograd`]) both run, the KV
 //! cache, the one decoding loop ([`generate`]), the [`engine`] that ties them to a tokenizer,
 //! a prompt-prefix cache and an adapter, LoRA adapters ([`lora`]), and CUDA speed-ups of the
-//! layer body ([`cuda`]), and the prompt builder.
+//! layer body ([`cuda`]), and the prompt builder. [`Backend`] is what the pipeline asks of a
+//! model; the engine is one, an inference server reached over HTTP ([`remote`]) the other.
 //!
 //! Knows nothing of databases or SQL execution; never prints (progress goes through callbacks).
 
 pub mod autograd;
+pub mod backend;
 mod bench_hooks;
 pub mod block;
 pub mod cache;
@@ -22,10 +24,12 @@ pub mod linear;
 pub mod lora;
 pub mod model;
 pub mod prompt;
+pub mod remote;
 pub mod tokenizer;
 
 use std::path::PathBuf;
 
+pub use backend::Backend;
 pub use cache::{BatchCache, KvCache};
 pub use config::{Arch, ModelConfig};
 pub use engine::{Engine, Generation, LoadOptions, ModelInfo, Request};
@@ -61,6 +65,9 @@ pub enum LlmError {
     Cancelled,
     #[error("model fetch failed: {0}")]
     Fetch(String),
+    /// An inference server's failure (`--backend`), on one line.
+    #[error("{0}")]
+    Server(String),
     #[error("adapter {0}")]
     Adapter(String),
     /// A training data file that cannot be read or holds something else than pairs.

@@ -125,15 +125,17 @@ impl Constraint for SqlMask {
             None => true,
         }
     }
+
+    /// For a server's sampler: the names as a grammar (see [`Names::grammar`]).
+    fn grammar(&self) -> Option<String> {
+        Some(self.0.names().grammar())
+    }
 }
 
 impl Pipeline {
     /// The levers answers are generated with, the device's default filled in.
     pub fn levers_in_use(&self) -> Levers {
-        let gpu = self
-            .engine
-            .as_ref()
-            .is_some_and(|e| e.model().device().is_cuda());
+        let gpu = self.engine.as_ref().is_some_and(|e| e.on_gpu());
         self.levers.resolved(gpu)
     }
 

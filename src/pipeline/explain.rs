@@ -24,7 +24,7 @@ impl Pipeline {
         cancel: &Cancel,
     ) -> Result<String, AskError> {
         let context = self.context_for(question.unwrap_or(sql), cancel)?;
-        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+        let engine = self.engine.as_deref_mut().ok_or(AskError::NoModel)?;
         let p = prompt::build_explain_prompt(
             engine.template(),
             question,
@@ -38,7 +38,9 @@ impl Pipeline {
             stop_when: None,
             mask: None,
         };
-        let g = engine.generate(&p, &opts, cancel)?;
+        let g = engine
+            .generate_requests(&[crate::llm::Request::greedy(&p)], &opts, cancel)?
+            .remove(0);
         let text = g.text.trim();
         let text = if g.new_tokens >= EXPLAIN_TOKENS {
             text.rfind(". ").map_or(text, |i| &text[..=i]).trim_end()

@@ -74,7 +74,7 @@ impl Pipeline {
                 owner.push(k);
             }
         }
-        let engine = self.engine.as_mut()?;
+        let engine = self.engine.as_deref_mut()?;
         Some(
             engine
                 .generate_requests(&requests, &self.gen, cancel)

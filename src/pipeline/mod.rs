@@ -32,7 +32,7 @@ use std::time::Instant;
 use crate::cancel::Cancel;
 use crate::db::{Database, DbError, Limits};
 use crate::guard;
-use crate::llm::{Engine, GenOptions, Generation, StopRule};
+use crate::llm::{Backend, Engine, GenOptions, Generation, StopRule};
 use crate::schema::select::{Selection, Selector};
 use crate::schema::{self, Schema};
 use crate::sql::Dialect;
@@ -50,7 +50,8 @@ pub struct Pipeline {
     db: Box<dyn Database>,
     schema: Schema,
     context: String,
-    engine: Option<Engine>,
+    /// The model, in this process or on a server.
+    engine: Option<Box<dyn Backend>>,
     pub limits: Limits,
     pub gen: GenOptions,
     /// How many times a failed answer is sent back to the model with its error.
@@ -81,6 +82,7 @@ pub const DEFAULT_CONTEXT_TOKENS: usize = 2048;
 
 impl Pipeline {
     /// Introspects `db` and renders its context; the model can be attached later.
+    /// (A model elsewhere is attached with [`Pipeline::set_backend`].)
     pub fn new(mut db: Box<dyn Database>, engine: Option<Engine>) -> Result<Self, DbError> {
         let schema = db.introspect()?;
         let context = schema::render_context(&schema, db.dialect());
@@ -95,7 +97,7 @@ impl Pipeline {
             db,
             schema,
             context,
-            engine,
+            engine: engine.map(|e| Box::new(e) as Box<dyn Backend>),
             limits: Limits::default(),
             gen,
             repairs: 2,
@@ -127,23 +129,42 @@ impl Pipeline {
         self.db.describe()
     }
 
+    /// The in-process model, when answers come from one.
     pub fn engine(&self) -> Option<&Engine> {
-        self.engine.as_ref()
+        self.engine.as_deref().and_then(|b| b.local())
     }
 
     pub fn engine_mut(&mut self) -> Option<&mut Engine> {
-        self.engine.as_mut()
+        self.engine.as_deref_mut().and_then(|b| b.local_mut())
+    }
+
+    /// The model answers come from, wherever it runs.
+    pub fn backend(&self) -> Option<&dyn Backend> {
+        self.engine.as_deref()
+    }
+
+    pub fn backend_mut(&mut self) -> Option<&mut (dyn Backend + 'static)> {
+        self.engine.as_deref_mut()
     }
 
     pub fn set_engine(&mut self, engine: Engine) {
+        self.set_backend(Box::new(engine));
+    }
+
+    pub fn set_backend(&mut self, engine: Box<dyn Backend>) {
         self.engine = Some(engine);
         // Sizes measured without the model's tokenizer were estimates.
         self.context_size = std::sync::OnceLock::new();
         self.selector = None;
     }
 
-    /// Hands the model back (to reuse it on another database).
+    /// Hands the in-process model back (to reuse it on another database); a server is let go.
     pub fn take_engine(&mut self) -> Option<Engine> {
+        self.engine.take().and_then(|b| b.into_local())
+    }
+
+    /// Hands the model back (to reuse it on another database).
+    pub fn take_backend(&mut self) -> Option<Box<dyn Backend>> {
         self.engine.take()
     }
 
@@ -175,9 +196,9 @@ impl Pipeline {
             self.prepare_selection(cancel)?;
             return Ok(0);
         }
-        let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
+        let engine = self.engine.as_deref().ok_or(AskError::NoModel)?;
         let p = self.prompt_for(engine, "", &self.context);
-        let engine = self.engine.as_mut().ok_or(AskError::NoModel)?;
+        let engine = self.engine.as_deref_mut().ok_or(AskError::NoModel)?;
         Ok(engine.warm_prefix(&p.prefix, cancel)?)
     }
 
@@ -209,7 +230,7 @@ impl Pipeline {
         if self.selects_tables() {
             return None;
         }
-        let engine = self.engine.as_ref()?;
+        let engine = self.engine.as_deref()?;
         let p = self.prompt_for(engine, "", &self.context);
         engine
             .tokenizer()
@@ -315,16 +336,17 @@ impl Pipeline {
         question: &str,
         cancel: &Cancel,
     ) -> Option<(Result<Answer, AskError>, Result<Answer, AskError>)> {
-        let adapter = self.engine.as_mut()?.adapter().cloned()?;
+        self.engine.as_ref()?.adapter_name()?;
         let with = self.ask(question, cancel);
-        let engine = self.engine.as_mut()?;
-        if let Err(e) = engine.set_adapter(None) {
-            return Some((with, Err(AskError::Model(e))));
+        match self.engine.as_mut()?.use_adapter(false) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return Some((with, Err(AskError::Model(e)))),
         }
         let base = self.ask(question, cancel);
-        let restored = self.engine.as_mut()?.set_adapter(Some(adapter));
+        let restored = self.engine.as_mut()?.use_adapter(true);
         Some(match restored {
-            Ok(()) => (with, base),
+            Ok(_) => (with, base),
             Err(e) => (with, Err(AskError::Model(e))),
         })
     }

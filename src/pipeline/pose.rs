@@ -5,7 +5,7 @@
 //! [`crate::llm::prompt`]; never generates.
 
 use crate::cancel::Cancel;
-use crate::llm::{prompt, Engine};
+use crate::llm::{prompt, Backend};
 
 use super::{AskError, Pipeline, Turn};
 
@@ -56,7 +56,7 @@ impl Pipeline {
                 sql: s.sql.clone(),
             })
             .collect();
-        let engine = self.engine.as_ref().ok_or(AskError::NoModel)?;
+        let engine = self.engine.as_deref().ok_or(AskError::NoModel)?;
         Ok(Posed {
             mask,
             question: question.to_string(),
@@ -76,7 +76,7 @@ impl Pipeline {
 
     pub(super) fn prompt_for(
         &self,
-        engine: &Engine,
+        engine: &dyn Backend,
         question: &str,
         context: &str,
     ) -> prompt::Prompt {

@@ -32,7 +32,7 @@ use rustyline::history::FileHistory;
 use rustyline::Editor;
 
 use crate::cancel::Cancel;
-use crate::llm::Engine;
+use crate::llm::Backend;
 use crate::pipeline::{AskError, Pipeline};
 use crate::sql::{Dialect, Outcome};
 use render::Format;
@@ -74,9 +74,10 @@ pub struct Shell {
 pub trait Adapters {
     /// The names of the adapters in the library (none when it cannot be read).
     fn names(&self) -> Vec<String>;
-    /// Applies the adapter named `name` to `engine`; its name when one is applied, `None` for
-    /// `none` (the engine is left as it was: the shell takes the adapter off).
-    fn apply(&self, engine: &mut Engine, name: &str) -> Result<Option<String>>;
+    /// Applies the adapter named `name` to `engine` (in-process: from the library; on a
+    /// server: by the name it serves it under); its name when one is applied, `None` when
+    /// `none` took the adapter off.
+    fn apply(&self, engine: &mut dyn Backend, name: &str) -> Result<Option<String>>;
 }
 
 /// How results are shown, as the command line (or the config file) asks.
@@ -253,7 +254,7 @@ impl Shell {
         }
         self.bind_ctrl_c(&mut rl);
         loop {
-            let prompt = match self.pipeline.engine().and_then(|e| e.adapter_name()) {
+            let prompt = match self.pipeline.backend().and_then(|e| e.adapter_name()) {
                 Some(a) => format!("sqlora[{a}]> "),
                 None => "sqlora> ".to_string(),
             };
@@ -521,7 +522,7 @@ impl Shell {
         };
         let name = self
             .pipeline
-            .engine()
+            .backend()
             .and_then(|e| e.adapter_name())
             .unwrap_or_default();
         let agree = match (&with, &base) {
@@ -551,7 +552,7 @@ impl Shell {
     pub fn adapter(&mut self, arg: &str) {
         let arg = arg.trim();
         if arg.is_empty() {
-            match self.pipeline.engine().and_then(|e| e.adapter_name()) {
+            match self.pipeline.backend().and_then(|e| e.adapter_name()) {
                 Some(a) => println!("adapter: {a}"),
                 None => println!("adapter: none (base model)"),
             }
@@ -561,19 +562,13 @@ impl Shell {
             }
             return;
         }
-        let Some(engine) = self.pipeline.engine_mut() else {
+        let Some(engine) = self.pipeline.backend_mut() else {
             eprintln!("sqlora: no model loaded");
             return;
         };
         match self.adapters.apply(engine, arg) {
             Ok(Some(name)) => eprintln!("adapter `{name}` applied; re-reading the schema into it…"),
-            Ok(None) => {
-                if let Err(e) = engine.set_adapter(None) {
-                    eprintln!("sqlora: {e}");
-                    return;
-                }
-                eprintln!("base model, no adapter; re-reading the schema…");
-            }
+            Ok(None) => eprintln!("base model, no adapter; re-reading the schema…"),
             Err(e) => {
                 eprintln!("sqlora: {e:#}");
                 return;

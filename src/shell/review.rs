@@ -38,9 +38,9 @@ impl Shell {
             schema_context: self.pipeline.context().to_string(),
             model: self
                 .pipeline
-                .engine()
+                .backend()
                 .map_or_else(|| "none".into(), |e| e.info().name.clone()),
-            adapter: self.pipeline.engine().and_then(|e| e.adapter_name()),
+            adapter: self.pipeline.backend().and_then(|e| e.adapter_name()),
             source: "shell".into(),
             ..Default::default()
         };

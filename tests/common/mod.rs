@@ -15,6 +15,7 @@ pub fn model_path() -> PathBuf {
         adapter: None,
         merge: false,
         device: sqlora::hub::device::DeviceChoice::Auto,
+        backend: sqlora::llm::remote::BackendChoice::Local,
     };
     sqlora::app::session::model_path(&opts).unwrap_or_else(|e| {
         panic!("these tests need the real model: {e:#} (run `cargo run --release -- model pull`)")

@@ -18,6 +18,7 @@
 //! `(`; a keyword is never a qualifier.
 //! Never touches a database, the model or its tokenizer: it sees text and token bytes only.
 
+mod grammar;
 mod machine;
 #[cfg(test)]
 mod tests;
@@ -155,6 +156,8 @@ pub(crate) struct TableNames {
     /// Every column (lower case) and those that may be written without quotes.
     cols: Set,
     bare_cols: Set,
+    /// The columns as stored (exact case), for [`Names::grammar`].
+    col_names: Vec<String>,
 }
 
 /// The names a question's SQL may use: built once per question from the tables shown.
@@ -187,6 +190,10 @@ pub struct Names {
     /// A FROM may not end before its tables have the columns named before it: see
     /// [`Names::covering_from`].
     cover_from: bool,
+    /// The shown tables the failed answer of a repair named anywhere (by index; see
+    /// [`Names::hinted_by`]): in its last round, [`Names::grammar`] keeps bare columns to
+    /// theirs.
+    read: Vec<usize>,
 }
 
 fn simple(name: &str, dialect: Dialect) -> bool {
@@ -222,6 +229,7 @@ impl Names {
                         .filter(|c| simple(&c.name, dialect))
                         .map(|c| &c.name),
                 ),
+                col_names: t.columns.iter().map(|c| c.name.clone()).collect(),
             });
         }
         let functions: Vec<String> = super::functions::current()
@@ -260,6 +268,7 @@ impl Names {
             schemas,
             hints: Vec::new(),
             cover_from: false,
+            read: Vec::new(),
         }
     }
 
@@ -287,8 +296,27 @@ impl Names {
         let state = self.state(&format!("{failed} "));
         Names {
             hints: state.parse.table_aliases(self),
+            read: self.named_in(failed),
             ..self.clone()
         }
+    }
+
+    /// The shown tables whose names `sql` has as a word (bare, or inside quotes).
+    fn named_in(&self, sql: &str) -> Vec<usize> {
+        let words: std::collections::HashSet<String> = sql
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ' '))
+            .flat_map(|quoted| {
+                // A quoted name may hold spaces; a bare one may not.
+                std::iter::once(quoted.to_ascii_lowercase())
+                    .chain(quoted.split(' ').map(str::to_ascii_lowercase))
+            })
+            .collect();
+        self.tables
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| words.contains(&t.name.to_ascii_lowercase()))
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Where the SQL written so far leaves the next token.
@@ -341,6 +369,11 @@ impl Tracker {
             names,
             seen: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The names it tracks.
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     /// Where the SQL written so far leaves the next token.
