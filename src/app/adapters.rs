@@ -72,6 +72,9 @@ pub fn command(cmd: AdaptersCommand) -> Result<()> {
                 path.file_name()
                     .map_or_else(|| "adapter".into(), |n| n.to_string_lossy().into_owned())
             });
+            model
+                .local_only("importing an adapter")
+                .map_err(anyhow::Error::msg)?;
             let engine = load_engine(&model)?;
             let dest = lib.import(&path, &name, &hub::base_identity(&engine))?;
             eprintln!("sqlora: imported `{name}` into {}", dest.display());

@@ -60,6 +60,9 @@ pub fn command(
     let retrieve = args.mode != "train";
     let mut trainer: Option<(crate::llm::Engine, Vec<train::Pair>)> = None;
     if training {
+        args.model
+            .local_only(&format!("--mode {}", args.mode))
+            .map_err(anyhow::Error::msg)?;
         let path = super::session::model_path(&args.model)?;
         let (device, chosen) = crate::hub::device::select(args.model.device)?;
         let engine = super::train::load_for_training(&path, device)?;

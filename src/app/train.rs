@@ -20,6 +20,9 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     use llm::lora::adapter::Target;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
+    args.model
+        .local_only("training")
+        .map_err(anyhow::Error::msg)?;
     // The name first: nothing is read, trained or written under a name the library refuses.
     if let Some(out) = &args.out {
         llm::lora::library::valid_name(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;

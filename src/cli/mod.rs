@@ -685,6 +685,18 @@ pub enum ModelChoice {
 }
 
 impl ModelOpts {
+    /// An error when `--backend` names a server for `what`, which only the model in this
+    /// process can do (training, importing an adapter against the loaded model).
+    pub fn local_only(&self, what: &str) -> Result<(), String> {
+        match &self.backend {
+            crate::llm::remote::BackendChoice::Local => Ok(()),
+            crate::llm::remote::BackendChoice::Remote(e) => Err(format!(
+                "{what} needs the model in this process, not --backend {}",
+                e.shown
+            )),
+        }
+    }
+
     pub fn choice(&self) -> Result<ModelChoice, String> {
         use crate::hub::registry;
         let value = self.model.as_deref().unwrap_or(registry::DEFAULT_MODEL);

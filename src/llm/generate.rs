@@ -46,8 +46,8 @@ pub trait Constraint: Send + Sync {
         true
     }
 
-    /// The same restriction as a GBNF grammar over the generated text (what an inference
-    /// server applies in its place: [`super::remote`]); `None`: none that a grammar can say.
+    /// This restriction as far as a GBNF grammar over the generated text can say it (what an
+    /// inference server applies in its place: [`super::remote`]); `None`: none.
     fn grammar(&self) -> Option<String> {
         None
     }

@@ -6,7 +6,8 @@
 //! model was converted from), the same stop rules end the answers, a question's mask goes as
 //! a GBNF grammar, candidates go as seeded sampled requests beside the greedy one, and the
 //! adapter is named per request (vLLM: a model name registered with `--lora-modules`;
-//! llama.cpp: an adapter loaded with `--lora`, by its file's name).
+//! llama.cpp, whichever API it is spoken to in: an adapter loaded with `--lora`, by its file's
+//! name, every loaded adapter's scale set on each request).
 //!
 //! Owns the HTTP calls, their timeouts and retries (connection errors and 5xx, with backoff)
 //! and turning a server's failure into one line. Never sends anything but prompts and
@@ -53,7 +54,7 @@ impl std::str::FromStr for Endpoint {
     /// (`openai+https://…`) for TLS.
     fn from_str(url: &str) -> Result<Self, String> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-            format!("backend `{url}` is not local, openai://HOST:PORT[/v1] or llamacpp://HOST:PORT")
+            "a backend is local, openai://HOST:PORT[/v1] or llamacpp://HOST:PORT".to_string()
         })?;
         let (api, tls) = match scheme.to_ascii_lowercase().as_str() {
             "openai" => (Api::OpenAi, false),
@@ -71,16 +72,17 @@ impl std::str::FromStr for Endpoint {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
         };
-        if host.is_empty() || host.contains('@') {
+        if rest.contains(['@', '?', '#']) {
             return Err(format!(
-                "backend `{scheme}://…` needs HOST:PORT (credentials go in SQLORA_API_KEY, not \
-                 the URL)"
+                "backend `{scheme}://…` takes HOST:PORT[/PATH] only (credentials go in \
+                 SQLORA_API_KEY, not the URL)"
             ));
         }
+        if host.is_empty() {
+            return Err(format!("backend `{scheme}://…` needs HOST:PORT"));
+        }
         if api == Api::LlamaCpp && !path.is_empty() {
-            return Err(format!(
-                "backend `{url}`: llamacpp:// takes HOST:PORT only (its endpoints are fixed)"
-            ));
+            return Err("llamacpp:// takes HOST:PORT only (its endpoints are fixed)".to_string());
         }
         let prefix = match (api, path) {
             (Api::OpenAi, "") => "/v1".to_string(),
@@ -143,8 +145,8 @@ pub struct Remote {
     /// The server is llama.cpp (whichever API it is spoken to in): adapters are its `--lora`
     /// files, chosen per request by scale.
     llama_cpp: bool,
-    /// llama.cpp: how many adapters the server loaded (each request sets all their scales:
-    /// one left out would run at its load-time scale).
+    /// llama.cpp: how many adapters the server loaded (each request sets all their scales;
+    /// a request without any runs them at their load-time scales).
     lora_count: usize,
     adapter: Option<(String, AdapterRef)>,
     /// The adapter is switched off for now (`\compare`).
@@ -194,7 +196,8 @@ impl Remote {
         let endpoint_is_llama_cpp = endpoint.api == Api::LlamaCpp;
         let api_key = std::env::var("SQLORA_API_KEY")
             .ok()
-            .filter(|k| !k.trim().is_empty());
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty());
         let mut remote = Remote {
             endpoint,
             agent,
@@ -277,7 +280,7 @@ impl Remote {
                 }
             }
             true => {
-                let list = self.get("/lora-adapters")?;
+                let list = self.get(&self.llama_cpp_path("/lora-adapters"))?;
                 let loaded: Vec<(usize, String)> = list
                     .as_array()
                     .into_iter()
@@ -329,85 +332,93 @@ impl Remote {
         format!("{}{path}", self.endpoint.base)
     }
 
-    fn get(&self, path: &str) -> Result<Value, LlmError> {
-        self.call(path, None)
+    /// A llama.cpp endpoint outside its OpenAI API (`/lora-adapters`), under the same proxy
+    /// path as that API (`openai://host/api/v1` → `/api/lora-adapters`).
+    fn llama_cpp_path(&self, path: &str) -> String {
+        let root = match self.endpoint.api {
+            Api::OpenAi => self.endpoint.prefix.trim_end_matches("/v1"),
+            Api::LlamaCpp => "",
+        };
+        format!("{root}{path}")
     }
 
-    /// One call with retries: connection errors, timeouts and 5xx are retried with backoff;
-    /// any other failure is final and told on one line.
-    fn call(&self, path: &str, body: Option<&Value>) -> Result<Value, LlmError> {
+    fn get(&self, path: &str) -> Result<Value, LlmError> {
+        self.call(path, None, &Cancel::new())
+    }
+
+    /// One call with retries: a connection that fails or breaks, and 429, 502, 503 and 504
+    /// (a server starting, overloaded or behind a restarting proxy) are tried again after
+    /// [`BACKOFF`], doubling, [`RETRIES`] times; anything else (a timeout included: the server
+    /// is there and slow) is final and told on one line, the API key blanked out of whatever
+    /// the server said. A cancel is honoured between tries.
+    fn call(&self, path: &str, body: Option<&Value>, cancel: &Cancel) -> Result<Value, LlmError> {
         let url = self.url(path);
         let mut wait = BACKOFF;
         let mut attempt = 0;
         loop {
+            if cancel.is_set() {
+                return Err(LlmError::Cancelled);
+            }
             attempt += 1;
+            let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
             let sent = match body {
                 Some(b) => {
                     let mut req = self.agent.post(&url);
-                    if let Some(k) = &self.api_key {
-                        req = req.header("Authorization", &format!("Bearer {k}"));
+                    if let Some(a) = &auth {
+                        req = req.header("Authorization", a);
                     }
                     req.send_json(b)
                 }
                 None => {
                     let mut req = self.agent.get(&url);
-                    if let Some(k) = &self.api_key {
-                        req = req.header("Authorization", &format!("Bearer {k}"));
+                    if let Some(a) = &auth {
+                        req = req.header("Authorization", a);
                     }
                     req.call()
                 }
             };
-            let failure = match sent {
+            let (failure, again) = match sent {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
-                    let text = resp
+                    let read = resp
                         .body_mut()
                         .with_config()
                         .limit(64 << 20)
-                        .read_to_string()
-                        .unwrap_or_default();
-                    if (200..300).contains(&status) {
-                        return serde_json::from_str(&text).map_err(|e| {
-                            LlmError::Server(format!(
-                                "{} answered {path} with something else than JSON: {e}",
+                        .read_to_string();
+                    match read {
+                        Err(e) => (self.no_answer(&e), true),
+                        Ok(text) if (200..300).contains(&status) => {
+                            return serde_json::from_str(&text).map_err(|e| {
+                                LlmError::Server(format!(
+                                    "{} answered {path} with something else than JSON: {e}",
+                                    self.endpoint.shown
+                                ))
+                            });
+                        }
+                        Ok(text) => {
+                            let said = self.redact(&error_message(&text));
+                            let msg = format!(
+                                "{} answered {path} with HTTP {status}: {said}",
                                 self.endpoint.shown
-                            ))
-                        });
+                            );
+                            match status {
+                                401 | 403 => {
+                                    return Err(LlmError::Server(format!(
+                                        "{msg} (is SQLORA_API_KEY set right?)"
+                                    )))
+                                }
+                                429 | 502..=504 => (msg, true),
+                                _ => return Err(LlmError::Server(msg)),
+                            }
+                        }
                     }
-                    let msg = format!(
-                        "{} answered {path} with HTTP {status}: {}",
-                        self.endpoint.shown,
-                        error_message(&text)
-                    );
-                    if status < 500 {
-                        return Err(LlmError::Server(match status {
-                            401 | 403 => format!("{msg} (is SQLORA_API_KEY set right?)"),
-                            _ => msg,
-                        }));
-                    }
-                    msg
                 }
                 Err(e) => {
-                    let why = match &e {
-                        ureq::Error::Io(io)
-                            if io.kind() == std::io::ErrorKind::ConnectionRefused =>
-                        {
-                            "connection refused: is the server running?".to_string()
-                        }
-                        ureq::Error::ConnectionFailed => {
-                            "connection failed: is the server running?".to_string()
-                        }
-                        ureq::Error::HostNotFound => "host not found".to_string(),
-                        ureq::Error::Timeout(t) => format!("timed out ({t})"),
-                        other => one_line(&other.to_string()),
-                    };
-                    format!(
-                        "no answer from the server at {} ({why})",
-                        self.endpoint.shown
-                    )
+                    let again = matches!(e, ureq::Error::ConnectionFailed | ureq::Error::Io(_));
+                    (self.no_answer(&e), again)
                 }
             };
-            if attempt > RETRIES {
+            if !again || attempt > RETRIES {
                 return Err(LlmError::Server(if attempt > 1 {
                     format!("{failure}; gave up after {attempt} tries")
                 } else {
@@ -416,6 +427,33 @@ impl Remote {
             }
             std::thread::sleep(wait);
             wait *= 2;
+        }
+    }
+
+    /// A transport failure as the user reads it.
+    fn no_answer(&self, e: &ureq::Error) -> String {
+        let why = match e {
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                "connection refused: is the server running?".to_string()
+            }
+            ureq::Error::ConnectionFailed => {
+                "connection failed: is the server running?".to_string()
+            }
+            ureq::Error::HostNotFound => "host not found".to_string(),
+            ureq::Error::Timeout(t) => format!("timed out ({t})"),
+            other => self.redact(&one_line(&other.to_string())),
+        };
+        format!(
+            "no answer from the server at {} ({why})",
+            self.endpoint.shown
+        )
+    }
+
+    /// `text` with the API key blanked out (a gateway may quote it back).
+    fn redact(&self, text: &str) -> String {
+        match &self.api_key {
+            Some(k) if k.len() >= 4 => text.replace(k.as_str(), "***"),
+            _ => text.to_string(),
         }
     }
 
@@ -433,6 +471,8 @@ impl Remote {
                 o.insert("temperature".into(), json!(s.temperature));
                 o.insert("top_k".into(), json!(s.top_k));
                 o.insert("top_p".into(), json!(1.0));
+                // llama.cpp's default min_p (0.05) would narrow the draw further.
+                o.insert("min_p".into(), json!(0.0));
                 // Both APIs take 32-bit seeds.
                 o.insert("seed".into(), json!(s.seed as u32));
             }
@@ -487,7 +527,7 @@ impl Remote {
 
     /// One answer: the request, then the server's text cut where the stop rule says the
     /// answer ends (the server ran on to its stop word; the in-process loop stops at once).
-    fn one(&self, r: &Request, opts: &GenOptions) -> Result<Generation, LlmError> {
+    fn one(&self, r: &Request, opts: &GenOptions, cancel: &Cancel) -> Result<Generation, LlmError> {
         let t0 = Instant::now();
         let grammar = r
             .mask
@@ -499,7 +539,7 @@ impl Remote {
             Api::OpenAi => format!("{}/completions", self.openai_prefix()),
             Api::LlamaCpp => "/completion".to_string(),
         };
-        let v = self.call(&path, Some(&body))?;
+        let v = self.call(&path, Some(&body), cancel)?;
         let secs = t0.elapsed().as_secs_f64();
         let (text, logprob, prefill, cached, new, prefill_secs, decode_secs) = match self
             .endpoint
@@ -627,7 +667,7 @@ impl Backend for Remote {
             let results: Vec<Result<Generation, LlmError>> = std::thread::scope(|s| {
                 let handles: Vec<_> = chunk
                     .iter()
-                    .map(|r| s.spawn(move || this.one(r, opts)))
+                    .map(|r| s.spawn(move || this.one(r, opts, cancel)))
                     .collect();
                 handles
                     .into_iter()
@@ -661,7 +701,7 @@ impl Backend for Remote {
             let mut body = self.body(&r, &GenOptions::default(), None);
             body["n_predict"] = json!(0);
             body.as_object_mut().map(|o| o.remove("max_tokens"));
-            self.call("/completion", Some(&body))?;
+            self.call("/completion", Some(&body), cancel)?;
         }
         Ok(n)
     }
@@ -714,7 +754,9 @@ mod tests {
             "llamacpp://x:1/v1",
             "openai://",
             "openai://user:secret@host:1",
-            "localhost:8080",
+            "openai://host:1/v1?api_key=secret",
+            "openai://host:1/p:secret@x",
+            "user:secret@host:8080",
         ] {
             let err = bad.parse::<Endpoint>().unwrap_err();
             assert!(!err.contains('\n'), "{err}");

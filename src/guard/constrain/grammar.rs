@@ -121,13 +121,11 @@ impl Trie {
 fn spellings(name: &str, dialect: Dialect, out: &mut BTreeSet<String>) {
     let written = ident(name, dialect);
     if written == name {
-        // Unquoted names are case-insensitive (PostgreSQL folds them to lower case, which is
-        // what `ident` leaves bare there).
+        // Unquoted names are case-insensitive (PostgreSQL folds them to lower case, and
+        // `ident` leaves only lower-case names bare there).
         out.insert(name.to_string());
         out.insert(name.to_ascii_lowercase());
-        if dialect != Dialect::Postgres {
-            out.insert(name.to_ascii_uppercase());
-        }
+        out.insert(name.to_ascii_uppercase());
     }
     out.insert(written);
     let quoted = match dialect {
@@ -236,7 +234,8 @@ impl Names {
         };
         let mut g = vec![
             "root ::= sp? stmt sp? fence?".to_string(),
-            "fence ::= \"```\"".to_string(),
+            // The server's stop word ends the answer at the fence; a token may carry more.
+            "fence ::= \"```\" [ \\t\\n]*".to_string(),
             "stmt ::= chunk* w?".to_string(),
             // A word is followed by a space or punctuation, never directly by another word.
             "chunk ::= w sp | w? p sp?".to_string(),
