@@ -114,6 +114,18 @@ impl Server {
     }
 }
 
+/// The bundled adapter, and a server of the default model with it exported to `dir` as
+/// `sql.gguf` and loaded (`--lora`, off until a request names it).
+fn serve_bundled(dir: &Path) -> (sqlora::llm::lora::adapter::Adapter, Server) {
+    let bundled =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/llm/lora/bundled/qwen2.5-coder-0.5b-sql");
+    let adapter = sqlora::llm::lora::adapter::Adapter::load(&bundled).unwrap();
+    let lora = dir.join("sql.gguf");
+    sqlora::llm::lora::gguf::write(&adapter, "qwen2", "sql", &lora).unwrap();
+    let server = Server::start(&common::model_path(), &lora, dir);
+    (adapter, server)
+}
+
 fn connect(url: &str) -> anyhow::Result<Box<dyn Backend>> {
     let endpoint: Endpoint = url.parse().map_err(anyhow::Error::msg)?;
     sqlora::app::session::load_backend(&ModelOpts {
@@ -172,12 +184,7 @@ fn a_llama_cpp_server_answers_as_the_in_process_model() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let (_db_dir, demo) = common::demo_db();
-    let bundled =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/llm/lora/bundled/qwen2.5-coder-0.5b-sql");
-    let adapter = sqlora::llm::lora::adapter::Adapter::load(&bundled).unwrap();
-    let lora = tmp.path().join("sql.gguf");
-    sqlora::llm::lora::gguf::write(&adapter, "qwen2", "sql", &lora).unwrap();
-    let server = Server::start(&common::model_path(), &lora, tmp.path());
+    let (adapter, server) = serve_bundled(tmp.path());
 
     let engine = Engine::load(&common::model_path(), &LoadOptions::default()).unwrap();
     let (local, engine) = demo_answers(Box::new(engine), &demo);
@@ -214,12 +221,7 @@ fn the_schema_grammar_leaves_no_unknown_names_on_spider_dev() {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let data = common::shared_data();
     let tmp = tempfile::tempdir().unwrap();
-    let bundled =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/llm/lora/bundled/qwen2.5-coder-0.5b-sql");
-    let adapter = sqlora::llm::lora::adapter::Adapter::load(&bundled).unwrap();
-    let lora = tmp.path().join("sql.gguf");
-    sqlora::llm::lora::gguf::write(&adapter, "qwen2", "sql", &lora).unwrap();
-    let server = Server::start(&common::model_path(), &lora, tmp.path());
+    let (_, server) = serve_bundled(tmp.path());
     let items = sqlora::eval::load_set("spider-dev", Some(&data)).unwrap();
     let items = &items[..50];
     let mut ev =

@@ -155,7 +155,8 @@ pub fn load_backend(opts: &ModelOpts) -> Result<Box<dyn llm::Backend>> {
     .with_context(|| format!("reading the tokenizer of {}", path.display()))?;
     let info = llm::ModelInfo {
         path: path.clone(),
-        name: model_label(&path),
+        // The server's own name for its model replaces it on connecting.
+        name: String::new(),
         arch: llm::ModelConfig::from_gguf(&content)?.arch,
         file_size: std::fs::metadata(&path).map_or(0, |m| m.len()),
         load_secs: start.elapsed().as_secs_f64(),

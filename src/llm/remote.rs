@@ -212,15 +212,7 @@ impl Remote {
             info: info.clone(),
         };
         let models = remote.get(&format!("{}/models", remote.openai_prefix()))?;
-        let ids: Vec<String> = models
-            .get("data")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids = model_ids(&models);
         remote.model = ids.first().cloned().ok_or_else(|| {
             LlmError::Server(format!(
                 "the server at {} lists no model at {}/models",
@@ -266,14 +258,7 @@ impl Remote {
         };
         let found = match self.llama_cpp {
             false => {
-                let models = self.get(&format!("{}/models", self.openai_prefix()))?;
-                let ids: Vec<String> = models
-                    .get("data")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
-                    .collect();
+                let ids = model_ids(&self.get(&format!("{}/models", self.openai_prefix()))?);
                 match ids.iter().find(|i| *i == name) {
                     Some(i) => Ok(AdapterRef::Model(i.clone())),
                     None => Err(format!("serves: {}", ids.join(", "))),
@@ -553,14 +538,7 @@ impl Remote {
                 // OpenAI's (and vLLM's) `token_logprobs`, or llama.cpp's `content` list.
                 let logprob = match choice.pointer("/logprobs/token_logprobs") {
                     Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_f64).sum()),
-                    _ => choice
-                        .pointer("/logprobs/content")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|p| p.get("logprob").and_then(Value::as_f64))
-                                .sum::<f64>()
-                        }),
+                    _ => sum_logprobs(choice.pointer("/logprobs/content")),
                 };
                 let usage = |k: &str| {
                     v.pointer(&format!("/usage/{k}"))
@@ -584,14 +562,7 @@ impl Remote {
             }
             Api::LlamaCpp => {
                 let text = v.get("content").and_then(Value::as_str).unwrap_or("");
-                let logprob = v
-                    .get("completion_probabilities")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|p| p.get("logprob").and_then(Value::as_f64))
-                            .sum::<f64>()
-                    });
+                let logprob = sum_logprobs(v.get("completion_probabilities"));
                 let t = |k: &str| v.pointer(&format!("/timings/{k}")).and_then(Value::as_f64);
                 let prompt_n = t("prompt_n").unwrap_or(0.0) as usize;
                 let cache_n = t("cache_n").unwrap_or(0.0) as usize;
@@ -619,6 +590,27 @@ impl Remote {
             logprob,
         })
     }
+}
+
+/// The model names a `GET …/models` answer lists (`data[].id`), in its order.
+fn model_ids(models: &Value) -> Vec<String> {
+    models
+        .get("data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// The sum of `logprob` over a list of per-token entries (llama.cpp's
+/// `completion_probabilities`, and its OpenAI `logprobs.content`).
+fn sum_logprobs(list: Option<&Value>) -> Option<f64> {
+    list.and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(|p| p.get("logprob").and_then(Value::as_f64))
+            .sum()
+    })
 }
 
 /// The answer text as the in-process loop would end it: `start` (what the prompt wrote of the
