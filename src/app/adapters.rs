@@ -1,5 +1,6 @@
 //! `sqlora adapters …`: list, show, import, export, remove the LoRA adapters in the library,
-//! and pick the one a database uses by default. Reads and writes the library only; applying
+//! and pick the one a database uses by default; the shipped adapter is installed into the
+//! library first. Reads and writes the library only; applying
 //! an adapter to a model is [`super::session::apply_adapter`]'s.
 
 use anyhow::Result;
@@ -11,6 +12,13 @@ use crate::{db, hub, llm};
 /// Runs `sqlora adapters …`.
 pub fn command(cmd: AdaptersCommand) -> Result<()> {
     let lib = adapter_library()?;
+    // The shipped adapter is listed, shown and exported like any other (a removed copy comes
+    // back on its next use).
+    if !matches!(cmd, AdaptersCommand::Remove { .. }) {
+        if let Err(e) = llm::lora::bundled::install(&lib) {
+            eprintln!("sqlora: the shipped adapter could not be installed: {e}");
+        }
+    }
     match cmd {
         AdaptersCommand::List => {
             let defaults = lib.defaults();
@@ -117,6 +125,15 @@ pub fn command(cmd: AdaptersCommand) -> Result<()> {
         }
         AdaptersCommand::Use { name, db } => {
             let identity = db::identity(&session::database_url(&db)?)?;
+            if name == "default" {
+                lib.clear_default(&identity)?;
+                eprintln!(
+                    "sqlora: {identity} now uses what every database does: the adapter shipped \
+                     for the model (`{}` with the default model), else the base model",
+                    llm::lora::bundled::NAME
+                );
+                return Ok(());
+            }
             let choice = (name != "none").then_some(name.as_str());
             lib.set_default(&identity, choice)?;
             eprintln!(

@@ -156,6 +156,19 @@ pub fn command(args: EvalArgs) -> Result<()> {
     if args.compare_base && adapter.is_none() {
         bail!("--compare-base needs --adapter NAME");
     }
+    let report_of = |records: Vec<eval::Record>, summary: Summary, complete: bool| Report {
+        set: set.clone(),
+        model: model.clone(),
+        complete,
+        offset: args.offset,
+        limit: args.limit,
+        levers: levers.describe(),
+        summary,
+        records,
+    };
+    // The report is rewritten after every batch (marked incomplete), so a run that is killed
+    // or loses its machine keeps what it had judged.
+    let mut written = 0;
     let (records, complete) = eval::run_all(&mut evaluator, &items, batch, &cancel, |_, done| {
         let s = Summary::of(done);
         bar.set_message(format!(
@@ -165,6 +178,14 @@ pub fn command(args: EvalArgs) -> Result<()> {
             s.overall.total
         ));
         bar.inc(1);
+        if let Some(out) = &args.out {
+            if done.len() >= written + batch.max(1) || done.len() == items.len() {
+                written = done.len();
+                if let Err(e) = write_report(out, &report_of(done.to_vec(), s, false)) {
+                    bar.suspend(|| eprintln!("sqlora: {e:#}"));
+                }
+            }
+        }
     })?;
     bar.finish_and_clear();
     if !complete {
@@ -208,18 +229,11 @@ pub fn command(args: EvalArgs) -> Result<()> {
         eprintln!("sqlora: now the base model on the same questions");
         let (base_records, _) = eval::run_all(&mut base_eval, &items, batch, &cancel, |_, _| {})?;
         let base_summary = Summary::of(&base_records);
-        let as_report = |records: Vec<eval::Record>, summary: Summary, model: String| Report {
-            set: set.clone(),
-            model,
-            complete: true,
-            offset: args.offset,
-            limit: args.limit,
-            levers: levers.describe(),
-            summary,
-            records,
+        let base_report = Report {
+            model: "base".into(),
+            ..report_of(base_records, base_summary.clone(), true)
         };
-        let base_report = as_report(base_records, base_summary.clone(), "base".into());
-        let with_report = as_report(records.clone(), summary.clone(), model.clone());
+        let with_report = report_of(records.clone(), summary.clone(), true);
         let flips = report::flips(&base_report, &with_report);
         println!(
             "base EX {:.1}% ({}/{}) → adapter EX {:.1}% ({}/{}); {} questions flipped",
@@ -246,21 +260,18 @@ pub fn command(args: EvalArgs) -> Result<()> {
         }
     }
     if let Some(out) = &args.out {
-        let report = Report {
-            set,
-            model,
-            complete,
-            offset: args.offset,
-            limit: args.limit,
-            levers: levers.describe(),
-            summary,
-            records,
-        };
-        let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(out, json + "\n").with_context(|| format!("writing {}", out.display()))?;
+        write_report(out, &report_of(records, summary, complete))?;
         eprintln!("sqlora: report written to {}", out.display());
     }
     Ok(())
+}
+
+/// Writes `report` to `out` whole or not at all (a temporary file beside it, then a rename).
+fn write_report(out: &std::path::Path, report: &report::Report) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    let tmp = out.with_extension("json.partial");
+    std::fs::write(&tmp, json + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))
 }
 
 /// A question whose verdict flipped: `+ #12 question` when it is now correct, else `-`.

@@ -259,8 +259,8 @@ fn gguf_file_type(path: &std::path::Path) -> Option<String> {
     Some(name.to_string())
 }
 
-/// Applies `--adapter NAME` (or, without it, the database's default adapter) to `engine`.
-/// Returns the adapter's name when one is applied.
+/// Applies `--adapter NAME` (or, without it, the database's default adapter: see
+/// [`default_adapter`]) to `engine`. Returns the adapter's name when one is applied.
 pub fn apply_adapter(
     engine: &mut llm::Engine,
     choice: Option<&str>,
@@ -268,21 +268,47 @@ pub fn apply_adapter(
     merge: bool,
 ) -> Result<Option<String>> {
     let lib = adapter_library()?;
+    let base = hub::base_identity(engine);
     let name = match choice.map(str::trim) {
         Some("none") | Some("") => return Ok(None),
         Some(n) => n.to_string(),
-        None => match db_identity.and_then(|d| lib.defaults().get(d).cloned()) {
+        None => match default_adapter(&lib, db_identity, &base) {
             Some(n) => n,
             None => return Ok(None),
         },
     };
-    let base = hub::base_identity(engine);
+    if name == llm::lora::bundled::NAME {
+        if let Err(e) = llm::lora::bundled::install(&lib) {
+            if choice.is_some() {
+                return Err(adapter_error(e));
+            }
+            // Not asked for by name: the base model still answers.
+            eprintln!(
+                "sqlora: the shipped adapter could not be installed ({e}); using the base model"
+            );
+            return Ok(None);
+        }
+    }
     let adapter = lib.load_for(&name, &base).map_err(adapter_error)?;
     engine.set_adapter(Some(adapter))?;
     if merge {
         engine.merge_adapter()?;
     }
     Ok(Some(name))
+}
+
+/// The adapter a database gets when `--adapter` names none: its own choice (`adapters use`;
+/// `none` is the base model), else the adapter shipped for this model, if there is one.
+pub fn default_adapter(
+    lib: &llm::lora::library::Library,
+    db_identity: Option<&str>,
+    base: &llm::lora::library::BaseIdentity,
+) -> Option<String> {
+    match db_identity.and_then(|d| lib.defaults().get(d).cloned()) {
+        Some(n) if n == "none" => None,
+        Some(n) => Some(n),
+        None => llm::lora::bundled::fits(base).then(|| llm::lora::bundled::NAME.to_string()),
+    }
 }
 
 /// Gives `p` the confirmed pairs of its database in `store` to draw examples from; returns how

@@ -25,7 +25,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)?;
     // The name first: nothing is read, trained or written under a name the library refuses.
     if let Some(out) = &args.out {
-        llm::lora::library::valid_name(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
+        llm::lora::library::new_name(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
     }
     let lib = adapter_library()?;
     let db_filter = args.db.as_deref().map(db::identity).transpose()?;
@@ -539,10 +539,13 @@ fn adopt_if_not_worse(
         );
     }
     let base = hub::base_identity(engine);
-    let defaults = lib.defaults();
     let mut losses: std::collections::HashMap<Option<String>, f64> = Default::default();
     for db in dbs {
-        let current = defaults.get(db).cloned();
+        // What the database answers with today: its own choice, else the shipped adapter.
+        let current = super::session::default_adapter(lib, Some(db), &base);
+        if current.as_deref() == Some(llm::lora::bundled::NAME) {
+            let _ = llm::lora::bundled::install(lib);
+        }
         let loss = match losses.get(&current) {
             Some(l) => *l,
             None => {

@@ -291,7 +291,9 @@ pub enum AdaptersCommand {
     },
     /// Delete an adapter from the library.
     Remove { name: String },
-    /// Make an adapter (or `none`) the default for a database.
+    /// Make an adapter the default for a database: a NAME from the library, `none` (the base
+    /// model) or `default` (back to what every database gets: the adapter shipped for the
+    /// model, if any).
     Use {
         name: String,
         #[command(flatten)]
@@ -318,7 +320,8 @@ pub struct EvalArgs {
     /// Skip this many questions first.
     #[arg(long, default_value_t = 0, value_name = "K", value_parser = count(0, 1_000_000_000))]
     pub offset: usize,
-    /// Write every question's predicted SQL, gold SQL and verdict to this JSON file.
+    /// Write every question's predicted SQL, gold SQL and verdict to this JSON file (rewritten
+    /// after every batch while the run goes on, with "complete": false until it ends).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// With --adapter: also run the base model and report both EX values and the flips.
@@ -398,7 +401,8 @@ pub struct ModelOpts {
     #[arg(long)]
     pub offline: bool,
     /// LoRA adapter from the library (`sqlora adapters list`), or `none` for the base model
-    /// (default: the database's default adapter, if one was set with `adapters use`).
+    /// (default: the database's own choice from `adapters use`, else the adapter shipped for
+    /// the default model, `qwen2.5-coder-0.5b-sql`, when that model is loaded).
     #[arg(long, env = "SQLORA_ADAPTER", value_name = "NAME|none")]
     pub adapter: Option<String>,
     /// Fold the adapter into the weights: answers come at the base model's speed, memory stays

@@ -1,6 +1,7 @@
 //! The adapter library: `adapters/<name>/` in sqlora's data dir, each holding PEFT's two files
 //! plus `sqlora.json` (the base model the adapter belongs to, where it came from, when), and
-//! `adapters/defaults.json` mapping a database identity to the adapter used with it.
+//! `adapters/defaults.json` mapping a database identity to the adapter used with it (`none`:
+//! the base model). The shipped adapter is installed here by [`super::bundled`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,21 @@ pub fn mismatch(meta: Option<&Meta>, adapter: &Adapter, model: &BaseIdentity) ->
     None
 }
 
+/// The name the shipped adapter is installed under (`super::bundled`), kept for it: sqlora
+/// replaces that folder when its content is not the shipped one.
+pub const SHIPPED_NAME: &str = "qwen2.5-coder-0.5b-sql";
+
+/// [`valid_name`] for a new adapter: also not [`SHIPPED_NAME`].
+pub fn new_name(name: &str) -> Result<(), LlmError> {
+    valid_name(name)?;
+    if name == SHIPPED_NAME {
+        return Err(LlmError::Adapter(format!(
+            "`{name}` is the name of the adapter shipped with sqlora; pick another"
+        )));
+    }
+    Ok(())
+}
+
 pub struct Library {
     dir: PathBuf,
 }
@@ -126,12 +142,14 @@ pub fn valid_name(name: &str) -> Result<(), LlmError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.')
-        && name != "none";
+        && name != "none"
+        && name != "default";
     if ok {
         Ok(())
     } else {
         Err(LlmError::Adapter(format!(
-            "`{name}` is not a usable adapter name (letters, digits, - _ . ; not `none`)"
+            "`{name}` is not a usable adapter name (letters, digits, - _ . ; not `none` or \
+             `default`)"
         )))
     }
 }
@@ -195,7 +213,7 @@ impl Library {
         name: &str,
         base: &BaseIdentity,
     ) -> Result<PathBuf, LlmError> {
-        valid_name(name)?;
+        new_name(name)?;
         let adapter = Adapter::load(from)?;
         if let Some(why) = mismatch(None, &adapter, base) {
             return Err(LlmError::Adapter(format!(
@@ -226,7 +244,7 @@ impl Library {
 
     /// Saves a new adapter (made by sqlora) as `name` with its `sqlora.json`.
     pub fn add(&self, name: &str, adapter: &Adapter, meta: &Meta) -> Result<PathBuf, LlmError> {
-        valid_name(name)?;
+        new_name(name)?;
         let dest = self.path(name);
         if dest.join(CONFIG_FILE).exists() {
             return Err(LlmError::Adapter(format!(
@@ -309,7 +327,8 @@ impl Library {
         std::fs::write(&path, text + "\n").map_err(|e| io(&path, e))
     }
 
-    /// Makes `name` (or no adapter, with `None`) the default for database `db_identity`.
+    /// Makes `name` (or the base model, with `None`: stored as `none`) the default for database
+    /// `db_identity`.
     pub fn set_default(&self, db_identity: &str, name: Option<&str>) -> Result<(), LlmError> {
         let mut d = self.defaults();
         match name {
@@ -321,10 +340,20 @@ impl Library {
                 d.insert(db_identity.to_string(), n.to_string());
             }
             None => {
-                d.remove(db_identity);
+                d.insert(db_identity.to_string(), "none".to_string());
             }
         }
         self.write_defaults(&d)
+    }
+
+    /// Forgets database `db_identity`'s choice: it gets what any database gets (the shipped
+    /// adapter with the model it was made for, else the base model).
+    pub fn clear_default(&self, db_identity: &str) -> Result<(), LlmError> {
+        let mut d = self.defaults();
+        if d.remove(db_identity).is_some() {
+            self.write_defaults(&d)?;
+        }
+        Ok(())
     }
 }
 
@@ -384,6 +413,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("at least 2 layers"), "{e}");
+        lib.set_default("sqlite:/y.db", None).unwrap();
+        assert_eq!(
+            lib.defaults()["sqlite:/y.db"],
+            "none",
+            "the base model, chosen"
+        );
+        lib.clear_default("sqlite:/y.db").unwrap();
+        assert!(!lib.defaults().contains_key("sqlite:/y.db"));
         lib.set_default("sqlite:/x.db", Some("shop")).unwrap();
         assert_eq!(lib.defaults()["sqlite:/x.db"], "shop");
         let out = tmp.path().join("out");
