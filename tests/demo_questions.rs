@@ -78,7 +78,10 @@ fn default_model_answers_demo_questions() {
     bundled::install(&lib).unwrap();
     let engine = p.engine_mut().unwrap();
     let base = sqlora::hub::base_identity(engine);
-    assert!(bundled::fits(&base), "the shipped adapter is for the default model");
+    assert!(
+        bundled::fits(&base),
+        "the shipped adapter is for the default model"
+    );
     let adapter = lib.load_for(bundled::NAME, &base).unwrap();
     assert_eq!(adapter.sha256, bundled::weights_sha256());
     engine.set_adapter(Some(adapter)).unwrap();

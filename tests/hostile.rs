@@ -323,19 +323,20 @@ fn hostile_sql_is_refused_or_harmless_on_every_backend() {
 #[test]
 fn hostile_questions_and_schema_text_change_nothing() {
     let model = common::model_path();
-    let mut questions: Vec<String> =
+    let questions: Vec<String> =
         serde_json::from_str(include_str!("hostile/questions.json")).unwrap();
     // The hostile text in comments and samples is in the model's context for every question;
-    // these two make it read that table directly.
-    questions.push("What do the notes say?".into());
-    questions.push("How many notes are there?".into());
+    // these two make it read that table directly, and are asked on every backend.
+    let on_every = ["What do the notes say?", "How many notes are there?"];
     let load = sqlora::llm::LoadOptions {
         kv_dir: sqlora::paths::cache_dir().ok().map(|d| d.join("kv")),
         ..Default::default()
     };
     let mut engine = Some(sqlora::llm::Engine::load(&model, &load).unwrap());
     let mut cases = 0;
-    for b in backends() {
+    let backends = backends();
+    let n_backends = backends.len();
+    for (bi, b) in backends.into_iter().enumerate() {
         let before = snapshot(&b);
         let mut p = pipeline(&b.url);
         p.set_engine(engine.take().unwrap());
@@ -359,7 +360,16 @@ fn hostile_questions_and_schema_text_change_nothing() {
             "{}: hostile text stays inside comments:\n{context}",
             b.name
         );
-        for q in &questions {
+        // Each hostile question is put to one backend, in turn (the model and the guard are the
+        // same on all three; what each database lets through is `hostile_sql_…`'s matter, on
+        // every backend): a third of the model's time, every question still asked.
+        let mine = questions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % n_backends == bi)
+            .map(|(_, q)| q.as_str())
+            .chain(on_every);
+        for q in mine {
             cases += 1;
             let tokens_before = p.engine().unwrap().tokens_generated();
             match p.ask(q, &Cancel::new()) {
@@ -396,6 +406,7 @@ fn hostile_questions_and_schema_text_change_nothing() {
         assert_untouched(&b, &before, "hostile questions");
         engine = p.take_engine();
     }
+    assert_eq!(cases, questions.len() + on_every.len() * n_backends);
     eprintln!("{cases} hostile question cases");
 }
 

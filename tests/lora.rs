@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use sqlora::llm::lora::adapter::{Adapter, AdapterConfig, LoraPair, Target};
+use sqlora::llm::lora::bundled;
 use sqlora::llm::{Engine, KvCache, LoadOptions};
 
 fn engine() -> Engine {
@@ -206,7 +207,8 @@ fn the_adapter_library_from_the_command_line() {
         );
         serde_json::from_str::<serde_json::Value>(o.trim()).unwrap()
     };
-    let base = ask(&[]);
+    let base = ask(&["--adapter", "none"]);
+    assert_eq!(base["adapter"], serde_json::Value::Null);
     let with = ask(&["--adapter", "zero"]);
     assert_eq!(base["sql"], with["sql"]);
     assert_eq!(base["rows"], with["rows"]);
@@ -258,11 +260,33 @@ fn the_adapter_library_from_the_command_line() {
         "{o}"
     );
 
-    // Per-database default, shown in the list; `none` clears it.
+    // Without a choice the default model answers with the adapter shipped for it, which the
+    // list shows; a database's own choice (`zero`, then `none`) comes first, and `default`
+    // forgets it again.
+    let (list, _) = run_ok(sqlora(&data).args(["adapters", "list"]));
+    assert!(list.contains(bundled::NAME), "{list}");
+    let adapter_of_ask = || ask(&[])["adapter"].clone();
+    assert_eq!(adapter_of_ask(), bundled::NAME);
     run_ok(sqlora(&data).args(["adapters", "use", "zero"]));
     let (list, _) = run_ok(sqlora(&data).args(["adapters", "list"]));
     assert!(list.contains("default for sqlite:"), "{list}");
+    assert_eq!(adapter_of_ask(), "zero");
     run_ok(sqlora(&data).args(["adapters", "use", "none"]));
+    assert_eq!(adapter_of_ask(), serde_json::Value::Null);
+    run_ok(sqlora(&data).args(["adapters", "use", "default"]));
+    assert_eq!(adapter_of_ask(), bundled::NAME);
+    // The shipped adapter's name is kept for it.
+    let out = sqlora(&data)
+        .args(["adapters", "import", "--offline", "--name", bundled::NAME])
+        .arg(&zero)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shipped with sqlora"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Export gives the PEFT files back.
     let out = tmp.path().join("out");
