@@ -539,6 +539,50 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
     }
 }
 
+/// A run that goes on from an adapter starts at its weights exactly (its loss is that adapter's
+/// loss, not a fresh adapter's) and then learns from there.
+#[test]
+fn a_run_can_go_on_from_an_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny::model(dir.path(), GgmlDType::Q8_0, &native());
+    let data = examples(6, 5);
+    let opts = options(8);
+    let mut first = train::Trainer::new(&model, &opts).unwrap();
+    let fresh_loss = first.eval_loss(&data).unwrap();
+    for _ in 0..8 {
+        first.step(&data).unwrap();
+    }
+    let first_loss = first.eval_loss(&data).unwrap();
+    assert!(first_loss < fresh_loss, "{first_loss} vs {fresh_loss}");
+    let trained = first.lora.to_adapter("first").unwrap();
+
+    let mut on = train::Trainer::starting_from(&model, &opts, &trained).unwrap();
+    assert_eq!(on.step, 0, "a new run, with a fresh optimizer");
+    for (k, (a, b)) in &first.lora.pairs {
+        let (a2, b2) = &on.lora.pairs[k];
+        for (x, y) in [(a, a2), (b, b2)] {
+            assert_eq!(
+                common::max_abs_diff(x.as_tensor(), y.as_tensor()),
+                0.0,
+                "{k:?}"
+            );
+        }
+    }
+    assert_eq!(
+        on.eval_loss(&data).unwrap(),
+        first_loss,
+        "starts where the first run ended"
+    );
+    for _ in 0..8 {
+        on.step(&data).unwrap();
+    }
+    let on_loss = on.eval_loss(&data).unwrap();
+    assert!(
+        on_loss < first_loss,
+        "and learns on: {on_loss} vs {first_loss}"
+    );
+}
+
 /// `sqlora train --auto`: nothing until enough new judged answers exist; then a run on them
 /// (weighted up, with Spider train pairs replayed beside them) that marks them used and adopts
 /// the adapter as the database's default only if its held-out loss is not worse than the
@@ -688,14 +732,21 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
         .lines()
         .find(|l| l.contains("held-out loss"))
         .unwrap_or_else(|| panic!("{trained}"));
-    let nums: Vec<f64> = line
+    // Adapter names (`qwen2.5-coder-0.5b-sql`) hold digits too: read the numbers outside them.
+    let unquoted: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+    let nums: Vec<f64> = unquoted
         .split(|c: char| !(c.is_ascii_digit() || c == '.'))
         .filter(|w| w.contains('.') && w.len() > 2)
         .filter_map(|w| w.parse().ok())
         .collect();
     eprintln!("{ex_line}\n{line}");
     assert_eq!(nums.len(), 2, "{line}");
-    // "EX a/3 against b/3": the new adapter's and the base model's.
+    // "EX a/3 against b/3": the new adapter's and the current default's (the shipped adapter,
+    // which the run also went on from).
+    assert!(
+        trained.contains("going on from adapter `qwen2.5-coder-0.5b-sql`"),
+        "{trained}"
+    );
     let ex: Vec<usize> = line
         .split("EX ")
         .nth(1)
@@ -709,7 +760,7 @@ fn periodic_training_waits_for_new_pairs_then_trains_and_decides() {
     let defaults =
         std::fs::read_to_string(dir.path().join("adapters/defaults.json")).unwrap_or_default();
     if line.contains("is now the default") {
-        // "held-out loss NEW, the base model OLD; EX NEW/3 against OLD/3"
+        // "held-out loss NEW, `qwen2.5-coder-0.5b-sql` OLD; EX NEW/3 against OLD/3"
         assert!(nums[0] <= nums[1] && ex[0] >= ex[2], "{line}");
         assert!(defaults.contains("\"fb1\""), "{defaults}");
     } else if line.contains("answers fewer questions correctly") {

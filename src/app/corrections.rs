@@ -3,9 +3,11 @@
 //! database too when the set has several), and with `--out` writes the JSON report and a PNG
 //! of EX against N beside it. The simulation is the eval module's; in the training modes this
 //! gives it the step that trains, between recording and answering: an adapter on the recorded
-//! pairs with `train --auto`'s recipe ([`crate::train::recipe`]), trained from the base on a
-//! second copy of the model loaded as training needs it, then applied to the answering one
-//! (at N = 0 on the replayed pairs alone, the baseline the corrections are measured against).
+//! pairs with `train --auto`'s recipe ([`crate::train::recipe`]), trained on a second copy of
+//! the model loaded as training needs it, on top of the adapter the answering model started
+//! with (the shipped one by default; else from a fresh adapter), then applied to the answering
+//! one (at N = 0 on the replayed pairs alone, the baseline the corrections are measured
+//! against).
 
 use std::path::Path;
 
@@ -79,6 +81,21 @@ pub fn command(
         );
         trainer = Some((engine, public));
     }
+    // Corrections are trained on top of the adapter the model answers with (the shipped one by
+    // default), as `train --auto` does; with none, from a fresh adapter.
+    let start: Option<crate::llm::lora::adapter::Adapter> = evaluator
+        .engine_mut()
+        .and_then(|b| b.local_mut())
+        .and_then(|e| e.adapter().cloned());
+    if training {
+        eprintln!(
+            "sqlora: each N's adapter is trained from {}",
+            start.as_ref().map_or_else(
+                || "a fresh adapter".to_string(),
+                |a| format!("`{}`", a.label)
+            )
+        );
+    }
     let seed = args.pool_seed;
     let mut prepare = |n: usize,
                        store: &mut crate::feedback::Store,
@@ -120,6 +137,7 @@ pub fn command(
             &own,
             recipe::AUTO_MAX_LEN,
             &opts,
+            start.as_ref(),
             cancel,
         )
         .map_err(|e| failed(&e))?;

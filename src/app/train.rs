@@ -290,8 +290,31 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     // The run's folder: its checkpoint, metrics and loss curve, until the adapter is saved.
     let run_dir = paths::data_dir()?.join("runs").join(&out);
     let checkpoint = run_dir.join("checkpoint");
+    // Where the weights start: a library adapter (--from; with --auto the shipped one when it
+    // fits), else fresh.
+    let start = {
+        let base = hub::base_identity(&engine);
+        let name = match args.from.as_deref().map(str::trim) {
+            Some("none") => None,
+            Some(n) => Some(n.to_string()),
+            None if args.auto => {
+                llm::lora::bundled::fits(&base).then(|| llm::lora::bundled::NAME.to_string())
+            }
+            None => None,
+        };
+        match name {
+            Some(n) => {
+                if n == llm::lora::bundled::NAME {
+                    llm::lora::bundled::install(&lib).map_err(adapter_error)?;
+                }
+                Some(lib.load_for(&n, &base).map_err(adapter_error)?)
+            }
+            None => None,
+        }
+    };
     let run_id = format!(
-        "{data_sha} {} max_len={} eval_split={} limit={:?} auto={} weight={} replay={} model={}",
+        "{data_sha} {} max_len={} eval_split={} limit={:?} auto={} weight={} replay={} model={} \
+         from={}",
         serde_json::to_string(&opts)?,
         max_len,
         args.eval_split,
@@ -299,7 +322,8 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         args.auto,
         args.weight,
         args.replay,
-        engine.info().name
+        engine.info().name,
+        start.as_ref().map_or("", |a| a.sha256.as_str())
     );
     let metrics_path = run_dir.join("metrics.jsonl");
     let mut trainer = if args.resume {
@@ -317,7 +341,13 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         t
     } else {
         let _ = std::fs::remove_dir_all(&run_dir);
-        train::Trainer::new(engine.model(), &opts)?
+        match &start {
+            Some(a) => {
+                eprintln!("sqlora: going on from adapter `{}`", a.label);
+                train::Trainer::starting_from(engine.model(), &opts, a)?
+            }
+            None => train::Trainer::new(engine.model(), &opts)?,
+        }
     };
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // On resume the metrics of the steps after the checkpoint are dropped: they are redone.
@@ -400,8 +430,15 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     let meta = llm::lora::library::Meta {
         base: hub::base_identity(&engine),
         created_at: clock::now_iso(),
-        source: format!("sqlora train on {}", sources.join(", ")),
+        source: format!(
+            "sqlora train on {}{}",
+            sources.join(", "),
+            start
+                .as_ref()
+                .map_or_else(String::new, |a| format!(", from adapter {}", a.label))
+        ),
         training: Some(serde_json::json!({
+            "from": start.as_ref().map(|a| serde_json::json!({"name": a.label, "sha256": a.sha256})),
             "data": sources,
             "data_sha256": data_sha,
             "examples": examples.len(),

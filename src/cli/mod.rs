@@ -160,6 +160,12 @@ pub struct TrainArgs {
     /// the current default's.
     #[arg(long)]
     pub auto: bool,
+    /// Go on from this library adapter's weights (its rank, α and projections; a fresh
+    /// optimizer) rather than from a fresh adapter; `none`: fresh. Default: with --auto, the
+    /// adapter shipped for the model when it fits (what databases answer with by default);
+    /// otherwise fresh.
+    #[arg(long, value_name = "NAME|none")]
+    pub from: Option<String>,
     /// With --auto: how many times each feedback pair appears among the training pairs, so
     /// that a few corrections are not drowned by the replayed ones.
     #[arg(long, default_value_t = crate::train::recipe::AUTO_WEIGHT, value_name = "N", value_parser = count(1, 1000))]

@@ -634,6 +634,28 @@ impl<'m> Trainer<'m> {
         })
     }
 
+    /// A run that goes on from `start`'s weights (its rank, α and projections; a fresh
+    /// optimizer): how a team's corrections are trained on top of the adapter it answers with.
+    pub fn starting_from(
+        model: &'m Model,
+        opts: &Options,
+        start: &Adapter,
+    ) -> Result<Self, LlmError> {
+        let mut lora = LoraParams::from_adapter(start, model.device())?;
+        lora.config.lora_dropout = opts.dropout as f64;
+        let opt = AdamW::new(&lora.vars(), opts.lr, opts.weight_decay)?;
+        Ok(Self {
+            model,
+            lora,
+            opt,
+            opts: opts.clone(),
+            step: 0,
+            tokens_seen: 0,
+            seconds: 0.0,
+            epoch: None,
+        })
+    }
+
     /// Continues the run saved in `dir` by [`Trainer::save_checkpoint`]; `run` must be the
     /// identity it was saved with (same options and data).
     pub fn resume(

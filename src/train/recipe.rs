@@ -14,7 +14,7 @@ use rand::SeedableRng;
 
 use super::{Compute, Options, Pair, Schedule};
 use crate::cancel::Cancel;
-use crate::llm::lora::adapter::Target;
+use crate::llm::lora::adapter::{Adapter, Target};
 use crate::llm::lora::params::LoraParams;
 use crate::llm::prompt::ChatTemplate;
 use crate::llm::{LlmError, Model, TextTokenizer};
@@ -94,9 +94,10 @@ pub struct Fitted {
     pub seconds: f64,
 }
 
-/// Trains a fresh adapter on `pairs` (those over `max_len` tokens left out, and counted as
-/// the caller's own when they are in `own`) with `opts`, its step count set for one pass when
-/// `opts.steps` is 0. Stops early on `cancel`.
+/// Trains an adapter on `pairs` (those over `max_len` tokens left out, and counted as the
+/// caller's own when they are in `own`) with `opts`, its step count set for one pass when
+/// `opts.steps` is 0: a fresh one, or one that goes on from `start` (the adapter the model
+/// answers with, so corrections add to it rather than replace it). Stops early on `cancel`.
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
     model: &Model,
@@ -106,6 +107,7 @@ pub fn fit(
     own: &[Pair],
     max_len: usize,
     opts: &Options,
+    start: Option<&Adapter>,
     cancel: &Cancel,
 ) -> Result<(LoraParams, Fitted), LlmError> {
     let mut examples = Vec::with_capacity(pairs.len());
@@ -132,7 +134,10 @@ pub fn fit(
         opts.steps = examples.len().div_ceil(opts.batch * opts.grad_accum).max(1);
     }
     let mut final_loss = f64::NAN;
-    let mut trainer = super::Trainer::new(model, &opts)?;
+    let mut trainer = match start {
+        Some(a) => super::Trainer::starting_from(model, &opts, a)?,
+        None => super::Trainer::new(model, &opts)?,
+    };
     super::run(&mut trainer, &examples, &[], 0, cancel, &mut |_, r| {
         final_loss = r.loss;
         Ok(())
