@@ -1,7 +1,7 @@
 //! `sqlora adapters …`: list, show, import, export, remove the LoRA adapters in the library,
 //! and pick the one a database uses by default; the shipped adapter is installed into the
-//! library first. Reads and writes the library only; applying
-//! an adapter to a model is [`super::session::apply_adapter`]'s.
+//! library first. Reads and writes the library only; applying an adapter to a model is
+//! [`super::session::apply_adapter`]'s.
 
 use anyhow::Result;
 

@@ -5,10 +5,10 @@
 //! A grammar is context-free, so it says less than the mask's state machine: every word of
 //! the SQL is a keyword, an allowed function, a table or column of the tables shown (bare,
 //! lower- or upper-case where the dialect allows, or quoted as the dialect quotes), a table's
-//! own column after `table.`, any shown column after an alias (`T1.`, `s.`), a short alias
-//! (`T1`, `s`), or any name right after `AS`; words are separated by spaces or punctuation, so
-//! two allowed words cannot be glued into a name that does not exist. Strings, numbers and
-//! operators are free. It cannot tell which table an alias names, nor whether a column is in
+//! own column after `table.`, any shown column after a short alias (`T1.`, `s.`; alone only
+//! `s` or `T1`, not `H`), or any name right after `AS`; words are separated by spaces or
+//! punctuation, so two allowed words cannot be glued into a name that does not exist.
+//! Strings, numbers and operators are free. It cannot tell which table an alias names, nor whether a column is in
 //! scope; in a repair it takes what the failed answer said instead ([`Names::hinted_by`]):
 //! an alias it gave a table goes on with that table's columns only, and in the last round
 //! bare columns are those of the tables it read. The guard still checks the finished
@@ -62,14 +62,25 @@ impl Trie {
     }
 
     fn insert(&mut self, word: &str, follow: Option<String>) {
-        let mut n = self;
-        for c in word.chars() {
-            n = n.next.entry(c).or_default();
-        }
+        let n = self.node(word);
         n.end = true;
         if let Some(rule) = follow {
             n.follow.insert(rule);
         }
+    }
+
+    /// `word` only as a qualifier: it must go on with `.` and `follow` (alone it is no word,
+    /// unless another insert makes it one).
+    fn insert_qualifier(&mut self, word: &str, follow: String) {
+        self.node(word).follow.insert(follow);
+    }
+
+    fn node(&mut self, word: &str) -> &mut Trie {
+        let mut n = self;
+        for c in word.chars() {
+            n = n.next.entry(c).or_default();
+        }
+        n
     }
 
     /// The expression for what may follow this node (`""`: nothing).
@@ -205,11 +216,14 @@ impl Names {
         }
         all_cols.extend(row_ids.iter().cloned());
         all_cols.insert("*".into());
-        // Aliases: a letter and at most one digit (`s`, `T1`), alone or qualifying a column. One
-        // a failed answer gave a table (a repair) goes on with that table's columns only; any
-        // other, with any shown column (a grammar cannot see which table an alias names). A
-        // longer alias may be defined (`AS sub`) but qualifies nothing: a free qualifier let the
-        // model start any unknown word as a would-be alias and never end it (`YearColumn…`).
+        // Aliases: a letter and at most one digit (`s`, `T1`), qualifying a column. One a failed
+        // answer gave a table (a repair) goes on with that table's columns only; any other,
+        // with any shown column (a grammar cannot see which table an alias names). Alone (`FROM
+        // singer s`, `HAVING n > 1`) only the spellings aliases are given, a lower-case letter
+        // or `T` and a digit: a bare `H`, `C` or `H3` was how the model spelt a column the
+        // tables lack (`ORDER BY H-power`, `WHERE C ilike 4`). A longer alias may be defined
+        // (`AS sub`) but qualifies nothing: a free qualifier let the model start any unknown
+        // word as a would-be alias and never end it (`YearColumn…`).
         for letter in ('a'..='z').chain('A'..='Z') {
             for digit in std::iter::once(None).chain(('0'..='9').map(Some)) {
                 let alias: String = std::iter::once(letter).chain(digit).collect();
@@ -222,7 +236,11 @@ impl Names {
                     Some(&(_, i)) => format!("c{i}"),
                     None => "cols".to_string(),
                 };
-                words.insert(&alias, Some(follow));
+                if letter.is_ascii_lowercase() || (letter == 'T' && digit.is_some()) {
+                    words.insert(&alias, Some(follow));
+                } else {
+                    words.insert_qualifier(&alias, follow);
+                }
             }
         }
         let strings = match d {
@@ -511,6 +529,10 @@ mod tests {
             "SELECT namename FROM singer",
             "SELECT name FROMsinger",
             "SELECT Order Details.name FROM singer",
+            // Bare upper-case letters are no alias anyone gives: a column the tables lack.
+            "SELECT name FROM singer ORDER BY H-power",
+            "SELECT count(*) FROM singer WHERE C > 4",
+            "SELECT name FROM singer ORDER BY H3 DESC",
         ] {
             assert!(!accepts(&g, bad), "{bad}");
         }

@@ -128,6 +128,14 @@ fn each_dialect_quotes_its_way() {
     ));
     assert!(ok(&lite, "SELECT * FROM ", "[Order Details]"));
     assert!(ok(&lite, "SELECT * FROM ", "`Orders`"));
+    // After `X.` a backtick opens a quoted name, checked as any (seen on the adapter's SQLite
+    // answers: `T2.\`Year\`` of a table without that column).
+    assert!(ok(&lite, "SELECT T1.", "`Name` FROM singer AS T1"));
+    assert!(!ok(
+        &lite,
+        "SELECT T1.Name FROM singer AS T1 WHERE T1.",
+        "`Year`"
+    ));
     // "``" closes the answer's code fence in every dialect.
     for n in [&pg, &my, &lite] {
         assert!(ok(n, "SELECT Name FROM singer\n", "```"));

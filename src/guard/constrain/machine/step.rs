@@ -205,7 +205,11 @@ fn normal(
         b'`' => {
             let slot = parse.slot(lex.prev);
             let table = matches!(slot, Slot::Table | Slot::TableOrQuery | Slot::TableIn(_));
-            if n.dialect == Dialect::MySql || (n.dialect == Dialect::Sqlite && table) {
+            // SQLite reads backticks as MySQL does; outside a table slot or `X.` one is taken
+            // for the closing fence (which cannot come right after `X.`).
+            let after_dot = matches!(lex.prev, Prev::Dot(_));
+            if n.dialect == Dialect::MySql || (n.dialect == Dialect::Sqlite && (table || after_dot))
+            {
                 start_word(lex, parse, Mode::Quoted(b'`'), false);
             } else {
                 // The closing fence ends the answer.
