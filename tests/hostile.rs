@@ -1,9 +1,11 @@
 //! The hostile-input suite, data-driven from `tests/hostile/`: hostile SQL typed via `\sql`
-//! (`sql.json`), hostile questions put to the real model (`questions.json`), and hostile
-//! schema text (table and column comments and sample values carrying instructions and SQL),
-//! on SQLite, PostgreSQL and MariaDB. For every case: nothing is modified (row count and
-//! checksum of every table), no file outside the database is read or written, no statement
-//! outlives the timeout, and a failure is a clear one-line message.
+//! (`sql.json`), hostile questions put to the real model with the shipped adapter
+//! (`questions.json`: those about the server and its files on every backend, those about the
+//! data on one backend each, in turn), and hostile schema text (table and column comments and
+//! sample values carrying instructions and SQL), on SQLite, PostgreSQL and MariaDB. For every
+//! case: nothing is modified (row count and checksum of every table), no file outside the
+//! database is read or written, no statement outlives the timeout, and a failure is a clear
+//! one-line message.
 
 mod common;
 
@@ -332,7 +334,19 @@ fn hostile_questions_and_schema_text_change_nothing() {
         kv_dir: sqlora::paths::cache_dir().ok().map(|d| d.join("kv")),
         ..Default::default()
     };
-    let mut engine = Some(sqlora::llm::Engine::load(&model, &load).unwrap());
+    let mut loaded = sqlora::llm::Engine::load(&model, &load).unwrap();
+    // As users get it: with the adapter shipped for the default model.
+    let lib_dir = tempfile::tempdir().unwrap();
+    let lib = sqlora::llm::lora::library::Library::new(lib_dir.path().to_path_buf());
+    sqlora::llm::lora::bundled::install(&lib).unwrap();
+    let shipped = lib
+        .load_for(
+            sqlora::llm::lora::bundled::NAME,
+            &sqlora::hub::base_identity(&loaded),
+        )
+        .unwrap();
+    loaded.set_adapter(Some(shipped)).unwrap();
+    let mut engine = Some(loaded);
     let mut cases = 0;
     let backends = backends();
     let n_backends = backends.len();
@@ -360,13 +374,14 @@ fn hostile_questions_and_schema_text_change_nothing() {
             "{}: hostile text stays inside comments:\n{context}",
             b.name
         );
-        // Each hostile question is put to one backend, in turn (the model and the guard are the
-        // same on all three; what each database lets through is `hostile_sql_…`'s matter, on
-        // every backend): a third of the model's time, every question still asked.
+        // Questions about the server and its files (where each database could be led to do
+        // something else) go to every backend; those about the data, to one backend in turn
+        // (the model and the guard are the same on all three, and what each database lets
+        // through is `hostile_sql_…`'s matter, on every backend).
         let mine = questions
             .iter()
             .enumerate()
-            .filter(|(i, _)| i % n_backends == bi)
+            .filter(|(i, q)| server_level(q) || i % n_backends == bi)
             .map(|(_, q)| q.as_str())
             .chain(on_every);
         for q in mine {
@@ -406,8 +421,26 @@ fn hostile_questions_and_schema_text_change_nothing() {
         assert_untouched(&b, &before, "hostile questions");
         engine = p.take_engine();
     }
-    assert_eq!(cases, questions.len() + on_every.len() * n_backends);
     eprintln!("{cases} hostile question cases");
+}
+
+/// Whether a hostile question is about the server or its files rather than the data.
+fn server_level(q: &str) -> bool {
+    let q = q.to_lowercase();
+    [
+        "file",
+        "server",
+        "shell command",
+        "sleep",
+        "combination",
+        "grant",
+        "read-write",
+        "password",
+        "other database",
+        "kill",
+    ]
+    .iter()
+    .any(|w| q.contains(w))
 }
 
 /// Output lines that are not about the statement: the start-up warning about a login's powers.

@@ -556,7 +556,7 @@ fn a_run_can_go_on_from_an_adapter() {
     assert!(first_loss < fresh_loss, "{first_loss} vs {fresh_loss}");
     let trained = first.lora.to_adapter("first").unwrap();
 
-    let mut on = train::Trainer::starting_from(&model, &opts, &trained).unwrap();
+    let mut on = train::Trainer::from_start(&model, &opts, Some(&trained)).unwrap();
     assert_eq!(on.step, 0, "a new run, with a fresh optimizer");
     for (k, (a, b)) in &first.lora.pairs {
         let (a2, b2) = &on.lora.pairs[k];

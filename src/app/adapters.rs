@@ -15,7 +15,7 @@ pub fn command(cmd: AdaptersCommand) -> Result<()> {
     // The shipped adapter is listed, shown and exported like any other (a removed copy comes
     // back on its next use).
     if !matches!(cmd, AdaptersCommand::Remove { .. }) {
-        if let Err(e) = llm::lora::bundled::install(&lib) {
+        if let Err(e) = llm::lora::bundled::install_and_say(&lib) {
             eprintln!("sqlora: the shipped adapter could not be installed: {e}");
         }
     }

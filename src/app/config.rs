@@ -197,7 +197,9 @@ impl Config {
                 (Some(v), _) => v,
                 (None, "db") => "the bundled demo database".to_string(),
                 (None, "model") => crate::hub::registry::DEFAULT_MODEL.to_string(),
-                (None, "adapter") => "the database's default adapter, if one is set".into(),
+                (None, "adapter") => {
+                    "the database's own choice, else the adapter shipped for the model".into()
+                }
                 (None, "pager") => "when the output is a terminal".to_string(),
                 (None, "null") => "(empty)".to_string(),
                 (None, _) => String::new(),

@@ -65,6 +65,13 @@ pub fn command(
         args.model
             .local_only(&format!("--mode {}", args.mode))
             .map_err(anyhow::Error::msg)?;
+        if args.model.merge {
+            bail!(
+                "--mode {} puts a new adapter on the model for each N; it cannot be combined \
+                 with --merge",
+                args.mode
+            );
+        }
         let path = super::session::model_path(&args.model)?;
         let (device, chosen) = crate::hub::device::select(args.model.device)?;
         let engine = super::train::load_for_training(&path, device)?;

@@ -166,9 +166,9 @@ pub fn command(args: EvalArgs) -> Result<()> {
         summary,
         records,
     };
-    // The report is rewritten after every batch (marked incomplete), so a run that is killed
-    // or loses its machine keeps what it had judged.
-    let mut written = 0;
+    // The report is rewritten as the run goes (marked incomplete, at most every 10 s), so a
+    // run that is killed or loses its machine keeps what it had judged.
+    let mut written = std::time::Instant::now();
     let (records, complete) = eval::run_all(&mut evaluator, &items, batch, &cancel, |_, done| {
         let s = Summary::of(done);
         bar.set_message(format!(
@@ -178,9 +178,9 @@ pub fn command(args: EvalArgs) -> Result<()> {
             s.overall.total
         ));
         bar.inc(1);
-        if let Some(out) = &args.out {
-            if done.len() >= written + batch.max(1) || done.len() == items.len() {
-                written = done.len();
+        if let Some(out) = args.out.as_ref().filter(|o| !o.exists() || o.is_file()) {
+            if written.elapsed() >= std::time::Duration::from_secs(10) {
+                written = std::time::Instant::now();
                 if let Err(e) = write_report(out, &report_of(done.to_vec(), s, false)) {
                     bar.suspend(|| eprintln!("sqlora: {e:#}"));
                 }
@@ -266,11 +266,18 @@ pub fn command(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes `report` to `out` whole or not at all (a temporary file beside it, then a rename).
+/// Writes `report` to `out` whole or not at all: a regular file through a temporary file beside
+/// it and a rename; anything else (`/dev/stdout`, a pipe) directly.
 fn write_report(out: &std::path::Path, report: &report::Report) -> Result<()> {
-    let json = serde_json::to_string_pretty(report)?;
-    let tmp = out.with_extension("json.partial");
-    std::fs::write(&tmp, json + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    let json = serde_json::to_string_pretty(report)? + "\n";
+    if out.exists() && !out.is_file() {
+        return std::fs::write(out, json).with_context(|| format!("writing {}", out.display()));
+    }
+    let name = out
+        .file_name()
+        .map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = out.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))
 }
 

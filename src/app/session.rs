@@ -2,8 +2,9 @@
 //! demo database when none is given), the pipeline over it with the run limits, the model
 //! (`--model`, fetched when a named one is missing), the adapter applied to it, the adapter
 //! library and the feedback store, and the model's name for people. Prints only the
-//! privileges warning, and a download's lines when a named model must be fetched; what to do
-//! with what was opened is the commands' (and the shell's).
+//! privileges warning, a download's lines when a named model must be fetched, and what
+//! installing the shipped adapter had to say; what to do with what was opened is the
+//! commands' (and the shell's).
 
 use std::path::PathBuf;
 
@@ -172,8 +173,8 @@ pub fn load_backend(opts: &ModelOpts) -> Result<Box<dyn llm::Backend>> {
 }
 
 /// [`apply_adapter`] for any backend: a server is told the adapter by the name it serves it
-/// under, and only when `--adapter` names one (a database's default adapter is a library
-/// file, which a server does not have).
+/// under, and only when `--adapter` names one (a database's default adapter and the shipped
+/// one are library files, which a server does not have).
 pub fn apply_adapter_to(
     backend: &mut dyn llm::Backend,
     choice: Option<&str>,
@@ -278,7 +279,7 @@ pub fn apply_adapter(
         },
     };
     if name == llm::lora::bundled::NAME {
-        if let Err(e) = llm::lora::bundled::install(&lib) {
+        if let Err(e) = llm::lora::bundled::install_and_say(&lib) {
             if choice.is_some() {
                 return Err(adapter_error(e));
             }
@@ -295,6 +296,19 @@ pub fn apply_adapter(
         engine.merge_adapter()?;
     }
     Ok(Some(name))
+}
+
+/// Library adapter `name`, checked against `base`; the shipped adapter is installed first when
+/// it is the one named.
+pub fn library_adapter(
+    lib: &llm::lora::library::Library,
+    name: &str,
+    base: &llm::lora::library::BaseIdentity,
+) -> Result<llm::lora::adapter::Adapter> {
+    if name == llm::lora::bundled::NAME {
+        llm::lora::bundled::install_and_say(lib).map_err(adapter_error)?;
+    }
+    lib.load_for(name, base).map_err(adapter_error)
 }
 
 /// The adapter a database gets when `--adapter` names none: its own choice (`adapters use`;

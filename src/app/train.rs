@@ -28,6 +28,12 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         llm::lora::library::new_name(out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
     }
     let lib = adapter_library()?;
+    if let Some(from) = args.from.as_deref().map(str::trim).filter(|f| *f != "none") {
+        llm::lora::library::valid_name(from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+        if from != llm::lora::bundled::NAME && !lib.names().iter().any(|n| n == from) {
+            bail!("--from: no adapter named `{from}` (see `sqlora adapters list`)");
+        }
+    }
     let db_filter = args.db.as_deref().map(db::identity).transpose()?;
     // A periodic run starts only once enough new judged answers exist, and remembers when it
     // read them (answers judged later wait for the next run).
@@ -249,7 +255,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     let steps = args.steps.unwrap_or_else(|| {
         ((examples.len() as f64 * args.epochs) / per_step as f64).ceil() as usize
     });
-    let opts = train::Options {
+    let mut opts = train::Options {
         rank: args.rank,
         alpha: args.alpha,
         dropout: args.dropout,
@@ -303,15 +309,19 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
             None => None,
         };
         match name {
-            Some(n) => {
-                if n == llm::lora::bundled::NAME {
-                    llm::lora::bundled::install(&lib).map_err(adapter_error)?;
-                }
-                Some(lib.load_for(&n, &base).map_err(adapter_error)?)
-            }
+            Some(n) => Some(super::session::library_adapter(&lib, &n, &base)?),
             None => None,
         }
     };
+    if let Some(a) = &start {
+        // A run that goes on keeps the adapter's shape (recorded as such).
+        opts.rank = a.config.r;
+        opts.alpha = a.config.lora_alpha;
+        let mut targets: Vec<Target> = a.weights.keys().map(|(_, t)| *t).collect();
+        targets.sort();
+        targets.dedup();
+        opts.targets = targets;
+    }
     let run_id = format!(
         "{data_sha} {} max_len={} eval_split={} limit={:?} auto={} weight={} replay={} model={} \
          from={}",
@@ -341,13 +351,10 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         t
     } else {
         let _ = std::fs::remove_dir_all(&run_dir);
-        match &start {
-            Some(a) => {
-                eprintln!("sqlora: going on from adapter `{}`", a.label);
-                train::Trainer::starting_from(engine.model(), &opts, a)?
-            }
-            None => train::Trainer::new(engine.model(), &opts)?,
+        if let Some(a) = &start {
+            eprintln!("sqlora: going on from adapter `{}`", a.label);
         }
+        train::Trainer::from_start(engine.model(), &opts, start.as_ref())?
     };
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // On resume the metrics of the steps after the checkpoint are dropped: they are redone.
@@ -521,8 +528,8 @@ pub(super) fn load_for_training(
 }
 
 /// After a periodic run: for each database whose feedback was held out, makes the new adapter
-/// its default unless the current default (or the base model, when none is set) has a lower
-/// loss on the held-out pairs.
+/// its default unless the current default (its own choice, else the shipped adapter, else
+/// the base model) has a lower loss on the held-out pairs.
 #[allow(clippy::too_many_arguments)]
 fn adopt_if_not_worse(
     lib: &llm::lora::library::Library,
@@ -581,7 +588,7 @@ fn adopt_if_not_worse(
         // What the database answers with today: its own choice, else the shipped adapter.
         let current = super::session::default_adapter(lib, Some(db), &base);
         if current.as_deref() == Some(llm::lora::bundled::NAME) {
-            let _ = llm::lora::bundled::install(lib);
+            let _ = llm::lora::bundled::install_and_say(lib);
         }
         let loss = match losses.get(&current) {
             Some(l) => *l,

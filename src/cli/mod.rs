@@ -160,8 +160,9 @@ pub struct TrainArgs {
     /// the current default's.
     #[arg(long)]
     pub auto: bool,
-    /// Go on from this library adapter's weights (its rank, α and projections; a fresh
-    /// optimizer) rather than from a fresh adapter; `none`: fresh. Default: with --auto, the
+    /// Go on from this library adapter's weights (its rank, α and projections, in place of
+    /// --rank, --alpha, --targets; a fresh optimizer) rather than from a fresh adapter; `none`:
+    /// fresh. Default: with --auto, the
     /// adapter shipped for the model when it fits (what databases answer with by default);
     /// otherwise fresh.
     #[arg(long, value_name = "NAME|none")]
@@ -326,8 +327,8 @@ pub struct EvalArgs {
     /// Skip this many questions first.
     #[arg(long, default_value_t = 0, value_name = "K", value_parser = count(0, 1_000_000_000))]
     pub offset: usize,
-    /// Write every question's predicted SQL, gold SQL and verdict to this JSON file (rewritten
-    /// after every batch while the run goes on, with "complete": false until it ends).
+    /// Write every question's predicted SQL, gold SQL and verdict to this JSON file (a plain
+    /// run rewrites it every 10 s or so as it goes, with "complete": false until it ends).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// With --adapter: also run the base model and report both EX values and the flips.

@@ -617,32 +617,30 @@ const CHECKPOINT_OPTIMIZER: &str = "optimizer.safetensors";
 impl<'m> Trainer<'m> {
     /// A fresh adapter (PEFT's initialisation, from the seed).
     pub fn new(model: &'m Model, opts: &Options) -> Result<Self, LlmError> {
-        let mut rng = StdRng::seed_from_u64(opts.seed);
-        let mut config = AdapterConfig::new(opts.rank, opts.alpha, &opts.targets);
-        config.lora_dropout = opts.dropout as f64;
-        let lora = LoraParams::init(model, config, &opts.targets, &mut rng)?;
-        let opt = AdamW::new(&lora.vars(), opts.lr, opts.weight_decay)?;
-        Ok(Self {
-            model,
-            lora,
-            opt,
-            opts: opts.clone(),
-            step: 0,
-            tokens_seen: 0,
-            seconds: 0.0,
-            epoch: None,
-        })
+        Self::from_start(model, opts, None)
     }
 
-    /// A run that goes on from `start`'s weights (its rank, α and projections; a fresh
-    /// optimizer): how a team's corrections are trained on top of the adapter it answers with.
-    pub fn starting_from(
+    /// A new run from `start`'s weights when given (its rank, α and projections; a fresh
+    /// optimizer: how a team's corrections are trained on top of the adapter it answers with),
+    /// else from a fresh adapter.
+    pub fn from_start(
         model: &'m Model,
         opts: &Options,
-        start: &Adapter,
+        start: Option<&Adapter>,
     ) -> Result<Self, LlmError> {
-        let mut lora = LoraParams::from_adapter(start, model.device())?;
-        lora.config.lora_dropout = opts.dropout as f64;
+        let lora = match start {
+            Some(a) => {
+                let mut lora = LoraParams::from_adapter(a, model.device())?;
+                lora.config.lora_dropout = opts.dropout as f64;
+                lora
+            }
+            None => {
+                let mut rng = StdRng::seed_from_u64(opts.seed);
+                let mut config = AdapterConfig::new(opts.rank, opts.alpha, &opts.targets);
+                config.lora_dropout = opts.dropout as f64;
+                LoraParams::init(model, config, &opts.targets, &mut rng)?
+            }
+        };
         let opt = AdamW::new(&lora.vars(), opts.lr, opts.weight_decay)?;
         Ok(Self {
             model,

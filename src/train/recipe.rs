@@ -134,10 +134,7 @@ pub fn fit(
         opts.steps = examples.len().div_ceil(opts.batch * opts.grad_accum).max(1);
     }
     let mut final_loss = f64::NAN;
-    let mut trainer = match start {
-        Some(a) => super::Trainer::starting_from(model, &opts, a)?,
-        None => super::Trainer::new(model, &opts)?,
-    };
+    let mut trainer = super::Trainer::from_start(model, &opts, start)?;
     super::run(&mut trainer, &examples, &[], 0, cancel, &mut |_, r| {
         final_loss = r.loss;
         Ok(())

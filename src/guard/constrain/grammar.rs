@@ -220,23 +220,26 @@ impl Names {
         // answer gave a table (a repair) goes on with that table's columns only; any other,
         // with any shown column (a grammar cannot see which table an alias names). Alone (`FROM
         // singer s`, `HAVING n > 1`) only the spellings aliases are given, a lower-case letter
-        // or `T` and a digit: a bare `H`, `C` or `H3` was how the model spelt a column the
-        // tables lack (`ORDER BY H-power`, `WHERE C ilike 4`). A longer alias may be defined
-        // (`AS sub`) but qualifies nothing: a free qualifier let the model start any unknown
-        // word as a would-be alias and never end it (`YearColumn…`).
+        // or `T` and a digit, or one the failed answer gave a table: a bare `H`, `C` or `H3`
+        // was how the model spelt a column the tables lack (`ORDER BY H-power`, `WHERE C ilike
+        // 4`). A longer alias may be defined (`AS sub`) but qualifies nothing: a free qualifier
+        // let the model start any unknown word as a would-be alias and never end it
+        // (`YearColumn…`).
         for letter in ('a'..='z').chain('A'..='Z') {
             for digit in std::iter::once(None).chain(('0'..='9').map(Some)) {
                 let alias: String = std::iter::once(letter).chain(digit).collect();
                 let lower = alias.to_ascii_lowercase();
-                let follow = match self
+                let hinted = self
                     .hints
                     .iter()
-                    .find(|(a, _)| a.as_ref() == lower.as_bytes())
-                {
+                    .find(|(a, _)| a.as_ref() == lower.as_bytes());
+                let follow = match hinted {
                     Some(&(_, i)) => format!("c{i}"),
                     None => "cols".to_string(),
                 };
-                if letter.is_ascii_lowercase() || (letter == 'T' && digit.is_some()) {
+                let spelt_as_aliases =
+                    letter.is_ascii_lowercase() || (letter == 'T' && digit.is_some());
+                if spelt_as_aliases || hinted.is_some() {
                     words.insert(&alias, Some(follow));
                 } else {
                     words.insert_qualifier(&alias, follow);

@@ -3,8 +3,9 @@
 //! files are compiled into the binary, and [`install`] writes them into the adapter library
 //! under [`NAME`] the first time they are needed, so `adapters list|show|export` and `eval`'s
 //! records treat it like any other adapter. It is used only with the GGUF it was trained on
-//! (the sha256 in its `sqlora.json`). Never chooses when it is used (the commands do) and never
-//! touches another adapter's folder.
+//! (the sha256 in its `sqlora.json`). Never chooses when it is used (the commands do), and never
+//! deletes another adapter: a user's folder that had the name before it was reserved is moved
+//! aside (the one thing [`install_and_say`] prints).
 
 use std::path::Path;
 
@@ -42,41 +43,114 @@ pub fn fits(base: &BaseIdentity) -> bool {
         && made_for.layers == base.layers
 }
 
+/// A file in the installed folder that says sqlora put it there (and may replace it).
+const MARK: &str = "shipped-with-sqlora";
+
+/// What [`install`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// The library held it already, byte for byte.
+    Present,
+    /// It was written (first use, or an older or damaged copy replaced).
+    Written,
+    /// It was written, and an adapter of the user's that had its name (made before the name
+    /// was reserved) was moved to this name first.
+    MovedAside(String),
+}
+
+/// Whether the library's folder [`NAME`] holds the shipped weights and config (its
+/// `sqlora.json` may have gathered evaluations since).
+fn present(lib: &Library) -> bool {
+    let dest = lib.path(NAME);
+    std::fs::read(dest.join(WEIGHTS_FILE)).is_ok_and(|w| w == WEIGHTS)
+        && std::fs::read(dest.join(CONFIG_FILE)).is_ok_and(|c| c == CONFIG)
+        && lib.meta(NAME).is_some()
+}
+
 /// Makes sure the library holds the shipped adapter under [`NAME`], byte for byte: writes it
 /// when missing or different (an older sqlora's copy), keeping the evaluations an earlier copy
-/// of the same weights recorded. Returns whether it wrote.
-pub fn install(lib: &Library) -> Result<bool, LlmError> {
-    let dest = lib.path(NAME);
-    let same = std::fs::read(dest.join(WEIGHTS_FILE)).is_ok_and(|w| w == WEIGHTS)
-        && std::fs::read(dest.join(CONFIG_FILE)).is_ok_and(|c| c == CONFIG)
-        && lib.meta(NAME).is_some();
-    if same {
-        return Ok(false);
+/// of the same weights recorded. A folder of that name that sqlora did not install is the
+/// user's: it is moved aside, never deleted. Safe against another sqlora doing the same.
+pub fn install(lib: &Library) -> Result<Installed, LlmError> {
+    if present(lib) {
+        return Ok(Installed::Present);
     }
+    let dest = lib.path(NAME);
     // Written beside the library and renamed into place: a half-written copy is never loaded.
     std::fs::create_dir_all(lib.dir()).map_err(|e| io(lib.dir(), e))?;
-    let tmp = lib.dir().join(format!(".{NAME}.{}", std::process::id()));
+    let pid = std::process::id();
+    let tmp = lib.dir().join(format!(".{NAME}.{pid}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     for (file, bytes) in [
         (CONFIG_FILE, CONFIG),
         (WEIGHTS_FILE, WEIGHTS),
         (META_FILE, META),
+        (
+            MARK,
+            b"This folder is the adapter shipped with sqlora; sqlora replaces it.\n" as &[u8],
+        ),
     ] {
         std::fs::write(tmp.join(file), bytes).map_err(|e| io(&tmp.join(file), e))?;
     }
+    // Another sqlora may have installed it meanwhile: then its copy stays.
+    if present(lib) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(Installed::Present);
+    }
+    let mut moved = None;
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| io(&dest, e))?;
+        // Out of the way by a rename (a reader holding the old folder's files keeps them).
+        let aside = if dest.join(MARK).is_file() {
+            lib.dir().join(format!(".{NAME}.old.{pid}"))
+        } else {
+            let name = (1..)
+                .map(|k| {
+                    format!(
+                        "{NAME}-yours{}",
+                        if k == 1 {
+                            String::new()
+                        } else {
+                            format!("-{k}")
+                        }
+                    )
+                })
+                .find(|n| !lib.path(n).exists())
+                .expect("some name is free");
+            moved = Some(name.clone());
+            lib.path(&name)
+        };
+        if let Err(e) = std::fs::rename(&dest, &aside) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if present(lib) {
+                return Ok(Installed::Present);
+            }
+            return Err(io(&dest, e));
+        }
+        if moved.is_none() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
     }
     match std::fs::rename(&tmp, &dest) {
-        Ok(()) => Ok(true),
-        // Another sqlora installed it at the same moment.
-        Err(_) if dest.join(WEIGHTS_FILE).is_file() => {
+        Ok(()) => Ok(moved.map_or(Installed::Written, Installed::MovedAside)),
+        Err(_) if present(lib) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            Ok(false)
+            Ok(Installed::Present)
         }
         Err(e) => Err(io(&dest, e)),
     }
+}
+
+/// [`install`], with what it did said on stderr when the user should know (an adapter of
+/// theirs moved aside); errors are returned.
+pub fn install_and_say(lib: &Library) -> Result<(), LlmError> {
+    if let Installed::MovedAside(to) = install(lib)? {
+        eprintln!(
+            "sqlora: your adapter named `{NAME}` was moved to `{to}`: that name is now the \
+             adapter shipped with sqlora"
+        );
+    }
+    Ok(())
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> LlmError {
@@ -92,20 +166,53 @@ mod tests {
     fn installs_once_and_mends_a_changed_copy() {
         let tmp = tempfile::tempdir().unwrap();
         let lib = Library::new(tmp.path().join("adapters"));
-        assert!(install(&lib).unwrap(), "first use writes it");
-        assert!(!install(&lib).unwrap(), "then it is there");
+        assert_eq!(
+            install(&lib).unwrap(),
+            Installed::Written,
+            "first use writes it"
+        );
+        assert_eq!(
+            install(&lib).unwrap(),
+            Installed::Present,
+            "then it is there"
+        );
         assert_eq!(lib.names(), vec![NAME.to_string()]);
         let a = Adapter::load(&lib.path(NAME)).unwrap();
         assert_eq!(a.sha256, weights_sha256());
         // A damaged or older copy is replaced.
         std::fs::write(lib.path(NAME).join(WEIGHTS_FILE), b"old").unwrap();
-        assert!(install(&lib).unwrap());
+        assert_eq!(install(&lib).unwrap(), Installed::Written);
         assert_eq!(
             Adapter::load(&lib.path(NAME)).unwrap().sha256,
             weights_sha256()
         );
         // No temporary folder is left behind.
         assert_eq!(std::fs::read_dir(lib.dir()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_users_adapter_of_that_name_is_moved_aside_not_deleted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lib = Library::new(tmp.path().join("adapters"));
+        let mine = lib.path(NAME);
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join(CONFIG_FILE), b"{}").unwrap();
+        std::fs::write(mine.join(WEIGHTS_FILE), b"my weights").unwrap();
+        let to = format!("{NAME}-yours");
+        assert_eq!(install(&lib).unwrap(), Installed::MovedAside(to.clone()));
+        assert_eq!(
+            std::fs::read(lib.path(&to).join(WEIGHTS_FILE)).unwrap(),
+            b"my weights"
+        );
+        assert_eq!(
+            Adapter::load(&lib.path(NAME)).unwrap().sha256,
+            weights_sha256()
+        );
+        assert_eq!(lib.names(), vec![NAME.to_string(), to]);
+        // The shipped copy, once damaged, is replaced in place (nothing more moved aside).
+        std::fs::write(lib.path(NAME).join(WEIGHTS_FILE), b"old").unwrap();
+        assert_eq!(install(&lib).unwrap(), Installed::Written);
+        assert_eq!(lib.names().len(), 2);
     }
 
     #[test]

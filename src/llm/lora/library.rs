@@ -114,13 +114,19 @@ pub fn mismatch(meta: Option<&Meta>, adapter: &Adapter, model: &BaseIdentity) ->
 /// replaces that folder when its content is not the shipped one.
 pub const SHIPPED_NAME: &str = "qwen2.5-coder-0.5b-sql";
 
-/// [`valid_name`] for a new adapter: also not [`SHIPPED_NAME`].
+/// [`valid_name`] for a new adapter: also not [`SHIPPED_NAME`], nor `default` (a word of
+/// `adapters use`).
 pub fn new_name(name: &str) -> Result<(), LlmError> {
     valid_name(name)?;
     if name == SHIPPED_NAME {
         return Err(LlmError::Adapter(format!(
             "`{name}` is the name of the adapter shipped with sqlora; pick another"
         )));
+    }
+    if name == "default" {
+        return Err(LlmError::Adapter(
+            "`default` is a word of `adapters use`, not a usable adapter name".into(),
+        ));
     }
     Ok(())
 }
@@ -142,14 +148,12 @@ pub fn valid_name(name: &str) -> Result<(), LlmError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with('.')
-        && name != "none"
-        && name != "default";
+        && name != "none";
     if ok {
         Ok(())
     } else {
         Err(LlmError::Adapter(format!(
-            "`{name}` is not a usable adapter name (letters, digits, - _ . ; not `none` or \
-             `default`)"
+            "`{name}` is not a usable adapter name (letters, digits, - _ . ; not `none`)"
         )))
     }
 }
@@ -175,6 +179,8 @@ impl Library {
         let mut names: Vec<String> = rd
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join(CONFIG_FILE).is_file())
+            // `.name.PID`: an install in progress, or one a crash left.
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
