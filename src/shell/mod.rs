@@ -254,9 +254,10 @@ impl Shell {
         }
         self.bind_ctrl_c(&mut rl);
         loop {
+            // The adapter in use, unless it is the one every database gets by default.
             let prompt = match self.pipeline.backend().and_then(|e| e.adapter_name()) {
-                Some(a) => format!("sqlora[{a}]> "),
-                None => "sqlora> ".to_string(),
+                Some(a) if a != crate::llm::lora::bundled::NAME => format!("sqlora[{a}]> "),
+                _ => "sqlora> ".to_string(),
             };
             match rl.readline(&self.input.prompt(&prompt)) {
                 Ok(line) => {
