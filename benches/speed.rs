@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         plan: plan_for(&device),
         device: device.clone(),
         kv_dir: None,
+        weights_dir: None,
     };
 
     let t = Instant::now();

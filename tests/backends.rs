@@ -499,6 +499,7 @@ fn the_same_questions_get_the_same_answers_on_all_three_backends() {
     my.load_chinook();
     let load = sqlora::llm::LoadOptions {
         kv_dir: sqlora::paths::cache_dir().ok().map(|d| d.join("kv")),
+        weights_dir: sqlora::paths::cache_dir().ok().map(|d| d.join("weights")),
         ..Default::default()
     };
     let mut engine = Some(sqlora::llm::Engine::load(&model, &load).unwrap());

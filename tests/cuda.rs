@@ -29,6 +29,7 @@ fn engine(dense: bool) -> Engine {
         plan,
         device,
         kv_dir: None,
+        weights_dir: None,
     };
     Engine::load(&common::model_path(), &opts).unwrap()
 }

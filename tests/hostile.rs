@@ -332,6 +332,7 @@ fn hostile_questions_and_schema_text_change_nothing() {
     let on_every = ["What do the notes say?", "How many notes are there?"];
     let load = sqlora::llm::LoadOptions {
         kv_dir: sqlora::paths::cache_dir().ok().map(|d| d.join("kv")),
+        weights_dir: sqlora::paths::cache_dir().ok().map(|d| d.join("weights")),
         ..Default::default()
     };
     let mut loaded = sqlora::llm::Engine::load(&model, &load).unwrap();

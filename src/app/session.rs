@@ -125,6 +125,7 @@ pub fn load_engine(opts: &ModelOpts) -> Result<llm::Engine> {
         plan: hub::device::plan_for(&device),
         device,
         kv_dir: paths::cache_dir().ok().map(|d| d.join("kv")),
+        weights_dir: paths::cache_dir().ok().map(|d| d.join("weights")),
     };
     let mut engine = llm::Engine::load(&path, &load)
         .with_context(|| format!("loading model {}", path.display()))?;

@@ -522,6 +522,7 @@ pub(super) fn load_for_training(
             },
             device,
             kv_dir: None,
+            weights_dir: None,
         },
     )
     .with_context(|| format!("loading model {}", path.display()))

@@ -14,14 +14,13 @@
 
 use std::time::Instant;
 
-use candle_core::quantized::QMatMul;
 #[cfg(feature = "cuda")]
 use candle_core::Device;
 use candle_core::{DType, Tensor, D};
 
 use super::block::{self, LayerOps};
 use super::layers::{causal_mask, rope};
-use super::linear::{frozen, Form};
+use super::linear::frozen;
 use super::lora::adapter::Target;
 use super::lora::dropout::Dropout;
 use super::lora::params::LoraParams;
@@ -290,7 +289,7 @@ impl Model {
         let (b, seq) = ids.dims2()?;
         Ok(self
             .embed
-            .index_select(&ids.flatten_all()?, 0)?
+            .lookup(&ids.flatten_all()?)?
             .reshape((b, seq, self.config.hidden))?
             .to_dtype(dtype)?)
     }
@@ -354,12 +353,6 @@ impl Model {
     /// The output layer's weight `[vocab, hidden]` dequantized to f32, for the loss of one
     /// batch to use in all its chunks (instead of dequantizing 136M values per chunk).
     pub fn head_weight(&self) -> Result<Tensor, LlmError> {
-        Ok(match &self.lm_head.wide {
-            Form::Quant(m) => match m.as_ref() {
-                QMatMul::QTensor(q) => q.dequantize(self.device())?,
-                QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.to_dtype(DType::F32)?,
-            },
-            Form::Dense(w) => w.to_dtype(DType::F32)?,
-        })
+        Ok(self.lm_head.wide.dense_f32(self.device())?)
     }
 }

@@ -14,13 +14,14 @@ use candle_core::{Device, Tensor};
 
 use super::cache::{BatchCache, KvCache};
 use super::config::{Arch, ModelConfig};
+use super::cpu::store;
 #[cfg(feature = "cuda")]
 use super::cuda::decode as cuda_decode;
 use super::generate::{self, GenOptions, Row, Sample, Sampler, TokenMask};
 use super::gguf_check;
 use super::linear::WeightPlan;
 use super::lora::adapter as lora;
-use super::model::Model;
+use super::model::{Int8Source, Model};
 use super::prompt::{ChatTemplate, Prompt};
 use super::tokenizer::TextTokenizer;
 use super::LlmError;
@@ -33,6 +34,9 @@ pub struct LoadOptions {
     pub device: Device,
     /// Where the KV state of prompt prefixes is kept between runs (`None`: memory only).
     pub kv_dir: Option<PathBuf>,
+    /// Where the CPU's converted int8 weights are kept between runs (`None`: converted at
+    /// every load).
+    pub weights_dir: Option<PathBuf>,
 }
 
 /// Prefix KV files kept on disk; older ones are removed.
@@ -44,6 +48,7 @@ impl Default for LoadOptions {
             plan: WeightPlan::cpu_default(),
             device: Device::Cpu,
             kv_dir: None,
+            weights_dir: None,
         }
     }
 }
@@ -167,6 +172,12 @@ impl Engine {
             .map_err(|e| LlmError::Corrupt(format!("{}: {e}", path.display())))?;
         let tokenizer = TextTokenizer::from_gguf(&content)?;
         let template = ChatTemplate::from_gguf(&content);
+        let weights_file = opts
+            .weights_dir
+            .as_ref()
+            .filter(|_| opts.device.is_cpu())
+            .and_then(|dir| store::path_for(dir, path));
+        let mapped = weights_file.as_deref().and_then(store::Mapped::open);
         // Each token's bytes, which the schema mask reads at every step (151,936 entries for
         // Qwen, about 80 ms on 2 cores), are spelled out beside the weights' load, so that the
         // first masked answer does not wait for them.
@@ -175,8 +186,19 @@ impl Engine {
             let table = std::panic::AssertUnwindSafe(|| tokenizer.token_bytes(0).len());
             let _ = std::thread::Builder::new()
                 .spawn_scoped(s, move || std::panic::catch_unwind(table));
-            Model::from_gguf(&content, &mut reader, &opts.plan, &opts.device)
+            let source = Int8Source {
+                mapped: mapped.as_ref(),
+            };
+            Model::load(&content, &mut reader, &opts.plan, &opts.device, &source)
         })?;
+        // First start on this GGUF: keep the converted weights for the next (best effort: a
+        // failure costs the next start its conversion, nothing else).
+        if let (None, Some(file)) = (&mapped, &weights_file) {
+            let all = model.int8_matrices();
+            if !all.is_empty() {
+                let _ = store::write(file, &all);
+            }
+        }
         let modified = meta
             .modified()
             .ok()

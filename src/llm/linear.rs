@@ -1,6 +1,7 @@
 //! A linear layer in the forms sqlora runs it: for inference a [`Projection`] holds the weight
-//! representation that is fastest for each phase (dense f32 for prefill, Q8_0 for single-token
-//! decode on CPU; the GGUF on disk stays 4-bit) with an optional LoRA delta on top; for
+//! representation that is fastest for each phase (on CPU sqlora's own int8 cells for both,
+//! see [`super::cpu`]; on CUDA dense f32 for prefill and the GGUF's own blocks for decode) with
+//! an optional LoRA delta on top; for
 //! training a [`FrozenLinear`] keeps only the 4-bit weight and dequantizes it for each product
 //! and its backward (QLoRA).
 //!
@@ -14,6 +15,7 @@ use candle_core::{
     CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Storage, Tensor, D,
 };
 
+use super::cpu::Int8Matrix;
 use super::lora::adapter::LoraPair;
 use super::LlmError;
 
@@ -24,8 +26,11 @@ pub enum WeightFormat {
     Native,
     /// Re-quantized to Q8_0: the fastest single-row kernel on CPU.
     Q8_0,
-    /// Dequantized to f32: the fastest many-row (prefill) path on CPU.
+    /// Dequantized to f32 (cuBLAS's prefill path on CUDA).
     F32,
+    /// sqlora's own CPU cells ([`Int8Matrix`]): bytes with a scale and an offset per 32
+    /// weights, multiplied by integer dot products. CPU only (CUDA gets `Native`).
+    Int8,
 }
 
 impl std::str::FromStr for WeightFormat {
@@ -35,7 +40,10 @@ impl std::str::FromStr for WeightFormat {
             "native" | "gguf" => Ok(Self::Native),
             "q8_0" | "q8" => Ok(Self::Q8_0),
             "f32" => Ok(Self::F32),
-            _ => Err(format!("unknown weight format `{s}` (native, q8_0, f32)")),
+            "int8" => Ok(Self::Int8),
+            _ => Err(format!(
+                "unknown weight format `{s}` (native, q8_0, f32, int8)"
+            )),
         }
     }
 }
@@ -50,12 +58,12 @@ pub struct WeightPlan {
 }
 
 impl WeightPlan {
-    /// Measured on 2 CPU cores (see `scripts/bench-cpu`): f32 prefills ~15x faster than
-    /// Q4_K, and Q8_0 decodes ~3x faster than Q4_K and ~2.5x faster than f32.
+    /// One int8 copy serves both phases on CPU (see `scripts/bench-cpu` for its speed beside
+    /// the f32 / Q8_0 pair it replaced, which held 2.5 GB for a 491 MB model).
     pub fn cpu_default() -> Self {
         Self {
-            prefill: WeightFormat::F32,
-            decode: WeightFormat::Q8_0,
+            prefill: WeightFormat::Int8,
+            decode: WeightFormat::Int8,
             wide_rows: 4,
         }
     }
@@ -65,6 +73,7 @@ impl WeightPlan {
 pub(super) enum Form {
     Quant(Arc<QMatMul>),
     Dense(Tensor),
+    Int8(Arc<Int8Matrix>),
 }
 
 impl Form {
@@ -76,7 +85,14 @@ impl Form {
         let native_dense = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         Ok(match fmt {
             WeightFormat::F32 => Form::Dense(q.dequantize(device)?),
+            WeightFormat::Int8
+                if device.is_cpu()
+                    && Int8Matrix::fits(q.shape().dims2()?.0, q.shape().dims2()?.1) =>
+            {
+                Form::Int8(Arc::new(Int8Matrix::from_qtensor(q)?))
+            }
             _ if native_dense => Form::Dense(q.dequantize(device)?),
+            WeightFormat::Int8 => Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?)),
             WeightFormat::Native => Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?)),
             // See `merged`: no Q8_0 re-quantization on CUDA; its native kernels are used.
             WeightFormat::Q8_0 if device.is_cuda() => {
@@ -101,6 +117,10 @@ impl Form {
     pub(super) fn merged(&self, delta: &Tensor) -> candle_core::Result<Self> {
         Ok(match self {
             Form::Dense(w) => Form::Dense((w + delta.to_dtype(w.dtype())?)?),
+            Form::Int8(m) => {
+                let dense = (m.dequantize(delta.device())? + delta)?;
+                Form::Int8(Arc::new(Int8Matrix::from_f32(&dense)?))
+            }
             Form::Quant(m) => {
                 let dense = match m.as_ref() {
                     QMatMul::QTensor(q) => q.dequantize(delta.device())?,
@@ -119,9 +139,32 @@ impl Form {
         })
     }
 
+    /// The weight `[out, in]` dequantized to f32 on `device`.
+    pub(super) fn dense_f32(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Form::Dense(w) => w.to_dtype(DType::F32),
+            Form::Int8(m) => m.dequantize(device),
+            Form::Quant(m) => match m.as_ref() {
+                QMatMul::QTensor(q) => q.dequantize(device),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32),
+            },
+        }
+    }
+
     pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Form::Quant(m) => m.forward(x),
+            Form::Int8(m) => {
+                let dims = x.dims().to_vec();
+                let k = dims[dims.len() - 1];
+                let rows = x.elem_count() / k.max(1);
+                let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                let y = super::cpu::matmul(&flat, rows, m);
+                let mut out = dims;
+                let last = out.len() - 1;
+                out[last] = m.rows();
+                Tensor::from_vec(y, out, x.device())
+            }
             Form::Dense(w) => {
                 let dims = x.dims().to_vec();
                 let k = dims[dims.len() - 1];
@@ -185,6 +228,36 @@ impl Projection {
         })
     }
 
+    /// A projection whose weight is already in its one form for both phases (int8 cells
+    /// mapped from the weight cache).
+    pub(super) fn from_form(form: Form, bias: Option<Tensor>, plan: &WeightPlan) -> Self {
+        let dims = match &form {
+            Form::Int8(m) => (m.rows(), m.cols()),
+            Form::Dense(w) => w.dims2().unwrap_or((0, 0)),
+            Form::Quant(m) => match m.as_ref() {
+                QMatMul::QTensor(q) => q.shape().dims2().unwrap_or((0, 0)),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims2().unwrap_or((0, 0)),
+            },
+        };
+        Self {
+            narrow: form.clone(),
+            wide: form,
+            wide_rows: plan.wide_rows,
+            bias,
+            dims,
+            lora: None,
+            narrow_is_wide: true,
+        }
+    }
+
+    /// The int8 cells this projection holds, when it is in that form (for the weight cache).
+    pub(super) fn int8(&self) -> Option<&Int8Matrix> {
+        match &self.wide {
+            Form::Int8(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Puts a LoRA delta on this projection (or takes it off with `None`), checking shapes.
     pub(super) fn set_lora(
         &mut self,
@@ -234,12 +307,20 @@ impl Projection {
     /// (for kernels that keep their own copy of the weights).
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(super) fn effective_weight(&self) -> candle_core::Result<Tensor> {
+        let device = match &self.bias {
+            Some(b) => b.device().clone(),
+            None => self
+                .lora
+                .as_ref()
+                .map_or(Device::Cpu, |l| l.a.device().clone()),
+        };
         let w = match &self.wide {
-            Form::Dense(w) => w.to_dtype(DType::F32)?,
             Form::Quant(m) => match m.as_ref() {
                 QMatMul::QTensor(q) => q.dequantize(&q.device())?,
-                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+                _ => self.wide.dense_f32(&device)?,
             },
+            Form::Dense(w) => w.to_dtype(DType::F32)?,
+            Form::Int8(_) => self.wide.dense_f32(&device)?,
         };
         match &self.lora {
             Some(l) => w + (l.b.matmul(&l.a)? * l.scale)?.to_dtype(DType::F32)?,
@@ -381,5 +462,6 @@ pub(super) fn frozen(p: &Projection, x: &Tensor) -> candle_core::Result<Tensor> 
             QMatMul::Tensor(w) | QMatMul::TensorF16(w) => dense(w),
         },
         Form::Dense(w) => dense(w),
+        Form::Int8(m) => dense(&m.dequantize(x.device())?),
     }
 }

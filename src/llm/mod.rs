@@ -14,6 +14,7 @@ mod bench_hooks;
 pub mod block;
 pub mod cache;
 pub mod config;
+pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod engine;

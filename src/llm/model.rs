@@ -6,14 +6,18 @@
 //!
 //! Never tokenizes, never decodes a token, never prints.
 
+use std::sync::Arc;
+
 use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::block::{self, InferOps, Layer};
 use super::cache::{BatchCache, KvCache};
 use super::config::{Arch, ModelConfig};
+use super::cpu::store::Mapped;
+use super::cpu::Int8Matrix;
 use super::layers::{batch_mask, causal_mask, rope_tables};
-use super::linear::{Projection, WeightPlan};
+use super::linear::{Form, Projection, WeightFormat, WeightPlan};
 use super::lora::adapter::{Adapter, Target};
 use super::LlmError;
 
@@ -21,13 +25,53 @@ use super::LlmError;
 #[derive(Debug)]
 pub struct Model {
     pub config: ModelConfig,
-    pub(super) embed: Tensor,
+    pub(super) embed: Embedding,
     pub(super) layers: Vec<Layer>,
     pub(super) norm: Tensor,
     pub(super) lm_head: Projection,
     pub(super) cos: Tensor,
     pub(super) sin: Tensor,
     device: Device,
+}
+
+/// The token embedding table: f32 (GPU, training), or the CPU's int8 cells with rows
+/// dequantized on lookup (a mapped table then costs memory only for the rows read).
+#[derive(Debug, Clone)]
+pub(super) enum Embedding {
+    Dense(Tensor),
+    Int8(Arc<Int8Matrix>),
+}
+
+impl Embedding {
+    /// Rows `ids` (`[n]` u32), `[n, hidden]` f32.
+    pub(super) fn lookup(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Embedding::Dense(t) => t.index_select(ids, 0),
+            Embedding::Int8(m) => m.gather(&ids.flatten_all()?.to_vec1::<u32>()?),
+        }
+    }
+
+    /// The whole table in f32 (for kernels that keep their own copy).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(super) fn dense(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Embedding::Dense(t) => t.to_dtype(DType::F32),
+            Embedding::Int8(m) => m.dequantize(device),
+        }
+    }
+
+    fn dims(&self) -> candle_core::Result<(usize, usize)> {
+        match self {
+            Embedding::Dense(t) => t.dims2(),
+            Embedding::Int8(m) => Ok((m.rows(), m.cols())),
+        }
+    }
+}
+
+/// Where the int8 cells of a CPU model come from: converted from the GGUF now, or mapped from
+/// the cache file an earlier start wrote.
+pub(super) struct Int8Source<'a> {
+    pub mapped: Option<&'a Mapped>,
 }
 
 impl Model {
@@ -37,14 +81,41 @@ impl Model {
         plan: &WeightPlan,
         device: &Device,
     ) -> Result<Self, LlmError> {
+        Self::load(ct, reader, plan, device, &Int8Source { mapped: None })
+    }
+
+    pub(super) fn load<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+        plan: &WeightPlan,
+        device: &Device,
+        source: &Int8Source,
+    ) -> Result<Self, LlmError> {
         let config = ModelConfig::from_gguf(ct)?;
         let mut tensor = |name: &str| -> Result<QTensor, LlmError> {
             ct.tensor(reader, name, device)
                 .map_err(|e| LlmError::Corrupt(format!("tensor `{name}`: {e}")))
         };
-        let embed_q = tensor("token_embd.weight")?;
-        let embed = embed_q.dequantize(device)?;
-        let (vocab, hidden) = embed.dims2()?;
+        // On CPU with int8 for both phases, a projection is its int8 cells alone: mapped when
+        // the cache has them, converted otherwise.
+        let int8 = device.is_cpu()
+            && plan.prefill == WeightFormat::Int8
+            && plan.decode == WeightFormat::Int8;
+        let mapped =
+            |name: &str| -> Option<Int8Matrix> { source.mapped.filter(|_| int8)?.get(name) };
+        let embed = match mapped("token_embd.weight") {
+            Some(m) => Embedding::Int8(Arc::new(m)),
+            None => {
+                let q = tensor("token_embd.weight")?;
+                let (rows, cols) = q.shape().dims2()?;
+                if int8 && Int8Matrix::fits(rows, cols) {
+                    Embedding::Int8(Arc::new(Int8Matrix::from_qtensor(&q)?))
+                } else {
+                    Embedding::Dense(q.dequantize(device)?)
+                }
+            }
+        };
+        let (vocab, hidden) = embed.dims()?;
         if hidden != config.hidden {
             return Err(LlmError::Corrupt(format!(
                 "token_embd is {vocab}x{hidden}, metadata says hidden size {}",
@@ -61,20 +132,35 @@ impl Model {
             prefill: plan.decode,
             ..*plan
         };
-        let lm_head = match tensor("output.weight") {
-            Ok(q) => Projection::new(q, None, &head_plan, device)?,
-            Err(_) => Projection::new(embed_q, None, &head_plan, device)?,
+        let lm_head = if let Some(m) = mapped("output.weight") {
+            Projection::from_form(Form::Int8(Arc::new(m)), None, &head_plan)
+        } else {
+            match tensor("output.weight") {
+                Ok(q) => Projection::new(q, None, &head_plan, device)?,
+                // Tied embeddings: the head is the embedding table.
+                Err(_) => match &embed {
+                    Embedding::Int8(m) => {
+                        Projection::from_form(Form::Int8(m.clone()), None, &head_plan)
+                    }
+                    Embedding::Dense(_) => {
+                        Projection::new(tensor("token_embd.weight")?, None, &head_plan, device)?
+                    }
+                },
+            }
         };
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let mut proj = |name: &str, with_bias: bool| -> Result<Projection, LlmError> {
-                let w = tensor(&format!("blk.{i}.{name}.weight"))?;
                 let bias = if with_bias {
                     Some(tensor(&format!("blk.{i}.{name}.bias"))?.dequantize(device)?)
                 } else {
                     None
                 };
-                Ok(Projection::new(w, bias, plan, device)?)
+                let weight = format!("blk.{i}.{name}.weight");
+                if let Some(m) = mapped(&weight) {
+                    return Ok(Projection::from_form(Form::Int8(Arc::new(m)), bias, plan));
+                }
+                Ok(Projection::new(tensor(&weight)?, bias, plan, device)?)
             };
             let qkv_bias = config.arch == Arch::Qwen2;
             let layer = Layer {
@@ -102,6 +188,27 @@ impl Model {
             sin,
             device: device.clone(),
         })
+    }
+
+    /// Every weight held as int8 cells, by its GGUF tensor name (what the weight cache stores).
+    pub(super) fn int8_matrices(&self) -> Vec<(String, &Int8Matrix)> {
+        let mut out = Vec::new();
+        if let Embedding::Int8(m) = &self.embed {
+            out.push(("token_embd.weight".to_string(), m.as_ref()));
+        }
+        if let Some(m) = self.lm_head.int8() {
+            if !matches!(&self.embed, Embedding::Int8(e) if std::ptr::eq(e.as_ref(), m)) {
+                out.push(("output.weight".to_string(), m));
+            }
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            for t in Target::ALL {
+                if let Some(m) = layer.projection(t).int8() {
+                    out.push((format!("blk.{i}.{}.weight", t.gguf()), m));
+                }
+            }
+        }
+        out
     }
 
     pub fn device(&self) -> &Device {
@@ -284,7 +391,7 @@ impl Model {
     ) -> Result<Tensor, LlmError> {
         let mut x = self
             .embed
-            .index_select(ids, 0)?
+            .lookup(ids)?
             .reshape((b, seq, self.config.hidden))?;
         for (layer, slot) in self.layers.iter().zip(slots.iter_mut()) {
             let mut ops = InferOps {

@@ -259,7 +259,7 @@ impl Decoder {
         }
         let head = f16(model.lm_head.effective_weight()?)?;
         let vocab = head.dim(0)?;
-        let embed = model.embed.to_dtype(DType::F32)?.contiguous()?;
+        let embed = model.embed.dense(model.device())?.contiguous()?;
         let cos = model.cos.contiguous()?;
         let sin = model.sin.contiguous()?;
         let out_norm = model.norm.to_dtype(DType::F32)?.contiguous()?;

@@ -25,13 +25,12 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
 use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-use candle_core::quantized::QMatMul;
 use candle_core::{CudaDevice, DType, Device, Tensor};
 
 use super::train_ops::*;
 use crate::llm::autograd::LayerInputs;
 use crate::llm::config::Arch;
-use crate::llm::linear::{Form, Projection};
+use crate::llm::linear::Projection;
 use crate::llm::lora::adapter::Target;
 use crate::llm::lora::dropout::{mask_seed, Dropout};
 use crate::llm::lora::params::LoraParams;
@@ -94,14 +93,7 @@ pub struct Layers<'m> {
 
 /// The frozen weight `[out, in]` of `p` in bf16, for one product.
 fn weight(p: &Projection, dev: &Device) -> Result<Tensor> {
-    let w = match &p.wide {
-        Form::Quant(m) => match m.as_ref() {
-            QMatMul::QTensor(q) => q.dequantize(dev)?,
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.clone(),
-        },
-        Form::Dense(w) => w.clone(),
-    };
-    w.to_dtype(DType::BF16)?.contiguous()
+    p.wide.dense_f32(dev)?.to_dtype(DType::BF16)?.contiguous()
 }
 
 impl<'m> Layers<'m> {

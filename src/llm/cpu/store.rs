@@ -1,0 +1,192 @@
+//! The converted CPU weights on disk: one file per GGUF (keyed, like the prompt-prefix cache, by
+//! the model file's path, size and modification time, plus the cell format's version and
+//! sqlora's version, so a rebuilt or replaced GGUF or a new sqlora never reads an old file),
+//! holding every [`Int8Matrix`] by its GGUF tensor name, memory-mapped at
+//! the next start so that loading costs a `stat` and page faults instead of a conversion. A
+//! file that is truncated, of another version or of another model is ignored and rewritten.
+//!
+//! Owns the file format and its key; never converts weights, never decides whether a model
+//! uses the cache.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::blocks::{Int8Matrix, CELL_BYTES};
+
+const MAGIC: &[u8; 8] = b"SQLINT8\0";
+/// Bump when the cell layout or the conversions change.
+const FORMAT: u32 = 1;
+/// Data starts on a page boundary; each matrix on a cell boundary.
+const PAGE: usize = 4096;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    format: u32,
+    sqlora: String,
+    tensors: BTreeMap<String, Entry>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    rows: usize,
+    cols: usize,
+    /// From the start of the file.
+    offset: usize,
+}
+
+/// The cache file for the GGUF at `model` under `dir`.
+pub fn path_for(dir: &Path, model: &Path) -> Option<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let meta = std::fs::metadata(model).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    let canonical = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
+    let h = Sha256::new()
+        .chain_update(canonical.to_string_lossy().as_bytes())
+        .chain_update(format!(
+            "|{}|{modified}|{FORMAT}|{}",
+            meta.len(),
+            env!("CARGO_PKG_VERSION")
+        ))
+        .finalize();
+    let name: String = h.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    Some(dir.join(format!("{name}.int8")))
+}
+
+/// The matrices of a cache file, mapped.
+pub struct Mapped {
+    map: Arc<memmap2::Mmap>,
+    tensors: BTreeMap<String, Entry>,
+}
+
+impl Mapped {
+    /// Maps `file` when it is a complete cache file of this format; `None` otherwise.
+    pub fn open(file: &Path) -> Option<Self> {
+        let f = std::fs::File::open(file).ok()?;
+        // SAFETY: the file is written once under a temporary name and renamed into place;
+        // sqlora never changes it afterwards (a user who edits it gets wrong weights, as with
+        // an edited GGUF).
+        let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+        if map.len() < 16 || &map[..8] != MAGIC {
+            return None;
+        }
+        let len = u64::from_le_bytes(map[8..16].try_into().ok()?) as usize;
+        let header: Header =
+            serde_json::from_slice(map.get(16..16usize.checked_add(len)?)?).ok()?;
+        if header.format != FORMAT || header.sqlora != env!("CARGO_PKG_VERSION") {
+            return None;
+        }
+        let map = Arc::new(map);
+        // Every entry must lie inside the file, aligned.
+        for e in header.tensors.values() {
+            Int8Matrix::from_mapped(e.rows, e.cols, map.clone(), e.offset)?;
+        }
+        Some(Self {
+            map,
+            tensors: header.tensors,
+        })
+    }
+
+    /// The matrix stored as `name`, if any.
+    pub fn get(&self, name: &str) -> Option<Int8Matrix> {
+        let e = self.tensors.get(name)?;
+        Int8Matrix::from_mapped(e.rows, e.cols, self.map.clone(), e.offset)
+    }
+}
+
+/// Writes `tensors` to `file` (through a temporary name and a rename).
+pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<()> {
+    let mut entries = BTreeMap::new();
+    let mut offset = 0usize;
+    for (name, m) in tensors {
+        entries.insert(
+            name.clone(),
+            Entry {
+                rows: m.rows(),
+                cols: m.cols(),
+                offset,
+            },
+        );
+        offset += m.bytes().len().div_ceil(CELL_BYTES) * CELL_BYTES;
+    }
+    // The header's length depends on the offsets, which depend on where data starts: reserve
+    // pages for the header first, then shift every offset by them.
+    let draft = serde_json::to_vec(&Header {
+        format: FORMAT,
+        sqlora: env!("CARGO_PKG_VERSION").into(),
+        tensors: BTreeMap::new(),
+    })?;
+    let room = (16 + draft.len() + entries.len() * 96).div_ceil(PAGE) * PAGE;
+    for e in entries.values_mut() {
+        e.offset += room;
+    }
+    let header = serde_json::to_vec(&Header {
+        format: FORMAT,
+        sqlora: env!("CARGO_PKG_VERSION").into(),
+        tensors: entries,
+    })?;
+    if 16 + header.len() > room {
+        return Err(std::io::Error::other(
+            "weight cache header outgrew its room",
+        ));
+    }
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        w.write_all(MAGIC)?;
+        w.write_all(&(header.len() as u64).to_le_bytes())?;
+        w.write_all(&header)?;
+        w.write_all(&vec![0u8; room - 16 - header.len()])?;
+        for (_, m) in tensors {
+            let b = m.bytes();
+            w.write_all(b)?;
+            w.write_all(&vec![
+                0u8;
+                b.len().div_ceil(CELL_BYTES) * CELL_BYTES - b.len()
+            ])?;
+        }
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn a_written_cache_maps_back_to_the_same_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |rows: usize, cols: usize, seed: usize| {
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * seed) % 211) as f32 / 100.0 - 1.0)
+                .collect();
+            Int8Matrix::from_f32(&Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()).unwrap()
+        };
+        let (a, b) = (w(32, 64, 7), w(16, 96, 13));
+        let file = dir.path().join("m.int8");
+        write(&file, &[("a".into(), &a), ("b".into(), &b)]).unwrap();
+        let mapped = Mapped::open(&file).unwrap();
+        assert_eq!(mapped.get("a").unwrap().bytes(), a.bytes());
+        assert_eq!(mapped.get("b").unwrap().bytes(), b.bytes());
+        assert!(mapped.get("c").is_none());
+        // A truncated file is not used.
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(Mapped::open(&file).is_none());
+    }
+}
