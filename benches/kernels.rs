@@ -1,5 +1,5 @@
-//! The CPU products one at a time, on the default model's shapes: sqlora's int8 kernels (each
-//! kernel this CPU runs) beside candle's f32 matmul and its Q8_0 quantized matmul, for one row
+//! The CPU products one at a time, on the default model's shapes: sqlora's int8 kernel (the
+//! best this CPU runs, on cells of kind U8, Q8 and Q5) beside candle's f32 matmul and its Q8_0 quantized matmul, for one row
 //! (decode) and 555 rows (prefill). Random weights; GFLOP/s counts 2·rows·out·in.
 //!
 //! Run: `cargo bench --bench kernels` (`BENCH_ROWS=1,555` picks the row counts).
@@ -47,7 +47,17 @@ fn main() -> candle_core::Result<()> {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let q8 = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q8_0)?)?;
-            let m = Int8Matrix::from_f32(&w)?;
+            let kinds = [
+                ("U8", Int8Matrix::from_f32(&w)?),
+                (
+                    "Q8",
+                    Int8Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q8_0)?)?,
+                ),
+                (
+                    "Q5",
+                    Int8Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q5_0)?)?,
+                ),
+            ];
             let flops = 2.0 * (rows * n * k) as f64;
             let budget = 0.5;
             let mut line = format!("{rows:>4} rows {name:<18}");
@@ -65,14 +75,14 @@ fn main() -> candle_core::Result<()> {
                 budget,
             );
             line += &format!(" | q8_0 {:>6.1}", flops / q8_s / 1e9);
-            for kernel in Kernel::available() {
+            for (label, m) in &kinds {
                 let s = time(
                     || {
-                        gemm::matmul_with(kernel, &xv, rows, &m);
+                        gemm::matmul_with(Kernel::best(), &xv, rows, m);
                     },
                     budget,
                 );
-                line += &format!(" | {} {:>6.1}", kernel.name(), flops / s / 1e9);
+                line += &format!(" | {label} {:>6.1}", flops / s / 1e9);
             }
             println!("{line}  GFLOP/s");
         }

@@ -30,6 +30,7 @@ pub fn command(args: ShellArgs) -> Result<()> {
         if tables == 1 { "" } else { "s" }
     );
     let mut model_error = None;
+    let mut warming = None;
     let spinner = Spinner::start("loading the model");
     let loaded = load_backend(&args.common.model);
     drop(spinner);
@@ -66,26 +67,39 @@ pub fn command(args: ShellArgs) -> Result<()> {
                     info.path.display()
                 );
             }
-            let t = std::time::Instant::now();
-            let spinner = Spinner::start(&match pipeline.prefix_tokens() {
-                Some(n) => format!("reading the schema into the model ({n} tokens)"),
-                None => "reading the schema".into(),
-            });
-            let warmed = pipeline.warm_up(&cancel);
-            drop(spinner);
-            match warmed {
-                Ok(0) if pipeline.selects_tables() => eprintln!(
-                    "schema context: over the budget of {} tokens, so the tables are chosen per \
-                     question (\\context shows them); value index ready in {:.1} s",
-                    pipeline.context_tokens,
-                    t.elapsed().as_secs_f64()
-                ),
-                Ok(n) => eprintln!(
-                    "schema context: {n} tokens, cached in {:.1} s",
-                    t.elapsed().as_secs_f64()
-                ),
-                Err(e) => {
-                    eprintln!("sqlora: {e} (the schema will be read with the first question)")
+            // The schema is read into an in-process model while the user types the first
+            // line; other setups (a server, per-question table selection) prepare it now.
+            if let Some(w) = pipeline.start_warm_up(&cancel) {
+                eprintln!(
+                    "{} while you type",
+                    match w.tokens {
+                        Some(n) => format!("reading the schema into the model ({n} tokens)"),
+                        None => "reading the schema into the model".into(),
+                    }
+                );
+                warming = Some(w);
+            } else {
+                let t = std::time::Instant::now();
+                let spinner = Spinner::start(&match pipeline.prefix_tokens() {
+                    Some(n) => format!("reading the schema into the model ({n} tokens)"),
+                    None => "reading the schema".into(),
+                });
+                let warmed = pipeline.warm_up(&cancel);
+                drop(spinner);
+                match warmed {
+                    Ok(0) if pipeline.selects_tables() => eprintln!(
+                        "schema context: over the budget of {} tokens, so the tables are chosen \
+                         per question (\\context shows them); value index ready in {:.1} s",
+                        pipeline.context_tokens,
+                        t.elapsed().as_secs_f64()
+                    ),
+                    Ok(n) => eprintln!(
+                        "schema context: {n} tokens, cached in {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => {
+                        eprintln!("sqlora: {e} (the schema will be read with the first question)")
+                    }
                 }
             }
             cancel.reset();
@@ -111,6 +125,7 @@ pub fn command(args: ShellArgs) -> Result<()> {
             model_error,
             feedback,
             adapters: Box::new(Library),
+            warming,
         },
         shell::Options {
             format: args.format,

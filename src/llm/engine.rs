@@ -179,18 +179,20 @@ impl Engine {
             .and_then(|dir| store::path_for(dir, path));
         let mapped = weights_file.as_deref().and_then(store::Mapped::open);
         // Each token's bytes, which the schema mask reads at every step (151,936 entries for
-        // Qwen, about 80 ms on 2 cores), are spelled out beside the weights' load, so that the
-        // first masked answer does not wait for them.
-        let model = std::thread::scope(|s| {
-            // Best effort: without the thread, the first masked answer builds the table.
-            let table = std::panic::AssertUnwindSafe(|| tokenizer.token_bytes(0).len());
-            let _ = std::thread::Builder::new()
-                .spawn_scoped(s, move || std::panic::catch_unwind(table));
-            let source = Int8Source {
-                mapped: mapped.as_ref(),
-            };
-            Model::load(&content, &mut reader, &opts.plan, &opts.device, &source)
-        })?;
+        // Qwen, about 80 ms on 2 cores), are spelled out on another thread while the load goes
+        // on and the first prompt is read; the first masked answer waits for them only if it
+        // comes sooner. Best effort: without the thread, that answer builds the table.
+        let table = tokenizer.clone();
+        let _ = std::thread::Builder::new()
+            .name("token table".into())
+            .spawn(move || {
+                let table = std::panic::AssertUnwindSafe(table);
+                std::panic::catch_unwind(move || table.token_bytes(0).len())
+            });
+        let source = Int8Source {
+            mapped: mapped.as_ref(),
+        };
+        let model = Model::load(&content, &mut reader, &opts.plan, &opts.device, &source)?;
         // First start on this GGUF: keep the converted weights for the next (best effort: a
         // failure costs the next start its conversion, nothing else).
         if let (None, Some(file)) = (&mapped, &weights_file) {

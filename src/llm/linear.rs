@@ -185,6 +185,8 @@ struct Lora {
     a: Tensor,
     b: Tensor,
     scale: f64,
+    /// `a` and `b` as f32 on the host, for the CPU's few-row path (`cpu::add_lora`).
+    host: Option<Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 /// A linear layer `y = x·Wᵀ (+ b)` that carries one weight representation per phase, and
@@ -279,10 +281,20 @@ impl Projection {
                  {out}x{inp}: the adapter was made for another base model"
             )));
         }
+        let host = match (&self.wide, device.is_cpu()) {
+            (Form::Int8(_), true) => {
+                let flat = |t: &Tensor| -> candle_core::Result<Vec<f32>> {
+                    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+                };
+                Some(Arc::new((flat(&pair.a)?, flat(&pair.b)?)))
+            }
+            _ => None,
+        };
         self.lora = Some(Lora {
             a: pair.a.to_device(device)?,
             b: pair.b.to_device(device)?,
             scale,
+            host,
         });
         Ok(())
     }
@@ -335,6 +347,32 @@ impl Projection {
         } else {
             &self.narrow
         };
+        // Int8 cells with an adapter, few rows (decode): the delta is added on the host, in
+        // the product's own output, without candle's two small products.
+        if let (
+            Form::Int8(m),
+            Some(Lora {
+                host: Some(h),
+                scale,
+                ..
+            }),
+        ) = (form, &self.lora)
+        {
+            if rows <= 8 {
+                let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                let mut y = super::cpu::matmul(&flat, rows, m);
+                let rank = h.0.len() / self.dims.1.max(1);
+                super::cpu::add_lora(&flat, rows, &h.0, &h.1, rank, *scale as f32, &mut y);
+                let mut out = x.dims().to_vec();
+                let last = out.len() - 1;
+                out[last] = m.rows();
+                let y = Tensor::from_vec(y, out, x.device())?;
+                return match &self.bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
+        }
         let mut y = form.forward(x)?;
         if let Some(l) = &self.lora {
             let dims = x.dims().to_vec();

@@ -20,7 +20,8 @@ const STOP_TOKENS: &[&str] = &[
 
 #[derive(Clone)]
 pub struct TextTokenizer {
-    inner: Tokenizer,
+    /// Shared by clones (a clone is what fills the byte table on another thread at load).
+    inner: Arc<Tokenizer>,
     stop_ids: Vec<u32>,
     /// Each token's bytes, built on first need (shared by clones).
     bytes: Arc<OnceLock<Vec<Box<[u8]>>>>,
@@ -43,7 +44,7 @@ impl TextTokenizer {
         stop_ids.sort_unstable();
         stop_ids.dedup();
         Ok(Self {
-            inner,
+            inner: Arc::new(inner),
             stop_ids,
             bytes: Arc::default(),
         })

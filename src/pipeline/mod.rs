@@ -46,6 +46,21 @@ use generate::{same_error, Open};
 
 pub use crate::llm::prompt::Turn;
 
+/// The schema being read into the model on another thread ([`Pipeline::start_warm_up`]).
+pub struct Warming {
+    handle: std::thread::JoinHandle<(Engine, Result<usize, crate::llm::LlmError>)>,
+    /// Tokens of the schema prefix.
+    pub tokens: Option<usize>,
+    /// The adapter the model answers with (for the prompt meanwhile).
+    pub adapter: Option<String>,
+}
+
+impl Warming {
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
+
 pub struct Pipeline {
     db: Box<dyn Database>,
     schema: Schema,
@@ -200,6 +215,43 @@ impl Pipeline {
         let p = self.prompt_for(engine, "", &self.context);
         let engine = self.engine.as_deref_mut().ok_or(AskError::NoModel)?;
         Ok(engine.warm_prefix(&p.prefix, cancel)?)
+    }
+
+    /// [`Pipeline::warm_up`] on another thread, for the shell to read the schema while the user
+    /// types: the in-process model is handed to the thread and comes back with
+    /// [`Pipeline::finish_warm_up`]. `None` (nothing started) without an in-process model or
+    /// when the tables are chosen per question.
+    pub fn start_warm_up(&mut self, cancel: &Cancel) -> Option<Warming> {
+        if self.selects_tables() {
+            return None;
+        }
+        let engine = self.engine.as_deref()?;
+        engine.local()?;
+        let prefix = self.prompt_for(engine, "", &self.context).prefix;
+        let tokens = self.prefix_tokens();
+        let adapter = engine.adapter_name();
+        let mut engine = self.take_engine()?;
+        let cancel = cancel.clone();
+        let handle = std::thread::spawn(move || {
+            let r = engine.warm_prefix(&prefix, &cancel);
+            (engine, r)
+        });
+        Some(Warming {
+            handle,
+            tokens,
+            adapter,
+        })
+    }
+
+    /// Takes the model back from a [`Warming`] (waiting for it) and says how it went.
+    pub fn finish_warm_up(&mut self, w: Warming) -> Result<usize, AskError> {
+        let (engine, result) = w.handle.join().map_err(|_| {
+            AskError::Model(crate::llm::LlmError::Generation(
+                "the model stopped while reading the schema".into(),
+            ))
+        })?;
+        self.set_engine(engine);
+        Ok(result?)
     }
 
     /// Answers a plain-English question: generate SQL, check it, run it. When the answer holds

@@ -66,6 +66,8 @@ pub struct Shell {
     input: input::State,
     /// `\adapter`: the adapter library and how an adapter is applied (see [`Adapters`]).
     adapters: Box<dyn Adapters>,
+    /// The schema being read into the model at launch; taken back before the first line runs.
+    warming: Option<crate::pipeline::Warming>,
 }
 
 /// What `\adapter` needs from the layer that started the shell: the adapter library and the
@@ -100,6 +102,8 @@ pub struct Opened {
     /// Where answers and verdicts are kept (none: they are not logged this session).
     pub feedback: Option<crate::feedback::Store>,
     pub adapters: Box<dyn Adapters>,
+    /// The schema being read into the model while the user types the first line.
+    pub warming: Option<crate::pipeline::Warming>,
 }
 
 /// The line editor with the shell's history settings. On a terminal, making it installs
@@ -146,6 +150,7 @@ pub fn run(editor: LineEditor, opened: Opened, options: Options) -> Result<()> {
         conversation: Default::default(),
         input: Default::default(),
         adapters: opened.adapters,
+        warming: opened.warming,
     };
     shell.reload_examples();
     shell.repl(editor.0)
@@ -255,7 +260,11 @@ impl Shell {
         self.bind_ctrl_c(&mut rl);
         loop {
             // The adapter in use, unless it is the one every database gets by default.
-            let prompt = match self.pipeline.backend().and_then(|e| e.adapter_name()) {
+            let adapter = match &self.warming {
+                Some(w) => w.adapter.clone(),
+                None => self.pipeline.backend().and_then(|e| e.adapter_name()),
+            };
+            let prompt = match adapter {
                 Some(a) if a != crate::llm::lora::bundled::NAME => format!("sqlora[{a}]> "),
                 _ => "sqlora> ".to_string(),
             };
@@ -269,6 +278,9 @@ impl Shell {
                     let _ = rl.add_history_entry(line);
                     if let Some(h) = &hist {
                         let _ = rl.append_history(h);
+                    }
+                    if !matches!(line, "\\q" | "\\quit") {
+                        self.finish_warming();
                     }
                     self.cancel.reset();
                     if let Flow::Quit = self.handle(line) {
@@ -284,6 +296,25 @@ impl Shell {
             }
         }
         Ok(())
+    }
+
+    /// Waits for the schema read started at launch (it ran while the user typed) and takes the
+    /// model back; says so when it failed.
+    fn finish_warming(&mut self) {
+        let Some(w) = self.warming.take() else {
+            return;
+        };
+        let spinner = (!w.is_finished()).then(|| {
+            progress::Spinner::start(&match w.tokens {
+                Some(n) => format!("reading the schema into the model ({n} tokens)"),
+                None => "reading the schema into the model".into(),
+            })
+        });
+        let result = self.pipeline.finish_warm_up(w);
+        drop(spinner);
+        if let Err(e) = result {
+            eprintln!("sqlora: {e} (the schema will be read with the question)");
+        }
     }
 
     /// Handles one input line.

@@ -1,10 +1,19 @@
 //! sqlora's own CPU weight format, [`Int8Matrix`]: every 32 weights of a row are `s·u + m`
-//! with `u` an unsigned byte and `s`, `m` f32, laid out for the VNNI product of `gemm`: 16 rows
-//! (one *group*) by one block of 32 columns form a 640-byte [`Cell`] — the 16 scales, the 16
-//! offsets, then eight 64-byte chunks, chunk `j` holding bytes `4j..4j+4` of each of the 16 rows
-//! side by side. Q8_0, Q4_0, Q5_0 and Q4_K convert exactly (their blocks are already of that
-//! form); other types are dequantized and each block quantized to 256 levels between its
-//! minimum and maximum (Q6_K's error grows by under 1/60 of its own step).
+//! with `u` an unsigned integer of at most 8 bits, laid out for the VNNI product of `gemm`: 16
+//! rows (one *group*) by one block of 32 columns form a *cell*, whose bytes `0..512` in logical
+//! order put, for chunk `j` (0..8), bytes `4j..4j+4` of each of the 16 rows side by side
+//! (`64j + 4·row + t`). How a cell stores them is the matrix's [`Kind`], chosen from the GGUF
+//! type so that the conversion is exact and decode reads about what the GGUF holds:
+//!
+//! | kind | from | cell | bytes / weight |
+//! |---|---|---|---|
+//! | `Q5` | Q5_0, Q4_0 | low nibbles, a high-bit plane, an f16 scale per row (`m = −16·s`) | 0.69 |
+//! | `Q4` | Q4_K | nibbles, f32 scale and offset per row | 0.75 |
+//! | `Q8` | Q8_0 | signed bytes, an f16 scale per row (`m = −128·s`) | 1.06 |
+//! | `U8` | anything else (Q6_K, f16, f32, a merged adapter) | bytes, f32 scale and offset | 1.25 |
+//!
+//! `U8` quantizes each block to 256 levels between its minimum and maximum (Q6_K's error grows
+//! by under 1/60 of its own step).
 //!
 //! Owns the format, the conversions and dequantization; never multiplies (that is `gemm`),
 //! never reads or writes files (`store`).
@@ -19,47 +28,145 @@ pub const BLOCK: usize = 32;
 /// Rows per group (one 512-bit register of f32 or i32 lanes).
 pub const GROUP: usize = 16;
 
-/// One group of 16 rows by one block of 32 columns.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-pub struct Cell {
-    pub s: [f32; GROUP],
-    pub m: [f32; GROUP],
-    /// Chunk `j` (64 bytes): for row `l` of the group, bytes `4j..4j+4` of its block at `64j + 4l`.
-    pub q: [u8; GROUP * BLOCK],
+/// How a matrix's cells hold their bytes (see the module's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Kind {
+    U8,
+    Q8,
+    Q5,
+    Q4,
 }
 
-/// Bytes of one [`Cell`].
-pub const CELL_BYTES: usize = std::mem::size_of::<Cell>();
-const _: () = assert!(CELL_BYTES == 640);
-
-impl Cell {
-    const ZERO: Cell = Cell {
-        s: [0.0; GROUP],
-        m: [0.0; GROUP],
-        q: [0; GROUP * BLOCK],
-    };
-
-    fn put(&mut self, lane: usize, s: f32, m: f32, u: &[u8; BLOCK]) {
-        self.s[lane] = s;
-        self.m[lane] = m;
-        for (i, &v) in u.iter().enumerate() {
-            self.q[(i / 4) * 64 + lane * 4 + i % 4] = v;
+impl Kind {
+    /// Bytes of one cell (16 rows × 32 weights).
+    pub const fn cell_bytes(self) -> usize {
+        match self {
+            Kind::U8 => 640,
+            Kind::Q8 => 544,
+            Kind::Q5 => 352,
+            Kind::Q4 => 384,
         }
     }
 
-    fn get(&self, lane: usize, out: &mut [f32]) {
-        let (s, m) = (self.s[lane], self.m[lane]);
+    /// The kind a GGUF type converts to exactly (`U8` for the rest, through f32).
+    fn of(dtype: GgmlDType) -> Kind {
+        match dtype {
+            GgmlDType::Q8_0 => Kind::Q8,
+            GgmlDType::Q5_0 | GgmlDType::Q4_0 => Kind::Q5,
+            GgmlDType::Q4K => Kind::Q4,
+            _ => Kind::U8,
+        }
+    }
+
+    /// Byte offsets within a cell: (s, m) for kinds with f32 scales and offsets; the f16 scales
+    /// for the others.
+    pub const U8_S: usize = 0;
+    pub const U8_M: usize = 64;
+    pub const U8_Q: usize = 128;
+    pub const Q8_D: usize = 512;
+    pub const Q5_QH: usize = 256;
+    pub const Q5_D: usize = 320;
+    pub const Q4_S: usize = 256;
+    pub const Q4_M: usize = 320;
+
+    /// The offset `m` of kinds that derive it from the scale (`m = factor·s`).
+    pub const fn offset_factor(self) -> Option<f32> {
+        match self {
+            Kind::Q8 => Some(-128.0),
+            Kind::Q5 => Some(-16.0),
+            _ => None,
+        }
+    }
+
+    /// Logical byte `pos` (0..512) of a cell.
+    #[inline(always)]
+    pub fn byte(self, cell: &[u8], pos: usize) -> u8 {
+        match self {
+            Kind::U8 => cell[Kind::U8_Q + pos],
+            Kind::Q8 => cell[pos] ^ 0x80,
+            Kind::Q5 | Kind::Q4 => {
+                let (j, rest) = (pos / 64, pos % 64);
+                let nib = (cell[(j / 2) * 64 + rest] >> (4 * (j % 2))) & 0x0f;
+                if self == Kind::Q5 {
+                    nib | (((cell[Kind::Q5_QH + pos / 8] >> (pos % 8)) & 1) << 4)
+                } else {
+                    nib
+                }
+            }
+        }
+    }
+
+    /// Row `lane`'s scale and offset in a cell.
+    #[inline(always)]
+    pub fn scale(self, cell: &[u8], lane: usize) -> (f32, f32) {
+        let f32_at = |o: usize| f32::from_le_bytes(cell[o..o + 4].try_into().unwrap());
+        let f16_at = |o: usize| half_to_f32(u16::from_le_bytes([cell[o], cell[o + 1]]));
+        match self {
+            Kind::U8 => (f32_at(Kind::U8_S + 4 * lane), f32_at(Kind::U8_M + 4 * lane)),
+            Kind::Q4 => (f32_at(Kind::Q4_S + 4 * lane), f32_at(Kind::Q4_M + 4 * lane)),
+            Kind::Q8 => {
+                let s = f16_at(Kind::Q8_D + 2 * lane);
+                (s, -128.0 * s)
+            }
+            Kind::Q5 => {
+                let s = f16_at(Kind::Q5_D + 2 * lane);
+                (s, -16.0 * s)
+            }
+        }
+    }
+
+    /// Stores row `lane`'s block as `s·u + m` in a cell. The caller guarantees that `u` and
+    /// `m` fit the kind (`Kind::of` of the block's GGUF type).
+    fn put(self, cell: &mut [u8], lane: usize, s: f32, m: f32, u: &[u8; BLOCK]) {
+        let put_f32 =
+            |cell: &mut [u8], o: usize, v: f32| cell[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        match self {
+            Kind::U8 => {
+                put_f32(cell, Kind::U8_S + 4 * lane, s);
+                put_f32(cell, Kind::U8_M + 4 * lane, m);
+            }
+            Kind::Q4 => {
+                put_f32(cell, Kind::Q4_S + 4 * lane, s);
+                put_f32(cell, Kind::Q4_M + 4 * lane, m);
+            }
+            Kind::Q8 => {
+                cell[Kind::Q8_D + 2 * lane..][..2].copy_from_slice(&f32_to_half(s).to_le_bytes())
+            }
+            Kind::Q5 => {
+                cell[Kind::Q5_D + 2 * lane..][..2].copy_from_slice(&f32_to_half(s).to_le_bytes())
+            }
+        }
+        for (i, &v) in u.iter().enumerate() {
+            let pos = (i / 4) * 64 + lane * 4 + i % 4;
+            match self {
+                Kind::U8 => cell[Kind::U8_Q + pos] = v,
+                Kind::Q8 => cell[pos] = v ^ 0x80,
+                Kind::Q5 | Kind::Q4 => {
+                    let (j, rest) = (pos / 64, pos % 64);
+                    let at = (j / 2) * 64 + rest;
+                    let shift = 4 * (j % 2);
+                    cell[at] = (cell[at] & !(0x0f << shift)) | ((v & 0x0f) << shift);
+                    if self == Kind::Q5 {
+                        let (byte, bit) = (Kind::Q5_QH + pos / 8, pos % 8);
+                        cell[byte] = (cell[byte] & !(1 << bit)) | (((v >> 4) & 1) << bit);
+                    }
+                }
+            }
+        }
+    }
+
+    fn get(self, cell: &[u8], lane: usize, out: &mut [f32]) {
+        let (s, m) = self.scale(cell, lane);
         for (i, o) in out.iter_mut().enumerate().take(BLOCK) {
-            *o = s * self.q[(i / 4) * 64 + lane * 4 + i % 4] as f32 + m;
+            *o = s * self.byte(cell, (i / 4) * 64 + lane * 4 + i % 4) as f32 + m;
         }
     }
 }
 
 /// Where a matrix's cells live: built in memory, or mapped from the on-disk cache.
 #[derive(Clone)]
-pub(crate) enum Cells {
-    Owned(Arc<Vec<Cell>>),
+pub(crate) enum Bytes {
+    Owned(Arc<Vec<u8>>),
     Mapped {
         map: Arc<memmap2::Mmap>,
         offset: usize,
@@ -72,12 +179,13 @@ pub(crate) enum Cells {
 pub struct Int8Matrix {
     rows: usize,
     cols: usize,
-    cells: Cells,
+    kind: Kind,
+    bytes: Bytes,
 }
 
 impl std::fmt::Debug for Int8Matrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Int8Matrix({}x{})", self.rows, self.cols)
+        write!(f, "Int8Matrix({}x{} {:?})", self.rows, self.cols, self.kind)
     }
 }
 
@@ -86,7 +194,7 @@ fn f16(b: &[u8]) -> f32 {
 }
 
 /// IEEE half to f32 (no `half` crate in CPU builds).
-fn half_to_f32(h: u16) -> f32 {
+pub fn half_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;
@@ -106,6 +214,41 @@ fn half_to_f32(h: u16) -> f32 {
         (e, f) => sign | ((e + 127 - 15) << 23) | (f << 13),
     };
     f32::from_bits(bits)
+}
+
+/// f32 to IEEE half, rounding to nearest even (exact for every value that came from a half).
+pub fn f32_to_half(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let man = bits & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    // Below the normal range the implicit bit joins the fraction and shifts further.
+    let (man, shift) = if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        (man | 0x80_0000, (14 - e) as u32)
+    } else {
+        (man, 13)
+    };
+    let half_ulp = 1u32 << (shift - 1);
+    let rest = man & ((1u32 << shift) - 1);
+    let mut h = (man >> shift) as u16;
+    if rest > half_ulp || (rest == half_ulp && h & 1 == 1) {
+        h += 1; // may carry into the exponent, which is right
+    }
+    if e <= 0 {
+        sign | h
+    } else {
+        sign | (((e as u16) << 10) + h)
+    }
 }
 
 /// One block of 32 as `s·u + m`: the smallest value is `m`, 256 levels up to the largest.
@@ -142,13 +285,14 @@ fn exact_row(
             }
         }
         GgmlDType::Q4_0 => {
+            // d·(u − 8) = d·((u + 8) − 16): a Q5 block whose high bit is that of u + 8.
             for (b, blk) in row.chunks_exact(18).enumerate() {
                 let d = f16(blk);
                 for j in 0..16 {
-                    u[j] = blk[2 + j] & 0x0f;
-                    u[j + 16] = blk[2 + j] >> 4;
+                    u[j] = (blk[2 + j] & 0x0f) + 8;
+                    u[j + 16] = (blk[2 + j] >> 4) + 8;
                 }
-                f(b, d, -8.0 * d, &u);
+                f(b, d, -16.0 * d, &u);
             }
         }
         GgmlDType::Q5_0 => {
@@ -211,32 +355,31 @@ impl Int8Matrix {
         self.cols
     }
 
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// Whether a weight of this shape can be held in this format.
     pub fn fits(rows: usize, cols: usize) -> bool {
         rows > 0 && cols > 0 && rows % GROUP == 0 && cols % BLOCK == 0
     }
 
-    pub(crate) fn cells(&self) -> &[Cell] {
-        match &self.cells {
-            Cells::Owned(v) => v,
-            Cells::Mapped { map, offset, len } => {
-                let bytes = &map[*offset..*offset + len * CELL_BYTES];
-                // SAFETY: `Cell` is plain old data of any bit pattern; `from_mapped` checked the
-                // offset's alignment (the map itself is page-aligned) and the length.
-                unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const Cell, *len) }
-            }
+    /// Bytes of the cells of a `rows × cols` matrix of `kind`.
+    pub fn size(kind: Kind, rows: usize, cols: usize) -> usize {
+        rows / GROUP * (cols / BLOCK) * kind.cell_bytes()
+    }
+
+    /// The cells, group-major (`(group · blocks + block) · cell_bytes`).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped { map, offset, len } => &map[*offset..*offset + len],
         }
     }
 
-    /// The cells as bytes (for the on-disk cache).
-    pub(crate) fn bytes(&self) -> &[u8] {
-        let c = self.cells();
-        // SAFETY: `Cell` is `repr(C)` without padding (640 bytes of f32 and u8).
-        unsafe { std::slice::from_raw_parts(c.as_ptr() as *const u8, c.len() * CELL_BYTES) }
-    }
-
-    /// A matrix whose cells are `len` cells at `offset` of a mapped file.
+    /// A matrix whose cells are the `size(kind, rows, cols)` bytes at `offset` of a mapped file.
     pub(crate) fn from_mapped(
+        kind: Kind,
         rows: usize,
         cols: usize,
         map: Arc<memmap2::Mmap>,
@@ -245,18 +388,28 @@ impl Int8Matrix {
         if !Self::fits(rows, cols) {
             return None;
         }
-        let len = rows / GROUP * cols / BLOCK;
-        let end = offset.checked_add(len.checked_mul(CELL_BYTES)?)?;
-        let aligned = (map.as_ptr() as usize + offset) % std::mem::align_of::<Cell>() == 0;
-        (aligned && end <= map.len()).then(|| Self {
+        let len = Self::size(kind, rows, cols);
+        (offset.checked_add(len)? <= map.len()).then(|| Self {
             rows,
             cols,
-            cells: Cells::Mapped { map, offset, len },
+            kind,
+            bytes: Bytes::Mapped { map, offset, len },
         })
     }
 
     fn blocks(&self) -> usize {
         self.cols / BLOCK
+    }
+
+    fn new_owned(kind: Kind, rows: usize, cols: usize, fill: impl FnOnce(&mut [u8])) -> Self {
+        let mut bytes = vec![0u8; Self::size(kind, rows, cols)];
+        fill(&mut bytes);
+        Self {
+            rows,
+            cols,
+            kind,
+            bytes: Bytes::Owned(Arc::new(bytes)),
+        }
     }
 
     /// Converts a GGUF weight `[rows, cols]`: exactly for the types whose blocks are `s·u + m`,
@@ -266,36 +419,32 @@ impl Int8Matrix {
         if !Self::fits(rows, cols) {
             candle_core::bail!("a {rows}x{cols} weight does not fit the int8 cell layout");
         }
-        let nb = cols / BLOCK;
-        let mut cells = vec![Cell::ZERO; rows / GROUP * nb];
         let dtype = q.dtype();
+        let kind = Kind::of(dtype);
+        let nb = cols / BLOCK;
         let row_bytes = cols / dtype.block_size() * dtype.type_size();
         let data = q.data()?;
-        let exact =
-            data.len() == rows * row_bytes && exact_row(dtype, &[], &mut |_, _, _, _| {}).is_some();
-        if exact {
-            for (r, row) in data.chunks_exact(row_bytes).enumerate() {
-                let base = r / GROUP * nb;
-                exact_row(dtype, row, &mut |b, s, m, u| {
-                    cells[base + b].put(r % GROUP, s, m, u)
-                });
-            }
+        if kind != Kind::U8 && data.len() == rows * row_bytes {
+            let cb = kind.cell_bytes();
+            Ok(Self::new_owned(kind, rows, cols, |cells| {
+                for (r, row) in data.chunks_exact(row_bytes).enumerate() {
+                    let base = r / GROUP * nb;
+                    exact_row(dtype, row, &mut |b, s, m, u| {
+                        kind.put(&mut cells[(base + b) * cb..][..cb], r % GROUP, s, m, u)
+                    });
+                }
+            }))
         } else {
             drop(data);
             let dense = q
                 .dequantize(&Device::Cpu)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            fill_affine(&mut cells, &dense, rows, cols);
+            Ok(Self::affine(&dense, rows, cols))
         }
-        Ok(Self {
-            rows,
-            cols,
-            cells: Cells::Owned(Arc::new(cells)),
-        })
     }
 
-    /// Quantizes a dense f32 weight `[rows, cols]` block by block (`affine_block`).
+    /// Quantizes a dense f32 weight `[rows, cols]` block by block (`affine_block`, kind `U8`).
     pub fn from_f32(w: &Tensor) -> candle_core::Result<Self> {
         let (rows, cols) = w.dims2()?;
         if !Self::fits(rows, cols) {
@@ -306,21 +455,36 @@ impl Int8Matrix {
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let mut cells = vec![Cell::ZERO; rows / GROUP * (cols / BLOCK)];
-        fill_affine(&mut cells, &dense, rows, cols);
-        Ok(Self {
-            rows,
-            cols,
-            cells: Cells::Owned(Arc::new(cells)),
+        Ok(Self::affine(&dense, rows, cols))
+    }
+
+    fn affine(dense: &[f32], rows: usize, cols: usize) -> Self {
+        let nb = cols / BLOCK;
+        let cb = Kind::U8.cell_bytes();
+        Self::new_owned(Kind::U8, rows, cols, |cells| {
+            for r in 0..rows {
+                for b in 0..nb {
+                    let v = &dense[r * cols + b * BLOCK..r * cols + (b + 1) * BLOCK];
+                    let (s, m, u) = affine_block(v);
+                    Kind::U8.put(
+                        &mut cells[(r / GROUP * nb + b) * cb..][..cb],
+                        r % GROUP,
+                        s,
+                        m,
+                        &u,
+                    );
+                }
+            }
         })
     }
 
     /// Row `r` dequantized into `out` (`cols` values).
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
-        let nb = self.blocks();
-        let cells = &self.cells()[r / GROUP * nb..(r / GROUP + 1) * nb];
-        for (b, c) in cells.iter().enumerate() {
-            c.get(r % GROUP, &mut out[b * BLOCK..(b + 1) * BLOCK]);
+        let (nb, cb) = (self.blocks(), self.kind.cell_bytes());
+        let group = &self.bytes()[r / GROUP * nb * cb..(r / GROUP + 1) * nb * cb];
+        for (b, cell) in group.chunks_exact(cb).enumerate() {
+            self.kind
+                .get(cell, r % GROUP, &mut out[b * BLOCK..(b + 1) * BLOCK]);
         }
     }
 
@@ -347,31 +511,29 @@ impl Int8Matrix {
     }
 }
 
-fn fill_affine(cells: &mut [Cell], dense: &[f32], rows: usize, cols: usize) {
-    let nb = cols / BLOCK;
-    for r in 0..rows {
-        for b in 0..nb {
-            let v = &dense[r * cols + b * BLOCK..r * cols + (b + 1) * BLOCK];
-            let (s, m, u) = affine_block(v);
-            cells[r / GROUP * nb + b].put(r % GROUP, s, m, &u);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn half_conversion_matches_known_values() {
+    fn half_conversions_round_trip() {
         assert_eq!(half_to_f32(0x3c00), 1.0);
         assert_eq!(half_to_f32(0xc000), -2.0);
         assert_eq!(half_to_f32(0x0001), 2f32.powi(-24));
         assert_eq!(half_to_f32(0x7bff), 65504.0);
+        for h in 0..=u16::MAX {
+            let is_nan = (h >> 10) & 0x1f == 0x1f && h & 0x3ff != 0;
+            if !is_nan {
+                assert_eq!(f32_to_half(half_to_f32(h)), h, "{h:#06x}");
+            }
+        }
+        assert_eq!(f32_to_half(1.0 + 2f32.powi(-11)), 0x3c00); // a tie rounds to even
+        assert_eq!(f32_to_half(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
     }
 
-    /// Q8_0, Q4_0, Q5_0 and Q4_K convert exactly: the cells dequantize to what candle's own
-    /// dequantization gives, bit for bit; Q6_K within half a step of its 256 levels.
+    /// Q8_0, Q4_0, Q5_0 and Q4_K convert exactly, each to its compact kind: the cells
+    /// dequantize to what candle's own dequantization gives, bit for bit; Q6_K (kind U8)
+    /// within half a step of its 256 levels.
     #[test]
     fn conversions_match_candles_dequantization() {
         let (rows, cols) = (48, 512);
@@ -379,17 +541,19 @@ mod tests {
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * (1.0 + (i % 13) as f32))
             .collect();
         let dense = Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap();
-        for dtype in [
-            GgmlDType::Q8_0,
-            GgmlDType::Q4_0,
-            GgmlDType::Q5_0,
-            GgmlDType::Q4K,
-            GgmlDType::Q6K,
+        for (dtype, kind) in [
+            (GgmlDType::Q8_0, Kind::Q8),
+            (GgmlDType::Q4_0, Kind::Q5),
+            (GgmlDType::Q5_0, Kind::Q5),
+            (GgmlDType::Q4K, Kind::Q4),
+            (GgmlDType::Q6K, Kind::U8),
         ] {
             let q = QTensor::quantize(&dense, dtype).unwrap();
             let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
             let want = want.to_vec1::<f32>().unwrap();
             let m = Int8Matrix::from_qtensor(&q).unwrap();
+            assert_eq!(m.kind(), kind, "{dtype:?}");
+            assert_eq!(m.bytes().len(), Int8Matrix::size(kind, rows, cols));
             let got = m.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
             let got = got.to_vec1::<f32>().unwrap();
             let worst = want
@@ -397,8 +561,7 @@ mod tests {
                 .zip(&got)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            let exact = dtype != GgmlDType::Q6K;
-            if exact {
+            if kind != Kind::U8 {
                 assert_eq!(worst, 0.0, "{dtype:?} is not converted exactly");
             } else {
                 assert!(worst < 0.2, "{dtype:?}: worst difference {worst}");

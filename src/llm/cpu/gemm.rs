@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::blocks::{Cell, Int8Matrix, BLOCK, GROUP};
+use super::blocks::{Int8Matrix, Kind, BLOCK, GROUP};
 
 /// Rows of `x` quantized per block of 32.
 pub struct QuantRows {
@@ -80,6 +80,78 @@ fn quantize_block(xb: &[f32], qb: &mut [i8], s: &mut f32, t: &mut f32) {
     }
     *s = d;
     *t = d * total as f32;
+}
+
+/// Adds a LoRA delta `scale · (x·Aᵀ)·Bᵀ` to `y` (`rows × n`) for a few rows of `x` (`rows × k`),
+/// with `A` `rank × k` and `B` `n × rank` in f32: the decode path, where candle's two small
+/// matrix products per projection cost more in dispatch than in arithmetic.
+pub fn add_lora(
+    x: &[f32],
+    rows: usize,
+    a: &[f32],
+    b: &[f32],
+    rank: usize,
+    scale: f32,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::best() != Kernel::Portable {
+        // SAFETY: the CPU has AVX2 and FMA (Kernel::best checked).
+        unsafe { add_lora_avx2(x, rows, a, b, rank, scale, y) };
+        return;
+    }
+    add_lora_body(x, rows, a, b, rank, scale, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_lora_avx2(
+    x: &[f32],
+    rows: usize,
+    a: &[f32],
+    b: &[f32],
+    rank: usize,
+    scale: f32,
+    y: &mut [f32],
+) {
+    add_lora_body(x, rows, a, b, rank, scale, y)
+}
+
+#[inline(always)]
+fn add_lora_body(
+    x: &[f32],
+    rows: usize,
+    a: &[f32],
+    b: &[f32],
+    rank: usize,
+    scale: f32,
+    y: &mut [f32],
+) {
+    let k = x.len() / rows.max(1);
+    let n = y.len() / rows.max(1);
+    let mut t = vec![0f32; rank];
+    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+        for (ti, ar) in t.iter_mut().zip(a.chunks_exact(k)) {
+            // Eight partial sums, so the compiler can keep them in one vector register.
+            let mut acc = [0f32; 8];
+            for (xc, ac) in xr.chunks_exact(8).zip(ar.chunks_exact(8)) {
+                for i in 0..8 {
+                    acc[i] += xc[i] * ac[i];
+                }
+            }
+            let tail: f32 = xr
+                .chunks_exact(8)
+                .remainder()
+                .iter()
+                .zip(ar.chunks_exact(8).remainder())
+                .map(|(p, q)| p * q)
+                .sum();
+            *ti = (acc.iter().sum::<f32>() + tail) * scale;
+        }
+        for (yo, br) in yr.iter_mut().zip(b.chunks_exact(rank)) {
+            *yo += br.iter().zip(&t).map(|(p, q)| p * q).sum::<f32>();
+        }
+    }
 }
 
 /// Which kernel runs the byte products.
@@ -165,14 +237,22 @@ pub fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, w: &Int8Matrix) -> Ve
     let groups = n / GROUP;
     // Tasks of a few groups each: enough of them to balance two to a few dozen threads, big
     // enough that a task's weight panel is read once per four rows of x.
-    let per = (groups / (rayon::current_num_threads() * 8)).clamp(1, 64);
+    // Whole passes of the kernel: four groups for few rows, two for many.
+    let pass = if rows < 4 { 4 } else { 2 };
+    let per = (groups / (rayon::current_num_threads() * 8))
+        .clamp(1, 64)
+        .next_multiple_of(pass);
     let tasks = groups.div_ceil(per);
-    let cells = w.cells();
+    let m = Mat {
+        cells: w.bytes(),
+        kind: w.kind(),
+        nb: k / BLOCK,
+    };
     let run = |t: usize| {
         let g0 = t * per;
         let g1 = (g0 + per).min(groups);
         // SAFETY: task `t` writes only the columns of groups g0..g1.
-        unsafe { panel(kernel, cells, k / BLOCK, g0, g1, &xq, out.ptr(), n) };
+        unsafe { panel(kernel, &m, g0, g1, &xq, out.ptr(), n) };
     };
     if tasks > 1 && rows * n * k >= 1 << 18 {
         (0..tasks).into_par_iter().for_each(run);
@@ -182,86 +262,65 @@ pub fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, w: &Int8Matrix) -> Ve
     y
 }
 
+/// A weight's cells as the kernels read them.
+struct Mat<'a> {
+    cells: &'a [u8],
+    kind: Kind,
+    /// Blocks per row.
+    nb: usize,
+}
+
 /// Groups `g0..g1` of the output for every row of `xq`.
 ///
 /// # Safety
 /// `y` holds `xq.rows × ldy` floats and no one else writes these columns meanwhile.
 unsafe fn panel(
     kernel: Kernel,
-    cells: &[Cell],
-    nb: usize,
+    m: &Mat,
     g0: usize,
     g1: usize,
     xq: &QuantRows,
     y: *mut f32,
     ldy: usize,
 ) {
-    let mut g = g0;
-    while g < g1 {
-        let two = g + 1 < g1;
-        let mut r = 0;
-        while r < xq.rows {
-            let mr = (xq.rows - r).min(4);
-            match (kernel, mr, two) {
-                #[cfg(target_arch = "x86_64")]
-                (Kernel::Vnni, 4, true) => vnni::tile::<4, 2>(cells, nb, g, xq, r, y, ldy),
-                #[cfg(target_arch = "x86_64")]
-                (Kernel::Vnni, 4, false) => vnni::tile::<4, 1>(cells, nb, g, xq, r, y, ldy),
-                #[cfg(target_arch = "x86_64")]
-                (Kernel::Vnni, _, true) => {
-                    for i in 0..mr {
-                        vnni::tile::<1, 2>(cells, nb, g, xq, r + i, y, ldy);
-                    }
-                }
-                #[cfg(target_arch = "x86_64")]
-                (Kernel::Vnni, _, false) => {
-                    for i in 0..mr {
-                        vnni::tile::<1, 1>(cells, nb, g, xq, r + i, y, ldy);
-                    }
-                }
-                #[cfg(target_arch = "x86_64")]
-                (Kernel::Avx2, _, _) => {
-                    for i in 0..mr {
-                        portable_avx2(cells, nb, g, xq, r + i, y, ldy);
-                        if two {
-                            portable_avx2(cells, nb, g + 1, xq, r + i, y, ldy);
-                        }
-                    }
-                }
-                _ => {
-                    for i in 0..mr {
-                        portable(cells, nb, g, xq, r + i, y, ldy);
-                        if two {
-                            portable(cells, nb, g + 1, xq, r + i, y, ldy);
-                        }
-                    }
-                }
-            }
-            r += mr;
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Vnni {
+        match m.kind {
+            Kind::U8 => vnni::panel::<{ vnni::U8 }>(m, g0, g1, xq, y, ldy),
+            Kind::Q8 => vnni::panel::<{ vnni::Q8 }>(m, g0, g1, xq, y, ldy),
+            Kind::Q5 => vnni::panel::<{ vnni::Q5 }>(m, g0, g1, xq, y, ldy),
+            Kind::Q4 => vnni::panel::<{ vnni::Q4 }>(m, g0, g1, xq, y, ldy),
         }
-        g += if two { 2 } else { 1 };
+        return;
+    }
+    for g in g0..g1 {
+        for r in 0..xq.rows {
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Avx2 {
+                portable_avx2(m, g, xq, r, y, ldy);
+                continue;
+            }
+            portable(m, g, xq, r, y, ldy);
+        }
     }
 }
 
 /// One row of `xq` by one group: the reference the vector kernels are held to.
 #[inline(always)]
-unsafe fn portable_body(
-    cells: &[Cell],
-    nb: usize,
-    g: usize,
-    xq: &QuantRows,
-    r: usize,
-    y: *mut f32,
-    ldy: usize,
-) {
+unsafe fn portable_body(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32, ldy: usize) {
+    let (nb, cb) = (m.nb, m.kind.cell_bytes());
     let mut acc = [0f32; GROUP];
     let xrow = &xq.q[r * xq.cols..(r + 1) * xq.cols];
     for b in 0..nb {
-        let c = &cells[g * nb + b];
+        let cell = &m.cells[(g * nb + b) * cb..][..cb];
         let xb = &xrow[b * BLOCK..(b + 1) * BLOCK];
+        let mut u = [0u8; GROUP * BLOCK];
+        for (pos, v) in u.iter_mut().enumerate() {
+            *v = m.kind.byte(cell, pos);
+        }
         let mut dot = [0i32; GROUP];
         for j in 0..BLOCK / 4 {
-            let chunk = &c.q[j * 64..j * 64 + 64];
+            let chunk = &u[j * 64..j * 64 + 64];
             for (l, d) in dot.iter_mut().enumerate() {
                 for t in 0..4 {
                     *d += chunk[l * 4 + t] as i32 * xb[j * 4 + t] as i32;
@@ -269,8 +328,9 @@ unsafe fn portable_body(
             }
         }
         let (sx, sm) = (xq.scale[r * nb + b], xq.sum[r * nb + b]);
-        for l in 0..GROUP {
-            acc[l] += c.s[l] * sx * dot[l] as f32 + c.m[l] * sm;
+        for (l, (a, d)) in acc.iter_mut().zip(dot).enumerate() {
+            let (s, mm) = m.kind.scale(cell, l);
+            *a += s * sx * d as f32 + mm * sm;
         }
     }
     let out = y.add(r * ldy + g * GROUP);
@@ -279,37 +339,35 @@ unsafe fn portable_body(
     }
 }
 
-unsafe fn portable(
-    cells: &[Cell],
-    nb: usize,
-    g: usize,
-    xq: &QuantRows,
-    r: usize,
-    y: *mut f32,
-    ldy: usize,
-) {
-    portable_body(cells, nb, g, xq, r, y, ldy)
+unsafe fn portable(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32, ldy: usize) {
+    portable_body(m, g, xq, r, y, ldy)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn portable_avx2(
-    cells: &[Cell],
-    nb: usize,
-    g: usize,
-    xq: &QuantRows,
-    r: usize,
-    y: *mut f32,
-    ldy: usize,
-) {
-    portable_body(cells, nb, g, xq, r, y, ldy)
+unsafe fn portable_avx2(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32, ldy: usize) {
+    portable_body(m, g, xq, r, y, ldy)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{Cell, QuantRows, BLOCK, GROUP};
+    use super::{Kind, Mat, QuantRows, BLOCK, GROUP};
+
+    pub const U8: u8 = 0;
+    pub const Q8: u8 = 1;
+    pub const Q5: u8 = 2;
+    pub const Q4: u8 = 3;
+
+    const fn kind(k: u8) -> Kind {
+        match k {
+            U8 => Kind::U8,
+            Q8 => Kind::Q8,
+            Q5 => Kind::Q5,
+            _ => Kind::Q4,
+        }
+    }
 
     /// [`super::quantize_block`] in two registers.
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -330,29 +388,107 @@ mod vnni {
         *t = d * _mm512_reduce_add_epi32(_mm512_add_epi32(qa, qbv)) as f32;
     }
 
+    /// Groups `g0..g1` for every row: two groups and four rows at a time.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn panel<const K: u8>(
+        m: &Mat,
+        g0: usize,
+        g1: usize,
+        xq: &QuantRows,
+        y: *mut f32,
+        ldy: usize,
+    ) {
+        let mut g = g0;
+        while g < g1 {
+            // Few rows (decode): four groups per pass, so that enough independent sums are in
+            // flight to hide vpdpbusd's latency.
+            if xq.rows < 4 && g + 4 <= g1 {
+                (0..xq.rows).for_each(|r| tile::<K, 1, 4>(m, g, xq, r, y, ldy));
+                g += 4;
+                continue;
+            }
+            let two = g + 1 < g1;
+            let mut r = 0;
+            while r < xq.rows {
+                let mr = (xq.rows - r).min(4);
+                match (mr, two) {
+                    (4, true) => tile::<K, 4, 2>(m, g, xq, r, y, ldy),
+                    (4, false) => tile::<K, 4, 1>(m, g, xq, r, y, ldy),
+                    (_, true) => (r..r + mr).for_each(|r| tile::<K, 1, 2>(m, g, xq, r, y, ldy)),
+                    (_, false) => (r..r + mr).for_each(|r| tile::<K, 1, 1>(m, g, xq, r, y, ldy)),
+                }
+                r += mr;
+            }
+            g += if two { 2 } else { 1 };
+        }
+    }
+
+    /// Chunk `j` of a cell as 64 unsigned bytes (16 rows × 4).
+    #[inline(always)]
+    unsafe fn chunk<const K: u8>(cell: *const u8, j: usize) -> __m512i {
+        match K {
+            U8 => _mm512_loadu_si512(cell.add(Kind::U8_Q + j * 64) as *const __m512i),
+            Q8 => _mm512_xor_si512(
+                _mm512_loadu_si512(cell.add(j * 64) as *const __m512i),
+                _mm512_set1_epi8(-128),
+            ),
+            _ => {
+                let v = _mm512_loadu_si512(cell.add((j / 2) * 64) as *const __m512i);
+                let v = if j % 2 == 1 {
+                    _mm512_srli_epi16::<4>(v)
+                } else {
+                    v
+                };
+                let v = _mm512_and_si512(v, _mm512_set1_epi8(0x0f));
+                if K == Q5 {
+                    let high = (cell.add(Kind::Q5_QH + j * 8) as *const u64).read_unaligned();
+                    _mm512_mask_add_epi8(v, high, v, _mm512_set1_epi8(0x10))
+                } else {
+                    v
+                }
+            }
+        }
+    }
+
+    /// The cell's 16 scales and offsets.
+    #[inline(always)]
+    unsafe fn scales<const K: u8>(cell: *const u8) -> (__m512, __m512) {
+        let half = |o: usize| _mm512_cvtph_ps(_mm256_loadu_si256(cell.add(o) as *const __m256i));
+        let f = |o: usize| _mm512_loadu_ps(cell.add(o) as *const f32);
+        match K {
+            U8 => (f(Kind::U8_S), f(Kind::U8_M)),
+            Q4 => (f(Kind::Q4_S), f(Kind::Q4_M)),
+            _ => {
+                let s = half(if K == Q8 { Kind::Q8_D } else { Kind::Q5_D });
+                let factor = kind(K).offset_factor().unwrap_or(0.0);
+                (s, _mm512_mul_ps(s, _mm512_set1_ps(factor)))
+            }
+        }
+    }
+
     /// `MR` rows of `xq` from `r` by `G` groups from `g`: per block, eight `vpdpbusd` per row
     /// and group (each 16 columns × 4 bytes), then the block's scales and offsets in f32.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn tile<const MR: usize, const G: usize>(
-        cells: &[Cell],
-        nb: usize,
+    #[inline(always)]
+    unsafe fn tile<const K: u8, const MR: usize, const G: usize>(
+        m: &Mat,
         g: usize,
         xq: &QuantRows,
         r: usize,
         y: *mut f32,
         ldy: usize,
     ) {
+        let (nb, cb) = (m.nb, kind(K).cell_bytes());
         let mut acc = [[_mm512_setzero_ps(); G]; MR];
         let xbase = xq.q.as_ptr().add(r * xq.cols);
-        let cbase = cells.as_ptr();
+        let base = m.cells.as_ptr();
+        // One row: even and odd chunks in separate sums (more independent chains).
+        let split = if MR == 1 { 2 } else { 1 };
         for b in 0..nb {
-            let mut dot = [[_mm512_setzero_si512(); G]; MR];
-            let cell: [*const Cell; G] = std::array::from_fn(|i| cbase.add((g + i) * nb + b));
+            let mut dot = [[[_mm512_setzero_si512(); G]; MR]; 2];
+            let cell: [*const u8; G] = std::array::from_fn(|i| base.add(((g + i) * nb + b) * cb));
             for j in 0..BLOCK / 4 {
-                let w: [__m512i; G] = std::array::from_fn(|i| {
-                    _mm512_load_si512((*cell[i]).q.as_ptr().add(j * 64) as *const __m512i)
-                });
-                for (ri, row) in dot.iter_mut().enumerate() {
+                let w: [__m512i; G] = std::array::from_fn(|i| chunk::<K>(cell[i], j));
+                for (ri, row) in dot[j % split].iter_mut().enumerate() {
                     let xp = xbase.add(ri * xq.cols + b * BLOCK + j * 4) as *const i32;
                     let xb = _mm512_set1_epi32(xp.read_unaligned());
                     for (d, wi) in row.iter_mut().zip(&w) {
@@ -360,15 +496,22 @@ mod vnni {
                     }
                 }
             }
+            let [mut dot, odd] = dot;
+            if split == 2 {
+                for (row, orow) in dot.iter_mut().zip(&odd) {
+                    for (d, o) in row.iter_mut().zip(orow) {
+                        *d = _mm512_add_epi32(*d, *o);
+                    }
+                }
+            }
+            let sm: [(__m512, __m512); G] = std::array::from_fn(|i| scales::<K>(cell[i]));
             for (ri, (arow, drow)) in acc.iter_mut().zip(&dot).enumerate() {
                 let at = (r + ri) * nb + b;
                 let sx = _mm512_set1_ps(*xq.scale.get_unchecked(at));
-                let sm = _mm512_set1_ps(*xq.sum.get_unchecked(at));
-                for (i, (a, d)) in arow.iter_mut().zip(drow).enumerate() {
-                    let s = _mm512_load_ps((*cell[i]).s.as_ptr());
-                    let m = _mm512_load_ps((*cell[i]).m.as_ptr());
-                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*d), _mm512_mul_ps(s, sx), *a);
-                    *a = _mm512_fmadd_ps(m, sm, *a);
+                let sum = _mm512_set1_ps(*xq.sum.get_unchecked(at));
+                for ((a, d), (s, mm)) in arow.iter_mut().zip(drow).zip(&sm) {
+                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*d), _mm512_mul_ps(*s, sx), *a);
+                    *a = _mm512_fmadd_ps(*mm, sum, *a);
                 }
             }
         }
@@ -383,13 +526,19 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
-    fn weights(rows: usize, cols: usize) -> Int8Matrix {
+    /// A random-ish weight in `dtype`'s kind (`None`: from f32, kind U8).
+    fn weights(rows: usize, cols: usize, dtype: Option<GgmlDType>) -> Int8Matrix {
         let v: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 2654435761usize % 4093) as f32 / 2046.0 - 1.0) * 0.05)
             .collect();
-        Int8Matrix::from_f32(&Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()).unwrap()
+        let t = Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap();
+        match dtype {
+            None => Int8Matrix::from_f32(&t).unwrap(),
+            Some(d) => Int8Matrix::from_qtensor(&QTensor::quantize(&t, d).unwrap()).unwrap(),
+        }
     }
 
     fn input(rows: usize, cols: usize) -> Vec<f32> {
@@ -405,14 +554,24 @@ mod tests {
     /// activations' quantization error of the dense f32 product.
     #[test]
     fn kernels_agree_with_each_other_and_with_f32() {
-        for (rows, n, k) in [
-            (1, 16, 32),
-            (3, 48, 64),
+        let shapes = [
+            (1, 16, 256),
+            (3, 48, 512),
             (5, 80, 896),
             (9, 32, 128),
             (555, 96, 256),
-        ] {
-            let w = weights(n, k);
+        ];
+        let dtypes = [
+            None,
+            Some(GgmlDType::Q8_0),
+            Some(GgmlDType::Q5_0),
+            Some(GgmlDType::Q4K),
+        ];
+        for ((rows, n, k), dtype) in shapes.into_iter().flat_map(|s| dtypes.map(|d| (s, d))) {
+            if dtype == Some(GgmlDType::Q4K) && k % 256 != 0 {
+                continue;
+            }
+            let w = weights(n, k, dtype);
             let x = input(rows, k);
             let want = matmul_with(Kernel::Portable, &x, rows, &w);
             for kernel in Kernel::available() {
@@ -420,7 +579,8 @@ mod tests {
                 for (a, b) in want.iter().zip(&got) {
                     assert!(
                         (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
-                        "{kernel:?} {rows}x{n}x{k}: {a} vs {b}"
+                        "{kernel:?} {:?} {rows}x{n}x{k}: {a} vs {b}",
+                        w.kind()
                     );
                 }
             }
@@ -432,11 +592,19 @@ mod tests {
                 .flatten_all()
                 .unwrap();
             let exact = exact.to_vec1::<f32>().unwrap();
-            let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for (a, b) in exact.iter().zip(&want) {
+            // Each activation is off by at most half its block's step: the product by at most
+            // Σ |w|·step/2 (plus f32 rounding).
+            let xq = quantize_rows(&x, rows, k);
+            let wd = dense.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (i, (a, b)) in exact.iter().zip(&want).enumerate() {
+                let (r, c) = (i / n, i % n);
+                let bound: f32 = (0..k)
+                    .map(|j| wd[c * k + j].abs() * xq.scale[r * (k / BLOCK) + j / BLOCK] / 2.0)
+                    .sum();
                 assert!(
-                    (a - b).abs() <= 0.02 * scale,
-                    "{rows}x{n}x{k}: f32 {a} vs int8 {b}"
+                    (a - b).abs() <= bound * 1.01 + 1e-5,
+                    "{:?} {rows}x{n}x{k}: f32 {a} vs int8 {b} (bound {bound})",
+                    w.kind()
                 );
             }
         }
@@ -459,8 +627,34 @@ mod tests {
     }
 
     #[test]
+    fn the_lora_delta_is_the_matrix_product() {
+        let (rows, k, n, rank) = (3, 70, 24, 5);
+        let x: Vec<f32> = input(rows, k);
+        let a: Vec<f32> = (0..rank * k).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let b: Vec<f32> = (0..n * rank).map(|i| (i % 5) as f32 * 0.2 - 0.4).collect();
+        let mut y = vec![1f32; rows * n];
+        add_lora(&x, rows, &a, &b, rank, 0.5, &mut y);
+        for r in 0..rows {
+            for o in 0..n {
+                let want: f32 = 1.0
+                    + 0.5
+                        * (0..rank)
+                            .map(|i| {
+                                b[o * rank + i]
+                                    * (0..k).map(|j| x[r * k + j] * a[i * k + j]).sum::<f32>()
+                            })
+                            .sum::<f32>();
+                assert!(
+                    (y[r * n + o] - want).abs() < 1e-3 * (1.0 + want.abs()),
+                    "{r},{o}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_zero_row_gives_zero() {
-        let w = weights(32, 64);
+        let w = weights(32, 64, None);
         let y = matmul(&[0.0; 64], 1, &w);
         assert!(y.iter().all(|v| *v == 0.0));
     }

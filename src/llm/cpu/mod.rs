@@ -11,5 +11,5 @@ pub mod blocks;
 pub mod gemm;
 
 pub use blocks::Int8Matrix;
-pub use gemm::{matmul, Kernel};
+pub use gemm::{add_lora, matmul, Kernel};
 pub mod store;

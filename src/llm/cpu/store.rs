@@ -13,11 +13,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::blocks::{Int8Matrix, CELL_BYTES};
+use super::blocks::{Int8Matrix, Kind};
+
+/// Each matrix starts on a cache line.
+const ALIGN: usize = 64;
 
 const MAGIC: &[u8; 8] = b"SQLINT8\0";
 /// Bump when the cell layout or the conversions change.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// Data starts on a page boundary; each matrix on a cell boundary.
 const PAGE: usize = 4096;
 
@@ -30,6 +33,7 @@ struct Header {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Entry {
+    kind: Kind,
     rows: usize,
     cols: usize,
     /// From the start of the file.
@@ -85,7 +89,7 @@ impl Mapped {
         let map = Arc::new(map);
         // Every entry must lie inside the file, aligned.
         for e in header.tensors.values() {
-            Int8Matrix::from_mapped(e.rows, e.cols, map.clone(), e.offset)?;
+            Int8Matrix::from_mapped(e.kind, e.rows, e.cols, map.clone(), e.offset)?;
         }
         Some(Self {
             map,
@@ -96,7 +100,7 @@ impl Mapped {
     /// The matrix stored as `name`, if any.
     pub fn get(&self, name: &str) -> Option<Int8Matrix> {
         let e = self.tensors.get(name)?;
-        Int8Matrix::from_mapped(e.rows, e.cols, self.map.clone(), e.offset)
+        Int8Matrix::from_mapped(e.kind, e.rows, e.cols, self.map.clone(), e.offset)
     }
 }
 
@@ -108,12 +112,13 @@ pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<
         entries.insert(
             name.clone(),
             Entry {
+                kind: m.kind(),
                 rows: m.rows(),
                 cols: m.cols(),
                 offset,
             },
         );
-        offset += m.bytes().len().div_ceil(CELL_BYTES) * CELL_BYTES;
+        offset += m.bytes().len().div_ceil(ALIGN) * ALIGN;
     }
     // The header's length depends on the offsets, which depend on where data starts: reserve
     // pages for the header first, then shift every offset by them.
@@ -149,10 +154,7 @@ pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<
         for (_, m) in tensors {
             let b = m.bytes();
             w.write_all(b)?;
-            w.write_all(&vec![
-                0u8;
-                b.len().div_ceil(CELL_BYTES) * CELL_BYTES - b.len()
-            ])?;
+            w.write_all(&vec![0u8; b.len().div_ceil(ALIGN) * ALIGN - b.len()])?;
         }
         w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, file)
@@ -178,12 +180,26 @@ mod tests {
             Int8Matrix::from_f32(&Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()).unwrap()
         };
         let (a, b) = (w(32, 64, 7), w(16, 96, 13));
+        let c = Int8Matrix::from_qtensor(
+            &candle_core::quantized::QTensor::quantize(
+                &Tensor::ones((16, 64), candle_core::DType::F32, &Device::Cpu).unwrap(),
+                candle_core::quantized::GgmlDType::Q5_0,
+            )
+            .unwrap(),
+        )
+        .unwrap();
         let file = dir.path().join("m.int8");
-        write(&file, &[("a".into(), &a), ("b".into(), &b)]).unwrap();
+        write(
+            &file,
+            &[("a".into(), &a), ("b".into(), &b), ("c".into(), &c)],
+        )
+        .unwrap();
         let mapped = Mapped::open(&file).unwrap();
         assert_eq!(mapped.get("a").unwrap().bytes(), a.bytes());
         assert_eq!(mapped.get("b").unwrap().bytes(), b.bytes());
-        assert!(mapped.get("c").is_none());
+        let mc = mapped.get("c").unwrap();
+        assert_eq!((mc.kind(), mc.bytes()), (Kind::Q5, c.bytes()));
+        assert!(mapped.get("d").is_none());
         // A truncated file is not used.
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
