@@ -106,3 +106,69 @@ fn cached_prefix_gives_the_same_answer_as_a_cold_run() {
         warm.text
     );
 }
+
+/// The CPU's int8 cells: mapped from the weight cache they give exactly the logits of the
+/// cells converted at load, and both stay close to the dense f32 weights' (same next token, the
+/// logits nearly parallel; the difference is the activations' 8-bit rounding).
+#[test]
+fn cached_int8_weights_match_converted_ones_and_stay_close_to_f32() {
+    use sqlora::llm::{KvCache, WeightFormat, WeightPlan};
+    let dir = tempfile::tempdir().unwrap();
+    let load = |plan: WeightPlan, weights: bool| {
+        Engine::load(
+            &common::model_path(),
+            &LoadOptions {
+                plan,
+                weights_dir: weights.then(|| dir.path().to_path_buf()),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let int8 = WeightPlan::cpu_default();
+    assert_eq!(
+        (int8.prefill, int8.decode),
+        (WeightFormat::Int8, WeightFormat::Int8)
+    );
+    let converted = load(int8, true);
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "the converted weights were not cached");
+    let mapped = load(int8, true);
+    let dense = load(
+        WeightPlan {
+            prefill: WeightFormat::F32,
+            decode: WeightFormat::F32,
+            wide_rows: 4,
+        },
+        false,
+    );
+    let ids = converted
+        .tokenizer()
+        .encode("SELECT name, country FROM customers WHERE country = 'Germany' ORDER BY")
+        .unwrap();
+    let logits = |e: &Engine| -> Vec<Vec<f32>> {
+        let mut cache = KvCache::default();
+        // The prompt as one prefill (many rows), then two single-token steps (decode).
+        let mut out = vec![e.model().forward(&ids, &mut cache).unwrap()];
+        for &t in &[11u32, 3728] {
+            out.push(e.model().forward(&[t], &mut cache).unwrap());
+        }
+        out.into_iter()
+            .map(|l| l.to_vec1::<f32>().unwrap())
+            .collect()
+    };
+    let (a, b, f) = (logits(&converted), logits(&mapped), logits(&dense));
+    assert_eq!(a, b, "mapped cells give other logits than converted ones");
+    for (step, (x, y)) in a.iter().zip(&f).enumerate() {
+        let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+        assert_eq!(
+            argmax(x),
+            argmax(y),
+            "step {step}: another next token than f32"
+        );
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| (p * q) as f64).sum();
+        let norm = |v: &[f32]| v.iter().map(|p| (p * p) as f64).sum::<f64>().sqrt();
+        let cos = dot / (norm(x) * norm(y));
+        assert!(cos > 0.995, "step {step}: cosine {cos} to the f32 logits");
+    }
+}

@@ -1,7 +1,8 @@
 //! The real `sqlora shell` in a pseudo-terminal, as a user at a terminal has it: a 100 MB
 //! value is shortened with a note and the next prompt comes within seconds, Ctrl-C cancels a
 //! running query, an English question is answered by the real model, Ctrl-C at the prompt
-//! keeps the shell and Ctrl-D leaves it with status 0.
+//! keeps the shell and Ctrl-D leaves it with status 0; on a database the model has not read,
+//! the prompt comes before the schema is read and the first question waits for that read.
 //!
 //! Uses the real model cache (`sqlora model pull` first) and a temporary database and data
 //! directory; never touches the user's history or feedback. Output is read as it comes, each
@@ -697,4 +698,83 @@ fn tab_completes_table_names() {
     assert!(!out.contains("error"), "{out}");
     let _ = expect(&mut s, "sqlora> ", Duration::from_secs(10), "the prompt");
     s.send_line("\\q").unwrap();
+}
+
+/// A database the model has not read: the prompt comes at once while the schema is read in the
+/// background (no prefix state is on disk yet when it shows), and the first question, typed
+/// straight away, waits for that read and is answered.
+#[test]
+fn the_schema_is_read_while_the_first_question_is_typed() {
+    let _serial = serial();
+    let model = common::model_path();
+    let (_db_dir, db) = common::demo_db();
+    let data = tempfile::tempdir().unwrap();
+    // A cache folder of its own, so that no earlier run's prefix state is found; the converted
+    // weights are shared with the real cache when it has them (or converted here).
+    let cache = tempfile::tempdir().unwrap();
+    if let Ok(real) = sqlora::paths::cache_dir() {
+        if real.join("weights").is_dir() {
+            std::os::unix::fs::symlink(real.join("weights"), cache.path().join("weights")).unwrap();
+        }
+    }
+    let kv = cache.path().join("kv");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("stty cols 120 rows 40 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_sqlora"))
+        .args(["shell", "--offline", "--model"])
+        .arg(&model)
+        .arg("--db")
+        .arg(&db)
+        .env("SQLORA_DATA_DIR", data.path())
+        .env("SQLORA_CACHE_DIR", cache.path())
+        .env("TERM", "xterm")
+        .env_remove("DATABASE_URL")
+        .env_remove("SQLORA_MODEL")
+        .env_remove("SQLORA_FEEDBACK_DB")
+        .env_remove("NO_COLOR")
+        .env("SQLORA_PAGER", "");
+    let options = Options::new()
+        .timeout_ms(Some(10_000))
+        .strip_ansi_escape_codes(true);
+    let mut s = spawn_with_options(cmd, options).expect("start sqlora in a pseudo-terminal");
+    let start = expect(
+        &mut s,
+        "sqlora> ",
+        Duration::from_secs(240),
+        "the first prompt",
+    );
+    let unread = std::fs::read_dir(&kv).map_or(0, |d| d.count());
+    assert!(
+        start.contains("reading the schema into the model (") && start.contains("while you type"),
+        "{start}"
+    );
+    assert_eq!(
+        unread, 0,
+        "the schema was read before the prompt came:\n{start}"
+    );
+    s.send_line("How many customers are there?").unwrap();
+    let out = expect(
+        &mut s,
+        "1 row",
+        Duration::from_secs(120),
+        "the first answer",
+    );
+    assert!(sql_line(&out).to_uppercase().contains("COUNT"), "{out}");
+    assert!(!out.contains("sqlora: "), "an error on the way:\n{out}");
+    let _ = expect(&mut s, "sqlora> ", Duration::from_secs(10), "the prompt");
+    assert_eq!(
+        std::fs::read_dir(&kv).map_or(0, |d| d.count()),
+        1,
+        "the schema read in the background was not kept for the next start"
+    );
+    s.send_control('d').unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while matches!(s.process().status(), Some(WaitStatus::StillAlive) | None) {
+        assert!(
+            Instant::now() < deadline,
+            "the shell did not leave after Ctrl-D"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -11,6 +11,7 @@
 use candle_core::Tensor;
 
 use super::config::ModelConfig;
+use super::cpu::softmax::CausalSoftmax;
 use super::layers::rope;
 use super::linear::Projection;
 use super::lora::adapter::Target;
@@ -97,6 +98,19 @@ impl LayerOps for InferOps<'_> {
         let rep = c.n_head / c.n_kv_head;
         let q = q.reshape((b, c.n_kv_head, rep * seq, c.head_dim))?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let keys = k.dim(2)?;
+        // One sequence on the CPU (a causal mask or none): the softmax is causal by position,
+        // scale included, without a mask tensor (`cpu::softmax`).
+        let one_causal = b == 1 && self.mask.is_none_or(|m| m.rank() == 2);
+        if one_causal && q.device().is_cpu() && q.dtype() == candle_core::DType::F32 {
+            let att = q.matmul(&k.t()?)?.apply_op1_no_bwd(&CausalSoftmax {
+                seq,
+                past: keys - seq,
+                scale: scale as f32,
+            })?;
+            let y = att.matmul(&v)?.reshape((b, c.n_head, seq, c.head_dim))?;
+            return y.transpose(1, 2)?.reshape((b, seq, c.n_head * c.head_dim));
+        }
         let mut att = (q.matmul(&k.t()?)? * scale)?;
         match self.mask {
             // Batched: `[b, 1, rep·seq, keys]`, already laid out like the query rows.
