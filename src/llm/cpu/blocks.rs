@@ -256,7 +256,10 @@ pub fn affine_block(v: &[f32]) -> (f32, f32, [u8; BLOCK]) {
     let lo = v.iter().copied().fold(f32::INFINITY, f32::min);
     let hi = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut u = [0u8; BLOCK];
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
+        || !lo.is_finite()
+        || !hi.is_finite()
+    {
         return (0.0, if lo.is_finite() { lo } else { 0.0 }, u);
     }
     let s = (hi - lo) / 255.0;
@@ -266,13 +269,12 @@ pub fn affine_block(v: &[f32]) -> (f32, f32, [u8; BLOCK]) {
     (s, lo, u)
 }
 
+/// Receives `(block, s, m, u)`.
+type BlockSink<'a> = dyn FnMut(usize, f32, f32, &[u8; BLOCK]) + 'a;
+
 /// Calls `f(block, s, m, u)` for each block of 32 of one row of raw GGUF data in `dtype`, when
 /// that type is exactly `s·u + m` per block; `None` when it is not.
-fn exact_row(
-    dtype: GgmlDType,
-    row: &[u8],
-    f: &mut dyn FnMut(usize, f32, f32, &[u8; BLOCK]),
-) -> Option<()> {
+fn exact_row(dtype: GgmlDType, row: &[u8], f: &mut BlockSink) -> Option<()> {
     let mut u = [0u8; BLOCK];
     match dtype {
         GgmlDType::Q8_0 => {
@@ -361,7 +363,7 @@ impl Int8Matrix {
 
     /// Whether a weight of this shape can be held in this format.
     pub fn fits(rows: usize, cols: usize) -> bool {
-        rows > 0 && cols > 0 && rows % GROUP == 0 && cols % BLOCK == 0
+        rows > 0 && cols > 0 && rows.is_multiple_of(GROUP) && cols.is_multiple_of(BLOCK)
     }
 
     /// Bytes of the cells of a `rows × cols` matrix of `kind`.

@@ -35,7 +35,8 @@ pub fn quantize_rows(x: &[f32], rows: usize, cols: usize) -> QuantRows {
     let mut sum = vec![0f32; rows * nb];
     #[cfg(target_arch = "x86_64")]
     let wide = Kernel::best() == Kernel::Vnni;
-    let one = |(((xb, qb), s), t): (((&[f32], &mut [i8]), &mut f32), &mut f32)| {
+    type Block<'a> = (((&'a [f32], &'a mut [i8]), &'a mut f32), &'a mut f32);
+    let one = |(((xb, qb), s), t): Block| {
         #[cfg(target_arch = "x86_64")]
         if wide {
             // SAFETY: the CPU has AVX-512 F/BW (Kernel::best checked); 32 values each.

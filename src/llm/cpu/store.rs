@@ -162,7 +162,60 @@ pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    if result.is_ok() {
+        if let Some(dir) = file.parent() {
+            remove_stale(dir, file);
+        }
+    }
     result
+}
+
+/// Removes the cache files this build can never read (another format or sqlora version, or no
+/// header at all) and temporary files a stopped process left more than an hour ago. Files of
+/// other GGUFs in this format stay.
+fn remove_stale(dir: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path == keep {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stale = if name.ends_with(".int8") {
+            !readable_header(&path)
+        } else if name.contains(".tmp.") {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600))
+        } else {
+            false
+        };
+        if stale {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Whether `file` starts with a header of this format and sqlora version.
+fn readable_header(file: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(file) else {
+        return false;
+    };
+    let mut start = [0u8; 16];
+    if f.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
+        return false;
+    }
+    let len = u64::from_le_bytes(start[8..16].try_into().unwrap_or_default()) as usize;
+    let mut header = vec![0u8; len.min(1 << 24)];
+    f.read_exact(&mut header).is_ok()
+        && serde_json::from_slice::<Header>(&header)
+            .is_ok_and(|h| h.format == FORMAT && h.sqlora == env!("CARGO_PKG_VERSION"))
 }
 
 #[cfg(test)]
@@ -200,6 +253,14 @@ mod tests {
         let mc = mapped.get("c").unwrap();
         assert_eq!((mc.kind(), mc.bytes()), (Kind::Q5, c.bytes()));
         assert!(mapped.get("d").is_none());
+        // Another file of this format stays when a new one is written; one of an older
+        // format, or no cache file at all, goes.
+        let other = dir.path().join("other.int8");
+        std::fs::copy(&file, &other).unwrap();
+        let old = dir.path().join("old.int8");
+        std::fs::write(&old, b"SQLINT8\0\x02\0\0\0\0\0\0\0{}").unwrap();
+        write(&dir.path().join("new.int8"), &[("a".into(), &a)]).unwrap();
+        assert!(other.exists() && !old.exists());
         // A truncated file is not used.
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
