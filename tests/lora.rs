@@ -342,16 +342,23 @@ fn merged_adapters_give_the_same_answers_and_cannot_be_switched() {
         .encode("SELECT name FROM customers WHERE country =")
         .unwrap();
     let ad = adapter(&e, 8, false, 4);
+    let base = logits(&e, &ids);
     e.set_adapter(Some(ad.clone())).unwrap();
     let unmerged = logits(&e, &ids);
     e.merge_adapter().unwrap();
     assert!(e.is_merged());
     let merged = logits(&e, &ids);
-    // Prefill runs the merged f32 weights: the same sums in another order.
+    // Merged, each weight (the base's plus the adapter's delta) is re-quantized to 256 levels
+    // per block of 32 (the CPU's int8 cells): the logits move by that rounding, far less than
+    // the adapter moves them, and the greedy choice stays.
     let d = max_rel_diff(&merged, &unmerged);
-    eprintln!("merged logits differ by {d}");
-    assert!(d < 1e-3, "merged logits differ by {d}");
-    // Decode runs the merged weights requantized to Q8_0: same greedy choice here.
+    let adapter_effect = max_rel_diff(&base, &unmerged);
+    eprintln!("merged logits differ by {d}; the adapter moves them by {adapter_effect}");
+    assert!(
+        d < 0.05 && d < adapter_effect / 4.0,
+        "merged logits differ by {d}"
+    );
+    // And decode too.
     let mut cache = KvCache::default();
     let argmax = |v: &[f32]| {
         v.iter()

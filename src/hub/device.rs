@@ -112,11 +112,11 @@ pub fn select(choice: DeviceChoice) -> Result<(Device, String), LlmError> {
     }
 }
 
-/// The weight representation per phase for `device`. CPU: f32 for prefill, Q8_0 for decode
+/// The weight representation per phase for `device`. CPU: sqlora's int8 cells for both phases
 /// (see [`WeightPlan::cpu_default`]). CUDA (measured on one H200, `scripts/bench-gpu`): dense
 /// f32 weights through cuBLAS for prefill (38–40k tok/s on a 555-token prompt, against 5.6k
 /// with the GGUF's own kernels) and the GGUF's 4-bit kernels for decode (122–129 tok/s, against
-/// 105 with f32). `SQLORA_WEIGHTS=PREFILL,DECODE` (native, q8_0, f32) overrides either.
+/// 105 with f32). `SQLORA_WEIGHTS=PREFILL,DECODE` (native, q8_0, f32, int8) overrides either.
 pub fn plan_for(device: &Device) -> WeightPlan {
     let mut plan = if device.is_cuda() {
         WeightPlan {

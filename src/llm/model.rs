@@ -250,11 +250,13 @@ impl Model {
     /// [`Projection::merge_lora`]). Afterwards the model behaves as a base model that already
     /// holds the adapter; it cannot be taken off again without reloading.
     pub fn merge_adapter(&mut self) -> Result<(), LlmError> {
-        for layer in &mut self.layers {
-            for t in Target::ALL {
-                layer.projection_mut(t).merge_lora()?;
-            }
-        }
+        use rayon::prelude::*;
+        // Layers in parallel: on the CPU each merge re-quantizes its cells (seconds in all).
+        self.layers.par_iter_mut().try_for_each(|layer| {
+            Target::ALL
+                .iter()
+                .try_for_each(|&t| layer.projection_mut(t).merge_lora())
+        })?;
         Ok(())
     }
 
