@@ -69,6 +69,8 @@ pub fn command(args: ShellArgs) -> Result<()> {
             }
             // The schema is read into an in-process model while the user types the first
             // line; other setups (a server, per-question table selection) prepare it now.
+            // (A Ctrl-C during the load must not cancel that read.)
+            cancel.reset();
             if let Some(w) = pipeline.start_warm_up(&cancel) {
                 eprintln!(
                     "{} while you type",
@@ -101,8 +103,8 @@ pub fn command(args: ShellArgs) -> Result<()> {
                         eprintln!("sqlora: {e} (the schema will be read with the first question)")
                     }
                 }
+                cancel.reset();
             }
-            cancel.reset();
         }
         Err(e) => {
             let msg = format!("{e:#}");

@@ -198,7 +198,7 @@ impl Engine {
         if let (None, Some(file)) = (&mapped, &weights_file) {
             let all = model.int8_matrices();
             if !all.is_empty() {
-                let _ = store::write(file, &all);
+                let _ = store::write(file, path, &all);
             }
         }
         let modified = meta

@@ -24,7 +24,8 @@ use super::LlmError;
 pub enum WeightFormat {
     /// The GGUF's own quantization (Q4_K, Q5_0, ...), run by candle's quantized kernels.
     Native,
-    /// Re-quantized to Q8_0: the fastest single-row kernel on CPU.
+    /// Re-quantized to Q8_0 and run by candle's kernels (the CPU's decode format before the
+    /// int8 cells).
     Q8_0,
     /// Dequantized to f32 (cuBLAS's prefill path on CUDA).
     F32,
@@ -83,15 +84,14 @@ impl Form {
         device: &Device,
     ) -> candle_core::Result<Self> {
         let native_dense = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        let (rows, cols) = q.shape().dims2()?;
         Ok(match fmt {
             WeightFormat::F32 => Form::Dense(q.dequantize(device)?),
-            WeightFormat::Int8
-                if device.is_cpu()
-                    && Int8Matrix::fits(q.shape().dims2()?.0, q.shape().dims2()?.1) =>
-            {
+            // A dense GGUF (f32, f16, bf16) stays dense: int8 cells would round it.
+            _ if native_dense => Form::Dense(q.dequantize(device)?),
+            WeightFormat::Int8 if device.is_cpu() && Int8Matrix::fits(rows, cols) => {
                 Form::Int8(Arc::new(Int8Matrix::from_qtensor(q)?))
             }
-            _ if native_dense => Form::Dense(q.dequantize(device)?),
             WeightFormat::Int8 => Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?)),
             WeightFormat::Native => Form::Quant(Arc::new(QMatMul::from_arc(q.clone())?)),
             // See `merged`: no Q8_0 re-quantization on CUDA; its native kernels are used.

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::block::{self, InferOps, Layer};
@@ -101,14 +101,20 @@ impl Model {
         let int8 = device.is_cpu()
             && plan.prefill == WeightFormat::Int8
             && plan.decode == WeightFormat::Int8;
-        let mapped =
-            |name: &str| -> Option<Int8Matrix> { source.mapped.filter(|_| int8)?.get(name) };
+        // A mapped matrix is used only when the GGUF has that tensor in that shape (a cache
+        // file of another model under the same key would otherwise be read as this one).
+        let mapped = |name: &str| -> Option<Int8Matrix> {
+            let m = source.mapped.filter(|_| int8)?.get(name)?;
+            let info = ct.tensor_infos.get(name)?;
+            (info.shape.dims() == [m.rows(), m.cols()]).then_some(m)
+        };
         let embed = match mapped("token_embd.weight") {
             Some(m) => Embedding::Int8(Arc::new(m)),
             None => {
                 let q = tensor("token_embd.weight")?;
                 let (rows, cols) = q.shape().dims2()?;
-                if int8 && Int8Matrix::fits(rows, cols) {
+                let dense = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+                if int8 && !dense && Int8Matrix::fits(rows, cols) {
                     Embedding::Int8(Arc::new(Int8Matrix::from_qtensor(&q)?))
                 } else {
                     Embedding::Dense(q.dequantize(device)?)

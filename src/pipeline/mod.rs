@@ -233,7 +233,15 @@ impl Pipeline {
         let mut engine = self.take_engine()?;
         let cancel = cancel.clone();
         let handle = std::thread::spawn(move || {
-            let r = engine.warm_prefix(&prefix, &cancel);
+            // The model comes back whatever happens, a panic included.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.warm_prefix(&prefix, &cancel)
+            }))
+            .unwrap_or_else(|_| {
+                Err(crate::llm::LlmError::Generation(
+                    "the model failed while reading the schema".into(),
+                ))
+            });
             (engine, r)
         });
         Some(Warming {

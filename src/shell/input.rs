@@ -112,6 +112,11 @@ fn words(line: &str) -> Vec<String> {
         .collect()
 }
 
+/// `exit` or `quit` alone (a trailing `;` allowed, any case).
+pub fn is_quit(line: &str) -> bool {
+    matches!(fixed_form(line), Some(Kind::Quit))
+}
+
 /// `exit`, `quit`, `help` alone; `SHOW TABLES`; `DESCRIBE t`, `DESC t`, `SHOW COLUMNS FROM t`.
 fn fixed_form(line: &str) -> Option<Kind> {
     let w = words(line);

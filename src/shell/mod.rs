@@ -160,6 +160,14 @@ fn history_path() -> Option<PathBuf> {
     crate::paths::data_dir().ok().map(|d| d.join("history.txt"))
 }
 
+/// Whether `line` leaves the shell (`\q`, `\quit`, `\exit`, `exit`, `quit;`, …).
+fn quits(line: &str) -> bool {
+    if line.trim_start().starts_with('\\') {
+        return commands::lookup(commands::split(line).0).is_some_and(|c| c.name == "q");
+    }
+    input::is_quit(line)
+}
+
 /// How many candidates agree with an answer, said plainly when at most half do.
 pub fn confidence_line(c: &crate::pipeline::Confidence) -> String {
     if c.is_low() {
@@ -279,8 +287,11 @@ impl Shell {
                     if let Some(h) = &hist {
                         let _ = rl.append_history(h);
                     }
-                    if !matches!(line, "\\q" | "\\quit") {
-                        self.finish_warming();
+                    // Quitting does not wait for the schema read; anything else does, and
+                    // Ctrl-C during that wait drops the line (it is in the history).
+                    if !quits(line) && !self.finish_warming() {
+                        self.cancel.reset();
+                        continue;
                     }
                     self.cancel.reset();
                     if let Flow::Quit = self.handle(line) {
@@ -299,10 +310,10 @@ impl Shell {
     }
 
     /// Waits for the schema read started at launch (it ran while the user typed) and takes the
-    /// model back; says so when it failed.
-    fn finish_warming(&mut self) {
+    /// model back; says so when it failed. False when Ctrl-C cancelled the wait.
+    fn finish_warming(&mut self) -> bool {
         let Some(w) = self.warming.take() else {
-            return;
+            return true;
         };
         let spinner = (!w.is_finished()).then(|| {
             progress::Spinner::start(&match w.tokens {
@@ -312,8 +323,16 @@ impl Shell {
         });
         let result = self.pipeline.finish_warm_up(w);
         drop(spinner);
-        if let Err(e) = result {
-            eprintln!("sqlora: {e} (the schema will be read with the question)");
+        match result {
+            Ok(_) => true,
+            Err(crate::pipeline::AskError::Model(crate::llm::LlmError::Cancelled)) => {
+                eprintln!("cancelled; the schema will be read with the next question");
+                false
+            }
+            Err(e) => {
+                eprintln!("sqlora: {e} (the schema will be read with the question)");
+                true
+            }
         }
     }
 

@@ -12,8 +12,9 @@
 //! | `Q8` | Q8_0 | signed bytes, an f16 scale per row (`m = −128·s`) | 1.06 |
 //! | `U8` | anything else (Q6_K, f16, f32, a merged adapter) | bytes, f32 scale and offset | 1.25 |
 //!
-//! `U8` quantizes each block to 256 levels between its minimum and maximum (Q6_K's error grows
-//! by under 1/60 of its own step).
+//! `U8` quantizes each block to 256 levels between its minimum and maximum: for Q6_K (64
+//! levels per 16 weights) that adds up to half a step of the block's whole range, a quarter of
+//! a Q6_K step where the block's two halves have like scales, more where they do not.
 //!
 //! Owns the format, the conversions and dequantization; never multiplies (that is `gemm`),
 //! never reads or writes files (`store`).
@@ -366,9 +367,12 @@ impl Int8Matrix {
         rows > 0 && cols > 0 && rows.is_multiple_of(GROUP) && cols.is_multiple_of(BLOCK)
     }
 
-    /// Bytes of the cells of a `rows × cols` matrix of `kind`.
-    pub fn size(kind: Kind, rows: usize, cols: usize) -> usize {
-        rows / GROUP * (cols / BLOCK) * kind.cell_bytes()
+    /// Bytes of the cells of a `rows × cols` matrix of `kind` (`None`: past `usize`, which
+    /// only a damaged cache header can ask).
+    pub fn size(kind: Kind, rows: usize, cols: usize) -> Option<usize> {
+        (rows / GROUP)
+            .checked_mul(cols / BLOCK)?
+            .checked_mul(kind.cell_bytes())
     }
 
     /// The cells, group-major (`(group · blocks + block) · cell_bytes`).
@@ -390,7 +394,7 @@ impl Int8Matrix {
         if !Self::fits(rows, cols) {
             return None;
         }
-        let len = Self::size(kind, rows, cols);
+        let len = Self::size(kind, rows, cols)?;
         (offset.checked_add(len)? <= map.len()).then(|| Self {
             rows,
             cols,
@@ -403,8 +407,10 @@ impl Int8Matrix {
         self.cols / BLOCK
     }
 
+    /// A matrix of a weight that exists in memory (so its cells' size fits in `usize`).
     fn new_owned(kind: Kind, rows: usize, cols: usize, fill: impl FnOnce(&mut [u8])) -> Self {
-        let mut bytes = vec![0u8; Self::size(kind, rows, cols)];
+        let size = Self::size(kind, rows, cols).expect("cells of a weight held in memory");
+        let mut bytes = vec![0u8; size];
         fill(&mut bytes);
         Self {
             rows,
@@ -555,7 +561,7 @@ mod tests {
             let want = want.to_vec1::<f32>().unwrap();
             let m = Int8Matrix::from_qtensor(&q).unwrap();
             assert_eq!(m.kind(), kind, "{dtype:?}");
-            assert_eq!(m.bytes().len(), Int8Matrix::size(kind, rows, cols));
+            assert_eq!(Some(m.bytes().len()), Int8Matrix::size(kind, rows, cols));
             let got = m.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
             let got = got.to_vec1::<f32>().unwrap();
             let worst = want

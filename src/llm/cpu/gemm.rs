@@ -3,8 +3,8 @@
 //! output is `Σ_b s·sx·Σ(u·xq) + m·sx·Σxq` over the blocks. The byte products run as
 //! AVX-512 VNNI `vpdpbusd` (16 output columns × 4 bytes per instruction, the weight layout is
 //! made for it) where the CPU has it, else as portable code compiled for AVX2/FMA when the CPU
-//! has those, else plain; the kernel is chosen once at run time (`SQLORA_CPU_KERNEL=vnni|avx2|
-//! portable` forces one). Columns are split across the rayon pool; rows are taken four at a
+//! has those, else plain; the kernel is chosen once at run time (`SQLORA_CPU_KERNEL=avx2|portable`
+//! picks a slower one for comparison; a kernel the CPU cannot run is never run). Columns are split across the rayon pool; rows are taken four at a
 //! time so each weight chunk loaded serves four rows.
 //!
 //! Owns the products and the activation quantization; never builds weights (that is
@@ -96,8 +96,8 @@ pub fn add_lora(
     y: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if Kernel::best() != Kernel::Portable {
-        // SAFETY: the CPU has AVX2 and FMA (Kernel::best checked).
+    if Kernel::available().contains(&Kernel::Avx2) {
+        // SAFETY: the CPU has AVX2 and FMA (that is what Kernel::Avx2 being available means).
         unsafe { add_lora_avx2(x, rows, a, b, rank, scale, y) };
         return;
     }
@@ -182,7 +182,12 @@ impl Kernel {
     }
 
     /// The kernels this CPU can run, fastest first.
-    pub fn available() -> Vec<Kernel> {
+    pub fn available() -> &'static [Kernel] {
+        static AVAILABLE: OnceLock<Vec<Kernel>> = OnceLock::new();
+        AVAILABLE.get_or_init(Kernel::detect)
+    }
+
+    fn detect() -> Vec<Kernel> {
         let mut v = Vec::new();
         #[cfg(target_arch = "x86_64")]
         {
@@ -232,6 +237,14 @@ pub fn matmul(x: &[f32], rows: usize, w: &Int8Matrix) -> Vec<f32> {
 pub fn matmul_with(kernel: Kernel, x: &[f32], rows: usize, w: &Int8Matrix) -> Vec<f32> {
     let (n, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), rows * k, "input is not rows × {k}");
+    // The kernels index the cells by the shape: hold the matrix to it (its constructors do).
+    assert_eq!(Some(w.bytes().len()), Int8Matrix::size(w.kind(), n, k));
+    // A kernel this CPU cannot run is never run (its instructions would be undefined).
+    let kernel = if Kernel::available().contains(&kernel) {
+        kernel
+    } else {
+        Kernel::Portable
+    };
     let xq = quantize_rows(x, rows, k);
     let mut y = vec![0f32; rows * n];
     let out = Out(y.as_mut_ptr());
@@ -575,7 +588,7 @@ mod tests {
             let w = weights(n, k, dtype);
             let x = input(rows, k);
             let want = matmul_with(Kernel::Portable, &x, rows, &w);
-            for kernel in Kernel::available() {
+            for &kernel in Kernel::available() {
                 let got = matmul_with(kernel, &x, rows, &w);
                 for (a, b) in want.iter().zip(&got) {
                     assert!(

@@ -28,6 +28,10 @@ const PAGE: usize = 4096;
 struct Header {
     format: u32,
     sqlora: String,
+    /// The GGUF's canonical path: an older file of the same model is removed when a new one
+    /// is written (after the GGUF was replaced or touched).
+    #[serde(default)]
+    model: String,
     tensors: BTreeMap<String, Entry>,
 }
 
@@ -50,9 +54,8 @@ pub fn path_for(dir: &Path, model: &Path) -> Option<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_nanos();
-    let canonical = std::fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
     let h = Sha256::new()
-        .chain_update(canonical.to_string_lossy().as_bytes())
+        .chain_update(canonical(model).as_bytes())
         .chain_update(format!(
             "|{}|{modified}|{FORMAT}|{}",
             meta.len(),
@@ -87,7 +90,7 @@ impl Mapped {
             return None;
         }
         let map = Arc::new(map);
-        // Every entry must lie inside the file, aligned.
+        // Every entry must lie inside the file (the kernels' loads are unaligned).
         for e in header.tensors.values() {
             Int8Matrix::from_mapped(e.kind, e.rows, e.cols, map.clone(), e.offset)?;
         }
@@ -105,7 +108,8 @@ impl Mapped {
 }
 
 /// Writes `tensors` to `file` (through a temporary name and a rename).
-pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<()> {
+pub fn write(file: &Path, model: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<()> {
+    let model = canonical(model);
     let mut entries = BTreeMap::new();
     let mut offset = 0usize;
     for (name, m) in tensors {
@@ -125,6 +129,7 @@ pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<
     let draft = serde_json::to_vec(&Header {
         format: FORMAT,
         sqlora: env!("CARGO_PKG_VERSION").into(),
+        model: model.clone(),
         tensors: BTreeMap::new(),
     })?;
     let room = (16 + draft.len() + entries.len() * 96).div_ceil(PAGE) * PAGE;
@@ -134,6 +139,7 @@ pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<
     let header = serde_json::to_vec(&Header {
         format: FORMAT,
         sqlora: env!("CARGO_PKG_VERSION").into(),
+        model: model.clone(),
         tensors: entries,
     })?;
     if 16 + header.len() > room {
@@ -164,16 +170,16 @@ pub fn write(file: &Path, tensors: &[(String, &Int8Matrix)]) -> std::io::Result<
     }
     if result.is_ok() {
         if let Some(dir) = file.parent() {
-            remove_stale(dir, file);
+            remove_stale(dir, file, &model);
         }
     }
     result
 }
 
-/// Removes the cache files this build can never read (another format or sqlora version, or no
-/// header at all) and temporary files a stopped process left more than an hour ago. Files of
-/// other GGUFs in this format stay.
-fn remove_stale(dir: &Path, keep: &Path) {
+/// Removes the cache files that will never be read again: of another format or sqlora version
+/// (or no cache file at all), or an older file of the same GGUF; and temporary files a stopped
+/// process left more than an hour ago. Files of other GGUFs in this format stay.
+fn remove_stale(dir: &Path, keep: &Path, model: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -186,14 +192,25 @@ fn remove_stale(dir: &Path, keep: &Path) {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let stale = if name.ends_with(".int8") {
-            !readable_header(&path)
-        } else if name.contains(".tmp.") {
-            e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600))
-        } else {
-            false
+        let key = |s: &str| s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let stale = match name.split_once('.') {
+            Some((k, "int8")) if key(k) => match header(&path) {
+                Some(h) => {
+                    h.format != FORMAT || h.sqlora != env!("CARGO_PKG_VERSION") || h.model == model
+                }
+                None => true,
+            },
+            Some((k, rest))
+                if key(k)
+                    && rest
+                        .strip_prefix("tmp.")
+                        .is_some_and(|p| p.parse::<u32>().is_ok()) =>
+            {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600))
+            }
+            _ => false,
         };
         if stale {
             let _ = std::fs::remove_file(&path);
@@ -201,21 +218,26 @@ fn remove_stale(dir: &Path, keep: &Path) {
     }
 }
 
-/// Whether `file` starts with a header of this format and sqlora version.
-fn readable_header(file: &Path) -> bool {
+fn canonical(model: &Path) -> String {
+    std::fs::canonicalize(model)
+        .unwrap_or_else(|_| model.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The header of a cache file, when it has one.
+fn header(file: &Path) -> Option<Header> {
     use std::io::Read;
-    let Ok(mut f) = std::fs::File::open(file) else {
-        return false;
-    };
+    let mut f = std::fs::File::open(file).ok()?;
     let mut start = [0u8; 16];
-    if f.read_exact(&mut start).is_err() || &start[..8] != MAGIC {
-        return false;
+    f.read_exact(&mut start).ok()?;
+    if &start[..8] != MAGIC {
+        return None;
     }
-    let len = u64::from_le_bytes(start[8..16].try_into().unwrap_or_default()) as usize;
+    let len = u64::from_le_bytes(start[8..16].try_into().ok()?) as usize;
     let mut header = vec![0u8; len.min(1 << 24)];
-    f.read_exact(&mut header).is_ok()
-        && serde_json::from_slice::<Header>(&header)
-            .is_ok_and(|h| h.format == FORMAT && h.sqlora == env!("CARGO_PKG_VERSION"))
+    f.read_exact(&mut header).ok()?;
+    serde_json::from_slice(&header).ok()
 }
 
 #[cfg(test)]
@@ -241,9 +263,16 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let file = dir.path().join("m.int8");
+        let key = |c: char| {
+            dir.path()
+                .join(format!("{}.int8", c.to_string().repeat(24)))
+        };
+        let file = key('a');
+        let gguf = dir.path().join("m.gguf");
+        std::fs::write(&gguf, b"model").unwrap();
         write(
             &file,
+            &gguf,
             &[("a".into(), &a), ("b".into(), &b), ("c".into(), &c)],
         )
         .unwrap();
@@ -253,17 +282,21 @@ mod tests {
         let mc = mapped.get("c").unwrap();
         assert_eq!((mc.kind(), mc.bytes()), (Kind::Q5, c.bytes()));
         assert!(mapped.get("d").is_none());
-        // Another file of this format stays when a new one is written; one of an older
-        // format, or no cache file at all, goes.
-        let other = dir.path().join("other.int8");
-        std::fs::copy(&file, &other).unwrap();
-        let old = dir.path().join("old.int8");
-        std::fs::write(&old, b"SQLINT8\0\x02\0\0\0\0\0\0\0{}").unwrap();
-        write(&dir.path().join("new.int8"), &[("a".into(), &a)]).unwrap();
-        assert!(other.exists() && !old.exists());
+        drop(mapped);
+        // Writing a new file for the same GGUF removes its older one and files of another
+        // format; another GGUF's file and files that are not the cache's stay.
+        let other_gguf = dir.path().join("other.gguf");
+        std::fs::write(&other_gguf, b"other").unwrap();
+        write(&key('b'), &other_gguf, &[("a".into(), &a)]).unwrap();
+        std::fs::write(key('c'), b"SQLINT8\0\x02\0\0\0\0\0\0\0{}").unwrap();
+        let notes = dir.path().join("notes.int8");
+        std::fs::write(&notes, b"mine").unwrap();
+        write(&key('d'), &gguf, &[("a".into(), &a)]).unwrap();
+        assert!(!file.exists() && !key('c').exists(), "stale files stayed");
+        assert!(key('b').exists() && notes.exists() && key('d').exists());
         // A truncated file is not used.
-        let bytes = std::fs::read(&file).unwrap();
-        std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(Mapped::open(&file).is_none());
+        let bytes = std::fs::read(key('d')).unwrap();
+        std::fs::write(key('d'), &bytes[..bytes.len() - 1]).unwrap();
+        assert!(Mapped::open(&key('d')).is_none());
     }
 }
