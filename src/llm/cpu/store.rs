@@ -177,8 +177,9 @@ pub fn write(file: &Path, model: &Path, tensors: &[(String, &Int8Matrix)]) -> st
 }
 
 /// Removes the cache files that will never be read again: of another format or sqlora version
-/// (or no cache file at all), or an older file of the same GGUF; and temporary files a stopped
-/// process left more than an hour ago. Files of other GGUFs in this format stay.
+/// (or no cache file at all), an older file of the same GGUF, or of a GGUF that is gone; and
+/// temporary files a stopped process left more than an hour ago. Files of other GGUFs that are
+/// still there stay.
 fn remove_stale(dir: &Path, keep: &Path, model: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -196,7 +197,10 @@ fn remove_stale(dir: &Path, keep: &Path, model: &str) {
         let stale = match name.split_once('.') {
             Some((k, "int8")) if key(k) => match header(&path) {
                 Some(h) => {
-                    h.format != FORMAT || h.sqlora != env!("CARGO_PKG_VERSION") || h.model == model
+                    h.format != FORMAT
+                        || h.sqlora != env!("CARGO_PKG_VERSION")
+                        || h.model == model
+                        || (!h.model.is_empty() && !Path::new(&h.model).exists())
                 }
                 None => true,
             },
@@ -289,10 +293,17 @@ mod tests {
         std::fs::write(&other_gguf, b"other").unwrap();
         write(&key('b'), &other_gguf, &[("a".into(), &a)]).unwrap();
         std::fs::write(key('c'), b"SQLINT8\0\x02\0\0\0\0\0\0\0{}").unwrap();
+        let gone_gguf = dir.path().join("gone.gguf");
+        std::fs::write(&gone_gguf, b"gone").unwrap();
+        write(&key('e'), &gone_gguf, &[("a".into(), &a)]).unwrap();
+        std::fs::remove_file(&gone_gguf).unwrap();
         let notes = dir.path().join("notes.int8");
         std::fs::write(&notes, b"mine").unwrap();
         write(&key('d'), &gguf, &[("a".into(), &a)]).unwrap();
-        assert!(!file.exists() && !key('c').exists(), "stale files stayed");
+        assert!(
+            !file.exists() && !key('c').exists() && !key('e').exists(),
+            "stale files stayed"
+        );
         assert!(key('b').exists() && notes.exists() && key('d').exists());
         // A truncated file is not used.
         let bytes = std::fs::read(key('d')).unwrap();
