@@ -42,16 +42,30 @@ fn exp_neg(x: f32) -> f32 {
     f32::from_bits(p.to_bits().wrapping_add(((n as i32) << 23) as u32))
 }
 
+/// Sixteen partial results side by side, so that a reduction over a row vectorizes (a single
+/// running float would fix the order of every addition).
+#[inline(always)]
+fn lanes(v: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = v.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    let lanes = acc.iter().fold(init, |a, &b| f(a, b));
+    tail.iter().fold(lanes, |a, &b| f(a, b))
+}
+
 #[inline(always)]
 fn row_body(row: &mut [f32], visible: usize, scale: f32) {
     let (seen, hidden) = row.split_at_mut(visible.min(row.len()));
-    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-    let mut sum = 0f32;
+    let max = lanes(seen, f32::NEG_INFINITY, f32::max) * scale;
     for v in seen.iter_mut() {
         *v = exp_neg(*v * scale - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / lanes(seen, 0.0, |a, b| a + b);
     seen.iter_mut().for_each(|v| *v *= inv);
     hidden.iter_mut().for_each(|v| *v = 0.0);
 }
