@@ -1,7 +1,8 @@
 //! The one decoder-layer body, written once: pre-norm attention with grouped-query heads and
 //! RoPE, then a pre-norm SwiGLU MLP, each added to the residual stream. What differs between
 //! inference and training is only how each step is computed — inference through candle's fused
-//! kernels with a KV cache ([`InferOps`]), training through differentiable forms with the LoRA
+//! kernels (and, on the CPU, sqlora's int8 products and causal softmax) with a KV cache
+//! ([`InferOps`]), training through differentiable forms with the LoRA
 //! matrices on the autograd graph (`autograd::TrainOps`) — so those are a [`LayerOps`] the body
 //! calls. The fused CUDA decoder (`cuda::decode`) and the hand-written CUDA training layer
 //! (`cuda::train_layer`) are speed-ups of this body, each held to it by an equivalence test.
@@ -60,7 +61,8 @@ pub(super) fn layer(
 }
 
 /// Inference: candle's fused norm and RoPE, the weights in their per-phase representation, and
-/// attention that appends this step's keys and values to the layer's cache slot.
+/// attention that appends this step's keys and values to the layer's cache slot (one sequence
+/// on the CPU: its softmax by position, `cpu::softmax`; otherwise an added mask).
 pub(super) struct InferOps<'a> {
     pub c: &'a ModelConfig,
     pub layer: &'a Layer,
