@@ -198,13 +198,23 @@ fn a_huge_value_is_shortened_and_the_shell_goes_on() {
 
 /// `sqlora shell` on `db` in a 120×40 pseudo-terminal, waited for until its first prompt.
 fn conversation_shell(db: &std::path::Path, data: &std::path::Path) -> PtySession {
-    let model = common::model_path();
+    let (s, start) = start_shell(model_shell(db, data));
+    // The start-up spinner said what it waited for (stderr is the terminal here).
+    assert!(
+        start.contains("reading the schema into the model ("),
+        "no schema spinner in:\n{start}"
+    );
+    s
+}
+
+/// `sqlora shell` with the real model on `db`, its data in `data`, at a 120×40 terminal.
+fn model_shell(db: &std::path::Path, data: &std::path::Path) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("stty cols 120 rows 40 && exec \"$0\" \"$@\"")
         .arg(env!("CARGO_BIN_EXE_sqlora"))
         .args(["shell", "--offline", "--model"])
-        .arg(&model)
+        .arg(common::model_path())
         .arg("--db")
         .arg(db)
         .env("SQLORA_DATA_DIR", data)
@@ -215,6 +225,11 @@ fn conversation_shell(db: &std::path::Path, data: &std::path::Path) -> PtySessio
         .env_remove("NO_COLOR")
         // Results are printed, never paged: nothing here presses q.
         .env("SQLORA_PAGER", "");
+    cmd
+}
+
+/// Starts `cmd` in a pseudo-terminal and waits for the first prompt; returns what came before.
+fn start_shell(cmd: Command) -> (PtySession, String) {
     let options = Options::new()
         .timeout_ms(Some(10_000))
         .strip_ansi_escape_codes(true);
@@ -225,12 +240,7 @@ fn conversation_shell(db: &std::path::Path, data: &std::path::Path) -> PtySessio
         Duration::from_secs(240),
         "the first prompt",
     );
-    // The start-up spinner said what it waited for (stderr is the terminal here).
-    assert!(
-        start.contains("reading the schema into the model ("),
-        "no schema spinner in:\n{start}"
-    );
-    s
+    (s, start)
 }
 
 /// The first line of `out` that holds SQL, from its `SELECT` on (the shell prints the
@@ -706,7 +716,6 @@ fn tab_completes_table_names() {
 #[test]
 fn the_schema_is_read_while_the_first_question_is_typed() {
     let _serial = serial();
-    let model = common::model_path();
     let (_db_dir, db) = common::demo_db();
     let data = tempfile::tempdir().unwrap();
     // A cache folder of its own, so that no earlier run's prefix state is found; the converted
@@ -718,32 +727,9 @@ fn the_schema_is_read_while_the_first_question_is_typed() {
         }
     }
     let kv = cache.path().join("kv");
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("stty cols 120 rows 40 && exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_sqlora"))
-        .args(["shell", "--offline", "--model"])
-        .arg(&model)
-        .arg("--db")
-        .arg(&db)
-        .env("SQLORA_DATA_DIR", data.path())
-        .env("SQLORA_CACHE_DIR", cache.path())
-        .env("TERM", "xterm")
-        .env_remove("DATABASE_URL")
-        .env_remove("SQLORA_MODEL")
-        .env_remove("SQLORA_FEEDBACK_DB")
-        .env_remove("NO_COLOR")
-        .env("SQLORA_PAGER", "");
-    let options = Options::new()
-        .timeout_ms(Some(10_000))
-        .strip_ansi_escape_codes(true);
-    let mut s = spawn_with_options(cmd, options).expect("start sqlora in a pseudo-terminal");
-    let start = expect(
-        &mut s,
-        "sqlora> ",
-        Duration::from_secs(240),
-        "the first prompt",
-    );
+    let mut cmd = model_shell(&db, data.path());
+    cmd.env("SQLORA_CACHE_DIR", cache.path());
+    let (mut s, start) = start_shell(cmd);
     let unread = std::fs::read_dir(&kv).map_or(0, |d| d.count());
     assert!(
         start.contains("reading the schema into the model (") && start.contains("while you type"),
