@@ -154,17 +154,7 @@ impl Form {
     pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Form::Quant(m) => m.forward(x),
-            Form::Int8(m) => {
-                let dims = x.dims().to_vec();
-                let k = dims[dims.len() - 1];
-                let rows = x.elem_count() / k.max(1);
-                let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                let y = super::cpu::matmul(&flat, rows, m);
-                let mut out = dims;
-                let last = out.len() - 1;
-                out[last] = m.rows();
-                Tensor::from_vec(y, out, x.device())
-            }
+            Form::Int8(m) => int8_forward(m, x, |_, _, _| {}),
             Form::Dense(w) => {
                 let dims = x.dims().to_vec();
                 let k = dims[dims.len() - 1];
@@ -177,6 +167,23 @@ impl Form {
             }
         }
     }
+}
+
+/// `x·Wᵀ` through the CPU's int8 product, with `more(x, rows, y)` adding to the output before
+/// it becomes a tensor (the few-row LoRA delta).
+fn int8_forward(
+    m: &Int8Matrix,
+    x: &Tensor,
+    more: impl FnOnce(&[f32], usize, &mut [f32]),
+) -> candle_core::Result<Tensor> {
+    let mut out = x.dims().to_vec();
+    let last = out.len() - 1;
+    let rows = x.elem_count() / out[last].max(1);
+    let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let mut y = super::cpu::matmul(&flat, rows, m);
+    more(&flat, rows, &mut y);
+    out[last] = m.rows();
+    Tensor::from_vec(y, out, x.device())
 }
 
 /// A LoRA delta on a projection: `scale · (x·Aᵀ)·Bᵀ`.
@@ -347,44 +354,31 @@ impl Projection {
         } else {
             &self.narrow
         };
-        // Int8 cells with an adapter, few rows (decode): the delta is added on the host, in
-        // the product's own output, without candle's two small products.
-        if let (
-            Form::Int8(m),
-            Some(Lora {
-                host: Some(h),
-                scale,
-                ..
-            }),
-        ) = (form, &self.lora)
-        {
-            if rows <= 8 {
-                let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                let mut y = super::cpu::matmul(&flat, rows, m);
+        let y = match (form, &self.lora) {
+            // Int8 cells with an adapter, few rows (decode): the delta is added on the host, in
+            // the product's own output, without candle's two small products.
+            (Form::Int8(m), Some(l @ Lora { host: Some(h), .. })) if rows <= 8 => {
                 let rank = h.0.len() / self.dims.1.max(1);
-                super::cpu::add_lora(&flat, rows, &h.0, &h.1, rank, *scale as f32, &mut y);
-                let mut out = x.dims().to_vec();
-                let last = out.len() - 1;
-                out[last] = m.rows();
-                let y = Tensor::from_vec(y, out, x.device())?;
-                return match &self.bias {
-                    Some(b) => y.broadcast_add(b),
-                    None => Ok(y),
-                };
+                int8_forward(m, x, |flat, rows, y| {
+                    super::cpu::add_lora(flat, rows, &h.0, &h.1, rank, l.scale as f32, y)
+                })?
             }
-        }
-        let mut y = form.forward(x)?;
-        if let Some(l) = &self.lora {
-            let dims = x.dims().to_vec();
-            let k = dims[dims.len() - 1];
-            let flat = x.reshape((rows, k))?;
-            let delta = flat
-                .matmul(&l.a.t()?)?
-                .matmul(&l.b.t()?)?
-                .affine(l.scale, 0.0)?;
-            let delta = delta.reshape(y.shape())?;
-            y = (y + delta)?;
-        }
+            (_, lora) => {
+                let mut y = form.forward(x)?;
+                if let Some(l) = lora {
+                    let dims = x.dims().to_vec();
+                    let k = dims[dims.len() - 1];
+                    let flat = x.reshape((rows, k))?;
+                    let delta = flat
+                        .matmul(&l.a.t()?)?
+                        .matmul(&l.b.t()?)?
+                        .affine(l.scale, 0.0)?;
+                    let delta = delta.reshape(y.shape())?;
+                    y = (y + delta)?;
+                }
+                y
+            }
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
