@@ -2,8 +2,8 @@
 //! bytes per block of 32 (scale = max|x|/127, as llama.cpp's Q8_0 activations), then each
 //! output is `Σ_b s·sx·Σ(u·xq) + m·sx·Σxq` over the blocks. The byte products run as
 //! AVX-512 VNNI `vpdpbusd` (16 output columns × 4 bytes per instruction, the weight layout is
-//! made for it) where the CPU has it, else as portable code compiled for AVX2/FMA when the CPU
-//! has those, else plain; the kernel is chosen once at run time (`SQLORA_CPU_KERNEL=avx2|portable`
+//! made for it) where the CPU has it, else as AVX2 `vpmaddubsw` + `vpmaddwd` (eight columns a
+//! register) where it has that, else plain; the kernel is chosen once at run time (`SQLORA_CPU_KERNEL=avx2|portable`
 //! picks a slower one for comparison; a kernel the CPU cannot run is never run). Columns are split across the rayon pool; rows are taken four at a
 //! time so each weight chunk loaded serves four rows.
 //!
@@ -160,7 +160,7 @@ fn add_lora_body(
 pub enum Kernel {
     /// AVX-512 F/BW + VNNI.
     Vnni,
-    /// The portable kernel compiled for AVX2 and FMA.
+    /// AVX2 (with FMA and F16C): `vpmaddubsw` byte products, eight rows a register.
     Avx2,
     /// The portable kernel as is.
     Portable,
@@ -197,7 +197,10 @@ impl Kernel {
             {
                 v.push(Kernel::Vnni);
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
                 v.push(Kernel::Avx2);
             }
         }
@@ -307,21 +310,25 @@ unsafe fn panel(
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2 {
+        match m.kind {
+            Kind::U8 => avx2::panel::<{ vnni::U8 }>(m, g0, g1, xq, y, ldy),
+            Kind::Q8 => avx2::panel::<{ vnni::Q8 }>(m, g0, g1, xq, y, ldy),
+            Kind::Q5 => avx2::panel::<{ vnni::Q5 }>(m, g0, g1, xq, y, ldy),
+            Kind::Q4 => avx2::panel::<{ vnni::Q4 }>(m, g0, g1, xq, y, ldy),
+        }
+        return;
+    }
     for g in g0..g1 {
         for r in 0..xq.rows {
-            #[cfg(target_arch = "x86_64")]
-            if kernel == Kernel::Avx2 {
-                portable_avx2(m, g, xq, r, y, ldy);
-                continue;
-            }
             portable(m, g, xq, r, y, ldy);
         }
     }
 }
 
 /// One row of `xq` by one group: the reference the vector kernels are held to.
-#[inline(always)]
-unsafe fn portable_body(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32, ldy: usize) {
+unsafe fn portable(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32, ldy: usize) {
     let (nb, cb) = (m.nb, m.kind.cell_bytes());
     let mut acc = [0f32; GROUP];
     let xrow = &xq.q[r * xq.cols..(r + 1) * xq.cols];
@@ -351,16 +358,6 @@ unsafe fn portable_body(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32
     for (l, a) in acc.iter().enumerate() {
         *out.add(l) = *a;
     }
-}
-
-unsafe fn portable(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32, ldy: usize) {
-    portable_body(m, g, xq, r, y, ldy)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn portable_avx2(m: &Mat, g: usize, xq: &QuantRows, r: usize, y: *mut f32, ldy: usize) {
-    portable_body(m, g, xq, r, y, ldy)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -532,6 +529,189 @@ mod vnni {
         for (ri, arow) in acc.iter().enumerate() {
             for (i, a) in arow.iter().enumerate() {
                 _mm512_storeu_ps(y.add((r + ri) * ldy + (g + i) * GROUP), *a);
+            }
+        }
+    }
+}
+
+/// The kernel for CPUs with AVX2 but not AVX-512 VNNI (most AMD Zen 2/3 and desktop Intel):
+/// the byte products as `vpmaddubsw` (unsigned weight byte × signed activation byte, pairs
+/// summed to i16) then `vpmaddwd` by ones (to i32), eight output rows per 256-bit register.
+/// A pair of products can only overflow i16 where a weight byte exceeds 127 (the 8-bit kinds):
+/// there each byte is split into its two nibbles, multiplied apart, and the high one's sum
+/// shifted left by four. Exact: the same integer sums as the portable kernel.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::vnni::{Q4, Q5, Q8, U8};
+    use super::{Kind, Mat, QuantRows, BLOCK, GROUP};
+
+    const fn kind(k: u8) -> Kind {
+        match k {
+            U8 => Kind::U8,
+            Q8 => Kind::Q8,
+            Q5 => Kind::Q5,
+            _ => Kind::Q4,
+        }
+    }
+
+    /// Groups `g0..g1` for every row: one group and up to four rows at a time (one row by two
+    /// groups while decoding).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn panel<const K: u8>(
+        m: &Mat,
+        g0: usize,
+        g1: usize,
+        xq: &QuantRows,
+        y: *mut f32,
+        ldy: usize,
+    ) {
+        let mut g = g0;
+        while g < g1 {
+            if xq.rows < 4 && g + 2 <= g1 {
+                (0..xq.rows).for_each(|r| tile::<K, 1, 2>(m, g, xq, r, y, ldy));
+                g += 2;
+                continue;
+            }
+            let mut r = 0;
+            while r < xq.rows {
+                match xq.rows - r {
+                    1 => tile::<K, 1, 1>(m, g, xq, r, y, ldy),
+                    2 => tile::<K, 2, 1>(m, g, xq, r, y, ldy),
+                    3 => tile::<K, 3, 1>(m, g, xq, r, y, ldy),
+                    _ => tile::<K, 4, 1>(m, g, xq, r, y, ldy),
+                }
+                r += (xq.rows - r).min(4);
+            }
+            g += 1;
+        }
+    }
+
+    /// 0xff in each byte of 32 whose bit of `bits` is set (byte `i` ↔ bit `i`).
+    #[inline(always)]
+    unsafe fn bit_bytes(bits: u32) -> __m256i {
+        // Byte i takes byte i/8 of `bits`, then keeps bit i%8 of it.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3,
+                3, 3, 3, 3,
+            ),
+        );
+        let pick = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        _mm256_cmpeq_epi8(_mm256_and_si256(spread, pick), pick)
+    }
+
+    /// Half `h` (rows 8h..8h+8) of chunk `j` of a cell as 32 unsigned bytes.
+    #[inline(always)]
+    unsafe fn half<const K: u8>(cell: *const u8, j: usize, h: usize) -> __m256i {
+        match K {
+            U8 => _mm256_loadu_si256(cell.add(Kind::U8_Q + j * 64 + h * 32) as *const __m256i),
+            Q8 => _mm256_xor_si256(
+                _mm256_loadu_si256(cell.add(j * 64 + h * 32) as *const __m256i),
+                _mm256_set1_epi8(-128),
+            ),
+            _ => {
+                let v = _mm256_loadu_si256(cell.add((j / 2) * 64 + h * 32) as *const __m256i);
+                let v = if j % 2 == 1 {
+                    _mm256_srli_epi16::<4>(v)
+                } else {
+                    v
+                };
+                let v = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+                if K == Q5 {
+                    let high =
+                        (cell.add(Kind::Q5_QH + j * 8 + h * 4) as *const u32).read_unaligned();
+                    _mm256_add_epi8(v, _mm256_and_si256(bit_bytes(high), _mm256_set1_epi8(0x10)))
+                } else {
+                    v
+                }
+            }
+        }
+    }
+
+    /// Per i32 lane (row), the sum of its four byte products `w·x`.
+    #[inline(always)]
+    unsafe fn dot4<const K: u8>(w: __m256i, x: __m256i) -> __m256i {
+        let ones = _mm256_set1_epi16(1);
+        if K == Q5 || K == Q4 {
+            return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+        }
+        let low = _mm256_and_si256(w, _mm256_set1_epi8(0x0f));
+        let high = _mm256_and_si256(_mm256_srli_epi16::<4>(w), _mm256_set1_epi8(0x0f));
+        let lo = _mm256_madd_epi16(_mm256_maddubs_epi16(low, x), ones);
+        let hi = _mm256_madd_epi16(_mm256_maddubs_epi16(high, x), ones);
+        _mm256_add_epi32(lo, _mm256_slli_epi32::<4>(hi))
+    }
+
+    /// Half `h`'s eight scales and offsets.
+    #[inline(always)]
+    unsafe fn scales<const K: u8>(cell: *const u8, h: usize) -> (__m256, __m256) {
+        let f = |o: usize| _mm256_loadu_ps(cell.add(o + h * 32) as *const f32);
+        match K {
+            U8 => (f(Kind::U8_S), f(Kind::U8_M)),
+            Q4 => (f(Kind::Q4_S), f(Kind::Q4_M)),
+            _ => {
+                let o = if K == Q8 { Kind::Q8_D } else { Kind::Q5_D };
+                let s = _mm256_cvtph_ps(_mm_loadu_si128(cell.add(o + h * 16) as *const __m128i));
+                let factor = kind(K).offset_factor().unwrap_or(0.0);
+                (s, _mm256_mul_ps(s, _mm256_set1_ps(factor)))
+            }
+        }
+    }
+
+    /// `MR` rows of `xq` from `r` by `G` groups from `g`, as `vnni::tile` but eight lanes a
+    /// register (two per group).
+    #[inline(always)]
+    unsafe fn tile<const K: u8, const MR: usize, const G: usize>(
+        m: &Mat,
+        g: usize,
+        xq: &QuantRows,
+        r: usize,
+        y: *mut f32,
+        ldy: usize,
+    ) {
+        let (nb, cb) = (m.nb, kind(K).cell_bytes());
+        let mut acc = [[[_mm256_setzero_ps(); 2]; G]; MR];
+        let xbase = xq.q.as_ptr().add(r * xq.cols);
+        let base = m.cells.as_ptr();
+        for b in 0..nb {
+            let mut dot = [[[_mm256_setzero_si256(); 2]; G]; MR];
+            let cell: [*const u8; G] = std::array::from_fn(|i| base.add(((g + i) * nb + b) * cb));
+            for j in 0..BLOCK / 4 {
+                let w: [[__m256i; 2]; G] =
+                    std::array::from_fn(|i| [half::<K>(cell[i], j, 0), half::<K>(cell[i], j, 1)]);
+                for (ri, row) in dot.iter_mut().enumerate() {
+                    let xp = xbase.add(ri * xq.cols + b * BLOCK + j * 4) as *const i32;
+                    let xb = _mm256_set1_epi32(xp.read_unaligned());
+                    for (d, wi) in row.iter_mut().zip(&w) {
+                        d[0] = _mm256_add_epi32(d[0], dot4::<K>(wi[0], xb));
+                        d[1] = _mm256_add_epi32(d[1], dot4::<K>(wi[1], xb));
+                    }
+                }
+            }
+            let sm: [[(__m256, __m256); 2]; G] =
+                std::array::from_fn(|i| [scales::<K>(cell[i], 0), scales::<K>(cell[i], 1)]);
+            for (ri, (arow, drow)) in acc.iter_mut().zip(&dot).enumerate() {
+                let at = (r + ri) * nb + b;
+                let sx = _mm256_set1_ps(*xq.scale.get_unchecked(at));
+                let sum = _mm256_set1_ps(*xq.sum.get_unchecked(at));
+                for ((a, d), s) in arow.iter_mut().zip(drow).zip(&sm) {
+                    for h in 0..2 {
+                        let (sc, mm) = s[h];
+                        a[h] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[h]), _mm256_mul_ps(sc, sx), a[h]);
+                        a[h] = _mm256_fmadd_ps(mm, sum, a[h]);
+                    }
+                }
+            }
+        }
+        for (ri, arow) in acc.iter().enumerate() {
+            for (i, a) in arow.iter().enumerate() {
+                let out = y.add((r + ri) * ldy + (g + i) * GROUP);
+                _mm256_storeu_ps(out, a[0]);
+                _mm256_storeu_ps(out.add(8), a[1]);
             }
         }
     }
