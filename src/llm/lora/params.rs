@@ -55,12 +55,14 @@ impl LoraParams {
         }
     }
 
-    /// Trainable copies of an adapter's matrices on `dev` (to resume a run).
+    /// Trainable copies of an adapter's matrices on `dev` (to resume a run). Copies even where
+    /// the dtype and device already match: training updates its variables in place, and must
+    /// never change the adapter it started from (or another copy made from it).
     pub fn from_adapter(adapter: &Adapter, dev: &Device) -> Result<Self, LlmError> {
         let mut pairs = BTreeMap::new();
         for (k, p) in &adapter.weights {
-            let a = Var::from_tensor(&p.a.to_dtype(DType::F32)?.to_device(dev)?)?;
-            let b = Var::from_tensor(&p.b.to_dtype(DType::F32)?.to_device(dev)?)?;
+            let a = Var::from_tensor(&p.a.to_dtype(DType::F32)?.to_device(dev)?.copy()?)?;
+            let b = Var::from_tensor(&p.b.to_dtype(DType::F32)?.to_device(dev)?.copy()?)?;
             pairs.insert(*k, (a, b));
         }
         Ok(Self {
@@ -76,15 +78,17 @@ impl LoraParams {
             .collect()
     }
 
-    /// The current weights as an adapter (f32, on the CPU).
+    /// The current weights as an adapter (f32, on the CPU): a snapshot, which later steps of
+    /// training do not change.
     pub fn to_adapter(&self, label: &str) -> Result<Adapter, LlmError> {
         let mut weights = BTreeMap::new();
         for (k, (a, b)) in &self.pairs {
+            let snap = |t: &Var| t.as_tensor().to_device(&candle_core::Device::Cpu)?.copy();
             weights.insert(
                 *k,
                 LoraPair {
-                    a: a.as_tensor().to_device(&candle_core::Device::Cpu)?,
-                    b: b.as_tensor().to_device(&candle_core::Device::Cpu)?,
+                    a: snap(a)?,
+                    b: snap(b)?,
                 },
             );
         }
