@@ -14,6 +14,7 @@ pub mod eval;
 pub mod feedback;
 pub mod model;
 pub mod progress;
+pub mod rl;
 pub mod session;
 pub mod shell;
 pub mod train;

@@ -20,6 +20,9 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     use llm::lora::adapter::Target;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
+    if args.rl {
+        return super::rl::command(args);
+    }
     args.model
         .local_only("training")
         .map_err(anyhow::Error::msg)?;
@@ -260,7 +263,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         alpha: args.alpha,
         dropout: args.dropout,
         targets,
-        lr: args.lr,
+        lr: args.lr.unwrap_or(2e-4),
         weight_decay: args.weight_decay,
         steps: steps.max(1),
         batch: args.batch.max(1),

@@ -205,9 +205,9 @@ pub struct TrainArgs {
     /// Projections to adapt: q,k,v,o,gate,up,down.
     #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down")]
     pub targets: Vec<String>,
-    /// Peak learning rate (above 0, at most 1).
-    #[arg(long, default_value_t = 2e-4, value_parser = number(0.0, true, 1.0, false))]
-    pub lr: f64,
+    /// Peak learning rate (above 0, at most 1; default 2e-4, with --rl 2e-5).
+    #[arg(long, value_parser = number(0.0, true, 1.0, false))]
+    pub lr: Option<f64>,
     /// AdamW weight decay (0 to 1).
     #[arg(long, default_value_t = 0.0, value_parser = number(0.0, false, 1.0, false))]
     pub weight_decay: f64,
@@ -264,6 +264,29 @@ pub struct TrainArgs {
     /// master weights, optimizer state, attention normalisation and the loss stay f32.
     #[arg(long, value_enum, value_name = "DTYPE")]
     pub compute: Option<crate::train::Compute>,
+    /// Reinforcement learning on execution results (GRPO) instead of training on given
+    /// answers: each step samples --group answers to each of --questions questions of one
+    /// database (--data: spider-train, or question sets as `eval` reads them, JSONL of
+    /// question, db, query), runs them and rewards each by its result (1 right; 0.1 to 0.5 ran
+    /// but wrong, by the share of the gold result's cells it returned; 0 failed), and moves
+    /// the adapter toward the answers better than their group's mean, held near where it
+    /// started by --kl. Starts from --from (default: the adapter shipped for the model, when
+    /// it fits). --steps (default 100) counts updates; --batch is the examples a forward pass.
+    #[arg(long)]
+    pub rl: bool,
+    /// With --rl: answers sampled per question (at least 2).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = count(2, 256))]
+    pub group: usize,
+    /// With --rl: questions a step (of one database).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = count(1, 4096))]
+    pub questions: usize,
+    /// With --rl: weight of the KL penalty that holds the adapter near the one it started
+    /// from (0: none).
+    #[arg(long, default_value_t = 0.04, value_name = "BETA", value_parser = number(0.0, false, 100.0, false))]
+    pub kl: f64,
+    /// With --rl: softmax temperature of the sampled answers.
+    #[arg(long, default_value_t = 1.0, value_name = "T", value_parser = number(0.0, true, 10.0, false))]
+    pub temperature: f64,
     /// Write the tokenized training examples ({"ids", "answer_start"} a line) to this file and
     /// stop: the exact sequences, for comparing with another trainer
     /// (scripts/hf-train-anchor.py).

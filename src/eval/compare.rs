@@ -191,6 +191,38 @@ fn search(
     false
 }
 
+/// Cells compared at most by [`cell_overlap`] (the first of each result).
+const MAX_OVERLAP_CELLS: usize = 20_000;
+
+/// How much of `gold`'s values `pred` has, as an F1 over the cells of both taken as multisets
+/// (cells equal as [`cells_equal`] says; columns and rows may be anywhere): 1 for the same
+/// cells, 0 for none shared; two empty results share everything. Partial credit for a wrong
+/// answer that found some of the right values (`train --rl`'s reward), never a verdict.
+pub fn cell_overlap(gold: &[Vec<Value>], pred: &[Vec<Value>]) -> f64 {
+    fn cells(rows: &[Vec<Value>]) -> Vec<&Value> {
+        let mut c: Vec<&Value> = rows.iter().flatten().take(MAX_OVERLAP_CELLS).collect();
+        c.sort_by(|x, y| cell_order(x, y));
+        c
+    }
+    let (g, p) = (cells(gold), cells(pred));
+    if g.is_empty() && p.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut common) = (0, 0, 0usize);
+    while i < g.len() && j < p.len() {
+        if cells_equal(g[i], p[j]) {
+            common += 1;
+            i += 1;
+            j += 1;
+        } else if cell_order(g[i], p[j]).is_lt() {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    2.0 * common as f64 / (g.len() + p.len()) as f64
+}
+
 /// Whether `sql` ends in an `ORDER BY` of the outermost query (not one inside parentheses, a
 /// string or a quoted name), which makes the order of its rows part of the answer.
 pub fn has_top_level_order_by(sql: &str) -> bool {
@@ -293,6 +325,21 @@ mod tests {
         assert!(!results_match(&gold, &[vec![t("a")], vec![t("a")]], false));
         assert!(!results_match(&gold, &[], false));
         assert!(!results_match(&[], &gold, false));
+    }
+
+    #[test]
+    fn cell_overlap_is_an_f1_over_the_cells_wherever_they_are() {
+        let gold = vec![vec![t("a"), Int(1)], vec![t("b"), Int(2)]];
+        assert_eq!(cell_overlap(&gold, &gold), 1.0);
+        // Half the cells, in another shape: F1 = 2·2 / (4 + 2).
+        let pred = vec![vec![Float(2.0)], vec![t("a")]];
+        assert!((cell_overlap(&gold, &pred) - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(cell_overlap(&gold, &[vec![t("z")]]), 0.0);
+        assert_eq!(cell_overlap(&[], &[]), 1.0);
+        assert_eq!(cell_overlap(&gold, &[]), 0.0);
+        // Duplicates count once each.
+        let twice = vec![vec![t("a")], vec![t("a")]];
+        assert!((cell_overlap(&twice, &[vec![t("a")]]) - 2.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod corrections;
 pub mod hardness;
 pub mod report;
+pub mod sample;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -53,6 +54,8 @@ pub struct Item {
     /// Spider database loaded into PostgreSQL while its gold SQL is SQLite's).
     pub gold_db: Option<String>,
 }
+
+pub use sample::load_spider_train;
 
 /// Loads the Spider dev questions whose database is present, in the dataset's order.
 pub fn load_spider_dev(data: &Path) -> Result<Vec<Item>, EvalError> {

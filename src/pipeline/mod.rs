@@ -10,7 +10,8 @@
 //! questions through the steps, one file a step: `context.rs` (the schema shown for a
 //! question), `pose.rs` (its prompt), `generate.rs` (the model), `check.rs` (the guard),
 //! `run.rs` (the database) and `repair.rs` (the prompt that shows the model its mistake);
-//! `explain.rs` asks the model about a query instead. What a question ends in is in
+//! `explain.rs` asks the model about a query instead, and `sample.rs` samples several answers
+//! to learn from (`train --rl`). What a question ends in is in
 //! `answer.rs` and `error.rs`.
 
 mod answer;
@@ -24,6 +25,7 @@ mod generate;
 mod pose;
 mod repair;
 mod run;
+mod sample;
 mod vote;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ pub use error::{clip, AskError};
 pub use examples::{Shot, Shots, DEFAULT_EXAMPLES, EXAMPLE_TOKENS};
 pub use explain::EXPLAIN_TOKENS;
 use generate::{same_error, Open};
+pub use sample::{Sampled, SampledQuestion};
 
 pub use crate::llm::prompt::Turn;
 

@@ -11,6 +11,7 @@
 
 pub mod plot;
 pub mod recipe;
+pub mod rl;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -96,11 +97,23 @@ pub fn example(
         pair.dialect.unwrap_or(Dialect::Sqlite),
         &[],
     );
-    let mut ids = tokenizer.encode(&p.text())?;
+    answer_example(&p.text(), &pair.answer, tokenizer, template, max_len)
+}
+
+/// Tokenizes a whole prompt (as built for inference) followed by `answer`'s SQL and the end of
+/// turn. `None` when it is longer than `max_len` tokens.
+pub fn answer_example(
+    prompt: &str,
+    answer: &str,
+    tokenizer: &TextTokenizer,
+    template: ChatTemplate,
+    max_len: usize,
+) -> Result<Option<Example>, LlmError> {
+    let mut ids = tokenizer.encode(prompt)?;
     let answer_start = ids.len();
     let target = format!(
         "{}\n```{}",
-        pair.answer.trim().trim_end_matches(';'),
+        answer.trim().trim_end_matches(';'),
         template.end_of_answer()
     );
     ids.extend(tokenizer.encode(&target)?);
@@ -264,10 +277,25 @@ impl Grads {
     }
 }
 
+/// What [`batch_loss_of`] differentiates.
+#[derive(Clone, Copy)]
+pub enum Objective<'a> {
+    /// The mean negative log-likelihood of the answer tokens (supervised training).
+    Mean,
+    /// The same, and each answer token's log-probability returned ([`BatchLoss::logp`]).
+    LogProbs,
+    /// Each answer token's negative log-likelihood weighted as [`rl::TokenWeights`] says
+    /// (reinforcement learning); the log-probabilities are returned too.
+    Weighted(&'a rl::TokenWeights<'a>),
+}
+
 /// The loss of one batch, and its gradients when asked for.
 pub struct BatchLoss {
     /// Mean loss over the answer tokens.
     pub loss: f64,
+    /// Each answer token's log-probability, in the batch's order (examples, then positions),
+    /// unless the objective is [`Objective::Mean`].
+    pub logp: Vec<f32>,
     pub grads: Option<Grads>,
     /// Answer tokens the loss covers, and all non-padding tokens.
     pub targets: usize,
@@ -317,6 +345,18 @@ pub fn batch_loss(
     drop: &mut Dropout,
     pass: Pass,
 ) -> Result<BatchLoss, LlmError> {
+    batch_loss_of(model, lora, batch, drop, pass, Objective::Mean)
+}
+
+/// [`batch_loss`] with the gradient of `objective` (see [`Objective`]).
+pub fn batch_loss_of(
+    model: &Model,
+    lora: &LoraParams,
+    batch: &[&Example],
+    drop: &mut Dropout,
+    pass: Pass,
+    objective: Objective,
+) -> Result<BatchLoss, LlmError> {
     let Pass {
         chunk,
         grads: with_grads,
@@ -330,6 +370,8 @@ pub fn batch_loss(
     let mut ids = Vec::with_capacity(b * len);
     let mut rows = Vec::new();
     let mut targets = Vec::new();
+    // The example each target row belongs to.
+    let mut owner = Vec::new();
     for (i, e) in batch.iter().enumerate() {
         ids.extend(e.ids.iter().copied());
         ids.extend(std::iter::repeat_n(0u32, len - e.ids.len()));
@@ -337,6 +379,7 @@ pub fn batch_loss(
         for t in e.answer_start.saturating_sub(1)..e.ids.len() - 1 {
             rows.push((i * len + t) as u32);
             targets.push(e.ids[t + 1]);
+            owner.push(i);
         }
     }
     let tokens: usize = batch.iter().map(|e| e.ids.len()).sum();
@@ -402,6 +445,7 @@ pub fn batch_loss(
     let head = model.head_weight()?.t()?;
     let mut grad_h: Option<Tensor> = None;
     let mut total = 0f64;
+    let mut logp = Vec::new();
     for start in (0..n).step_by(chunk.max(1)) {
         let m = chunk.min(n - start);
         let hs = detached.as_tensor().narrow(0, start, m)?;
@@ -410,10 +454,26 @@ pub fn batch_loss(
         let picked = logits
             .gather(&targets.narrow(0, start, m)?, 1)?
             .squeeze(1)?;
-        let nll = (lse - picked)?.sum_all()?;
+        let each = (lse - picked)?;
+        let nll = each.sum_all()?;
         total += nll.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let goal = match objective {
+            Objective::Mean => nll,
+            Objective::LogProbs | Objective::Weighted(_) => {
+                let here: Vec<f32> = each.to_dtype(DType::F32)?.to_vec1()?;
+                logp.extend(here.iter().map(|v| -v));
+                match objective {
+                    Objective::Weighted(w) => {
+                        let ws = w.weights(&owner[start..start + m], start, &here);
+                        let ws = Tensor::from_vec(ws, m, &dev)?.to_dtype(each.dtype())?;
+                        (each * ws)?.sum_all()?
+                    }
+                    _ => nll,
+                }
+            }
+        };
         if with_grads {
-            let g = nll.backward()?;
+            let g = goal.backward()?;
             if let Some(g) = g.get(detached.as_tensor()) {
                 grad_h = Some(match grad_h {
                     Some(acc) => (acc + g)?,
@@ -424,8 +484,15 @@ pub fn batch_loss(
     }
     let loss = total / n as f64;
     lap.done(&dev, &format!("loss over {n} answer tokens"));
+    // The gradient is of the mean over the batch's answer tokens, or of the weighted sum over
+    // the tokens of the whole optimizer step.
+    let denom = match objective {
+        Objective::Weighted(w) => w.tokens as f64,
+        _ => n as f64,
+    };
     let result = |grads| BatchLoss {
         loss,
+        logp,
         grads,
         targets: n,
         tokens,
@@ -436,7 +503,7 @@ pub fn batch_loss(
     let grad_h =
         grad_h.ok_or_else(|| LlmError::Generation("no gradient reached the model".into()))?;
     // d(mean loss)/d(params) = Jᵀ · (dL/dh) / n, through backward passes of surrogates.
-    let surrogate = (sel * (grad_h / n as f64)?.detach())?.sum_all()?;
+    let surrogate = (sel * (grad_h / denom)?.detach())?.sum_all()?;
     let store = surrogate.backward()?;
     let mut grads = Grads::default();
     grads.take_from(&store, &vars)?;
@@ -796,29 +863,7 @@ impl<'m> Trainer<'m> {
         }
         // Average over micro-batches, then clip the global norm.
         let k = accum as f64;
-        let mut sq = 0f64;
-        for v in &vars {
-            if let Some(g) = acc.0.remove(&v.as_tensor().id()) {
-                let g = (g / k)?;
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(DType::F64)?
-                    .to_scalar::<f64>()?;
-                acc.0.insert(v.as_tensor().id(), g);
-            }
-        }
-        let norm = sq.sqrt();
-        if opts.clip > 0.0 && norm > opts.clip {
-            let f = opts.clip / norm;
-            for g in acc.0.values_mut() {
-                *g = (&*g * f)?;
-            }
-        }
-        let lr = opts.lr_at(self.step);
-        self.opt.lr = lr;
-        self.opt.step(&vars, &acc)?;
-        self.step += 1;
+        let (norm, lr) = self.update(acc, k)?;
         self.tokens_seen += tokens;
         let secs = t0.elapsed().as_secs_f64();
         self.seconds += secs;
@@ -834,6 +879,37 @@ impl<'m> Trainer<'m> {
             step_secs: secs,
             eval_loss: None,
         })
+    }
+
+    /// One optimizer step with the gradients `acc` divided by `k`: their global norm clipped to
+    /// `opts.clip`, AdamW at the schedule's learning rate. Returns the norm before clipping and
+    /// the learning rate.
+    fn update(&mut self, mut acc: Grads, k: f64) -> Result<(f64, f64), LlmError> {
+        let vars = self.lora.vars();
+        let mut sq = 0f64;
+        for v in &vars {
+            if let Some(g) = acc.0.remove(&v.as_tensor().id()) {
+                let g = (g / k)?;
+                sq += g
+                    .sqr()?
+                    .sum_all()?
+                    .to_dtype(DType::F64)?
+                    .to_scalar::<f64>()?;
+                acc.0.insert(v.as_tensor().id(), g);
+            }
+        }
+        let norm = sq.sqrt();
+        if self.opts.clip > 0.0 && norm > self.opts.clip {
+            let f = self.opts.clip / norm;
+            for g in acc.0.values_mut() {
+                *g = (&*g * f)?;
+            }
+        }
+        let lr = self.opts.lr_at(self.step);
+        self.opt.lr = lr;
+        self.opt.step(&vars, &acc)?;
+        self.step += 1;
+        Ok((norm, lr))
     }
 
     /// Mean answer-token loss of the adapter so far over `eval`.
