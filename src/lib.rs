@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Feedback(cmd) => app::feedback::command(cmd),
         Command::Model(cmd) => app::model::command(cmd),
         Command::Adapters(cmd) => app::adapters::command(cmd),
+        Command::Train(args) if args.rl => app::rl::command(*args),
         Command::Train(args) => app::train::command(*args),
         Command::Config(cmd) => config::command(&cmd),
         Command::Completions { shell } => {

@@ -20,9 +20,6 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     use llm::lora::adapter::Target;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    if args.rl {
-        return super::rl::command(args);
-    }
     args.model
         .local_only("training")
         .map_err(anyhow::Error::msg)?;
