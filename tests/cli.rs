@@ -815,6 +815,60 @@ fn train_checks_its_name_and_data_first() {
         !err.contains("generation failed") && !err.contains("model file"),
         "{err}"
     );
+    // Reinforcement learning needs questions with gold SQL, and says what it cannot combine
+    // with, before any model is looked for.
+    fails_in_one_line(
+        d,
+        &[
+            "train",
+            "--rl",
+            "--data",
+            "feedback",
+            "--out",
+            "r",
+            "--model",
+            "/nonexistent/m.gguf",
+        ],
+        "--rl learns from questions with gold SQL",
+    );
+    fails_in_one_line(
+        d,
+        &[
+            "train", "--rl", "--data", data_text, "--out", "r", "--resume",
+        ],
+        "--rl cannot be combined with --resume",
+    );
+    // A pair file is not a question set: its lines have no `db` or `query`.
+    fails_in_one_line(
+        d,
+        &[
+            "train",
+            "--rl",
+            "--data",
+            data_text,
+            "--out",
+            "r",
+            "--model",
+            "/nonexistent/m.gguf",
+        ],
+        "missing field `db`",
+    );
+    for (flag, bad) in [
+        ("--group", "1"),
+        ("--questions", "0"),
+        ("--kl", "-1"),
+        ("--temperature", "0"),
+    ] {
+        let out = sqlora(d)
+            .args(["train", "--rl", "--data", "spider-train", "--out", "r"])
+            .arg(format!("{flag}={bad}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} {bad} was taken");
+        let err = text(&out.stderr);
+        assert!(err.contains(flag), "{flag} {bad}: {err}");
+    }
+    assert!(!d.join("runs").exists(), "a run was started");
 }
 
 #[test]
