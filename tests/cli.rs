@@ -868,6 +868,12 @@ fn train_checks_its_name_and_data_first() {
         let err = text(&out.stderr);
         assert!(err.contains(flag), "{flag} {bad}: {err}");
     }
+    // RL's own options without --rl are refused, not silently ignored.
+    fails_in_one_line(
+        d,
+        &["train", "--data", data_text, "--out", "r", "--group", "4"],
+        "--rl",
+    );
     assert!(!d.join("runs").exists(), "a run was started");
 }
 

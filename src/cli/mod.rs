@@ -275,17 +275,17 @@ pub struct TrainArgs {
     #[arg(long)]
     pub rl: bool,
     /// With --rl: answers sampled per question (at least 2).
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = count(2, 256))]
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = count(2, 256), requires = "rl")]
     pub group: usize,
     /// With --rl: questions a step (of one database).
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = count(1, 4096))]
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = count(1, 4096), requires = "rl")]
     pub questions: usize,
     /// With --rl: weight of the KL penalty that holds the adapter near the one it started
     /// from (0: none).
-    #[arg(long, default_value_t = 0.04, value_name = "BETA", value_parser = number(0.0, false, 100.0, false))]
+    #[arg(long, default_value_t = 0.04, value_name = "BETA", value_parser = number(0.0, false, 100.0, false), requires = "rl")]
     pub kl: f64,
     /// With --rl: softmax temperature of the sampled answers.
-    #[arg(long, default_value_t = 1.0, value_name = "T", value_parser = number(0.0, true, 10.0, false))]
+    #[arg(long, default_value_t = 1.0, value_name = "T", value_parser = number(0.0, true, 10.0, false), requires = "rl")]
     pub temperature: f64,
     /// Write the tokenized training examples ({"ids", "answer_start"} a line) to this file and
     /// stop: the exact sequences, for comparing with another trainer
