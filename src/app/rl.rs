@@ -49,7 +49,6 @@ struct StepLine {
 
 /// Runs `sqlora train --rl`.
 pub fn command(args: TrainArgs) -> Result<()> {
-    use llm::lora::adapter::Target;
     args.model
         .local_only("training")
         .map_err(anyhow::Error::msg)?;
@@ -66,6 +65,7 @@ pub fn command(args: TrainArgs) -> Result<()> {
     {
         bail!("an adapter named `{out}` exists already (remove it, or pick another --out)");
     }
+    let targets = super::train::targets(&args.targets)?;
     // The questions, with their databases and gold SQL.
     let dir = args.data_dir.clone().unwrap_or_else(eval::default_data_dir);
     let mut items = Vec::new();
@@ -125,13 +125,6 @@ pub fn command(args: TrainArgs) -> Result<()> {
         )?),
         None => None,
     };
-    let mut targets = Vec::new();
-    for t in &args.targets {
-        match Target::from_name(t) {
-            Some(x) => targets.push(x),
-            None => bail!("unknown target `{t}` (q, k, v, o, gate, up, down)"),
-        }
-    }
     let mut opts = train::Options {
         rank: args.rank,
         alpha: args.alpha,
@@ -158,12 +151,7 @@ pub fn command(args: TrainArgs) -> Result<()> {
             }),
     };
     if let Some(a) = &start {
-        opts.rank = a.config.r;
-        opts.alpha = a.config.lora_alpha;
-        let mut t: Vec<Target> = a.weights.keys().map(|(_, t)| *t).collect();
-        t.sort();
-        t.dedup();
-        opts.targets = t;
+        super::train::take_shape(&mut opts, a);
     }
     let mut trainer = train::Trainer::from_start(tengine.model(), &opts, start.as_ref())?;
     // The reference the KL term holds the adapter to: where it starts.

@@ -17,7 +17,6 @@ use crate::{clock, db, eval, feedback, hub, llm, paths, pipeline, sql, train};
 
 /// Runs `sqlora train`.
 pub fn command(mut args: TrainArgs) -> Result<()> {
-    use llm::lora::adapter::Target;
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     args.model
@@ -84,13 +83,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     {
         bail!("an adapter named `{out}` exists already (remove it, or pick another --out)");
     }
-    let mut targets = Vec::new();
-    for t in &args.targets {
-        match Target::from_name(t) {
-            Some(x) => targets.push(x),
-            None => bail!("unknown target `{t}` (q, k, v, o, gate, up, down)"),
-        }
-    }
+    let targets = targets(&args.targets)?;
     // The pairs, and a hash of them for the record. Feedback pairs are tagged with their
     // database: the held-out pairs come from them when there are any.
     let mut pairs: Vec<(Option<String>, train::Pair)> = Vec::new();
@@ -314,13 +307,7 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         }
     };
     if let Some(a) = &start {
-        // A run that goes on keeps the adapter's shape (recorded as such).
-        opts.rank = a.config.r;
-        opts.alpha = a.config.lora_alpha;
-        let mut targets: Vec<Target> = a.weights.keys().map(|(_, t)| *t).collect();
-        targets.sort();
-        targets.dedup();
-        opts.targets = targets;
+        take_shape(&mut opts, a);
     }
     let run_id = format!(
         "{data_sha} {} max_len={} eval_split={} limit={:?} auto={} weight={} replay={} model={} \
@@ -505,6 +492,28 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The projections `--targets` names.
+pub(super) fn targets(names: &[String]) -> Result<Vec<llm::lora::adapter::Target>> {
+    names
+        .iter()
+        .map(|t| {
+            llm::lora::adapter::Target::from_name(t)
+                .with_context(|| format!("unknown target `{t}` (q, k, v, o, gate, up, down)"))
+        })
+        .collect()
+}
+
+/// A run that goes on from adapter `a` keeps its shape (rank, alpha, projections), recorded as
+/// such in the options.
+pub(super) fn take_shape(opts: &mut train::Options, a: &llm::lora::adapter::Adapter) {
+    opts.rank = a.config.r;
+    opts.alpha = a.config.lora_alpha;
+    let mut targets: Vec<_> = a.weights.keys().map(|(_, t)| *t).collect();
+    targets.sort();
+    targets.dedup();
+    opts.targets = targets;
 }
 
 /// The model as training needs it: the base weights in the GGUF's own quantization (QLoRA).
