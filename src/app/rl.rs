@@ -126,29 +126,12 @@ pub fn command(args: TrainArgs) -> Result<()> {
         None => None,
     };
     let mut opts = train::Options {
-        rank: args.rank,
-        alpha: args.alpha,
         // The answers were sampled without dropout; the update is of those same weights.
         dropout: 0.0,
-        targets,
         lr: args.lr.unwrap_or(RL_LR),
-        weight_decay: args.weight_decay,
         steps: args.steps.unwrap_or(RL_STEPS),
-        batch: args.batch.max(1),
         grad_accum: 1,
-        warmup: args.warmup,
-        schedule: args.schedule,
-        clip: args.clip,
-        seed: args.seed,
-        loss_chunk: 256,
-        recompute: !args.keep_activations,
-        compute: args
-            .compute
-            .unwrap_or(if tengine.model().device().is_cuda() {
-                train::Compute::Bf16
-            } else {
-                train::Compute::F32
-            }),
+        ..super::train::options(&args, targets, tengine.model().device().is_cuda())
     };
     if let Some(a) = &start {
         super::train::take_shape(&mut opts, a);

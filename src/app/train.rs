@@ -248,30 +248,8 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
     let steps = args.steps.unwrap_or_else(|| {
         ((examples.len() as f64 * args.epochs) / per_step as f64).ceil() as usize
     });
-    let mut opts = train::Options {
-        rank: args.rank,
-        alpha: args.alpha,
-        dropout: args.dropout,
-        targets,
-        lr: args.lr.unwrap_or(2e-4),
-        weight_decay: args.weight_decay,
-        steps: steps.max(1),
-        batch: args.batch.max(1),
-        grad_accum: args.grad_accum.max(1),
-        warmup: args.warmup,
-        schedule: args.schedule,
-        clip: args.clip,
-        seed: args.seed,
-        loss_chunk: 256,
-        recompute: !args.keep_activations,
-        compute: args
-            .compute
-            .unwrap_or(if engine.model().device().is_cuda() {
-                train::Compute::Bf16
-            } else {
-                train::Compute::F32
-            }),
-    };
+    let mut opts = options(&args, targets, engine.model().device().is_cuda());
+    opts.steps = steps.max(1);
     eprintln!(
         "sqlora: training `{}` on {} ({} examples, {} held out, {too_long} longer than {} left \
          out) for {} steps of {} examples, model {} on {chosen}, computing in {:?} ({})",
@@ -492,6 +470,37 @@ pub fn command(mut args: TrainArgs) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Supervised training's options from the command line (the steps from `--steps`, else 1:
+/// the caller sets them from the data).
+pub(super) fn options(
+    args: &TrainArgs,
+    targets: Vec<llm::lora::adapter::Target>,
+    cuda: bool,
+) -> train::Options {
+    train::Options {
+        rank: args.rank,
+        alpha: args.alpha,
+        dropout: args.dropout,
+        targets,
+        lr: args.lr.unwrap_or(2e-4),
+        weight_decay: args.weight_decay,
+        steps: args.steps.unwrap_or(1).max(1),
+        batch: args.batch.max(1),
+        grad_accum: args.grad_accum.max(1),
+        warmup: args.warmup,
+        schedule: args.schedule,
+        clip: args.clip,
+        seed: args.seed,
+        loss_chunk: 256,
+        recompute: !args.keep_activations,
+        compute: args.compute.unwrap_or(if cuda {
+            train::Compute::Bf16
+        } else {
+            train::Compute::F32
+        }),
+    }
 }
 
 /// The projections `--targets` names.

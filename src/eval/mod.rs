@@ -57,18 +57,24 @@ pub struct Item {
 
 pub use sample::load_spider_train;
 
-/// Loads the Spider dev questions whose database is present, in the dataset's order.
-pub fn load_spider_dev(data: &Path) -> Result<Vec<Item>, EvalError> {
-    let file = data.join(SPIDER_DEV);
-    let text = std::fs::read_to_string(&file).map_err(|e| {
+/// The rows of a Spider JSON file (`what` names it, `flag` is the option that points at the
+/// data), or a one-line error saying where it was looked for.
+fn spider_rows(file: &Path, what: &str, flag: &str) -> Result<Vec<serde_json::Value>, EvalError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
         EvalError::Set(format!(
-            "cannot read Spider dev at {} ({e}); pass --data DIR, the directory that holds \
-             spider/ (e.g. ../shared/data)",
+            "cannot read {what} at {} ({e}); pass {flag}, the directory that holds spider/ \
+             (e.g. ../shared/data)",
             file.display()
         ))
     })?;
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
-        .map_err(|e| EvalError::Set(format!("{}: not Spider JSON: {e}", file.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| EvalError::Set(format!("{}: not Spider JSON: {e}", file.display())))
+}
+
+/// Loads the Spider dev questions whose database is present, in the dataset's order.
+pub fn load_spider_dev(data: &Path) -> Result<Vec<Item>, EvalError> {
+    let file = data.join(SPIDER_DEV);
+    let rows = spider_rows(&file, "Spider dev", "--data DIR")?;
     let mut items = Vec::with_capacity(rows.len());
     for (index, row) in rows.iter().enumerate() {
         let field = |k: &str| {

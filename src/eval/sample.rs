@@ -54,15 +54,7 @@ pub struct JudgedQuestion {
 /// database is missing are skipped.
 pub fn load_spider_train(data: &Path) -> Result<Vec<Item>, EvalError> {
     let file = data.join(SPIDER_TRAIN);
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        EvalError::Set(format!(
-            "cannot read Spider train at {} ({e}); pass --data-dir, the directory that holds \
-             spider/ (e.g. ../shared/data)",
-            file.display()
-        ))
-    })?;
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&text)
-        .map_err(|e| EvalError::Set(format!("{}: not Spider JSON: {e}", file.display())))?;
+    let rows = super::spider_rows(&file, "Spider train", "--data-dir")?;
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let (Some(q), Some(sql), Some(db)) = (
