@@ -14,7 +14,7 @@ use sqlora::cancel::Cancel;
 use sqlora::llm::lora::adapter::{AdapterConfig, Target};
 use sqlora::llm::lora::{dropout::Dropout, params::LoraParams};
 use sqlora::llm::{Model, WeightFormat, WeightPlan};
-use sqlora::train::rl::{self, TokenWeights};
+use sqlora::train::rl::TokenWeights;
 use sqlora::train::{self, Compute, Example, Objective, Options, Schedule};
 
 fn native() -> WeightPlan {
@@ -263,11 +263,7 @@ fn sampled_answers_are_run_and_judged_and_repeat_with_the_seed() {
     let rewards: Vec<f32> = first
         .iter()
         .flat_map(|q| &q.answers)
-        .map(|a| match a.judged {
-            Judged::Correct => rl::reward(true, None),
-            Judged::Wrong { overlap } => rl::reward(false, Some(overlap)),
-            Judged::Failed => rl::reward(false, None),
-        })
+        .map(|a| a.judged.reward())
         .collect();
     assert!(rewards.iter().all(|r| (0.0..=1.0).contains(r)));
 }

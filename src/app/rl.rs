@@ -203,29 +203,15 @@ pub fn command(args: TrainArgs) -> Result<()> {
         let (mut examples, mut adv) = (Vec::new(), Vec::new());
         let (mut n, mut sum, mut right, mut failed, mut with_signal) = (0, 0f64, 0, 0, 0);
         for q in &judged {
-            let rewards: Vec<f32> = q
-                .answers
-                .iter()
-                .map(|a| match a.judged {
-                    eval::sample::Judged::Correct => train::rl::reward(true, None),
-                    eval::sample::Judged::Wrong { overlap } => {
-                        train::rl::reward(false, Some(overlap))
-                    }
-                    eval::sample::Judged::Failed => train::rl::reward(false, None),
-                })
-                .collect();
+            let mut rewards = Vec::with_capacity(q.answers.len());
+            for a in &q.answers {
+                let r = a.judged.reward();
+                rewards.push(r);
+                sum += r as f64;
+                right += usize::from(a.judged == eval::sample::Judged::Correct);
+                failed += usize::from(a.judged == eval::sample::Judged::Failed);
+            }
             n += rewards.len();
-            sum += rewards.iter().map(|&r| r as f64).sum::<f64>();
-            right += q
-                .answers
-                .iter()
-                .filter(|a| a.judged == eval::sample::Judged::Correct)
-                .count();
-            failed += q
-                .answers
-                .iter()
-                .filter(|a| a.judged == eval::sample::Judged::Failed)
-                .count();
             let Some(a) = train::rl::advantages(&rewards) else {
                 continue;
             };

@@ -5,8 +5,8 @@
 //! by sampling ([`Pipeline::sample_answers`](crate::pipeline::Pipeline::sample_answers)), and
 //! every answer is judged as `eval` judges one ([`compare::results_match`]), with the share of
 //! the gold result's cells it found ([`compare::cell_overlap`]) for one that runs but is
-//! wrong. Also loads Spider train as a question set. Never trains and never turns a judgement
-//! into a reward: that is [`crate::train::rl`]'s.
+//! wrong, and the reward [`crate::train::rl::reward`] gives each judgement. Also loads Spider
+//! train as a question set. Never trains.
 
 use std::path::Path;
 
@@ -31,6 +31,17 @@ pub enum Judged {
     Failed,
 }
 
+impl Judged {
+    /// Its reward for `train --rl` ([`crate::train::rl::reward`]).
+    pub fn reward(self) -> f32 {
+        match self {
+            Judged::Correct => crate::train::rl::reward(true, None),
+            Judged::Wrong { overlap } => crate::train::rl::reward(false, Some(overlap)),
+            Judged::Failed => crate::train::rl::reward(false, None),
+        }
+    }
+}
+
 /// A sampled answer and its judgement.
 #[derive(Debug, Clone)]
 pub struct JudgedAnswer {
@@ -38,14 +49,11 @@ pub struct JudgedAnswer {
     /// none.
     pub written: Option<String>,
     pub judged: Judged,
-    pub new_tokens: usize,
 }
 
 /// One question's prompt and its judged answers.
 #[derive(Debug, Clone)]
 pub struct JudgedQuestion {
-    /// The item's index in its set.
-    pub index: usize,
     pub prompt: String,
     pub answers: Vec<JudgedAnswer>,
 }
@@ -153,7 +161,6 @@ impl Evaluator {
             .map(|((item, gold), s)| {
                 let order = item.order_matters || compare::has_top_level_order_by(&item.gold);
                 JudgedQuestion {
-                    index: item.index,
                     prompt: s.prompt,
                     answers: s
                         .answers
@@ -175,7 +182,6 @@ impl Evaluator {
                                 Err(_) => Judged::Failed,
                             },
                             written: a.written,
-                            new_tokens: a.generation.new_tokens,
                         })
                         .collect(),
                 }

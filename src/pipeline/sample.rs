@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use crate::cancel::Cancel;
 use crate::guard;
-use crate::llm::{Generation, Request};
+use crate::llm::Request;
 
 use super::vote::candidate_timeout;
 use super::{AskError, Pipeline, SqlRun};
@@ -23,7 +23,6 @@ pub struct Sampled {
     pub written: Option<String>,
     /// What checking and running it gave (the error in one line).
     pub run: Result<SqlRun, String>,
-    pub generation: Generation,
 }
 
 /// A question's prompt and its sampled answers.
@@ -96,11 +95,7 @@ impl Pipeline {
                         }
                     },
                 };
-                answers.push(Sampled {
-                    written,
-                    run,
-                    generation: g,
-                });
+                answers.push(Sampled { written, run });
             }
             out.push(SampledQuestion {
                 prompt: p.base.text(),
